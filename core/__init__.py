@@ -1,0 +1,101 @@
+"""orderhooks: keep routed orders in step with the sales channels they came from."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from . import config as config_module
+from .hookspecs import hookimpl  # re-exported for plugin authors
+
+__all__ = ["create_app", "hookimpl"]
+
+log = logging.getLogger("orderhooks")
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """The app factory. ``test_config`` overrides settings read from ``ORDERHOOKS_*``; it may
+    also hold ``PLUGINS``: extra ``(name, plugin)`` pairs registered beside the entry points."""
+    from . import api, db, intake, logs, plugins
+    from .crypto import Box
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(config_module.from_env())
+    if test_config:
+        app.config.update(test_config)
+    logs.configure(app.config["LOG_LEVEL"])
+    app.json.sort_keys = False
+
+    app.extensions["orderhooks.box"] = box = Box(app.config["SECRET_KEY"])
+    if box.using_development_key:
+        log.warning("config.development_secret_key", extra={
+            "detail": "ORDERHOOKS_SECRET_KEY is not set: credentials are encrypted with a "
+                       "development key"})
+    app.extensions["orderhooks.channels"] = plugins.load_channels(
+        extra=app.config.get("PLUGINS", ()),
+        disabled=str(app.config["DISABLED_PLUGINS"]).split(","),
+        strict=bool(app.config["STRICT_PLUGINS"]),
+        entry_points=app.config.get("ENTRY_POINT_PLUGINS", True))
+    app.extensions["orderhooks.channel_cache"] = intake.ChannelCache(
+        app.config.get("CHANNEL_CACHE_SECONDS", 5.0))
+    db.init_app(app)
+    if app.config.get("AUTO_MIGRATE"):
+        app.extensions["orderhooks.db"].upgrade()
+
+    app.register_blueprint(intake.bp)
+    api.init_app(app)
+    _register_basics(app)
+    return app
+
+
+def _register_basics(app: Flask) -> None:
+    from . import metrics
+    from .api import http_error_response
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        try:
+            app.extensions["orderhooks.db"].ping()
+        except Exception:  # noqa: BLE001
+            log.warning("readyz.database_unavailable")
+            return jsonify({"status": "unavailable", "database": "unreachable"}), 503
+        return {"status": "ok", "database": "ok"}
+
+    @app.get("/metrics")
+    def prometheus():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return http_error_response(error)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        # Never a stack trace or SQL to a client; the log has the details.
+        from sqlalchemy.exc import OperationalError, InterfaceError, DBAPIError
+        if isinstance(error, (OperationalError, InterfaceError)) or (
+                isinstance(error, DBAPIError) and error.connection_invalidated):
+            log.warning("http.database_unavailable", exc_info=error)
+            response = jsonify({"error": "database_unavailable",
+                                "message": "the database is unavailable; try again shortly"})
+            response.status_code = 503
+            response.headers["Retry-After"] = "30"
+            return response
+        log.exception("http.unexpected_error", exc_info=error)
+        return jsonify({"error": "internal_error",
+                        "message": "something went wrong on our side; it has been logged"}), 500
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'none'")
+        return response

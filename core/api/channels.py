@@ -1,0 +1,170 @@
+"""/api/v1/channels: sales channels, their edit history and subscriptions."""
+from __future__ import annotations
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from .. import saleschannels
+from ..db import get_session
+from ..models import ChannelChange, SalesChannel, Subscription, SubscriptionEvent
+from ..subscriptions import reconcile
+from .schemas import (ChannelChangeSchema, ChannelCreateSchema, ChannelPatchSchema, ChannelSchema,
+                      SubscriptionReportSchema)
+
+PREFIX = "/channels"
+blp = Blueprint("channels", __name__, description="Sales channels and their settings")
+
+
+def _adapter(channel_type: str):
+    adapter = current_app.extensions["orderhooks.channels"].get(channel_type)
+    if adapter is None:
+        known = ", ".join(current_app.extensions["orderhooks.channels"].types) or "none"
+        abort(422, message=f"unknown channel type {channel_type!r}; installed types: {known}")
+    return adapter
+
+
+def _credentials(adapter, data: dict, partial: bool = False) -> dict:
+    if adapter.credentials_schema is None:
+        return data
+    try:
+        return adapter.credentials_schema().load(data, partial=partial)
+    except ValidationError as exc:
+        abort(422, message="invalid credentials: " + "; ".join(
+            f"{k}: {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in exc.messages.items()), errors={"credentials": exc.messages})
+
+
+def _check_destination(adapter, row_type: str, channel_id: int, wants_hooks: bool) -> None:
+    if not wants_hooks:
+        return
+    url = saleschannels.webhook_url(current_app.config["PUBLIC_BASE_URL"], row_type, channel_id)
+    try:
+        adapter.check_destination(url)
+    except ValueError as exc:
+        abort(422, message=f"ORDERHOOKS_PUBLIC_BASE_URL cannot be used: {exc}")
+
+
+def _out(session, row: SalesChannel) -> dict:
+    subs = session.scalars(select(Subscription).where(Subscription.channel_id == row.id)
+                           .order_by(Subscription.topic)).all()
+    return {**{c: getattr(row, c) for c in ("id", "type", "name", "active",
+                                            "valid_cancellation_statuses",
+                                            "valid_fulfillment_statuses", "created_at",
+                                            "updated_at")},
+            "webhook_url": saleschannels.webhook_url(current_app.config["PUBLIC_BASE_URL"],
+                                                     row.type, row.id),
+            "subscriptions": subs}
+
+
+def _get(session, channel_id: int) -> SalesChannel:
+    row = session.get(SalesChannel, channel_id) if channel_id < 2**62 else None
+    if row is None:
+        abort(404, message=f"no channel {channel_id}")
+    return row
+
+
+def _after_change(channel_id: int) -> None:
+    current_app.extensions["orderhooks.channel_cache"].clear()
+    reconcile(current_app._get_current_object(), channel_id)
+
+
+@blp.route("")
+class Channels(MethodView):
+    @blp.response(200, ChannelSchema(many=True))
+    def get(self):
+        """List sales channels"""
+        session = get_session()
+        return [_out(session, r) for r in session.scalars(select(SalesChannel)
+                                                          .order_by(SalesChannel.id))]
+
+    @blp.arguments(ChannelCreateSchema)
+    @blp.response(201, ChannelSchema)
+    def post(self, data):
+        """Create a sales channel; subscribes to its webhooks when statuses are selected"""
+        adapter = _adapter(data["type"])
+        credentials = _credentials(adapter, data["credentials"])
+        session = get_session()
+        try:
+            row = saleschannels.create(session, current_app.extensions["orderhooks.box"],
+                                       type=data["type"], name=data["name"],
+                                       credentials=credentials, active=data["active"],
+                                       valid_cancellation_statuses=data[
+                                           "valid_cancellation_statuses"],
+                                       valid_fulfillment_statuses=data[
+                                           "valid_fulfillment_statuses"])
+        except ValueError as exc:
+            abort(422, message=str(exc))
+        _check_destination(adapter, row.type, row.id, row.active and bool(
+            row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
+        session.commit()
+        _after_change(row.id)
+        return _out(session, row)
+
+
+@blp.route("/<int:channel_id>")
+class ChannelById(MethodView):
+    @blp.response(200, ChannelSchema)
+    def get(self, channel_id):
+        """A sales channel (credentials are never returned)"""
+        session = get_session()
+        return _out(session, _get(session, channel_id))
+
+    @blp.arguments(ChannelPatchSchema)
+    @blp.response(200, ChannelSchema)
+    def patch(self, data, channel_id):
+        """Change name, credentials, status lists or active; every change is recorded"""
+        session = get_session()
+        row = _get(session, channel_id)
+        adapter = _adapter(row.type)
+        if "credentials" in data:
+            data["credentials"] = _credentials(adapter, data["credentials"], partial=True)
+        try:
+            saleschannels.update(session, current_app.extensions["orderhooks.box"], row, data)
+        except ValueError as exc:
+            abort(422, message=str(exc))
+        _check_destination(adapter, row.type, row.id, row.active and bool(
+            row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
+        session.commit()
+        _after_change(row.id)
+        return _out(session, row)
+
+
+@blp.route("/<int:channel_id>/history")
+class ChannelHistory(MethodView):
+    @blp.response(200, ChannelChangeSchema(many=True))
+    def get(self, channel_id):
+        """The channel's edit history: what changed, old → new, when"""
+        session = get_session()
+        _get(session, channel_id)
+        return session.scalars(select(ChannelChange).where(ChannelChange.channel_id == channel_id)
+                               .order_by(ChannelChange.id)).all()
+
+
+@blp.route("/<int:channel_id>/subscriptions")
+class ChannelSubscriptions(MethodView):
+    @blp.response(200, SubscriptionReportSchema)
+    def get(self, channel_id):
+        """Subscriptions as last checked, and what the checks found and did"""
+        session = get_session()
+        _get(session, channel_id)
+        return _report(session, channel_id)
+
+    @blp.response(200, SubscriptionReportSchema)
+    def post(self, channel_id):
+        """Check and repair the channel's subscriptions now"""
+        session = get_session()
+        _get(session, channel_id)
+        reconcile(current_app._get_current_object(), channel_id)
+        session.expire_all()
+        return _report(session, channel_id)
+
+
+def _report(session, channel_id: int) -> dict:
+    return {"subscriptions": session.scalars(select(Subscription).where(
+                Subscription.channel_id == channel_id).order_by(Subscription.topic)).all(),
+            "events": session.scalars(select(SubscriptionEvent).where(
+                SubscriptionEvent.channel_id == channel_id)
+                .order_by(SubscriptionEvent.id.desc()).limit(100)).all()}

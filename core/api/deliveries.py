@@ -1,0 +1,88 @@
+"""/api/v1/deliveries: the inbox — what arrived, what became of it, replay."""
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from ..db import get_session
+from ..models import Delivery, SalesChannel
+from ..rules import _naive
+from ..worker import replay
+from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
+                      ReplayResultSchema, ReplayWindowSchema)
+
+PREFIX = "/deliveries"
+blp = Blueprint("deliveries", __name__, description="Webhook deliveries and their outcomes")
+
+
+def _get(session, delivery_id: int) -> Delivery:
+    row = session.get(Delivery, delivery_id) if delivery_id < 2**62 else None
+    if row is None:
+        abort(404, message=f"no delivery {delivery_id}")
+    return row
+
+
+@blp.route("")
+class Deliveries(MethodView):
+    @blp.arguments(DeliveryQuerySchema, location="query")
+    @blp.response(200, DeliverySchema(many=True))
+    def get(self, args):
+        """Deliveries, newest first; filter by channel, outcome (or pending) and order"""
+        query = select(Delivery).order_by(Delivery.id.desc())
+        if args.get("channel_id") is not None:
+            query = query.where(Delivery.channel_id == args["channel_id"])
+        if args.get("channel_order_id") is not None:
+            query = query.where(Delivery.channel_order_id == args["channel_order_id"])
+        if args.get("outcome") == "pending":
+            query = query.where(Delivery.state != "done")
+        elif args.get("outcome"):
+            query = query.where(Delivery.outcome == args["outcome"])
+        return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
+
+
+@blp.route("/<int:delivery_id>")
+class DeliveryById(MethodView):
+    @blp.response(200, DeliveryDetailSchema)
+    def get(self, delivery_id):
+        """A delivery with its headers, raw body, intents and outcome"""
+        row = _get(get_session(), delivery_id)
+        data = {c.key: getattr(row, c.key) for c in Delivery.__table__.columns}
+        data["body"] = row.body.decode("utf-8", "replace") if row.body is not None else None
+        return data
+
+
+@blp.route("/<int:delivery_id>/replay")
+class DeliveryReplay(MethodView):
+    @blp.response(202, DeliverySchema)
+    def post(self, delivery_id):
+        """Process a delivery again from its stored body"""
+        session = get_session()
+        row = _get(session, delivery_id)
+        if row.state == "processing":
+            abort(409, message="the delivery is being processed right now; try again shortly")
+        replay(session, row)
+        session.commit()
+        return row
+
+
+@blp.route("/replay")
+class ReplayWindow(MethodView):
+    @blp.arguments(ReplayWindowSchema)
+    @blp.response(202, ReplayResultSchema)
+    def post(self, data):
+        """Replay a channel's deliveries received in a time window with the given outcomes"""
+        session = get_session()
+        if session.get(SalesChannel, data["channel_id"]) is None:
+            abort(422, message=f"no channel {data['channel_id']}")
+        since, until = _naive(data["since"]), _naive(data["until"])
+        if until < since:
+            abort(422, message="'until' is before 'since'")
+        rows = session.scalars(select(Delivery).where(
+            Delivery.channel_id == data["channel_id"], Delivery.received_at >= since,
+            Delivery.received_at <= until, Delivery.state == "done",
+            Delivery.outcome.in_(data["outcome"])).order_by(Delivery.id)).all()
+        for row in rows:
+            replay(session, row)
+        session.commit()
+        return {"replayed": len(rows), "delivery_ids": [r.id for r in rows]}

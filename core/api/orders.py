@@ -1,0 +1,84 @@
+"""/api/v1/orders: routed orders, their status and history."""
+from __future__ import annotations
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from .. import orders
+from ..db import get_session
+from ..models import Order, PendingIntent, SalesChannel
+from .schemas import (OrderCreateSchema, OrderDetailSchema, OrderPatchSchema, OrderQuerySchema,
+                      OrderSchema)
+
+PREFIX = "/orders"
+blp = Blueprint("orders", __name__, description="Routed orders: status, shipments, history")
+
+
+def _detail(session, order: Order) -> dict:
+    held = session.scalars(select(PendingIntent).where(
+        PendingIntent.channel_id == order.channel_id,
+        PendingIntent.channel_order_id == order.channel_order_id)
+        .order_by(PendingIntent.id)).all()
+    return {**{c.key: getattr(order, c.key) for c in Order.__table__.columns},
+            "history": order.history, "held_intents": held}
+
+
+def _get(session, order_id: int) -> Order:
+    order = session.get(Order, order_id) if order_id < 2**62 else None
+    if order is None:
+        abort(404, message=f"no order {order_id}")
+    return order
+
+
+@blp.route("")
+class Orders(MethodView):
+    @blp.arguments(OrderQuerySchema, location="query")
+    @blp.response(200, OrderSchema(many=True))
+    def get(self, args):
+        """Find orders by channel, channel order id and status"""
+        query = select(Order).order_by(Order.id)
+        for name in ("channel_id", "channel_order_id", "status"):
+            if args.get(name) is not None:
+                query = query.where(getattr(Order, name) == args[name])
+        return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
+
+    @blp.arguments(OrderCreateSchema)
+    @blp.response(201, OrderDetailSchema)
+    def post(self, data):
+        """Import an order (as the order-routing system downloads it); releases held intents"""
+        session = get_session()
+        channel = session.get(SalesChannel, data["channel_id"])
+        if channel is None:
+            abort(422, message=f"no channel {data['channel_id']}",
+                  errors={"json": {"channel_id": ["unknown channel"]}})
+        if orders.find_order(session, channel.id, data["channel_order_id"]) is not None:
+            abort(409, message=f"order {data['channel_order_id']} already exists on channel "
+                               f"{channel.id}")
+        order = orders.create_order(session, channel, data["channel_order_id"], data["status"],
+                                    customer=data.get("customer"), config=current_app.config)
+        session.commit()
+        return _detail(session, order)
+
+
+@blp.route("/<int:order_id>")
+class OrderById(MethodView):
+    @blp.response(200, OrderDetailSchema)
+    def get(self, order_id):
+        """An order with its shipments, its history and the intents held for it"""
+        session = get_session()
+        return _detail(session, _get(session, order_id))
+
+    @blp.arguments(OrderPatchSchema)
+    @blp.response(200, OrderDetailSchema)
+    def patch(self, data, order_id):
+        """Change an order's status; intents held for it are re-decided at once"""
+        session = get_session()
+        order = _get(session, order_id)
+        session.refresh(order, with_for_update=True)
+        channel = session.get(SalesChannel, order.channel_id)
+        orders.change_status(session, channel, order, data["status"], config=current_app.config)
+        session.commit()
+        session.expire(order, ["history"])
+        return _detail(session, order)

@@ -1,0 +1,224 @@
+"""marshmallow schemas of the admin API."""
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
+
+from .. import statuses
+
+STATUS = validate.OneOf(list(statuses.STATUSES))
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class StatusList(fields.List):
+    def __init__(self, **kwargs):
+        super().__init__(fields.String(), **kwargs)
+
+
+class ChannelCreateSchema(StrictSchema):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                         metadata={"example": "bigcommerce"})
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    credentials = fields.Dict(keys=fields.String(), required=True, load_only=True,
+                              metadata={"description": "Channel credentials (write-only)"})
+    valid_cancellation_statuses = StatusList(load_default=list)
+    valid_fulfillment_statuses = StatusList(load_default=list)
+    active = fields.Boolean(load_default=True)
+
+
+class ChannelPatchSchema(StrictSchema):
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    credentials = fields.Dict(keys=fields.String(), load_only=True)
+    valid_cancellation_statuses = StatusList()
+    valid_fulfillment_statuses = StatusList()
+    active = fields.Boolean()
+
+
+class SubscriptionSchema(Schema):
+    topic = fields.String()
+    destination = fields.String()
+    remote_id = fields.String(allow_none=True)
+    status = fields.String()
+    last_checked_at = fields.DateTime(allow_none=True)
+    last_action = fields.String(allow_none=True)
+    last_error = fields.String(allow_none=True)
+
+
+class SubscriptionEventSchema(Schema):
+    at = fields.DateTime()
+    topic = fields.String(allow_none=True)
+    action = fields.String()
+    remote_id = fields.String(allow_none=True)
+    message = fields.String()
+
+
+class SubscriptionReportSchema(Schema):
+    subscriptions = fields.List(fields.Nested(SubscriptionSchema))
+    events = fields.List(fields.Nested(SubscriptionEventSchema))
+
+
+class ChannelSchema(Schema):
+    id = fields.Integer()
+    type = fields.String()
+    name = fields.String()
+    active = fields.Boolean()
+    valid_cancellation_statuses = fields.List(fields.String())
+    valid_fulfillment_statuses = fields.List(fields.String())
+    webhook_url = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    subscriptions = fields.List(fields.Nested(SubscriptionSchema))
+
+
+class ChannelChangeSchema(Schema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    field = fields.String()
+    old_value = fields.Raw(allow_none=True)
+    new_value = fields.Raw(allow_none=True)
+    actor = fields.String()
+
+
+class ShipmentItemSchema(Schema):
+    sku = fields.String(allow_none=True)
+    line_id = fields.String(allow_none=True)
+    quantity = fields.Integer()
+
+
+class ShipmentSchema(Schema):
+    shipment_id = fields.String(allow_none=True)
+    tracking_number = fields.String(allow_none=True)
+    carrier = fields.String(allow_none=True)
+    tracking_url = fields.String(allow_none=True)
+    items = fields.List(fields.Nested(ShipmentItemSchema))
+
+
+class OrderChangeSchema(Schema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    event = fields.String()
+    old_status = fields.String(allow_none=True)
+    new_status = fields.String(allow_none=True)
+    delivery_id = fields.Integer(allow_none=True)
+    message = fields.String()
+
+
+class HeldIntentSchema(Schema):
+    delivery_id = fields.Integer()
+    intent = fields.Dict()
+    reason = fields.String()
+    expires_at = fields.DateTime()
+
+
+class OrderCreateSchema(StrictSchema):
+    channel_id = fields.Integer(required=True, strict=True,
+                                validate=validate.Range(min=1, max=2**62))
+    channel_order_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    status = fields.String(load_default=statuses.UNPROCESSED, validate=STATUS)
+    customer = fields.Dict(keys=fields.String(), allow_none=True, load_default=None)
+
+
+class OrderPatchSchema(StrictSchema):
+    status = fields.String(required=True, validate=STATUS)
+
+
+class OrderSchema(Schema):
+    id = fields.Integer()
+    channel_id = fields.Integer()
+    channel_order_id = fields.String()
+    status = fields.String()
+    shipments = fields.List(fields.Nested(ShipmentSchema))
+    customer = fields.Dict(allow_none=True)
+    last_event_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class OrderDetailSchema(OrderSchema):
+    history = fields.List(fields.Nested(OrderChangeSchema))
+    held_intents = fields.List(fields.Nested(HeldIntentSchema))
+
+
+class OrderQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    channel_order_id = fields.String(validate=validate.Length(max=128))
+    status = fields.String(validate=STATUS)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
+
+
+OUTCOMES = ["applied", "ignored", "deferred", "failed", "dead"]
+
+
+class DeliveryQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    outcome = fields.String(validate=validate.OneOf(OUTCOMES + ["pending"]))
+    channel_order_id = fields.String(validate=validate.Length(max=128))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer()
+    channel_id = fields.Integer()
+    channel_type = fields.String()
+    dedupe_key = fields.String()
+    topic = fields.String(allow_none=True)
+    channel_order_id = fields.String(allow_none=True)
+    occurred_at = fields.DateTime(allow_none=True)
+    received_at = fields.DateTime()
+    state = fields.String()
+    outcome = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    next_attempt_at = fields.DateTime(allow_none=True)
+    deferred_until = fields.DateTime(allow_none=True)
+    processed_at = fields.DateTime(allow_none=True)
+    body_purged_at = fields.DateTime(allow_none=True)
+
+
+class DeliveryDetailSchema(DeliverySchema):
+    headers = fields.Dict()
+    intents = fields.List(fields.Dict(), allow_none=True)
+    body = fields.String(allow_none=True, metadata={"description": "Raw body as text"})
+
+
+class ReplayWindowSchema(StrictSchema):
+    channel_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**62))
+    since = fields.DateTime(required=True)
+    until = fields.DateTime(required=True)
+    outcome = fields.List(fields.String(validate=validate.OneOf(["failed", "dead", "ignored",
+                                                                 "applied", "deferred"])),
+                          load_default=lambda: ["failed", "dead"])
+
+    @validates("until")
+    def _until(self, value, **_kwargs):
+        return value
+
+
+class ReplayResultSchema(Schema):
+    replayed = fields.Integer()
+    delivery_ids = fields.List(fields.Integer())
+
+
+class StatusSchema(Schema):
+    value = fields.String()
+    label = fields.String()
+    selectable = fields.Boolean()
+
+
+class PluginSchema(Schema):
+    name = fields.String()
+    version = fields.String(allow_none=True)
+    channel_types = fields.List(fields.String())
+    status = fields.String()
+    error = fields.String(allow_none=True)

@@ -1,0 +1,171 @@
+"""What a channel adapter is: the object a plugin registers through ``register_channels``.
+
+The core talks only to these plain objects and to the small value types below; it never
+imports channel code. Subclass :class:`ChannelAdapter` and override what your channel needs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from marshmallow import Schema
+
+from .intents import Intent
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only view of a delivery's HTTP headers."""
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()):
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._data = {str(k).lower(): str(v) for k, v in pairs}
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str, default=None):
+        return self._data.get(key.lower(), default)
+
+    def first(self, *names: str) -> str | None:
+        """The first of ``names`` present (e.g. ``X-Shopify-Topic`` or ``Shopify-Topic``)."""
+        for name in names:
+            value = self._data.get(name.lower())
+            if value is not None:
+                return value
+        return None
+
+
+@dataclass
+class Delivery:
+    """One webhook delivery as the channel sent it: the raw body bytes and the headers."""
+    body: bytes
+    headers: Headers
+    received_at: datetime | None = None
+    #: The stored delivery's id (None during intake, before it is stored).
+    id: int | None = None
+    _parsed: Any = field(default=None, repr=False)
+
+    def json(self) -> Any:
+        """The body parsed as JSON (from the raw bytes, never re-serialised). Raises ValueError."""
+        if self._parsed is None:
+            self._parsed = json.loads(self.body)
+        return self._parsed
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A configured sales channel as plugins see it (credentials decrypted)."""
+    id: int
+    type: str
+    name: str
+    active: bool
+    credentials: Mapping[str, Any]
+    #: Random per-channel secret the service generated; plugins may use it to authenticate.
+    webhook_secret: str
+    #: Where the channel must send deliveries: ``<public base url>/webhooks/<type>/<id>``.
+    webhook_url: str
+    valid_cancellation_statuses: tuple[str, ...] = ()
+    valid_fulfillment_statuses: tuple[str, ...] = ()
+
+    @property
+    def wants_cancellations(self) -> bool:
+        return bool(self.valid_cancellation_statuses)
+
+    @property
+    def wants_fulfillments(self) -> bool:
+        return bool(self.valid_fulfillment_statuses)
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """What the intake needs to know about a delivery before storing it."""
+    #: De-duplication key, unique per channel: the same event delivered twice has the same key.
+    key: str
+    #: The channel's name for the event (e.g. ``store/order/statusUpdated``, ``orders/cancelled``).
+    topic: str | None = None
+    #: The channel's order id this delivery is about, when the delivery says so.
+    channel_order_id: str | None = None
+    #: When the channel says the event happened.
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """A webhook subscription the channel needs, given its settings."""
+    topic: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class RemoteSubscription:
+    """A webhook subscription as it exists on the channel."""
+    remote_id: str
+    topic: str
+    destination: str
+    active: bool = True
+
+
+class ChannelAdapter:
+    """Base class for channel adapters. ``type`` names the channel in URLs and the admin API."""
+
+    #: URL-safe name, e.g. ``"bigcommerce"``.
+    type: str = ""
+    #: Human-readable name, e.g. ``"BigCommerce"``.
+    title: str = ""
+    #: marshmallow schema validating ``credentials`` in the admin API (unknown keys are refused).
+    credentials_schema: type[Schema] | None = None
+    #: Delivery headers worth storing with the body (lower-case); others are dropped.
+    stored_headers: tuple[str, ...] = ()
+
+    def check_destination(self, url: str) -> None:
+        """Raise ValueError (with a message for the operator) if the channel cannot deliver to
+        ``url``. Called before subscriptions are created."""
+
+    def authenticate(self, delivery: Delivery, channel: Channel) -> None:
+        """Raise :class:`core.errors.AuthenticationError` unless the delivery is authentic.
+
+        Runs on the raw body before anything is parsed or stored. Compare secrets in constant
+        time (``hmac.compare_digest``)."""
+        raise NotImplementedError
+
+    def inspect(self, delivery: Delivery, channel: Channel) -> DeliveryInfo:
+        """Name the delivery: its de-duplication key, topic and order. Runs at intake after
+        :meth:`authenticate`; must not call the channel's API. Raise
+        :class:`core.errors.InvalidDelivery` for a body that makes no sense."""
+        raise NotImplementedError
+
+    def translate(self, delivery: Delivery, channel: Channel) -> Iterable[Intent]:
+        """Turn a stored delivery into intents (:mod:`core.intents`). Runs in the worker and may
+        call the channel's API. Raise :class:`core.errors.RetryLater` when throttled and
+        :class:`core.errors.ChannelAPIError` when the API fails."""
+        raise NotImplementedError
+
+    def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
+        """The subscriptions the channel needs for its settings (none when nothing is selected)."""
+        return []
+
+    def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
+        """The subscriptions that exist on the channel for this service."""
+        return []
+
+    def create_subscription(self, channel: Channel, spec: SubscriptionSpec) -> RemoteSubscription:
+        raise NotImplementedError
+
+    def activate_subscription(self, channel: Channel,
+                              remote: RemoteSubscription) -> RemoteSubscription:
+        """Re-activate an inactive subscription (channels that have no such notion re-create)."""
+        raise NotImplementedError
+
+    def delete_subscription(self, channel: Channel, remote: RemoteSubscription) -> None:
+        raise NotImplementedError

@@ -1,0 +1,210 @@
+"""The ``orderhooks`` command."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from . import create_app
+
+GUNICORN_CONFIG = Path(__file__).with_name("gunicorn_conf.py")
+
+
+@click.group(cls=FlaskGroup, create_app=lambda: create_app(), add_default_commands=False,
+             add_version_option=False)
+def main():
+    """orderhooks: keep routed orders in step with their sales channels."""
+
+
+def _db():
+    return current_app.extensions["orderhooks.db"]
+
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+@with_appcontext
+def db_upgrade():
+    """Create or migrate the database schema to the newest revision."""
+    _db().upgrade()
+    click.echo(f"database at newest revision ({_safe_url(current_app.config['DATABASE_URL'])})")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _gunicorn_cmd(bind: str, workers: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "--bind", bind]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    return cmd + ["core:create_app()"]
+
+
+def _metrics_dir(env: dict) -> None:
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="orderhooks-metrics-")
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
+@click.option("--workers", type=int, default=None, help="gunicorn workers (default: 2×cores+1)")
+@with_appcontext
+def web(bind, workers):
+    """Start the web service (gunicorn) alone."""
+    env = dict(os.environ)
+    _metrics_dir(env)
+    os.chdir(Path(__file__).parent.parent)
+    os.execvpe(sys.executable, _gunicorn_cmd(bind, workers), env)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Process what is due, then exit.")
+@with_appcontext
+def worker(once):
+    """Start a worker: processes deliveries, checks subscriptions, purges old bodies."""
+    from .worker import Worker
+    w = Worker(current_app._get_current_object())
+    if once:
+        w.housekeeping(force=True)
+        click.echo(f"processed {w.run_until_idle()} deliveries")
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: w.stopping.set())
+    w.run_forever()
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn workers")
+@with_appcontext
+def serve(bind, workers):
+    """Start web and worker together (one box); migrates the database first.
+    A worker process that dies is restarted."""
+    _db().upgrade()
+    env = dict(os.environ)
+    env["ORDERHOOKS_DATABASE_URL"] = current_app.config["DATABASE_URL"]
+    _metrics_dir(env)
+    root = Path(__file__).parent.parent
+    web_proc = subprocess.Popen(_gunicorn_cmd(bind, workers), env=env, cwd=root)
+    worker_cmd = [sys.executable, "-m", "core.cli", "worker"]
+    worker_proc = subprocess.Popen(worker_cmd, env=env, cwd=root)
+    click.echo(f"orderhooks serving on http://{bind} (web pid {web_proc.pid}, "
+               f"worker pid {worker_proc.pid}); Ctrl-C stops", err=True)
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            if web_proc.poll() is not None:
+                click.echo(f"web exited with {web_proc.returncode}", err=True)
+                break
+            if worker_proc.poll() is not None:
+                click.echo(f"worker exited with {worker_proc.returncode}; restarting", err=True)
+                time.sleep(1)
+                worker_proc = subprocess.Popen(worker_cmd, env=env, cwd=root)
+    finally:
+        for proc in (worker_proc, web_proc):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in (worker_proc, web_proc):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    sys.exit(0 if stopping else 1)
+
+
+@main.group()
+def subscriptions():
+    """Webhook subscriptions on the channels."""
+
+
+@subscriptions.command("check")
+@click.option("--channel", "channel_id", type=int, default=None, help="Only this channel.")
+@with_appcontext
+def subscriptions_check(channel_id):
+    """Check every channel's subscriptions now and repair them."""
+    from .subscriptions import check_all, reconcile
+    app = current_app._get_current_object()
+    results = {channel_id: reconcile(app, channel_id)} if channel_id else check_all(app)
+    failed = False
+    for cid, events in results.items():
+        for event in events:
+            failed |= event["action"] == "failed"
+            click.echo(f"channel {cid}: {event['action']:<11} {event['topic'] or '-'} "
+                       f"{event['message']}")
+        if not events:
+            click.echo(f"channel {cid}: no subscriptions needed")
+    sys.exit(1 if failed else 0)
+
+
+@main.group()
+def deliveries():
+    """The inbox."""
+
+
+@deliveries.command("purge")
+@click.option("--days", type=int, default=None, help="Override ORDERHOOKS_RETENTION_DAYS.")
+@with_appcontext
+def deliveries_purge(days):
+    """Drop raw bodies of processed deliveries older than the retention period."""
+    from .retention import purge_bodies
+    days = current_app.config["RETENTION_DAYS"] if days is None else days
+    click.echo(f"purged {purge_bodies(_db(), days)} delivery bodies older than {days} days")
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def plugins_cmd(as_json):
+    """List channel plugins, their versions and channel types."""
+    infos = [p.to_dict() for p in current_app.extensions["orderhooks.channels"].plugins]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    for p in infos:
+        click.echo(f"{p['name']:<16} {p['version'] or '-':<10} {p['status']:<9} "
+                   f"{','.join(p['channel_types']) or '-'}" + (f"  {p['error']}" if p['error']
+                                                                else ""))
+
+
+@main.group()
+def secrets():
+    """Encryption of stored credentials."""
+
+
+@secrets.command("rotate")
+@with_appcontext
+def secrets_rotate():
+    """Re-encrypt credentials with the first key of ORDERHOOKS_SECRET_KEY."""
+    from .models import SalesChannel
+    box = current_app.extensions["orderhooks.box"]
+    with _db().session() as session:
+        rows = session.query(SalesChannel).all()
+        for row in rows:
+            row.credentials_sealed = box.rotate(row.credentials_sealed)
+            row.webhook_secret_sealed = box.rotate(row.webhook_secret_sealed)
+    click.echo(f"re-encrypted the secrets of {len(rows)} channel(s)")
+
+
+if __name__ == "__main__":
+    main()

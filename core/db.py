@@ -1,0 +1,110 @@
+"""Engine and sessions. SQLite (WAL, busy timeout, BEGIN IMMEDIATE) by default; any PostgreSQL
+through ``ORDERHOOKS_DATABASE_URL``."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from flask import Flask, current_app, g
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Database:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL"):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"timeout": 30,
+                                                           "check_same_thread": False})
+            _sqlite_pragmas(self.engine, sqlite_synchronous)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                                        pool_recycle=1800,
+                                        connect_args={"connect_timeout": 5})
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self):
+        """A session in a transaction: commits on success, rolls back on error."""
+        with self.Session() as session, session.begin():
+            yield session
+
+    def upgrade(self) -> None:
+        """Create or migrate the schema to the newest revision (Alembic)."""
+        from alembic import command
+        with self.engine.begin() as connection:
+            cfg = alembic_config(self.url)
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    # pysqlite's own transaction handling is turned off so that every transaction starts with
+    # BEGIN IMMEDIATE: a writer takes the lock up front (waiting up to the busy timeout) instead
+    # of failing with SQLITE_BUSY when it upgrades a read lock while another process writes.
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def default_url(app: Flask) -> str:
+    return "sqlite:///" + os.path.join(app.instance_path, "orderhooks.db")
+
+
+def init_app(app: Flask) -> Database:
+    url = app.config.get("DATABASE_URL") or default_url(app)
+    app.config["DATABASE_URL"] = url
+    db = Database(url, sqlite_synchronous=app.config.get("SQLITE_SYNCHRONOUS", "FULL"))
+    app.extensions["orderhooks.db"] = db
+    app.teardown_appcontext(_close_session)
+    return db
+
+
+def get_db() -> Database:
+    return current_app.extensions["orderhooks.db"]
+
+
+def get_session() -> Session:
+    """The request's session (opened on first use, closed at teardown)."""
+    if "db_session" not in g:
+        g.db_session = get_db().Session()
+    return g.db_session
+
+
+def _close_session(_exc=None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

@@ -1,0 +1,22 @@
+"""gunicorn settings for orderhooks (``orderhooks web`` / ``orderhooks serve``)."""
+import multiprocessing
+import os
+
+bind = os.environ.get("ORDERHOOKS_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"
+# Webhook senders give us seconds, not minutes.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+# Bounded request line and headers; the body cap is the app's (ORDERHOOKS_MAX_BODY_BYTES).
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = None
+errorlog = "-"
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,112 @@
+"""The generic vocabulary channel plugins speak.
+
+A plugin turns one delivery from its channel into zero or more of these. The core then decides,
+under the channel's status rules, what happens to the routed order. Intents are addressed by the
+channel's own order id (``channel_order_id``), always a string.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ShipmentItem:
+    """One line of a shipment: the channel's line/product reference and a quantity."""
+    sku: str | None = None
+    line_id: str | None = None
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """A parcel that left the warehouse. ``shipment_id`` is the channel's id, used to merge."""
+    tracking_number: str | None = None
+    carrier: str | None = None
+    tracking_url: str | None = None
+    items: tuple[ShipmentItem, ...] = ()
+    shipment_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity used to merge shipments: the channel's id, else the tracking number."""
+        return f"id:{self.shipment_id}" if self.shipment_id else f"tn:{self.tracking_number}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Shipment":
+        items = tuple(ShipmentItem(**i) for i in data.get("items") or ())
+        return cls(**{**data, "items": items})
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The order was cancelled in the channel."""
+    channel_order_id: str
+    reason: str | None = None
+    #: When the channel says this happened; used so an older event never overrides a newer one.
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Fulfill:
+    """The order shipped in the channel.
+
+    ``complete=False`` means a partial shipment: the shipments are recorded on the order, but its
+    status does not move to SHIPPED.
+    """
+    channel_order_id: str
+    shipments: tuple[Shipment, ...] = ()
+    complete: bool = True
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeactivateChannel:
+    """The channel revoked us (e.g. the app was uninstalled): stop using its credentials."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class RedactPersonalData:
+    """Remove personal data: one customer's (by ids/emails), or the whole channel's when
+    ``everything`` is true. ``channel_order_ids`` narrows the orders concerned."""
+    customer_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    channel_order_ids: tuple[str, ...] = ()
+    everything: bool = False
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing to do for this delivery, and why (e.g. a topic the service does not act on)."""
+    reason: str
+
+
+OrderIntent = Cancel | Fulfill
+Intent = Cancel | Fulfill | DeactivateChannel | RedactPersonalData | Ignore
+
+
+def to_dict(intent) -> dict:
+    """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents)."""
+    data = dataclasses.asdict(intent)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return {"kind": type(intent).__name__, **data}
+
+
+def from_dict(data: dict):
+    data = dict(data)
+    kind = data.pop("kind")
+    if data.get("occurred_at"):
+        data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
+    if kind == "Cancel":
+        return Cancel(**data)
+    if kind == "Fulfill":
+        data["shipments"] = tuple(Shipment.from_dict(s) for s in data.get("shipments") or ())
+        return Fulfill(**data)
+    raise ValueError(f"cannot restore intent of kind {kind!r}")

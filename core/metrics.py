@@ -1,0 +1,52 @@
+"""Prometheus metrics (prometheus-client). With several gunicorn workers, set
+``PROMETHEUS_MULTIPROC_DIR`` (``orderhooks serve`` and ``orderhooks web`` do) so ``/metrics``
+adds up every process."""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+
+DELIVERIES = Counter("orderhooks_deliveries_received_total",
+                     "Webhook deliveries received, by channel type and result "
+                     "(stored, duplicate)", ["channel_type", "result"])
+REJECTED = Counter("orderhooks_deliveries_rejected_total",
+                   "Webhook deliveries refused, by channel type and reason",
+                   ["channel_type", "reason"])
+OUTCOMES = Counter("orderhooks_delivery_outcomes_total",
+                   "Outcomes recorded by workers", ["channel_type", "outcome"])
+API_CALLS = Counter("orderhooks_channel_api_calls_total",
+                    "Calls to channel APIs, by channel type and HTTP status (or error)",
+                    ["channel_type", "status"])
+SUBSCRIPTION_ACTIONS = Counter("orderhooks_subscription_actions_total",
+                               "Subscription check actions (created, reactivated, recreated, "
+                               "deleted, failed)", ["channel_type", "action"])
+LAG = Gauge("orderhooks_worker_lag_seconds",
+            "Age of the oldest delivery waiting to be processed", multiprocess_mode="max")
+PROCESS_SECONDS = Histogram("orderhooks_delivery_processing_seconds",
+                            "Time to process one delivery", ["channel_type"])
+
+
+def received(channel_type: str, result: str) -> None:
+    DELIVERIES.labels(channel_type, result).inc()
+
+
+def rejected(channel_type: str, reason: str) -> None:
+    # channel_type comes from the URL: only known shapes become label values.
+    label = channel_type if channel_type.isalnum() and len(channel_type) <= 32 else "invalid"
+    REJECTED.labels(label, reason).inc()
+
+
+def api_call(channel_type: str, status) -> None:
+    API_CALLS.labels(channel_type, str(status)).inc()
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,183 @@
+"""The tables. The inbox (``Delivery``) and the order history (``OrderChange``) are the spine:
+together they answer "why did (or didn't) order 250 cancel?"."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+                        LargeBinary, String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: every timestamp in the database is UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class SalesChannel(Base):
+    __tablename__ = "sales_channels"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Encrypted JSON (core.crypto): never returned by the API, never logged.
+    credentials_sealed: Mapped[str] = mapped_column(Text)
+    webhook_secret_sealed: Mapped[str] = mapped_column(Text)
+    valid_cancellation_statuses: Mapped[list] = mapped_column(JSON, default=list)
+    valid_fulfillment_statuses: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class ChannelChange(Base):
+    """The edit history of a channel's settings: what changed, old → new, when, by whom."""
+    __tablename__ = "channel_changes"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id", ondelete="CASCADE"),
+                                            index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    field: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[object | None] = mapped_column(JSON, nullable=True)
+    new_value: Mapped[object | None] = mapped_column(JSON, nullable=True)
+    actor: Mapped[str] = mapped_column(String(64), default="admin-api")
+
+
+class Order(Base):
+    """The routed copy of a channel's order."""
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("channel_id", "channel_order_id",
+                                       name="uq_orders_channel_order"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
+    channel_order_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    shipments: Mapped[list] = mapped_column(JSON, default=list)
+    #: Personal data of the buyer (email, name...), removed by privacy requests.
+    customer: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: High-water mark: when the newest channel event applied to this order happened.
+    last_event_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    history: Mapped[list["OrderChange"]] = relationship(order_by="OrderChange.id",
+                                                        back_populates="order")
+
+
+class OrderChange(Base):
+    """One line of an order's history, with the delivery that caused it (if any)."""
+    __tablename__ = "order_changes"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: created | status_changed | cancelled | shipped | shipments_recorded | ignored | deferred
+    #: | released | redacted
+    event: Mapped[str] = mapped_column(String(32))
+    old_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    new_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    delivery_id: Mapped[int | None] = mapped_column(PK, nullable=True, index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+    order: Mapped[Order] = relationship(back_populates="history")
+
+
+class Delivery(Base):
+    """The inbox: one row per webhook delivery, stored before it is acknowledged."""
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "dedupe_key", name="uq_deliveries_dedupe"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_deliveries_channel_outcome", "channel_id", "outcome", "received_at"),
+        Index("ix_deliveries_order", "channel_id", "channel_order_id"),
+    )
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
+    channel_type: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    channel_order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: The raw body, byte for byte; None once purged (retention) or redacted.
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    body_purged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: pending (waiting, or waiting to be retried) | processing (claimed) | done
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    #: None (not processed yet) | applied | ignored | deferred | failed | dead
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    intents: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    deferred_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class PendingIntent(Base):
+    """An intent held back: its order is UNPROCESSED or not imported yet."""
+    __tablename__ = "pending_intents"
+    __table_args__ = (Index("ix_pending_intents_order", "channel_id", "channel_order_id"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id", ondelete="CASCADE"))
+    channel_order_id: Mapped[str] = mapped_column(String(128))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"),
+                                             index=True)
+    intent: Mapped[dict] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class Subscription(Base):
+    """A webhook subscription the service keeps on a channel, as last seen."""
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("channel_id", "topic", name="uq_subscriptions_topic"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(128))
+    destination: Mapped[str] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: active | failed (could not be created or repaired: see last_error)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_action: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SubscriptionEvent(Base):
+    """What a subscription check found and did (created, reactivated, recreated, deleted...)."""
+    __tablename__ = "subscription_events"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id", ondelete="CASCADE"),
+                                            index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    topic: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    remote_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class WorkerState(Base):
+    """Small key/value rows shared by workers (e.g. when subscriptions were last checked)."""
+    __tablename__ = "worker_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,190 @@
+"""Applying intents to routed orders under the status rules, and releasing held intents.
+
+Everything here runs inside the caller's transaction: the order, its history, the held intents and
+the delivery's outcome change together or not at all.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import rules
+from . import statuses as st
+from .intents import Cancel, Fulfill, Shipment, from_dict, to_dict
+from .models import Delivery, Order, OrderChange, PendingIntent, SalesChannel, utcnow
+
+log = logging.getLogger("orderhooks.orders")
+
+
+def find_order(session: Session, channel_id: int, channel_order_id: str, *,
+               lock: bool = False) -> Order | None:
+    query = select(Order).where(Order.channel_id == channel_id,
+                                Order.channel_order_id == str(channel_order_id))
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def merge_shipments(existing: list[dict], new: tuple[Shipment, ...]) -> tuple[list[dict], int]:
+    """Existing shipments plus the new ones not already recorded (by channel id or tracking
+    number). Returns the merged list and how many were added."""
+    merged = list(existing or [])
+    keys = {Shipment.from_dict(s).key for s in merged}
+    added = 0
+    for shipment in new:
+        if shipment.key not in keys:
+            merged.append(shipment.to_dict())
+            keys.add(shipment.key)
+            added += 1
+    return merged, added
+
+
+def apply_intent(session: Session, channel: SalesChannel, intent: Cancel | Fulfill, *,
+                 delivery_id: int | None, config: dict) -> rules.Decision:
+    """Decide and carry out what ``intent`` does to its order. Returns the decision."""
+    order = find_order(session, channel.id, intent.channel_order_id, lock=True)
+    decision, merged = _decide(channel, order, intent)
+    if decision.outcome == rules.DEFERRED:
+        _hold(session, channel, order, intent, decision, delivery_id, config)
+    elif order is not None:
+        _carry_out(session, order, intent, decision, merged, delivery_id)
+    return decision
+
+
+def _decide(channel: SalesChannel, order: Order | None, intent):
+    merged, added = (None, 0)
+    if isinstance(intent, Fulfill) and order is not None:
+        merged, added = merge_shipments(order.shipments, intent.shipments)
+    decision = rules.decide(
+        intent, order.status if order else None,
+        valid_cancellation=channel.valid_cancellation_statuses or [],
+        valid_fulfillment=channel.valid_fulfillment_statuses or [],
+        last_event_at=order.last_event_at if order else None,
+        new_shipments=added > 0)
+    return decision, merged
+
+
+def _carry_out(session: Session, order: Order, intent, decision: rules.Decision,
+               merged: list[dict] | None, delivery_id: int | None) -> None:
+    old = order.status
+    if decision.outcome == rules.APPLIED:
+        if decision.record_shipments and merged is not None:
+            order.shipments = merged
+        if decision.new_status:
+            order.status = decision.new_status
+        if intent.occurred_at is not None:
+            moment = rules._naive(intent.occurred_at)
+            if order.last_event_at is None or moment > order.last_event_at:
+                order.last_event_at = moment
+        event = {st.CANCELLED: "cancelled", st.SHIPPED: "shipped"}.get(decision.new_status or "",
+                                                                        "shipments_recorded")
+    else:
+        event = "ignored"
+    session.add(OrderChange(order_id=order.id, event=event, old_status=old,
+                            new_status=order.status, delivery_id=delivery_id,
+                            message=decision.reason))
+
+
+def _hold(session: Session, channel: SalesChannel, order: Order | None, intent,
+          decision: rules.Decision, delivery_id: int | None, config: dict) -> PendingIntent:
+    window = (config["UNPROCESSED_WINDOW_SECONDS"] if order is not None
+              else config["UNKNOWN_ORDER_WINDOW_SECONDS"])
+    held = PendingIntent(channel_id=channel.id, channel_order_id=str(intent.channel_order_id),
+                         delivery_id=delivery_id, intent=to_dict(intent), reason=decision.reason,
+                         expires_at=utcnow() + timedelta(seconds=window))
+    session.add(held)
+    if order is not None:
+        session.add(OrderChange(order_id=order.id, event="deferred", old_status=order.status,
+                                new_status=order.status, delivery_id=delivery_id,
+                                message=decision.reason))
+    return held
+
+
+def release_held(session: Session, channel: SalesChannel, order: Order, config: dict) -> int:
+    """Re-decide the intents held for ``order`` now that it arrived or changed status.
+    Called in the same transaction as the change that triggered it. Returns how many ran."""
+    held = session.scalars(select(PendingIntent).where(
+        PendingIntent.channel_id == channel.id,
+        PendingIntent.channel_order_id == order.channel_order_id,
+    ).order_by(PendingIntent.id).with_for_update()).all()
+    released = 0
+    for pending in held:
+        intent = from_dict(pending.intent)
+        decision, merged = _decide(channel, order, intent)
+        if decision.outcome == rules.DEFERRED:
+            # e.g. it arrived as UNPROCESSED: wait for processing, within that window now.
+            if pending.reason != decision.reason:
+                pending.reason = decision.reason
+                pending.expires_at = utcnow() + timedelta(
+                    seconds=config["UNPROCESSED_WINDOW_SECONDS"])
+                _set_delivery_outcome(session, pending.delivery_id, rules.DEFERRED,
+                                      decision.reason, deferred_until=pending.expires_at)
+            continue
+        _carry_out(session, order, intent, decision, merged, pending.delivery_id)
+        _set_delivery_outcome(session, pending.delivery_id, decision.outcome,
+                              f"released after being held: {decision.reason}")
+        session.delete(pending)
+        released += 1
+    if released:
+        session.flush()
+    return released
+
+
+def expire_held(session: Session, *, limit: int = 500) -> int:
+    """Give up on held intents past their window; the delivery records why."""
+    now = utcnow()
+    expired = session.scalars(select(PendingIntent).where(PendingIntent.expires_at <= now)
+                              .order_by(PendingIntent.expires_at).limit(limit)).all()
+    for pending in expired:
+        order = find_order(session, pending.channel_id, pending.channel_order_id)
+        if order is None:
+            reason = (f"gave up: order {pending.channel_order_id} was never imported "
+                      f"(held since {pending.created_at.isoformat()}Z)")
+        else:
+            reason = (f"gave up: order stayed {order.status} until "
+                      f"{pending.expires_at.isoformat()}Z")
+            session.add(OrderChange(order_id=order.id, event="ignored", old_status=order.status,
+                                    new_status=order.status, delivery_id=pending.delivery_id,
+                                    message=reason))
+        _set_delivery_outcome(session, pending.delivery_id, rules.IGNORED, reason)
+        session.delete(pending)
+    return len(expired)
+
+
+def _set_delivery_outcome(session: Session, delivery_id: int | None, outcome: str, reason: str,
+                          deferred_until=None) -> None:
+    if delivery_id is None:
+        return
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is not None:
+        delivery.outcome, delivery.reason = outcome, reason
+        delivery.deferred_until = deferred_until
+
+
+def create_order(session: Session, channel: SalesChannel, channel_order_id: str, status: str, *,
+                 customer: dict | None, config: dict) -> Order:
+    order = Order(channel_id=channel.id, channel_order_id=str(channel_order_id), status=status,
+                  shipments=[], customer=customer)
+    session.add(order)
+    session.flush()
+    session.add(OrderChange(order_id=order.id, event="created", new_status=status,
+                            message=f"order imported as {status}"))
+    session.flush()
+    release_held(session, channel, order, config)
+    return order
+
+
+def change_status(session: Session, channel: SalesChannel, order: Order, status: str, *,
+                  config: dict, message: str = "status changed in Network Manager") -> None:
+    """A status change made in the order-routing system (e.g. processing finished). Held
+    intents are re-decided at once, in the same transaction."""
+    if status == order.status:
+        return
+    old, order.status = order.status, status
+    session.add(OrderChange(order_id=order.id, event="status_changed", old_status=old,
+                            new_status=status, message=message))
+    session.flush()
+    release_held(session, channel, order, config)

@@ -1,0 +1,42 @@
+"""Privacy requests: remove a customer's (or a whole channel's) personal data."""
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from .intents import RedactPersonalData
+from .models import Delivery, Order, OrderChange, SalesChannel, utcnow
+
+
+def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
+           exclude_delivery: int | None = None) -> str:
+    """Blank stored delivery bodies and order customer data concerned. Returns what was done."""
+    orders_q = select(Order).where(Order.channel_id == channel.id)
+    deliveries_q = update(Delivery).where(Delivery.channel_id == channel.id,
+                                          Delivery.body.is_not(None))
+    if exclude_delivery is not None:
+        deliveries_q = deliveries_q.where(Delivery.id != exclude_delivery)
+    if not request.everything:
+        ids = [str(i) for i in request.channel_order_ids]
+        orders = [o for o in session.scalars(orders_q)
+                  if o.channel_order_id in ids or _matches(o.customer, request)]
+        ids = sorted({*ids, *(o.channel_order_id for o in orders)})
+        deliveries_q = deliveries_q.where(Delivery.channel_order_id.in_(ids))
+    else:
+        orders = list(session.scalars(orders_q))
+    for order in orders:
+        if order.customer:
+            order.customer = None
+            session.add(OrderChange(order_id=order.id, event="redacted", old_status=order.status,
+                                    new_status=order.status,
+                                    message="customer personal data removed on request"))
+    count = session.execute(deliveries_q.values(body=None, body_purged_at=utcnow())).rowcount
+    scope = "all of the shop's" if request.everything else "the customer's"
+    return (f"redacted {scope} personal data: {len(orders)} order(s), "
+            f"{count} stored delivery body(ies)")
+
+
+def _matches(customer: dict | None, request: RedactPersonalData) -> bool:
+    if not customer:
+        return False
+    return (str(customer.get("id")) in request.customer_ids
+            or (customer.get("email") or "").lower() in {e.lower() for e in request.emails})

@@ -1,0 +1,83 @@
+"""The status rules: what a Cancel or Fulfill does to a routed order. A pure function.
+
+=====================  ===========================================================
+order                  outcome
+=====================  ===========================================================
+not imported yet       DEFERRED until the order arrives (bounded window)
+already in the target  IGNORED, nothing changes (re-applying is a no-op); a Fulfill
+state                  that brings new shipments to a SHIPPED order records them
+older than the order's IGNORED as stale: an older event never overrides a newer one
+last channel event
+UNPROCESSED            DEFERRED until the order is processed
+in a selected status   APPLIED
+any other status       IGNORED, with the reason
+=====================  ===========================================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from . import statuses as st
+from .intents import Cancel, Fulfill
+
+APPLIED = "applied"
+IGNORED = "ignored"
+DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str
+    reason: str
+    #: The status the order moves to (None: it stays where it is).
+    new_status: str | None = None
+    #: Whether the intent's shipments are recorded on the order.
+    record_shipments: bool = False
+
+
+def decide(intent: Cancel | Fulfill, order_status: str | None, *,
+           valid_cancellation: list[str] | tuple[str, ...],
+           valid_fulfillment: list[str] | tuple[str, ...],
+           last_event_at: datetime | None = None,
+           new_shipments: bool = False) -> Decision:
+    """Decide what ``intent`` does to an order currently in ``order_status`` (None: unknown order).
+
+    ``new_shipments`` says whether the intent carries shipments the order does not have yet.
+    """
+    cancel = isinstance(intent, Cancel)
+    what = "cancellation" if cancel else "fulfillment"
+    if order_status is None:
+        return Decision(DEFERRED, "order not imported yet; waiting for it to arrive")
+    if cancel and order_status == st.CANCELLED:
+        return Decision(IGNORED, "order is already CANCELLED; nothing to change")
+    if not cancel and order_status == st.SHIPPED:
+        if new_shipments:
+            return Decision(APPLIED, "order is already SHIPPED; recorded its new shipments",
+                            record_shipments=True)
+        return Decision(IGNORED, "order is already SHIPPED with these shipments; nothing to change")
+    occurred_at = intent.occurred_at
+    if occurred_at and last_event_at and _naive(occurred_at) < _naive(last_event_at):
+        return Decision(IGNORED, f"stale {what}: it happened at {occurred_at.isoformat()}, before "
+                                 f"the order's last channel event at {last_event_at.isoformat()}")
+    if order_status == st.UNPROCESSED:
+        return Decision(DEFERRED, "order is UNPROCESSED; held until it is processed")
+    valid = valid_cancellation if cancel else valid_fulfillment
+    if order_status not in valid:
+        return Decision(IGNORED, f"order is {order_status}, not a valid {what} status"
+                                 + (f" (valid: {', '.join(valid)})" if valid else
+                                    f" (no valid {what} statuses are selected)"))
+    if cancel:
+        return Decision(APPLIED, f"order was {order_status}; cancelled", new_status=st.CANCELLED)
+    if not intent.complete:
+        return Decision(APPLIED, f"order is {order_status}; partial shipment recorded, status kept",
+                        record_shipments=True)
+    return Decision(APPLIED, f"order was {order_status}; shipped", new_status=st.SHIPPED,
+                    record_shipments=True)
+
+
+def _naive(moment: datetime) -> datetime:
+    """Compare aware and naive datetimes alike (naive ones are UTC throughout the service)."""
+    if moment.tzinfo is not None:
+        return moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment

@@ -1,0 +1,89 @@
+"""Sales channels: creating, editing (with an edit history) and the view plugins get."""
+from __future__ import annotations
+
+import secrets
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from . import statuses
+from .channels import Channel
+from .crypto import Box
+from .models import ChannelChange, SalesChannel
+
+#: Settings whose changes are recorded in the edit history (credentials: only that they changed).
+TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses")
+
+
+def webhook_url(base_url: str, channel_type: str, channel_id: int) -> str:
+    return f"{base_url.rstrip('/')}/webhooks/{channel_type}/{channel_id}"
+
+
+def view(row: SalesChannel, box: Box, base_url: str) -> Channel:
+    """The plain, decrypted view of a channel that plugins receive."""
+    return Channel(
+        id=row.id, type=row.type, name=row.name, active=row.active,
+        credentials=box.open(row.credentials_sealed),
+        webhook_secret=box.open(row.webhook_secret_sealed),
+        webhook_url=webhook_url(base_url, row.type, row.id),
+        valid_cancellation_statuses=tuple(row.valid_cancellation_statuses or ()),
+        valid_fulfillment_statuses=tuple(row.valid_fulfillment_statuses or ()),
+    )
+
+
+def app_view(row: SalesChannel) -> Channel:
+    return view(row, current_app.extensions["orderhooks.box"],
+                current_app.config["PUBLIC_BASE_URL"])
+
+
+def create(session: Session, box: Box, *, type: str, name: str, credentials: dict,
+           valid_cancellation_statuses=(), valid_fulfillment_statuses=(),
+           active: bool = True, actor: str = "admin-api") -> SalesChannel:
+    row = SalesChannel(
+        type=type, name=name, active=active,
+        credentials_sealed=box.seal(credentials),
+        webhook_secret_sealed=box.seal(secrets.token_urlsafe(32)),
+        valid_cancellation_statuses=statuses.check_selection(valid_cancellation_statuses,
+                                                             "cancellation"),
+        valid_fulfillment_statuses=statuses.check_selection(valid_fulfillment_statuses,
+                                                            "fulfillment"))
+    session.add(row)
+    session.flush()
+    session.add(ChannelChange(channel_id=row.id, field="created", old_value=None,
+                              new_value={f: _value(row, f) for f in TRACKED}, actor=actor))
+    return row
+
+
+def update(session: Session, box: Box, row: SalesChannel, changes: dict,
+           actor: str = "admin-api") -> list[ChannelChange]:
+    """Apply ``changes`` (name, active, credentials, status lists); record each real change."""
+    recorded = []
+    if "valid_cancellation_statuses" in changes:
+        changes["valid_cancellation_statuses"] = statuses.check_selection(
+            changes["valid_cancellation_statuses"], "cancellation")
+    if "valid_fulfillment_statuses" in changes:
+        changes["valid_fulfillment_statuses"] = statuses.check_selection(
+            changes["valid_fulfillment_statuses"], "fulfillment")
+    for field in TRACKED:
+        if field in changes and changes[field] != _value(row, field):
+            recorded.append(ChannelChange(channel_id=row.id, field=field,
+                                          old_value=_value(row, field), new_value=changes[field],
+                                          actor=actor))
+            setattr(row, field, changes[field])
+    if "credentials" in changes:
+        current = box.open(row.credentials_sealed)
+        merged = {**current, **changes["credentials"]}
+        if merged != current:
+            row.credentials_sealed = box.seal(merged)
+            changed = sorted(k for k in merged if merged.get(k) != current.get(k))
+            # Never the values: only which credential fields changed.
+            recorded.append(ChannelChange(channel_id=row.id, field="credentials",
+                                          old_value=None, new_value={"changed": changed},
+                                          actor=actor))
+    session.add_all(recorded)
+    return recorded
+
+
+def _value(row: SalesChannel, field: str):
+    value = getattr(row, field)
+    return list(value) if isinstance(value, (list, tuple)) else value

@@ -1,0 +1,137 @@
+"""Webhook subscriptions: what a channel needs (its settings) against what exists on the channel,
+reconciled on demand (channel created or edited) and on a timer (the worker)."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from . import metrics
+from .models import SalesChannel, Subscription, SubscriptionEvent, utcnow
+from .saleschannels import view
+
+log = logging.getLogger("orderhooks.subscriptions")
+
+
+def reconcile(app, channel_id: int) -> list[dict]:
+    """Bring the channel's subscriptions in line with its settings. Channel API calls run outside
+    any database transaction. Returns what was found and done."""
+    db = app.extensions["orderhooks.db"]
+    adapter_for = app.extensions["orderhooks.channels"].get
+    with db.Session() as session:
+        row = session.get(SalesChannel, channel_id)
+        if row is None:
+            return []
+        channel = view(row, app.extensions["orderhooks.box"], app.config["PUBLIC_BASE_URL"])
+        known = {s.topic: s.remote_id for s in session.scalars(
+            select(Subscription).where(Subscription.channel_id == channel_id))}
+    adapter = adapter_for(channel.type)
+    if adapter is None:
+        return [_event(channel, None, "failed", None,
+                       f"no plugin provides channel type {channel.type!r}")]
+    desired = adapter.desired_subscriptions(channel) if channel.active else []
+    if not desired and not known:
+        return _record(app, channel, [], {})
+    events: list[dict] = []
+    current: dict[str, tuple[str | None, str, str | None]] = {}
+    try:
+        if desired:
+            adapter.check_destination(channel.webhook_url)
+        remote = [r for r in adapter.list_subscriptions(channel)
+                  if r.destination == channel.webhook_url]
+    except Exception as exc:  # noqa: BLE001 — recorded and retried by the next check
+        events.append(_event(channel, None, "failed", None, f"cannot check: {exc}"))
+        for spec in desired:
+            current[spec.topic] = (known.get(spec.topic), "failed", str(exc))
+        return _record(app, channel, events, current, keep_topics=set(known))
+    wanted = {spec.topic: spec for spec in desired}
+    for topic, spec in wanted.items():
+        matches = [r for r in remote if r.topic == topic]
+        try:
+            if not matches:
+                created = adapter.create_subscription(channel, spec)
+                action = "recreated" if topic in known else "created"
+                events.append(_event(channel, topic, action, created.remote_id,
+                                     f"subscribed to {topic} at {spec.destination}"
+                                     + (" (it had disappeared from the channel)"
+                                        if action == "recreated" else "")))
+                current[topic] = (created.remote_id, "active", None)
+                continue
+            keep, extra = matches[0], matches[1:]
+            for duplicate in extra:
+                adapter.delete_subscription(channel, duplicate)
+                events.append(_event(channel, topic, "deleted", duplicate.remote_id,
+                                     "duplicate subscription removed"))
+            if not keep.active:
+                keep = adapter.activate_subscription(channel, keep)
+                events.append(_event(channel, topic, "reactivated", keep.remote_id,
+                                     "the channel had deactivated it"))
+            else:
+                events.append(_event(channel, topic, "ok", keep.remote_id, "active"))
+            current[topic] = (keep.remote_id, "active", None)
+        except Exception as exc:  # noqa: BLE001
+            events.append(_event(channel, topic, "failed", None, str(exc)))
+            current[topic] = (known.get(topic), "failed", str(exc))
+    for stale in [r for r in remote if r.topic not in wanted]:
+        try:
+            adapter.delete_subscription(channel, stale)
+            events.append(_event(channel, stale.topic, "deleted", stale.remote_id,
+                                 "no longer needed by the channel's settings"
+                                 if channel.active else "the channel is inactive"))
+        except Exception as exc:  # noqa: BLE001
+            events.append(_event(channel, stale.topic, "failed", stale.remote_id,
+                                 f"cannot delete: {exc}"))
+            current[stale.topic] = (stale.remote_id, "failed", str(exc))
+    return _record(app, channel, events, current)
+
+
+def _event(channel, topic, action, remote_id, message) -> dict:
+    metrics.SUBSCRIPTION_ACTIONS.labels(channel.type, action).inc()
+    if action != "ok":
+        log.info("subscription." + action, extra={"channel_id": channel.id, "topic": topic,
+                                                 "remote_id": remote_id, "detail": message})
+    return {"topic": topic, "action": action, "remote_id": remote_id, "message": message}
+
+
+def _record(app, channel, events: list[dict], current: dict, keep_topics=frozenset()) -> list:
+    db = app.extensions["orderhooks.db"]
+    now = utcnow()
+    with db.session() as session:
+        rows = {s.topic: s for s in session.scalars(
+            select(Subscription).where(Subscription.channel_id == channel.id))}
+        for topic, row in rows.items():
+            if topic not in current and topic not in keep_topics:
+                session.delete(row)
+        for topic, (remote_id, status, error) in current.items():
+            row = rows.get(topic)
+            if row is None:
+                row = Subscription(channel_id=channel.id, topic=topic,
+                                   destination=channel.webhook_url)
+                session.add(row)
+            row.remote_id, row.status, row.last_error = remote_id, status, error
+            row.destination = channel.webhook_url
+            row.last_checked_at = now
+            row.last_action = next((e["action"] for e in reversed(events)
+                                    if e["topic"] == topic), row.last_action)
+        for event in events:
+            if event["action"] != "ok":
+                session.add(SubscriptionEvent(channel_id=channel.id, topic=event["topic"],
+                                              action=event["action"],
+                                              remote_id=event["remote_id"],
+                                              message=event["message"][:2000]))
+    return events
+
+
+def check_all(app) -> dict[int, list[dict]]:
+    """The periodic check: every active channel, and inactive ones still holding subscriptions."""
+    db = app.extensions["orderhooks.db"]
+    with db.Session() as session:
+        ids = set(session.scalars(select(SalesChannel.id).where(SalesChannel.active.is_(True))))
+        ids |= set(session.scalars(select(Subscription.channel_id)))
+    results = {}
+    for channel_id in sorted(ids):
+        try:
+            results[channel_id] = reconcile(app, channel_id)
+        except Exception:  # noqa: BLE001 — one channel's failure must not stop the others
+            log.exception("subscription.check_failed", extra={"channel_id": channel_id})
+    return results

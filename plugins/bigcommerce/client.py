@@ -1,0 +1,133 @@
+"""BigCommerce REST client: ``X-Auth-Token``, per-store rate limits, 429 ``X-Retry-After``."""
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+from core.errors import ChannelAPIError, RetryLater
+from core.http import ChannelHTTP
+
+DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
+#: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled.
+MAX_INLINE_WAIT = 5.0
+
+
+class StorePacer:
+    """Remembers, per store, what BigCommerce's rate-limit headers said, so that the next call
+    waits for the window to reset instead of collecting a 429."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._blocked_until: dict[str, float] = {}
+
+    def wait_time(self, store: str) -> float:
+        return max(0.0, self._blocked_until.get(store, 0.0) - time.monotonic())
+
+    def observe(self, store: str, response: requests.Response) -> None:
+        left = response.headers.get("X-Rate-Limit-Requests-Left")
+        reset_ms = response.headers.get("X-Rate-Limit-Time-Reset-Ms")
+        retry_after = response.headers.get("X-Retry-After")
+        until = None
+        if response.status_code == 429:
+            seconds = _number(retry_after) or (_number(reset_ms) or 0) / 1000 or 1.0
+            until = time.monotonic() + seconds
+        elif left is not None and _number(left) is not None and _number(left) <= 1 and reset_ms:
+            until = time.monotonic() + (_number(reset_ms) or 0) / 1000
+        if until is not None:
+            with self._lock:
+                self._blocked_until[store] = max(until, self._blocked_until.get(store, 0.0))
+
+
+PACER = StorePacer()
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class BigCommerceClient:
+    def __init__(self, credentials: dict, timeout: float = 10.0, pacer: StorePacer = PACER):
+        self.store_hash = credentials["store_hash"]
+        base = credentials.get("api_base_url") or DEFAULT_API_BASE_URL
+        self.http = ChannelHTTP("bigcommerce", f"{base.rstrip('/')}/stores/{self.store_hash}",
+                                {"X-Auth-Token": credentials["access_token"],
+                                 "Content-Type": "application/json"}, timeout)
+        self.pacer = pacer
+
+    def call(self, method: str, path: str, *, ok=(200, 201, 204), **kwargs) -> requests.Response:
+        """One API call, paced per store. Waits out short rate-limit windows; raises RetryLater
+        for long ones (the delivery is rescheduled, not failed) and ChannelAPIError otherwise."""
+        for _ in range(4):
+            wait = self.pacer.wait_time(self.store_hash)
+            if wait > MAX_INLINE_WAIT:
+                raise RetryLater(f"store {self.store_hash} is rate limited", delay=wait)
+            if wait:
+                time.sleep(wait)
+            response = self.http.request(method, path, **kwargs)
+            self.pacer.observe(self.store_hash, response)
+            if response.status_code == 429:
+                continue
+            if response.status_code in ok or response.status_code == 404:
+                return response
+            raise ChannelAPIError(f"{method} {path} answered {response.status_code}: "
+                                  f"{response.text[:200]}")
+        raise RetryLater(f"store {self.store_hash} kept answering 429",
+                         delay=max(self.pacer.wait_time(self.store_hash), 5.0))
+
+    def json(self, method: str, path: str, **kwargs):
+        response = self.call(method, path, **kwargs)
+        if response.status_code == 404:
+            return None
+        if response.status_code == 204 or not response.content:
+            return []
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ChannelAPIError(f"{method} {path} answered with invalid JSON") from exc
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def order(self, order_id: str) -> dict | None:
+        return self.json("GET", f"/v2/orders/{order_id}")
+
+    def shipments(self, order_id: str) -> list[dict]:
+        """The order's shipments; BigCommerce answers 204 with no body when there are none."""
+        return self.json("GET", f"/v2/orders/{order_id}/shipments", params={"limit": 250}) or []
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def hooks(self) -> list[dict]:
+        found, page = [], 1
+        while True:
+            data = self.json("GET", "/v3/hooks", params={"page": page, "limit": 250}) or {}
+            rows = data.get("data", []) if isinstance(data, dict) else data
+            found.extend(rows)
+            pagination = (data.get("meta") or {}).get("pagination") if isinstance(data,
+                                                                                  dict) else None
+            if not pagination or page >= int(pagination.get("total_pages") or 1):
+                return found
+            page += 1
+
+    def create_hook(self, body: dict) -> dict:
+        data = self.json("POST", "/v3/hooks", json=body)
+        return _unwrap(data)
+
+    def update_hook(self, hook_id, body: dict) -> dict:
+        return _unwrap(self.json("PUT", f"/v3/hooks/{hook_id}", json=body))
+
+    def delete_hook(self, hook_id) -> None:
+        self.call("DELETE", f"/v3/hooks/{hook_id}")
+
+
+def _unwrap(data) -> dict:
+    """Hooks answers are ``{data: {...}, meta}``; some docs show the bare object: accept both."""
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        return data["data"]
+    if not isinstance(data, dict):
+        raise ChannelAPIError("unexpected hooks answer")
+    return data
