@@ -151,6 +151,21 @@ class ChannelAdapter:
         :class:`core.errors.ChannelAPIError` when the API fails."""
         raise NotImplementedError
 
+    def translate_many(self, deliveries: list[Delivery],
+                       channel: Channel) -> list[list[Intent] | Exception]:
+        """Translate a batch of one channel's deliveries; one result per delivery, in order: its
+        intents, or the exception that stopped it. The worker calls this, not :meth:`translate`.
+
+        The default calls :meth:`translate` for each. Override it to coalesce: e.g. when several
+        deliveries concern the same order, read that order from the API once for all of them."""
+        results: list[list[Intent] | Exception] = []
+        for delivery in deliveries:
+            try:
+                results.append(list(self.translate(delivery, channel)))
+            except Exception as exc:  # noqa: BLE001 — handed to the worker, per delivery
+                results.append(exc)
+        return results
+
     def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
         """The subscriptions the channel needs for its settings (none when nothing is selected)."""
         return []

@@ -99,6 +99,7 @@ class Delivery(Base):
         Index("ix_deliveries_due", "state", "next_attempt_at"),
         Index("ix_deliveries_channel_outcome", "channel_id", "outcome", "received_at"),
         Index("ix_deliveries_order", "channel_id", "channel_order_id"),
+        Index("ix_deliveries_claim", "channel_id", "state", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)

@@ -38,24 +38,65 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
         self.stopping = threading.Event()
         self._last_housekeeping = 0.0
+        #: channel id -> monotonic time until which its API asked us to wait.
+        self.blocked: dict[int, float] = {}
+        self._rotation = 0
 
     # -- claiming ---------------------------------------------------------------------------
 
     def claim(self, limit: int | None = None) -> list[int]:
+        """Claim up to ``limit`` due deliveries, fairly across channels: each channel with work
+        gets a share, so a small store is never stuck behind a big store's backlog. Channels
+        whose API told us to wait (``self.blocked``) are skipped until then."""
         limit = limit or self.config["WORKER_BATCH"]
         now = utcnow()
-        due = or_(and_(Delivery.state == "pending", Delivery.next_attempt_at <= now),
-                  and_(Delivery.state == "processing", Delivery.claimed_until < now))
-        query = select(Delivery.id).where(due).order_by(Delivery.next_attempt_at).limit(limit)
-        if not self.db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+        claimed: list[int] = []
         with self.db.session() as session:
-            ids = list(session.scalars(query))
-            if ids:
-                session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
+            expired = select(Delivery.id).where(
+                Delivery.state == "processing", Delivery.claimed_until < now).limit(limit)
+            claimed += list(session.scalars(self._lock_query(expired)))
+            channel_ids = self._channels_with_work(session, now)
+            # Rounds of equal shares; channels that filled their share may take more.
+            while channel_ids and len(claimed) < limit:
+                share = max(1, -(-(limit - len(claimed)) // len(channel_ids)))
+                hungry = []
+                for channel_id in channel_ids:
+                    want = min(share, limit - len(claimed))
+                    if want <= 0:
+                        break
+                    query = (select(Delivery.id)
+                             .where(Delivery.channel_id == channel_id,
+                                    Delivery.state == "pending", Delivery.next_attempt_at <= now,
+                                    Delivery.id.not_in(claimed))
+                             .order_by(Delivery.next_attempt_at, Delivery.id).limit(want))
+                    got = list(session.scalars(self._lock_query(query)))
+                    claimed += got
+                    if len(got) == want:
+                        hungry.append(channel_id)
+                channel_ids = hungry
+            if claimed:
+                session.execute(update(Delivery).where(Delivery.id.in_(claimed)).values(
                     state="processing", claimed_by=self.name,
                     claimed_until=now + timedelta(seconds=self.config["CLAIM_SECONDS"])))
-        return ids
+        return claimed
+
+    def _lock_query(self, query):
+        return query if self.db.is_sqlite else query.with_for_update(skip_locked=True)
+
+    def _channels_with_work(self, session, now) -> list[int]:
+        """Channels with due deliveries, in a rotating order, minus blocked ones."""
+        blocked_now = time.monotonic()
+        # One index probe per channel (ix_deliveries_claim), not a scan of the backlog.
+        due = select(Delivery.id).where(Delivery.channel_id == SalesChannel.id,
+                                        Delivery.state == "pending",
+                                        Delivery.next_attempt_at <= now).exists()
+        ids = [cid for cid in session.scalars(select(SalesChannel.id).where(due)
+                                              .order_by(SalesChannel.id))
+               if self.blocked.get(cid, 0) <= blocked_now]
+        if not ids:
+            return []
+        self._rotation = (self._rotation + 1) % len(ids)
+        return ids[self._rotation:] + ids[:self._rotation]
 
     def release(self, ids: list[int]) -> None:
         """Hand unprocessed claims back (graceful shutdown)."""
@@ -72,14 +113,17 @@ class Worker:
     def run_once(self) -> int:
         """Claim one batch and process it. Returns how many deliveries were processed."""
         ids = self.claim()
-        done = 0
-        for index, delivery_id in enumerate(ids):
-            if self.stopping.is_set():
-                self.release(ids[index:])
-                break
-            self.process(delivery_id)
-            done += 1
-        return done
+        if not ids:
+            return 0
+        if self.stopping.is_set():
+            self.release(ids)
+            return 0
+        try:
+            self.process_batch(ids)
+        except BaseException:
+            self.release(ids)  # e.g. the database went away: let any worker take them again
+            raise
+        return len(ids)
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
         """Process until nothing is due (tests, ``orderhooks worker --once``)."""
@@ -92,115 +136,154 @@ class Worker:
         return total
 
     def process(self, delivery_id: int) -> str | None:
+        """Process one claimed delivery; returns its outcome (None if the claim was lost)."""
+        return self.process_batch([delivery_id]).get(delivery_id)
+
+    def process_batch(self, ids: list[int]) -> dict[int, str | None]:
+        """Translate a batch of claimed deliveries (channel API calls happen here, outside any
+        transaction), then record every outcome in one transaction: one commit per batch."""
         started = time.perf_counter()
         with self.db.Session() as session:
-            row = session.get(Delivery, delivery_id)
-            if row is None or row.claimed_by != self.name:
-                return None
-            channel_row = session.get(SalesChannel, row.channel_id)
-            incoming = IncomingDelivery(body=row.body or b"", headers=Headers(row.headers or {}),
-                                        received_at=row.received_at, id=row.id)
-            channel_type, attempts = row.channel_type, row.attempts
-            body_missing = row.body is None
-            channel = view(channel_row, self.box, self.config["PUBLIC_BASE_URL"])
-        adapter = self.channels.get(channel_type)
-        try:
-            if adapter is None:
-                raise ChannelAPIError(f"no plugin provides channel type {channel_type!r}")
-            if body_missing:
-                intents = [Ignore("the delivery's body was purged or redacted; nothing to do")]
+            rows = session.scalars(select(Delivery).where(
+                Delivery.id.in_(ids), Delivery.claimed_by == self.name,
+                Delivery.state == "processing").order_by(Delivery.id)).all()
+            work = [(r.id, r.channel_id, r.channel_type, r.attempts,
+                     IncomingDelivery(body=r.body or b"", headers=Headers(r.headers or {}),
+                                      received_at=r.received_at, id=r.id),
+                     r.body is None) for r in rows]
+            channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
+                SalesChannel.id.in_({w[1] for w in work})))}
+            views = {cid: view(row, self.box, self.config["PUBLIC_BASE_URL"])
+                     for cid, row in channel_rows.items()}
+        results: dict[int, list | Exception] = {}
+        by_channel: dict[int, list] = {}
+        for item in work:
+            delivery_id, channel_id, channel_type, _attempts, incoming, body_missing = item
+            channel = views[channel_id]
+            if self.channels.get(channel_type) is None:
+                results[delivery_id] = ChannelAPIError(
+                    f"no plugin provides channel type {channel_type!r}")
+            elif body_missing:
+                results[delivery_id] = [Ignore("the delivery's body was purged or redacted; "
+                                               "nothing to do")]
             elif not channel.active:
-                intents = [Ignore("the channel is inactive")]
+                results[delivery_id] = [Ignore("the channel is inactive")]
             else:
-                intents = list(adapter.translate(incoming, channel))
-        except RetryLater as exc:
-            self._reschedule(delivery_id, exc.delay, f"throttled by the channel: {exc.reason}",
-                             count_attempt=False)
-            return "throttled"
-        except Exception as exc:  # noqa: BLE001 — a plugin's failure must not stop the worker
-            return self._failed(delivery_id, attempts, exc, channel_type)
-        outcome = self._apply(delivery_id, intents)
-        metrics.OUTCOMES.labels(channel_type, outcome or "lost_claim").inc()
-        metrics.PROCESS_SECONDS.labels(channel_type).observe(time.perf_counter() - started)
+                by_channel.setdefault(channel_id, []).append(item)
+        for channel_id, items in by_channel.items():
+            adapter = self.channels.get(items[0][2])
+            try:
+                translated = adapter.translate_many([i[4] for i in items], views[channel_id])
+            except Exception as exc:  # noqa: BLE001 — a plugin's failure must not stop us
+                translated = [exc] * len(items)
+            for item, result in zip(items, translated):
+                results[item[0]] = result
+                if isinstance(result, RetryLater):
+                    self.blocked[channel_id] = time.monotonic() + result.delay
+        outcomes = self._record(work, results)
+        elapsed = time.perf_counter() - started
+        for item in work:
+            metrics.OUTCOMES.labels(item[2], outcomes.get(item[0]) or "lost_claim").inc()
+            metrics.PROCESS_SECONDS.labels(item[2]).observe(elapsed / max(1, len(work)))
+        return outcomes
+
+    def _record(self, work, results) -> dict[int, str | None]:
+        outcomes: dict[int, str | None] = {}
+        now = utcnow()
+        with self.db.session() as session:
+            rows = {r.id: r for r in session.scalars(self._lock_query(select(Delivery).where(
+                Delivery.id.in_([w[0] for w in work]))))}
+            channel_rows = {}
+            for delivery_id, channel_id, channel_type, attempts, _incoming, _missing in work:
+                row = rows.get(delivery_id)
+                if row is None or row.claimed_by != self.name or row.state != "processing":
+                    outcomes[delivery_id] = None  # our claim expired; another worker has it
+                    continue
+                result = results[delivery_id]
+                if isinstance(result, RetryLater):
+                    self._reschedule(row, result.delay, f"throttled by the channel: "
+                                                        f"{result.reason}", now)
+                    outcomes[delivery_id] = "throttled"
+                    continue
+                if isinstance(result, Exception):
+                    outcomes[delivery_id] = self._failed(row, result, now)
+                    continue
+                if channel_id not in channel_rows:
+                    channel_rows[channel_id] = session.get(SalesChannel, channel_id)
+                try:
+                    with session.begin_nested():
+                        outcomes[delivery_id] = self._apply(session, row,
+                                                            channel_rows[channel_id], result)
+                except Exception as exc:  # noqa: BLE001 — this delivery fails, not the batch
+                    log.exception("worker.apply_failed", extra={"delivery_id": delivery_id})
+                    outcomes[delivery_id] = self._failed(row, exc, now)
+        for delivery_id, outcome in outcomes.items():
+            if outcome in ("applied", "ignored", "deferred"):
+                log.info("worker.processed", extra={"delivery_id": delivery_id,
+                                                    "outcome": outcome})
+        return outcomes
+
+    def _apply(self, session, row: Delivery, channel_row: SalesChannel, intents: list) -> str:
+        decisions: list[tuple[str, str]] = []
+        deferred_until = None
+        for intent in intents:
+            if isinstance(intent, (Cancel, Fulfill)):
+                decision = orders.apply_intent(session, channel_row, intent,
+                                               delivery_id=row.id, config=self.config)
+                decisions.append((decision.outcome,
+                                  f"order {intent.channel_order_id}: {decision.reason}"))
+                if decision.outcome == rules.DEFERRED:
+                    window = (self.config["UNKNOWN_ORDER_WINDOW_SECONDS"]
+                              if "not imported" in decision.reason
+                              else self.config["UNPROCESSED_WINDOW_SECONDS"])
+                    deferred_until = utcnow() + timedelta(seconds=window)
+            elif isinstance(intent, DeactivateChannel):
+                decisions.append((rules.APPLIED, deactivate(session, channel_row,
+                                                            intent.reason)))
+            elif isinstance(intent, RedactPersonalData):
+                from .privacy import redact
+                decisions.append((rules.APPLIED, redact(session, channel_row, intent,
+                                                        exclude_delivery=row.id)))
+            elif isinstance(intent, Ignore):
+                decisions.append((rules.IGNORED, intent.reason))
+            else:
+                decisions.append((rules.IGNORED, f"unknown intent {intent!r}"))
+        if not decisions:
+            decisions.append((rules.IGNORED, "the delivery asks for nothing"))
+        outcomes = {o for o, _ in decisions}
+        outcome = next(o for o in (rules.DEFERRED, rules.APPLIED, rules.IGNORED)
+                       if o in outcomes)
+        row.outcome = outcome
+        row.reason = "; ".join(r for _, r in decisions)
+        row.intents = [to_dict(i) for i in intents]
+        row.deferred_until = deferred_until
+        row.state, row.claimed_by, row.claimed_until = "done", None, None
+        row.processed_at = utcnow()
         return outcome
 
-    def _apply(self, delivery_id: int, intents: list) -> str | None:
-        with self.db.session() as session:
-            row = session.get(Delivery, delivery_id, with_for_update=True)
-            if row is None or row.claimed_by != self.name or row.state != "processing":
-                return None  # our claim expired and another worker took it over
-            channel_row = session.get(SalesChannel, row.channel_id)
-            decisions: list[tuple[str, str]] = []
-            deferred_until = None
-            for intent in intents:
-                if isinstance(intent, (Cancel, Fulfill)):
-                    decision = orders.apply_intent(session, channel_row, intent,
-                                                   delivery_id=row.id, config=self.config)
-                    decisions.append((decision.outcome,
-                                      f"order {intent.channel_order_id}: {decision.reason}"))
-                    if decision.outcome == rules.DEFERRED:
-                        window = (self.config["UNKNOWN_ORDER_WINDOW_SECONDS"]
-                                  if "not imported" in decision.reason
-                                  else self.config["UNPROCESSED_WINDOW_SECONDS"])
-                        deferred_until = utcnow() + timedelta(seconds=window)
-                elif isinstance(intent, DeactivateChannel):
-                    decisions.append((rules.APPLIED, deactivate(session, channel_row,
-                                                                intent.reason)))
-                elif isinstance(intent, RedactPersonalData):
-                    from .privacy import redact
-                    decisions.append((rules.APPLIED, redact(session, channel_row, intent,
-                                                            exclude_delivery=row.id)))
-                elif isinstance(intent, Ignore):
-                    decisions.append((rules.IGNORED, intent.reason))
-                else:
-                    decisions.append((rules.IGNORED, f"unknown intent {intent!r}"))
-            if not decisions:
-                decisions.append((rules.IGNORED, "the delivery asks for nothing"))
-            outcomes = {o for o, _ in decisions}
-            outcome = next(o for o in (rules.DEFERRED, rules.APPLIED, rules.IGNORED)
-                           if o in outcomes)
-            row.outcome = outcome
-            row.reason = "; ".join(r for _, r in decisions)
-            row.intents = [to_dict(i) for i in intents]
-            row.deferred_until = deferred_until
-            row.state, row.claimed_by, row.claimed_until = "done", None, None
-            row.processed_at = utcnow()
-        log.info("worker.processed", extra={"delivery_id": delivery_id, "outcome": outcome})
-        return outcome
+    def _reschedule(self, row: Delivery, delay: float, reason: str, now) -> None:
+        """Throttled: try again later without counting an attempt."""
+        row.state, row.claimed_by, row.claimed_until = "pending", None, None
+        row.reason = reason
+        row.next_attempt_at = now + timedelta(seconds=delay)
 
-    def _reschedule(self, delivery_id: int, delay: float, reason: str, *,
-                    count_attempt: bool, outcome: str | None = None) -> None:
-        with self.db.session() as session:
-            values = dict(state="pending", claimed_by=None, claimed_until=None, reason=reason,
-                          next_attempt_at=utcnow() + timedelta(seconds=delay))
-            if count_attempt:
-                values["attempts"] = Delivery.attempts + 1
-            if outcome:
-                values["outcome"] = outcome
-            session.execute(update(Delivery).where(Delivery.id == delivery_id,
-                                                   Delivery.claimed_by == self.name)
-                            .values(**values))
-
-    def _failed(self, delivery_id: int, attempts: int, exc: Exception, channel_type: str) -> str:
-        attempts += 1
+    def _failed(self, row: Delivery, exc: Exception, now) -> str:
+        row.attempts = (row.attempts or 0) + 1
         message = f"{type(exc).__name__}: {exc}"[:2000]
-        if attempts >= self.config["MAX_ATTEMPTS"]:
-            with self.db.session() as session:
-                session.execute(update(Delivery).where(Delivery.id == delivery_id,
-                                                       Delivery.claimed_by == self.name).values(
-                    state="done", outcome="dead", attempts=attempts, claimed_by=None,
-                    claimed_until=None, processed_at=utcnow(),
-                    reason=f"dead after {attempts} attempts; last error: {message}"))
-            log.error("worker.dead", extra={"delivery_id": delivery_id, "error": message})
-            metrics.OUTCOMES.labels(channel_type, "dead").inc()
+        row.claimed_by, row.claimed_until = None, None
+        if row.attempts >= self.config["MAX_ATTEMPTS"]:
+            row.state, row.outcome, row.processed_at = "done", "dead", now
+            row.reason = f"dead after {row.attempts} attempts; last error: {message}"
+            log.error("worker.dead", extra={"delivery_id": row.id, "error": message})
             return "dead"
-        delay = backoff(attempts, self.config["RETRY_BASE_SECONDS"],
+        delay = backoff(row.attempts, self.config["RETRY_BASE_SECONDS"],
                         self.config["RETRY_MAX_SECONDS"])
-        self._reschedule(delivery_id, delay, f"attempt {attempts} failed: {message}",
-                         count_attempt=True, outcome="failed")
-        log.warning("worker.failed", extra={"delivery_id": delivery_id, "error": message,
-                                            "attempt": attempts, "retry_in": round(delay, 1)})
-        metrics.OUTCOMES.labels(channel_type, "failed").inc()
+        row.state, row.outcome = "pending", "failed"
+        row.reason = f"attempt {row.attempts} failed: {message}"
+        row.next_attempt_at = now + timedelta(seconds=delay)
+        log.warning("worker.failed", extra={"delivery_id": row.id, "error": message,
+                                            "attempt": row.attempts,
+                                            "retry_in": round(delay, 1)})
         return "failed"
 
     # -- housekeeping -----------------------------------------------------------------------

@@ -10,8 +10,11 @@ from core.errors import ChannelAPIError, RetryLater
 from core.http import ChannelHTTP
 
 DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
-#: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled.
-MAX_INLINE_WAIT = 5.0
+#: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled (and the
+#: worker serves other stores meanwhile).
+MAX_INLINE_WAIT = 1.0
+#: Calls kept in reserve per window: other workers may have calls in flight when we look.
+RESERVE = 3
 
 
 class StorePacer:
@@ -33,7 +36,7 @@ class StorePacer:
         if response.status_code == 429:
             seconds = _number(retry_after) or (_number(reset_ms) or 0) / 1000 or 1.0
             until = time.monotonic() + seconds
-        elif left is not None and _number(left) is not None and _number(left) <= 1 and reset_ms:
+        elif left is not None and _number(left) is not None and _number(left) <= RESERVE and reset_ms:
             until = time.monotonic() + (_number(reset_ms) or 0) / 1000
         if until is not None:
             with self._lock:

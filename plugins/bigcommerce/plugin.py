@@ -98,15 +98,42 @@ class BigCommerceAdapter(ChannelAdapter):
     # -- worker -----------------------------------------------------------------------------
 
     def translate(self, delivery: Delivery, channel: Channel):
-        payload = _payload(delivery)
-        scope = payload["scope"]
-        data = payload.get("data") or {}
-        if not (scope.startswith("store/order/") or scope.startswith("store/shipment/")):
-            return [Ignore(f"BigCommerce scope {scope} does not concern order status")]
-        order_id = data.get("orderId") if data.get("type") == "shipment" else data.get("id")
-        if order_id is None:
-            return [Ignore(f"{scope} delivery names no order")]
-        return order_intents(self.client(channel), str(order_id))
+        result = self.translate_many([delivery], channel)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def translate_many(self, deliveries: list[Delivery], channel: Channel):
+        """Coalesce: deliveries for the same order waiting at once (status updated, shipment
+        created, order updated...) cost one order read (plus one shipments read), not one per
+        delivery — they all get the order's current state anyway."""
+        client = self.client(channel)
+        results: list = [None] * len(deliveries)
+        by_order: dict[str, list[int]] = {}
+        for index, delivery in enumerate(deliveries):
+            try:
+                payload = _payload(delivery)
+                scope, data = payload["scope"], payload.get("data") or {}
+                if not (scope.startswith("store/order/") or scope.startswith("store/shipment/")):
+                    results[index] = [Ignore(f"BigCommerce scope {scope} does not concern "
+                                             "order status")]
+                    continue
+                order_id = (data.get("orderId") if data.get("type") == "shipment"
+                            else data.get("id"))
+                if order_id is None:
+                    results[index] = [Ignore(f"{scope} delivery names no order")]
+                    continue
+                by_order.setdefault(str(order_id), []).append(index)
+            except Exception as exc:  # noqa: BLE001
+                results[index] = exc
+        for order_id, indexes in by_order.items():
+            try:
+                outcome = order_intents(client, order_id)
+            except Exception as exc:  # noqa: BLE001 — every delivery of this order shares it
+                outcome = exc
+            for index in indexes:
+                results[index] = outcome
+        return results
 
     # -- subscriptions ----------------------------------------------------------------------
 

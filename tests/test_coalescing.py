@@ -1,0 +1,51 @@
+"""Deliveries for the same BigCommerce order waiting at once cost one order read."""
+from tests.conftest import BC_STORE
+
+
+def calls_to(api, suffix):
+    return sum(1 for call in api.calls if call.request.url.split("?")[0].endswith(suffix))
+
+
+def test_deliveries_for_one_order_share_one_read(bc, admin, make_order, worker, api):
+    channel = bc.create()
+    order = make_order(channel["id"], 300)
+    bc.order(300, status_id=2)
+    bc.shipments(300, [{"id": 5, "tracking_number": "Z1"}])
+    bc.send(order_id=300, new_status=2, created_at=1)
+    bc.send(order_id=300, scope="store/order/updated", created_at=2)
+    shipment = {"scope": "store/shipment/created", "store_id": "1", "hash": "h-ship",
+                "data": {"type": "shipment", "id": 5, "orderId": 300}, "created_at": 3,
+                "producer": "stores/abc123"}
+    bc.send(shipment)
+    before_orders = calls_to(api, f"{BC_STORE}/v2/orders/300")
+    assert worker.run_until_idle() == 3
+    assert calls_to(api, "/v2/orders/300") - before_orders == 1
+    assert calls_to(api, "/v2/orders/300/shipments") == 1
+    detail = admin.get(f"/orders/{order['id']}")
+    assert detail["status"] == "SHIPPED"
+    events = [h["event"] for h in detail["history"]]
+    assert events.count("shipped") == 1 and events.count("ignored") == 2
+    outcomes = sorted(d["outcome"] for d in admin.get("/deliveries"))
+    assert outcomes == ["applied", "ignored", "ignored"]
+
+
+def test_small_store_is_served_while_big_store_has_a_backlog(bc, admin, make_order, worker,
+                                                             app, make_channel, api):
+    """Claims are shared across channels: a batch never holds only the big store's backlog."""
+    big = bc.create()
+    small = make_channel("bigcommerce", {"store_hash": "small1", "access_token": "t",
+                                         "api_base_url": "https://bc.test"}, cancel=(),
+                         fulfill=())
+    app.config["WORKER_BATCH"] = 10
+    for n in range(30):
+        bc.send(order_id=1000 + n, created_at=n)
+    from core.testing import channel_view
+    secret = channel_view(app, small["id"]).webhook_secret
+    bc.client.post(f"/webhooks/bigcommerce/{small['id']}", json=bc.payload(order_id=7),
+                   headers={"X-Orderhooks-Secret": secret})
+    claimed = worker.claim()
+    from core.models import Delivery
+    with app.extensions["orderhooks.db"].Session() as session:
+        channels = {session.get(Delivery, i).channel_id for i in claimed}
+    assert len(claimed) == 10
+    assert channels == {big["id"], small["id"]}
