@@ -65,7 +65,8 @@ def receive(channel_type: str, channel_id: str):
         metrics.rejected(channel_type, "too_large")
         return error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
     adapter = current_app.extensions["orderhooks.channels"].get(channel_type)
-    if adapter is None or not channel_id.isdigit() or len(channel_id) > 18:
+    if (adapter is None or not (channel_id.isascii() and channel_id.isdigit())
+            or len(channel_id) > 18):
         metrics.rejected(channel_type, "unknown_channel")
         return error(404, "unknown_channel", f"no {channel_type} channel {channel_id} here")
     body = request.stream.read(limit + 1)
@@ -81,12 +82,12 @@ def receive(channel_type: str, channel_id: str):
         log.exception("intake.database_unavailable", extra={"channel_id": channel_id})
         metrics.rejected(channel_type, "database_unavailable")
         return _unavailable()
-    if channel is None or channel.type != channel_type or not channel.active:
-        metrics.rejected(channel_type, "unknown_channel")
-        return error(404, "unknown_channel", f"no active {channel_type} channel {channel_id} here")
-
     delivery = IncomingDelivery(body=body, headers=Headers(request.headers.items()),
                                 received_at=utcnow())
+    if channel is None or channel.type != channel_type or not (
+            channel.active or _accepted_while_inactive(adapter, delivery, channel)):
+        metrics.rejected(channel_type, "unknown_channel")
+        return error(404, "unknown_channel", f"no active {channel_type} channel {channel_id} here")
     try:
         adapter.authenticate(delivery, channel)
     except AuthenticationError as exc:
@@ -102,6 +103,11 @@ def receive(channel_type: str, channel_id: str):
     except (InvalidDelivery, ValueError, TypeError, KeyError, AttributeError) as exc:
         metrics.rejected(channel_type, "invalid")
         return error(400, "invalid_delivery", f"the delivery cannot be read: {exc}")
+    except Exception as exc:  # noqa: BLE001 — a reader choking on odd input is still a 400
+        log.warning("intake.unreadable", extra={"channel_id": channel.id, "error": repr(exc)})
+        metrics.rejected(channel_type, "invalid")
+        return error(400, "invalid_delivery",
+                     f"the delivery cannot be read ({type(exc).__name__})")
 
     keep = set(COMMON_HEADERS) | set(adapter.stored_headers)
     headers = {k: v for k, v in delivery.headers.items() if k in keep}
@@ -120,6 +126,16 @@ def receive(channel_type: str, channel_id: str):
                                      "topic": info.topic})
     metrics.received(channel_type, "stored")
     return jsonify({"status": "accepted", "delivery_id": delivery_id}), 200
+
+
+def _accepted_while_inactive(adapter, delivery, channel) -> bool:
+    """An inactive channel still takes an authentic delivery its adapter asks for (e.g. Shopify's
+    shop/redact, sent 48 h after an uninstall); anything else gets the usual 404."""
+    try:
+        adapter.authenticate(delivery, channel)
+        return bool(adapter.accepts_when_inactive(delivery, channel))
+    except Exception:  # noqa: BLE001 — not authentic (or no answer): the channel stays unknown
+        return False
 
 
 def _load_channel(db, channel_id: int):
@@ -143,11 +159,12 @@ def store(db, channel, info, headers: dict, body: bytes, received_at) -> tuple[i
     statement = (insert(Delivery).values(**values)
                  .on_conflict_do_nothing(index_elements=["channel_id", "dedupe_key"])
                  .returning(Delivery.id))
-    with db.session() as session:
-        new_id = session.execute(statement).scalar()
+    # A plain connection, not an ORM session: intake is the hot path.
+    with db.engine.begin() as conn:
+        new_id = conn.execute(statement).scalar()
         if new_id is not None:
             return new_id, False
-        existing = session.execute(select(Delivery.id).where(
+        existing = conn.execute(select(Delivery.id).where(
             Delivery.channel_id == channel.id, Delivery.dedupe_key == values["dedupe_key"])).scalar()
         return existing, True
 

@@ -43,9 +43,15 @@ def merge_shipments(existing: list[dict], new: tuple[Shipment, ...]) -> tuple[li
 
 
 def apply_intent(session: Session, channel: SalesChannel, intent: Cancel | Fulfill, *,
-                 delivery_id: int | None, config: dict) -> rules.Decision:
-    """Decide and carry out what ``intent`` does to its order. Returns the decision."""
-    order = find_order(session, channel.id, intent.channel_order_id, lock=True)
+                 delivery_id: int | None, config: dict,
+                 cache: dict | None = None) -> rules.Decision:
+    """Decide and carry out what ``intent`` does to its order. Returns the decision.
+    ``cache`` maps ``(channel_id, channel_order_id)`` to orders already loaded (and locked)."""
+    key = (channel.id, str(intent.channel_order_id))
+    if cache is not None and key in cache:
+        order = cache[key]
+    else:
+        order = find_order(session, channel.id, intent.channel_order_id, lock=True)
     decision, merged = _decide(channel, order, intent)
     if decision.outcome == rules.DEFERRED:
         _hold(session, channel, order, intent, decision, delivery_id, config)

@@ -22,7 +22,7 @@ from .channels import Delivery as IncomingDelivery, Headers
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData, to_dict)
-from .models import Delivery, SalesChannel, WorkerState, utcnow
+from .models import Delivery, Order, SalesChannel, WorkerState, utcnow
 from .saleschannels import view
 
 log = logging.getLogger("orderhooks.worker")
@@ -166,7 +166,8 @@ class Worker:
             elif body_missing:
                 results[delivery_id] = [Ignore("the delivery's body was purged or redacted; "
                                                "nothing to do")]
-            elif not channel.active:
+            elif not channel.active and not self.channels.get(channel_type) \
+                    .accepts_when_inactive(incoming, channel):
                 results[delivery_id] = [Ignore("the channel is inactive")]
             else:
                 by_channel.setdefault(channel_id, []).append(item)
@@ -188,12 +189,23 @@ class Worker:
         return outcomes
 
     def _record(self, work, results) -> dict[int, str | None]:
+        """Record the batch in one transaction. Fast path: no savepoints, orders prefetched in
+        one query. If applying any delivery raises, the transaction is rolled back and the batch
+        recorded again with a savepoint per delivery, so only the faulty delivery fails."""
+        try:
+            return self._record_batch(work, results, isolate=False)
+        except _ApplyError:
+            return self._record_batch(work, results, isolate=True)
+
+    def _record_batch(self, work, results, *, isolate: bool) -> dict[int, str | None]:
         outcomes: dict[int, str | None] = {}
         now = utcnow()
-        with self.db.session() as session:
+        with self.db.session() as session, session.no_autoflush:
             rows = {r.id: r for r in session.scalars(self._lock_query(select(Delivery).where(
                 Delivery.id.in_([w[0] for w in work]))))}
-            channel_rows = {}
+            channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
+                SalesChannel.id.in_({w[1] for w in work})))}
+            cache = self._prefetch_orders(session, work, results)
             for delivery_id, channel_id, channel_type, attempts, _incoming, _missing in work:
                 row = rows.get(delivery_id)
                 if row is None or row.claimed_by != self.name or row.state != "processing":
@@ -208,12 +220,20 @@ class Worker:
                 if isinstance(result, Exception):
                     outcomes[delivery_id] = self._failed(row, result, now)
                     continue
-                if channel_id not in channel_rows:
-                    channel_rows[channel_id] = session.get(SalesChannel, channel_id)
+                if not isolate:
+                    try:
+                        outcomes[delivery_id] = self._apply(session, row,
+                                                            channel_rows[channel_id], result,
+                                                            cache)
+                    except Exception as exc:  # noqa: BLE001
+                        raise _ApplyError() from exc
+                    continue
                 try:
                     with session.begin_nested():
                         outcomes[delivery_id] = self._apply(session, row,
-                                                            channel_rows[channel_id], result)
+                                                            channel_rows[channel_id], result,
+                                                            None)
+                        session.flush()
                 except Exception as exc:  # noqa: BLE001 — this delivery fails, not the batch
                     log.exception("worker.apply_failed", extra={"delivery_id": delivery_id})
                     outcomes[delivery_id] = self._failed(row, exc, now)
@@ -223,13 +243,37 @@ class Worker:
                                                     "outcome": outcome})
         return outcomes
 
-    def _apply(self, session, row: Delivery, channel_row: SalesChannel, intents: list) -> str:
+    def _prefetch_orders(self, session, work, results) -> dict:
+        """The batch's orders in one query per channel (locked on PostgreSQL), so applying an
+        intent does not query its order again."""
+        wanted: dict[int, set[str]] = {}
+        for delivery_id, channel_id, *_rest in work:
+            result = results.get(delivery_id)
+            if isinstance(result, list):
+                for intent in result:
+                    if isinstance(intent, (Cancel, Fulfill)):
+                        wanted.setdefault(channel_id, set()).add(str(intent.channel_order_id))
+        cache: dict = {}
+        for channel_id, order_ids in wanted.items():
+            for key in order_ids:
+                cache[(channel_id, key)] = None
+            query = select(Order).where(Order.channel_id == channel_id,
+                                        Order.channel_order_id.in_(order_ids))
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            for order in session.scalars(query):
+                cache[(channel_id, order.channel_order_id)] = order
+        return cache
+
+    def _apply(self, session, row: Delivery, channel_row: SalesChannel, intents: list,
+               cache: dict | None) -> str:
         decisions: list[tuple[str, str]] = []
         deferred_until = None
         for intent in intents:
             if isinstance(intent, (Cancel, Fulfill)):
                 decision = orders.apply_intent(session, channel_row, intent,
-                                               delivery_id=row.id, config=self.config)
+                                               delivery_id=row.id, config=self.config,
+                                               cache=cache)
                 decisions.append((decision.outcome,
                                   f"order {intent.channel_order_id}: {decision.reason}"))
                 if decision.outcome == rules.DEFERRED:
@@ -337,6 +381,10 @@ class Worker:
                 log.exception("worker.error")
                 self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
         log.info("worker.stopped", extra={"worker": self.name})
+
+
+class _ApplyError(Exception):
+    """Applying one delivery of a batch raised: record the batch again, isolated."""
 
 
 def _parse(value: str):
