@@ -6,6 +6,7 @@ channel retries). 200 only once the delivery is committed; a duplicate gets 200 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -152,21 +153,27 @@ def store(db, channel, info, headers: dict, body: bytes, received_at) -> tuple[i
                   occurred_at=info.occurred_at and _naive(info.occurred_at),
                   received_at=received_at, headers=headers, body=body, state="pending",
                   attempts=0, next_attempt_at=received_at)
-    if db.is_sqlite:
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    statement = (insert(Delivery).values(**values)
-                 .on_conflict_do_nothing(index_elements=["channel_id", "dedupe_key"])
-                 .returning(Delivery.id))
+    statement = _insert_statement(db.is_sqlite)
     # A plain connection, not an ORM session: intake is the hot path.
     with db.engine.begin() as conn:
-        new_id = conn.execute(statement).scalar()
+        new_id = conn.execute(statement, values).scalar()
         if new_id is not None:
             return new_id, False
         existing = conn.execute(select(Delivery.id).where(
             Delivery.channel_id == channel.id, Delivery.dedupe_key == values["dedupe_key"])).scalar()
         return existing, True
+
+
+@functools.lru_cache(maxsize=2)
+def _insert_statement(is_sqlite: bool):
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once (values are bound per call)."""
+    if is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    table = Delivery.__table__
+    return (insert(table).on_conflict_do_nothing(index_elements=["channel_id", "dedupe_key"])
+            .returning(table.c.id))
 
 
 def _naive(moment):
