@@ -6,7 +6,8 @@ rate limits like the real one (quota per window, ``X-Rate-Limit-*`` headers, 429
 
 Set a channel's ``api_base_url`` to ``http://127.0.0.1:8001``. Control endpoints: ``PUT
 /stores/<hash>/v2/orders/<id>`` with ``{"status_id": 5}`` sets an order; ``POST
-.../shipments`` adds a shipment; ``GET /_stats`` reports calls and 429s per store.
+.../shipments`` adds a shipment; ``GET /_stats`` reports calls and 429s per store; ``GET /_calls``
+the times of the calls each store was served (the benchmark's sliding-window check).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
     stats = defaultdict(lambda: {"calls": 0, "throttled": 0, "order_reads": 0,
                                  "shipment_reads": 0})
     windows: dict[str, tuple[float, int]] = {}
+    #: Monotonic times of the calls each store was served (not 429s), for the benchmark.
+    served: dict[str, list[float]] = defaultdict(list)
 
     @app.before_request
     def rate_limit():
@@ -40,6 +43,7 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
         with lock:
             stats[store]["calls"] += 1
             if not quota:
+                served[store].append(time.monotonic())
                 return None
             now = time.monotonic()
             start, used = windows.get(store, (now, 0))
@@ -54,6 +58,7 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
                 response.headers["X-Rate-Limit-Time-Reset-Ms"] = str(reset_ms)
                 return response
             windows[store] = (start, used + 1)
+            served[store].append(now)
             request.environ["standin.limits"] = (quota - used - 1, reset_ms)
         return None
 
@@ -127,11 +132,19 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
         with lock:
             return jsonify({store: dict(s) for store, s in stats.items()})
 
+    @app.get("/_calls")
+    def get_calls():
+        """Times (monotonic seconds) of the calls each store was served, and the quota."""
+        with lock:
+            return jsonify({"quota": quota, "window": window,
+                            "stores": {store: list(t) for store, t in served.items()}})
+
     @app.post("/_reset")
     def reset():
         with lock:
             stats.clear()
             windows.clear()
+            served.clear()
         return jsonify({"ok": True})
 
     return app

@@ -37,6 +37,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         disabled=str(app.config["DISABLED_PLUGINS"]).split(","),
         strict=bool(app.config["STRICT_PLUGINS"]),
         entry_points=app.config.get("ENTRY_POINT_PLUGINS", True))
+    # ORDERHOOKS_HTTP_TIMEOUT_SECONDS bounds every channel API call: adapters that keep a
+    # ``timeout`` (as the BigCommerce and Shopify ones do) get the configured one.
+    for channel_type in app.extensions["orderhooks.channels"].types:
+        adapter = app.extensions["orderhooks.channels"].get(channel_type)
+        if isinstance(getattr(adapter, "timeout", None), (int, float)):
+            adapter.timeout = float(app.config["HTTP_TIMEOUT_SECONDS"])
     app.extensions["orderhooks.channel_cache"] = intake.ChannelCache(
         app.config.get("CHANNEL_CACHE_SECONDS", 5.0))
     db.init_app(app)

@@ -139,6 +139,12 @@ class ChannelAdapter:
         time (``hmac.compare_digest``)."""
         raise NotImplementedError
 
+    def accepts_when_inactive(self, delivery: Delivery, channel: Channel) -> bool:
+        """Whether an *inactive* channel still takes this (authenticated) delivery — e.g. a
+        privacy request that arrives days after the app was uninstalled. The worker then still
+        translates it. Default: no (an inactive channel answers 404 and translates nothing)."""
+        return False
+
     def inspect(self, delivery: Delivery, channel: Channel) -> DeliveryInfo:
         """Name the delivery: its de-duplication key, topic and order. Runs at intake after
         :meth:`authenticate`; must not call the channel's API. Raise

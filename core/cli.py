@@ -173,18 +173,26 @@ def deliveries_purge(days):
 
 
 @main.command("plugins")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="As JSON (name, version, channel_types, "
+              "status, error).")
 @with_appcontext
 def plugins_cmd(as_json):
-    """List channel plugins, their versions and channel types."""
+    """List channel plugins: version, status (loaded, failed, disabled) and channel types.
+
+    Exits with status 1 when a plugin failed to load."""
     infos = [p.to_dict() for p in current_app.extensions["orderhooks.channels"].plugins]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
-        return
-    for p in infos:
-        click.echo(f"{p['name']:<16} {p['version'] or '-':<10} {p['status']:<9} "
-                   f"{','.join(p['channel_types']) or '-'}" + (f"  {p['error']}" if p['error']
-                                                                else ""))
+    elif not infos:
+        click.echo("no plugins installed (entry point group 'orderhooks')")
+    else:
+        rows = [("PLUGIN", "VERSION", "STATUS", "CHANNEL TYPES", "ERROR")] + [
+            (p["name"], p["version"] or "-", p["status"], ",".join(p["channel_types"]) or "-",
+             p["error"] or "") for p in infos]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    sys.exit(1 if any(p["status"] == "failed" for p in infos) else 0)
 
 
 @main.group()

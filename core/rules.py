@@ -5,7 +5,8 @@ order                  outcome
 =====================  ===========================================================
 not imported yet       DEFERRED until the order arrives (bounded window)
 already in the target  IGNORED, nothing changes (re-applying is a no-op); a Fulfill
-state                  that brings new shipments to a SHIPPED order records them
+state                  that brings new shipments to a SHIPPED order records them; a
+                       partial Fulfill with no new shipments changes nothing either
 older than the order's IGNORED as stale: an older event never overrides a newer one
 last channel event
 UNPROCESSED            DEFERRED until the order is processed
@@ -70,6 +71,9 @@ def decide(intent: Cancel | Fulfill, order_status: str | None, *,
     if cancel:
         return Decision(APPLIED, f"order was {order_status}; cancelled", new_status=st.CANCELLED)
     if not intent.complete:
+        if not new_shipments:
+            return Decision(IGNORED, f"order is {order_status}; its shipments are already "
+                                     "recorded; nothing to change")
         return Decision(APPLIED, f"order is {order_status}; partial shipment recorded, status kept",
                         record_shipments=True)
     return Decision(APPLIED, f"order was {order_status}; shipped", new_status=st.SHIPPED,

@@ -50,7 +50,8 @@ def reconcile(app, channel_id: int) -> list[dict]:
         try:
             if not matches:
                 created = adapter.create_subscription(channel, spec)
-                action = "recreated" if topic in known else "created"
+                # recreated: it existed on the channel (a remote id was known) and disappeared
+                action = "recreated" if known.get(topic) else "created"
                 events.append(_event(channel, topic, action, created.remote_id,
                                      f"subscribed to {topic} at {spec.destination}"
                                      + (" (it had disappeared from the channel)"

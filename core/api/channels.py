@@ -157,8 +157,10 @@ class ChannelSubscriptions(MethodView):
         """Check and repair the channel's subscriptions now"""
         session = get_session()
         _get(session, channel_id)
+        # End this read transaction first: reconcile writes in its own, and on SQLite every
+        # transaction takes the write lock (BEGIN IMMEDIATE), so holding this one would block it.
+        session.rollback()
         reconcile(current_app._get_current_object(), channel_id)
-        session.expire_all()
         return _report(session, channel_id)
 
 

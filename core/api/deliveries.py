@@ -78,9 +78,11 @@ class ReplayWindow(MethodView):
         since, until = _naive(data["since"]), _naive(data["until"])
         if until < since:
             abort(422, message="'until' is before 'since'")
+        # A failed delivery waits (state pending) for its next attempt: replaying it retries it
+        # now, from attempt 0. Only deliveries a worker holds right now are left alone.
         rows = session.scalars(select(Delivery).where(
             Delivery.channel_id == data["channel_id"], Delivery.received_at >= since,
-            Delivery.received_at <= until, Delivery.state == "done",
+            Delivery.received_at <= until, Delivery.state != "processing",
             Delivery.outcome.in_(data["outcome"])).order_by(Delivery.id)).all()
         for row in rows:
             replay(session, row)

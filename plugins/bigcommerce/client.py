@@ -1,6 +1,7 @@
 """BigCommerce REST client: ``X-Auth-Token``, per-store rate limits, 429 ``X-Retry-After``."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -15,6 +16,9 @@ DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
 MAX_INLINE_WAIT = 1.0
 #: Calls kept in reserve per window: other workers may have calls in flight when we look.
 RESERVE = 3
+#: Longest rate-limit window a header is believed for (a garbled one must not park a store, or
+#: overflow the delivery's next attempt time).
+MAX_WINDOW = 3600.0
 
 
 class StorePacer:
@@ -39,18 +43,26 @@ class StorePacer:
         elif left is not None and _number(left) is not None and _number(left) <= RESERVE and reset_ms:
             until = time.monotonic() + (_number(reset_ms) or 0) / 1000
         if until is not None:
+            until = min(until, time.monotonic() + MAX_WINDOW)
             with self._lock:
                 self._blocked_until[store] = max(until, self._blocked_until.get(store, 0.0))
+
+    def reset(self) -> None:
+        """Forget every store's window (tests; a restarted worker starts the same way)."""
+        with self._lock:
+            self._blocked_until.clear()
 
 
 PACER = StorePacer()
 
 
 def _number(value) -> float | None:
+    """A header's number; None when absent, garbled, negative or not finite."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 class BigCommerceClient:

@@ -91,9 +91,7 @@ class BigCommerceAdapter(ChannelAdapter):
             key=f"{scope}:{digest}" if payload.get("hash") or not webhook_id
             else f"webhook-id:{webhook_id}",
             topic=scope, channel_order_id=str(order_id) if order_id is not None else None,
-            occurred_at=datetime.fromtimestamp(int(created), timezone.utc)
-            if isinstance(created, (int, float)) or (isinstance(created, str)
-                                                     and created.isdigit()) else None)
+            occurred_at=_timestamp(created))
 
     # -- worker -----------------------------------------------------------------------------
 
@@ -207,10 +205,23 @@ def _remote(hook: dict) -> RemoteSubscription:
                               active=bool(hook.get("is_active", True)))
 
 
+def _timestamp(value) -> datetime | None:
+    """``created_at`` (Unix seconds) as a UTC datetime; None when absent or implausible
+    (non-numeric, infinite, out of range): it only orders events, it never rejects one."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _payload(delivery: Delivery) -> dict:
     try:
         payload = delivery.json()
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidDelivery("the body is not JSON") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("scope"), str):
         raise InvalidDelivery("a BigCommerce delivery is a JSON object with a 'scope'")

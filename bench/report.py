@@ -1,0 +1,210 @@
+"""The Markdown table of a benchmark result, the issue's targets judged against it, and the
+README's Benchmarks section."""
+from __future__ import annotations
+
+import re
+
+from .common import ROOT
+
+
+def _f(value, digits=1):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _load(x: dict) -> str:
+    """Cores other processes used during the measurement (other sessions share the machine)."""
+    loads = [x.get("machine_load") or {}]
+    if isinstance(x.get("half_rate"), dict):
+        loads.append(x["half_rate"].get("machine_load") or {})
+    values = [v["foreign_cores"] for v in loads if "foreign_cores" in v]
+    return "/".join(f"{v:.2f}" for v in values) if values else "-"
+
+
+def _ok(flag) -> str:
+    if isinstance(flag, str):
+        return flag
+    return "n/a" if flag is None else ("**met**" if flag else "**missed**")
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    s = r["settings"]
+    code = r.get("code") or {}
+    out = [f"Run {r['started_at']} of commit {code.get('commit', '?')}"
+           + (f" (+{code['uncommitted_in_core_or_plugins']} uncommitted files in core/plugins)"
+              if code.get("uncommitted_in_core_or_plugins") else "")
+           + f" (`{r['command']}`, {r['mode']} mode, "
+           f"{_f(r.get('seconds'), 0)} s). Machine: {m['nproc']} cores ({m['cpu']}), "
+           f"{m['ram_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']}, SQLite "
+           f"{m['sqlite']}" + (f", PostgreSQL {s['postgresql']['server_version']} (fsync "
+                               f"{s['postgresql']['fsync']}, synchronous_commit "
+                               f"{s['postgresql']['synchronous_commit']})"
+                               if s.get("postgresql") else "") + ". Everything on loopback.",
+           "",
+           f"HTTP: every target under gunicorn with `core/gunicorn_conf.py` (sync workers), "
+           f"{s['web_workers']} workers; load: **{s['load_generator']}**, {s['connections']} "
+           f"connections, {_f(s['duration_s'], 0)} s after a warm-up, distinct delivery ids. "
+           f"Half-rate p99: Python open-loop generator at half the measured req/s, latency from "
+           f"each request's scheduled time.", ""]
+    for note in r.get("notes") or ():
+        out.append(f"- note: {note}")
+    if r.get("notes"):
+        out.append("")
+    verdicts = []
+    intake = r.get("intake")
+    if isinstance(intake, list):
+        h = {x["channel"]: x for x in intake if x["target"] == "H"}
+        mm = {(x["db"], x["channel"]): x for x in intake if x["target"] == "M"}
+        out += ["### Intake", "",
+                "| target | db | channel | req/s | p50 ms | p99 ms | errors | intake/H | intake/M "
+                "| p99 ms at half rate (req/s) | other load (cores) |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for x in intake:
+            ratio_h = ratio_m = half = "-"
+            if x["target"] == "intake":
+                if x["channel"] in h:
+                    ratio_h = f"{x['rps'] / h[x['channel']]['rps']:.2f}"
+                base = mm.get((x["db"], x["channel"]))
+                if base:
+                    ratio = x["rps"] / base["rps"]
+                    ratio_m = f"{ratio:.2f}"
+                    verdicts.append((f"1. intake ≥ 0.9 × M ({x['db']}, {x['channel']})",
+                                     f"{ratio:.2f} × M", ratio >= 0.9))
+                hr = x.get("half_rate") or {}
+                if hr:
+                    half = f"{_f(hr['p99_ms'], 1)} ({_f(hr['target_rps'], 0)}; " \
+                           f"{hr['errors']} err)"
+                    verdicts.append((f"2. intake p99 ≤ 25 ms at half max ({x['db']}, "
+                                     f"{x['channel']})", f"{hr['p99_ms']:.1f} ms at "
+                                     f"{hr['target_rps']:.0f} req/s", hr["p99_ms"] <= 25))
+            name = {"H": "baseline H", "M": "baseline M", "intake": "orderhooks intake"}[
+                x["target"]]
+            out.append(f"| {name} | {x['db']} | {x['channel']} | {_f(x['rps'])} | "
+                       f"{_f(x['p50_ms'], 2)} | {_f(x['p99_ms'], 2)} | {x['errors']} | {ratio_h} "
+                       f"| {ratio_m} | {half} | {_load(x)} |")
+        out.append("")
+    elif isinstance(intake, dict):
+        out += ["### Intake", "", f"failed: {intake.get('error')}", ""]
+    worker = r.get("worker")
+    if isinstance(worker, list) and worker:
+        out += ["### Worker throughput (pre-filled inbox, every delivery applicable)", "",
+                "| db | orders in db | channel | worker procs | applied/s | deliveries | "
+                "vs smallest db | other load (cores) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+        base = {}
+        for x in worker:
+            key = (x["db"], x["channel"], x["worker_procs"])
+            base.setdefault(key, x["applied_per_s"])
+            rel = x["applied_per_s"] / base[key] if base[key] else 0
+            out.append(f"| {x['db']} | {_f(x['orders'])} | {x['channel']} | {x['worker_procs']} "
+                       f"| {_f(x['applied_per_s'])} | {_f(x['deliveries'])} | {rel:.2f} | "
+                       f"{_load(x)} |")
+            if x["channel"] == "shopify" and x["db"] == "sqlite":
+                if x["orders"] == min(o["orders"] for o in worker):
+                    verdicts.append((f"3. worker ≥ 1,000 applied/s, full payload, SQLite "
+                                     f"({_f(x['orders'])} orders, {x['worker_procs']} proc)",
+                                     f"{x['applied_per_s']:.0f}/s", x["applied_per_s"] >= 1000))
+                else:
+                    verdicts.append((f"3. … within 20 % with {_f(x['orders'])} orders",
+                                     f"{rel:.2f} of the small db", rel >= 0.8))
+        out.append("")
+    elif isinstance(worker, dict):
+        out += ["### Worker throughput", "", f"failed: {worker.get('error')}", ""]
+    pacing = r.get("pacing")
+    if isinstance(pacing, dict) and "per_store" in pacing:
+        p = pacing
+        out += ["### Per-store pacing (BigCommerce burst, stand-in enforcing the quota)", "",
+                f"{_f(p['deliveries'])} deliveries for {_f(p['orders'])} orders over "
+                f"{p['stores']} stores (shares {', '.join(f'{x:.0%}' for x in p['shares'])}), "
+                f"quota {p['quota']} requests per {p['window_s']:g} s per store (time factor "
+                f"{p['factor']:g}: BigCommerce's 150 per 30 s, {p['factor']:g}× faster), "
+                f"{p['worker_procs']} worker process(es), {p['db']}; other processes used "
+                f"{(p.get('machine_load') or {}).get('foreign_cores', '-')} cores meanwhile. "
+                "An order's deliveries arrive together, orders and stores interleaved. "
+                "Delay: from the burst landing to the delivery's outcome. Finished: "
+                f"{'yes' if p['finished'] else 'NO (timed out)'} in {p['elapsed_s']} s "
+                f"(lower bound at the quota: {p['lower_bound_s']} s; with one read per order: "
+                f"{p['lower_bound_coalesced_s']} s). **429s received: {p['429s']}**; API calls "
+                f"per delivery: **{p['api_calls_per_delivery']}** (one order read per order "
+                f"would be {p['ideal_calls_per_delivery']}); lost: **{p['lost']}**.", "",
+                "| store | deliveries | API calls | 429s | max calls per API window (quota) | "
+                "max in any sliding window | calls/delivery | median delay s | p95 delay s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for x in p["per_store"]:
+            out.append(f"| {x['store']} | {_f(x['deliveries'])} | {_f(x['api_calls'])} | "
+                       f"{x['429s']} | {x['max_calls_in_api_window']} ({x['quota']}) | "
+                       f"{x['max_calls_in_any_window']} | "
+                       f"{x['calls_per_delivery']} | {_f(x['median_delay_s'])} | "
+                       f"{_f(x['p95_delay_s'])} |")
+        out.append("")
+        big = p["per_store"][0]
+        small = p["per_store"][1:]
+        verdicts.append(("4. zero 429s", f"{p['429s']}", p["429s"] == 0))
+        verdicts.append(("4. each store's use under its quota (the API's windows)",
+                         f"max {max(x['max_calls_in_api_window'] for x in p['per_store'])} / "
+                         f"{p['quota']} (any sliding window: "
+                         f"{max(x['max_calls_in_any_window'] for x in p['per_store'])})",
+                         all(x["max_calls_in_api_window"] <= x["quota"] for x in p["per_store"])))
+        worst_small = max((x["median_delay_s"] or 0) for x in small)
+        verdicts.append(("4. small stores not stuck behind the big one (small-store median "
+                         "delay ≤ ½ the big store's)", f"{worst_small} s vs {big['median_delay_s']}"
+                                                       " s", worst_small <= 0.5 * (
+                                                           big["median_delay_s"] or 0)))
+        verdicts.append(("4. nothing lost", f"{p['lost']}", p["lost"] == 0 and p["finished"]))
+        verdicts.append(("5. coalescing: API calls per delivery ≈ one read per order",
+                         f"{p['api_calls_per_delivery']} vs {p['ideal_calls_per_delivery']}",
+                         p["api_calls_per_delivery"] <= p["ideal_calls_per_delivery"] * 1.1))
+    elif isinstance(pacing, dict):
+        out += ["### Per-store pacing", "", f"failed: {pacing.get('error')}", ""]
+    rss = r.get("rss")
+    if isinstance(rss, dict) and "rss_end_mib" in rss:
+        out += ["### Worker memory", "",
+                f"One `orderhooks worker` through {_f(rss['processed'])} of "
+                f"{_f(rss['deliveries_target'])} {rss['channel']} deliveries on {rss['db']} in "
+                f"{rss['seconds']} s: RSS {rss['rss_start_mib']} MiB after "
+                f"{_f(rss['rss_start_after'])} deliveries → {rss['rss_end_mib']} MiB at the end "
+                f"(max {rss['rss_max_mib']} MiB); other processes used "
+                f"{(rss.get('machine_load') or {}).get('foreign_cores', '-')} cores meanwhile.",
+                ""]
+        grew = (rss["rss_end_mib"] - rss["rss_start_mib"]) if rss["rss_start_mib"] else None
+        flat = grew is not None and grew <= max(10.0, 0.1 * rss["rss_start_mib"])
+        full = rss["processed"] >= 1_000_000
+        verdicts.append((f"6. worker RSS flat over a 1,000,000-delivery run (this run: "
+                         f"{_f(rss['processed'])})", f"{grew:+.1f} MiB" if grew is not None
+                         else "-", flat if full or not flat else
+                         "flat, but over a shorter run than the target"))
+    elif isinstance(rss, dict):
+        out += ["### Worker memory", "", f"failed: {rss.get('error')}", ""]
+    prof = r.get("profile")
+    if isinstance(prof, list) and prof:
+        out += ["### Profiles", ""]
+        for x in prof:
+            out.append(f"- `{x['file']}`: {x['what']}")
+        out.append("")
+    if verdicts:
+        out += ["### Targets (issue 5)", "", "| target | measured | |", "|---|---|---|"]
+        for name, measured, flag in verdicts:
+            out.append(f"| {name} | {measured} | {_ok(flag)} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+
+
+def update_readme(md: str) -> None:
+    path = ROOT / "README.md"
+    text = path.read_text()
+    block = f"{BEGIN}\n{md.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

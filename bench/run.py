@@ -1,0 +1,664 @@
+"""The orderhooks benchmark: baselines and intake side by side, worker throughput, per-store
+pacing, worker memory and profiles, on loopback on this machine. One command:
+
+    python -m bench.run            # full run (1,000,000 orders, 10,000-delivery pacing burst)
+    python -m bench.run --quick    # CI-ish: 100,000 orders, shorter runs, smaller bursts
+
+Writes ``bench/results/latest.json`` and ``bench/results/latest.md`` (``--readme`` also puts the
+table in README.md). ``--only intake,worker,pacing,rss,profile`` runs a part (the files then hold
+only that part). See ``python -m bench.run --help`` for every knob.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import traceback
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import requests
+
+from . import fill, loadgen, targets
+from .common import (ADMIN_TOKEN, PY, RESULTS, CpuMeter, Procs, free_port, fresh_database,
+                     gunicorn_cmd, machine, metrics_env, orderhooks_env, pg_available,
+                     pg_settings, upgrade, wait_http, wait_quiet)
+from .peek import Peek, as_datetime
+
+SECTIONS = ("intake", "worker", "pacing", "rss", "profile")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def shopify_available() -> bool:
+    try:
+        import plugins.shopify.plugin  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def code_version() -> dict:
+    """The commit measured, and whether core/ or plugins/ had uncommitted changes."""
+    import subprocess
+    from .common import ROOT
+
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return ""
+    dirty = git("status", "--porcelain", "core", "plugins")
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "subject": git("log", "-1", "--format=%s"),
+            "uncommitted_in_core_or_plugins": len(dirty.splitlines()) if dirty else 0}
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = Path(args.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logdir = self.workdir / "logs"
+        self.logdir.mkdir(exist_ok=True)
+        self.procs = Procs(self.logdir)
+        self.channels = ["bigcommerce"] + (["shopify"] if shopify_available() else [])
+        self.dbs = ["sqlite"]
+        self.notes: list[str] = []
+        if not args.no_pg:
+            why = pg_available(args.pg_url)
+            if why is None:
+                self.dbs.append("postgresql")
+            else:
+                self.notes.append(f"PostgreSQL skipped: {why}")
+        if "shopify" not in self.channels:
+            self.notes.append("Shopify skipped: plugins.shopify.plugin does not import")
+        self.use_wrk = loadgen.have_wrk() and not args.python_loadgen
+        self.result: dict = {
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["python -m bench.run"] + sys.argv[1:]),
+            "mode": "quick" if args.quick else "full", "machine": machine(),
+            "settings": {"web_workers": args.web_workers, "connections": args.connections,
+                         "duration_s": args.duration, "worker_procs": args.worker_procs,
+                         "load_generator": "wrk" if self.use_wrk else "python",
+                         "gunicorn": "core/gunicorn_conf.py (sync workers) for every target",
+                         "sqlite": "WAL, synchronous=FULL, busy_timeout=30000 (core/db.py)"},
+            "channels": self.channels, "databases": self.dbs, "notes": self.notes,
+            "code": code_version()}
+        if "postgresql" in self.dbs:
+            self.result["settings"]["postgresql"] = pg_settings(args.pg_url)
+        self.standin_url = None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def fresh(self, kind: str, name: str) -> str:
+        return fresh_database(kind, name, self.workdir, self.args.pg_url)
+
+    def start_standin(self, name: str, *extra: str) -> str:
+        port = free_port()
+        proc = self.procs.start(name, [PY, "-m", "bench.standin", "--port", str(port), *extra])
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/_stats", proc=proc)
+        return url
+
+    def standin(self) -> str:
+        """The shared stand-in: unlimited quota, orders never PUT are Cancelled (status 5)."""
+        if self.standin_url is None:
+            self.standin_url = self.start_standin("standin", "--default-status", "5")
+        return self.standin_url
+
+    def start_web(self, name: str, app_spec: str, env: dict):
+        port = free_port()
+        proc = self.procs.start(name, gunicorn_cmd(app_spec, port, self.args.web_workers),
+                                metrics_env(env))
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz" if app_spec.startswith("core") else url, proc=proc)
+        return proc, url
+
+    def load(self, url: str, tpl, seconds: float, run_id: str) -> dict:
+        if self.use_wrk:
+            return loadgen.wrk(url, tpl, connections=self.args.connections, seconds=seconds,
+                               run_id=run_id)
+        return loadgen.python_closed(url, tpl, connections=self.args.connections,
+                                     seconds=seconds, run_id=run_id)
+
+    def quiet(self) -> dict:
+        """Wait for other sessions' load to drop before a measurement (up to --quiet-wait)."""
+        gate = wait_quiet(self.args.quiet_wait, self.args.quiet_threshold)
+        if not gate["quiet"]:
+            log(f"machine not quiet after {gate['waited_s']}s "
+                f"({gate['foreign_cores_before']} cores used by other processes); measuring")
+        return gate
+
+    def closed_run(self, url: str, tpl) -> dict:
+        self.load(url, tpl, self.args.warmup, "w")
+        gate = self.quiet()
+        meter = CpuMeter()
+        result = self.load(url, tpl, self.args.duration, "m")
+        return {**result, "machine_load": {**gate, **meter.read()}}
+
+    # -- intake -------------------------------------------------------------------------------
+
+    def run_intake(self) -> list[dict]:
+        rows = []
+        for channel in self.channels:
+            log(f"intake: baseline H ({channel} body)")
+            proc, url = self.start_web("baseline_h", "bench.baseline_h:app", dict(os.environ))
+            tpl = targets.template("h" if channel == "bigcommerce" else "h-shopify")
+            rows.append({"target": "H", "db": "-", "channel": channel,
+                         **self.closed_run(url, tpl)})
+            self.procs.stop(proc)
+        for db in self.dbs:
+            for channel in self.channels:
+                rows.append(self.baseline_m(db, channel))
+                rows.append(self.intake(db, channel))
+        return rows
+
+    def baseline_m(self, db: str, channel: str) -> dict:
+        log(f"intake: baseline M on {db} ({channel} body)")
+        url = self.fresh(db, "baseline_m")
+        env = dict(os.environ, BENCH_M_DATABASE=url, BENCH_M_SECRET=targets.M_SECRET)
+        from . import baseline_m
+        baseline_m.create_table(url)
+        proc, web = self.start_web("baseline_m", "bench.baseline_m:app", env)
+        result = self.closed_run(web, targets.template(f"m-{channel}"))
+        self.procs.stop(proc)
+        peek = Peek(url)
+        stored = peek.one("SELECT count(*) FROM m_inbox")[0]
+        peek.close()
+        return {"target": "M", "db": db, "channel": channel, "rows_stored": stored, **result}
+
+    def setup_intake(self, db: str, channel: str, name: str = "intake"):
+        """A fresh database, orderhooks under gunicorn, one channel. Returns (database url,
+        web url, request template, gunicorn process)."""
+        url = self.fresh(db, name)
+        upgrade(url)
+        env = orderhooks_env(url)
+        secret, channel_id = None, None
+        if channel == "shopify":
+            # In-process: there is no Shopify API on loopback to subscribe with.
+            app = fill.make_app(url)
+            channel_id, _ = fill.create_channel(app, "shopify", "bench shop", {
+                "shop_domain": targets.SHOP_DOMAIN, "access_token": "shpat_bench",
+                "client_secret": targets.SHOPIFY_SECRET})
+            app.extensions["orderhooks.db"].dispose()
+            secret = targets.SHOPIFY_SECRET
+        proc, web = self.start_web("orderhooks_web", "core:create_app()", env)
+        if channel == "bigcommerce":
+            # Through the admin API, which subscribes on the stand-in; the secret is the header
+            # the service put on the hook.
+            store = f"intake{random.randrange(10**6)}"
+            answer = requests.post(f"{web}/api/v1/channels", timeout=30, headers={
+                "Authorization": f"Bearer {ADMIN_TOKEN}"}, json={
+                "type": "bigcommerce", "name": "bench store", "credentials": {
+                    "store_hash": store, "access_token": "t", "api_base_url": self.standin()},
+                "valid_cancellation_statuses": [fill.VALID],
+                "valid_fulfillment_statuses": [fill.VALID]})
+            answer.raise_for_status()
+            channel_id = answer.json()["id"]
+            hooks = requests.get(f"{self.standin()}/stores/{store}/v3/hooks", timeout=10).json()
+            secret = hooks["data"][0]["headers"]["X-Orderhooks-Secret"]
+        return url, web, targets.template(channel, channel_id=channel_id, secret=secret), proc
+
+    def intake(self, db: str, channel: str) -> dict:
+        log(f"intake: orderhooks on {db}, {channel}")
+        url, web, tpl, proc = self.setup_intake(db, channel)
+        result = self.closed_run(web, tpl)
+        rate = max(1.0, result["rps"] / 2)
+        log(f"intake: open loop at {rate:.0f} req/s (half of {result['rps']})")
+        gate = self.quiet()
+        meter = CpuMeter()
+        half = loadgen.python_open(web, tpl, rate=rate, seconds=self.args.duration)
+        half["machine_load"] = {**gate, **meter.read()}
+        self.procs.stop(proc)
+        peek = Peek(url)
+        stored = peek.one("SELECT count(*) FROM deliveries")[0]
+        peek.close()
+        return {"target": "intake", "db": db, "channel": channel, "rows_stored": stored,
+                **result, "half_rate": {k: half[k] for k in (
+                    "generator", "target_rps", "rps", "requests", "p50_ms", "p90_ms", "p99_ms",
+                    "max_ms", "errors", "machine_load")}}
+
+    # -- worker throughput --------------------------------------------------------------------
+
+    def start_workers(self, url: str, count: int, name: str = "worker", **env) -> list:
+        return [self.procs.start(f"{name}{i}", [PY, "-m", "core.cli", "worker"],
+                                 orderhooks_env(url, **env)) for i in range(count)]
+
+    def requests_for(self, channel: str, order_ids, tag: str, store: str = ""):
+        """(headers, body) of one applied-able delivery per order: BigCommerce statusUpdated
+        (thin; the stand-in answers Cancelled) or Shopify orders/cancelled (full payload)."""
+        if channel == "bigcommerce":
+            for oid in order_ids:
+                body = json.dumps(targets.bigcommerce_body(store, int(oid),
+                                                           hash_=f"{tag}-{oid}")).encode()
+                yield {"Content-Type": "application/json"}, body
+        else:
+            base = targets.shopify_payload()
+            for oid in order_ids:
+                base["id"] = int(oid)
+                base["admin_graphql_api_id"] = f"gid://shopify/Order/{oid}"
+                body = json.dumps(base).encode()
+                yield targets.shopify_headers(body, f"{tag}-{oid}"), body
+
+    def wait_done(self, peek: Peek, first_id: int, count: int, timeout: float,
+                  procs: list | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = peek.one("SELECT count(*) FROM deliveries WHERE id >= ? AND state = 'done'",
+                            (first_id,))[0]
+            if done >= count:
+                return True
+            if procs and all(p.poll() is not None for p in procs):
+                raise RuntimeError("every worker process exited; see bench logs")
+            time.sleep(0.1)
+        return False
+
+    def span(self, peek: Peek, first_id: int) -> dict:
+        row = peek.one("SELECT count(*), min(processed_at), max(processed_at), "
+                       "sum(CASE WHEN outcome = 'applied' THEN 1 ELSE 0 END) "
+                       "FROM deliveries WHERE id >= ? AND state = 'done'", (first_id,))
+        count, lo, hi, applied = row
+        seconds = (as_datetime(hi) - as_datetime(lo)).total_seconds() if count > 1 else 0.0
+        return {"count": count, "applied": int(applied or 0), "seconds": seconds}
+
+    def run_worker(self) -> list[dict]:
+        rows = []
+        for db in self.dbs:
+            for orders in self.args.orders:
+                rows.extend(self.worker_db(db, orders))
+        return rows
+
+    def worker_db(self, db: str, orders: int) -> list[dict]:
+        log(f"worker: filling {db} with {orders:,} orders")
+        url = self.fresh(db, f"worker{orders}")
+        upgrade(url)
+        app = fill.make_app(url)
+        per_channel = orders // len(self.channels)
+        channel_ids = {}
+        started = time.monotonic()
+        for index, channel in enumerate(self.channels):
+            channel_ids[channel] = self.make_worker_channel(app, channel, "benchworker")
+            fill.fill_orders(app, channel_ids[channel], per_channel)
+        fill_seconds = time.monotonic() - started
+        fill.quiet_housekeeping(app)
+        rows = []
+        peek = Peek(url)
+        for channel in self.channels:
+            for procs_count in self.args.worker_procs:
+                rows.append(self.worker_channel(app, peek, url, db, orders, per_channel,
+                                                channel, channel_ids[channel], procs_count,
+                                                fill_seconds))
+        peek.close()
+        app.extensions["orderhooks.db"].dispose()
+        return rows
+
+    def make_worker_channel(self, app, channel: str, store: str) -> int:
+        if channel == "bigcommerce":
+            return fill.create_channel(app, "bigcommerce", f"bench {store}", {
+                "store_hash": store, "access_token": "t", "api_base_url": self.standin()})[0]
+        return fill.create_channel(app, "shopify", "bench shop", {
+            "shop_domain": targets.SHOP_DOMAIN, "access_token": "shpat_bench",
+            "client_secret": targets.SHOPIFY_SECRET})[0]
+
+    def worker_channel(self, app, peek, url, db, orders, per_channel, channel, channel_id,
+                       procs_count, fill_seconds) -> dict:
+        total = self.args.worker_deliveries
+        log(f"worker: {channel} on {db}, {orders:,} orders, {procs_count} worker process(es), "
+            f"{total:,} deliveries")
+        workers = self.start_workers(url, procs_count, name=f"worker-{channel}-")
+        time.sleep(2.0)  # imports and first idle poll: not part of the measurement
+        remaining, rounds, applied, processed, seconds = total, 0, 0, 0, 0.0
+        lost, loads = 0, []
+        try:
+            while remaining > 0:
+                size = min(remaining, per_channel)
+                fill.reset_orders(app, channel_id)
+                ids = random.sample(range(1, per_channel + 1), size)
+                first_id = (peek.one("SELECT coalesce(max(id), 0) FROM deliveries")[0]) + 1
+                tag = f"{db}{orders}{procs_count}r{rounds}{random.randrange(10**9)}"
+                rows = fill.delivery_rows(app, channel_id, channel,
+                                          self.requests_for(channel, ids, tag, "benchworker"),
+                                          datetime.utcnow())
+                rows = list(rows)
+                gate = self.quiet()
+                meter = CpuMeter()
+                fill.insert_deliveries(app, rows)
+                ok = self.wait_done(peek, first_id, size, timeout=max(120, size / 20),
+                                    procs=workers)
+                loads.append({**gate, **meter.read()})
+                got = self.span(peek, first_id)
+                lost += size - got["count"]
+                applied += got["applied"]
+                processed += got["count"]
+                seconds += got["seconds"]
+                remaining -= size
+                rounds += 1
+                if not ok:
+                    self.notes.append(f"worker {channel}/{db}/{orders}: timed out")
+                    break
+        finally:
+            for w in workers:
+                self.procs.stop(w)
+        rate = (processed - rounds) / seconds if seconds else 0.0
+        return {"db": db, "orders": orders, "channel": channel, "worker_procs": procs_count,
+                "deliveries": processed, "applied": applied, "rounds": rounds,
+                "seconds": round(seconds, 2), "applied_per_s": round(rate * applied /
+                                                                     max(processed, 1), 1),
+                "processed_per_s": round(rate, 1), "not_done": lost,
+                "fill_seconds": round(fill_seconds, 1),
+                "machine_load": {"foreign_cores": max(x["foreign_cores"] for x in loads),
+                                 "rounds": loads} if loads else {}}
+
+    # -- per-store pacing ---------------------------------------------------------------------
+
+    def run_pacing(self) -> dict:
+        a = self.args
+        factor = a.pacing_factor
+        window = 30.0 / factor
+        quota = 150
+        log(f"pacing: {a.pacing_deliveries:,} deliveries over 5 stores, quota {quota} per "
+            f"{window:g}s (factor {factor:g})")
+        standin = self.start_standin("standin_quota", "--quota", str(quota), "--window",
+                                     str(window), "--default-status", "5")
+        url = self.fresh("sqlite" if a.pacing_db == "sqlite" else "postgresql", "pacing")
+        upgrade(url)
+        app = fill.make_app(url)
+        shares = [0.6, 0.1, 0.1, 0.1, 0.1]
+        stores = [f"store{i + 1}" for i in range(5)]
+        channel_of, plan = {}, []
+        for store, share in zip(stores, shares):
+            cid = fill.create_channel(app, "bigcommerce", store, {
+                "store_hash": store, "access_token": "t", "api_base_url": standin})[0]
+            channel_of[store] = cid
+            want = int(a.pacing_deliveries * share)
+            # Per order: statusUpdated + updated, and every 5th also shipment/created: the
+            # deliveries BigCommerce sends together when an order is cancelled or shipped.
+            order_id, made = 0, 0
+            while made < want:
+                order_id += 1
+                scopes = ["store/order/statusUpdated", "store/order/updated"]
+                if order_id % 5 == 0:
+                    scopes.append("store/shipment/created")
+                for scope in scopes[:want - made]:
+                    plan.append((store, order_id, scope))
+                    made += 1
+            fill.fill_orders(app, cid, order_id, history=False)
+        fill.quiet_housekeeping(app)
+        # The burst: orders in random order, stores interleaved; an order's deliveries arrive
+        # together (BigCommerce sends statusUpdated and updated at once), give or take a couple
+        # of other orders' deliveries in between.
+        groups: dict[tuple[str, int], list[int]] = {}
+        for index, (store, oid, _scope) in enumerate(plan):
+            groups.setdefault((store, oid), []).append(index)
+        keys = list(groups)
+        random.shuffle(keys)
+        position = {}
+        for rank, key in enumerate(keys):
+            for index in groups[key]:
+                position[index] = rank + random.uniform(0, 2)
+        arrival = {index: n for n, index in enumerate(sorted(position, key=position.get))}
+        built = []
+        for store in stores:
+            mine = [(i, oid, scope) for i, (s, oid, scope) in enumerate(plan) if s == store]
+
+            def reqs(mine=mine, store=store):
+                for i, oid, scope in mine:
+                    body = targets.bigcommerce_body(store, oid, scope=scope,
+                                                    hash_=f"p{i}-{scope}-{oid}")
+                    yield {"Content-Type": "application/json"}, json.dumps(body).encode()
+            rows = list(fill.delivery_rows(app, channel_of[store], "bigcommerce", reqs(),
+                                           datetime.utcnow()))
+            built += [(arrival[i], r) for (i, _, _), r in zip(mine, rows)]
+        orders_total = len(groups)
+        peek = Peek(url)
+        total = len(plan)
+        per_store_deliveries = [sum(1 for s, _, _ in plan if s == st) for st in stores]
+        minimum = max(per_store_deliveries) / quota * window
+        workers = self.start_workers(url, a.worker_procs[0], name="worker-pacing-")
+        time.sleep(2.0)  # the workers are up and idle when the burst lands
+        gate = self.quiet()
+        requests.post(f"{standin}/_reset", timeout=10)
+        meter = CpuMeter()
+        started = time.monotonic()
+        burst_at = datetime.utcnow()
+        # Delivery n of the burst is received at burst_at + n µs, in one transaction.
+        fill.insert_deliveries(app, (
+            r[:6] + (burst_at + timedelta(microseconds=n),) + r[7:11]
+            + (burst_at + timedelta(microseconds=n),) for n, r in sorted(built,
+                                                                          key=lambda x: x[0])))
+        timeout = max(120.0, minimum * 4)
+        ok = self.wait_done(peek, 1, total, timeout=timeout, procs=workers)
+        elapsed = time.monotonic() - started
+        load = {**gate, **meter.read()}
+        for w in workers:
+            self.procs.stop(w)
+        stats = requests.get(f"{standin}/_stats", timeout=10).json()
+        calls = requests.get(f"{standin}/_calls", timeout=10).json()
+        per_store = []
+        for store in stores:
+            cid = channel_of[store]
+            rows = peek.all("SELECT received_at, processed_at, state, outcome FROM deliveries "
+                            "WHERE channel_id = ?", (cid,))
+            delays = [(as_datetime(p) - as_datetime(r)).total_seconds()
+                      for r, p, s, _ in rows if s == "done" and p is not None]
+            outcomes: dict[str, int] = {}
+            for _, _, s, o in rows:
+                key = o or s
+                outcomes[key] = outcomes.get(key, 0) + 1
+            times = sorted(calls["stores"].get(store, []))
+            peak, j = 0, 0  # any sliding window
+            for i, t in enumerate(times):
+                while times[j] <= t - window:
+                    j += 1
+                peak = max(peak, i - j + 1)
+            fixed, start, used = 0, None, 0  # the stand-in's own windows (as it enforces them)
+            for t in times:
+                if start is None or t - start >= window:
+                    start, used = t, 0
+                used += 1
+                fixed = max(fixed, used)
+            s = stats.get(store, {})
+            per_store.append({
+                "store": store, "deliveries": len(rows), "orders": sum(
+                    1 for x in {(st, o) for st, o, _ in plan if st == store}),
+                "api_calls": s.get("calls", 0), "order_reads": s.get("order_reads", 0),
+                "shipment_reads": s.get("shipment_reads", 0), "429s": s.get("throttled", 0),
+                "max_calls_in_api_window": fixed, "max_calls_in_any_window": peak,
+                "quota": quota,
+                "calls_per_delivery": round(s.get("calls", 0) / max(len(rows), 1), 2),
+                "median_delay_s": round(statistics.median(delays), 1) if delays else None,
+                "p95_delay_s": round(sorted(delays)[int(len(delays) * 0.95) - 1], 1)
+                if delays else None,
+                "max_delay_s": round(max(delays), 1) if delays else None,
+                "outcomes": outcomes,
+                "not_done": sum(1 for _, _, st, _ in rows if st != "done")})
+        dead = peek.one("SELECT count(*) FROM deliveries WHERE outcome IN ('dead', 'failed')")[0]
+        peek.close()
+        app.extensions["orderhooks.db"].dispose()
+        self.procs.stop(self.procs.started[[p.bench_name for p in self.procs.started]
+                                            .index("standin_quota")])
+        all_calls = sum(p["api_calls"] for p in per_store)
+        return {"deliveries": total, "orders": orders_total, "stores": 5,
+                "shares": shares, "quota": quota, "window_s": window, "factor": factor,
+                "worker_procs": a.worker_procs[0], "db": a.pacing_db,
+                "finished": ok, "elapsed_s": round(elapsed, 1),
+                "lower_bound_s": round(minimum, 1),
+                "lower_bound_coalesced_s": round(max(
+                    sum(1 for x in {(s, o) for s, o, _ in plan if s == st})
+                    for st in stores) / quota * window, 1),
+                "429s": sum(p["429s"] for p in per_store),
+                "api_calls": all_calls,
+                "api_calls_per_delivery": round(all_calls / total, 3),
+                "ideal_calls_per_delivery": round(orders_total / total, 3),
+                "lost": sum(p["not_done"] for p in per_store) + dead,
+                "dead_or_failed": dead, "machine_load": load, "per_store": per_store}
+
+    # -- memory -------------------------------------------------------------------------------
+
+    def run_rss(self) -> dict:
+        import psutil
+        n = self.args.rss_deliveries
+        channel = "bigcommerce"
+        log(f"rss: {n:,} {channel} deliveries through one worker")
+        url = self.fresh("sqlite", "rss")
+        upgrade(url)
+        app = fill.make_app(url)
+        cid = self.make_worker_channel(app, channel, "benchrss")
+        fill.fill_orders(app, cid, n, history=False)
+        fill.quiet_housekeeping(app)
+        rows = fill.delivery_rows(app, cid, channel,
+                                  self.requests_for(channel, range(1, n + 1), "rss", "benchrss"),
+                                  datetime.utcnow())
+        fill.insert_deliveries(app, rows)
+        peek = Peek(url)
+        gate = self.quiet()
+        meter = CpuMeter()
+        worker = self.start_workers(url, 1, name="worker-rss-")[0]
+        proc = psutil.Process(worker.pid)
+        samples, started = [], time.monotonic()
+        rss_start = None
+        deadline = started + max(300.0, n / 50)
+        done = 0
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            if worker.poll() is not None:
+                break
+            done = peek.one("SELECT count(*) FROM deliveries WHERE state = 'done'")[0]
+            rss = proc.memory_info().rss
+            samples.append((round(time.monotonic() - started, 1), done, rss))
+            if rss_start is None and done >= min(1000, n):
+                rss_start = (done, rss)
+            if done >= n:
+                break
+        load = {**gate, **meter.read()}
+        self.procs.stop(worker)
+        peek.close()
+        app.extensions["orderhooks.db"].dispose()
+        end = samples[-1] if samples else (0, 0, 0)
+        step = max(1, len(samples) // 40)
+        return {"deliveries_target": n, "processed": done, "channel": channel, "db": "sqlite",
+                "seconds": end[0], "rss_first_sample_mib": round(samples[0][2] / 2**20, 1)
+                if samples else None,
+                "rss_start_mib": round(rss_start[1] / 2**20, 1) if rss_start else None,
+                "rss_start_after": rss_start[0] if rss_start else None,
+                "rss_end_mib": round(end[2] / 2**20, 1),
+                "rss_max_mib": round(max(s[2] for s in samples) / 2**20, 1) if samples else None,
+                "machine_load": load,
+                "samples": [(t, d, round(r / 2**20, 1)) for t, d, r in samples[::step]]}
+
+    # -- profiles -----------------------------------------------------------------------------
+
+    def run_profile(self) -> list[dict]:
+        from .profile import profile_intake, profile_worker
+        out = []
+        for channel in self.channels:
+            out.append(profile_intake(self, channel))
+            out.append(profile_worker(self, channel))
+        return out
+
+    # -- all ----------------------------------------------------------------------------------
+
+    def run(self, sections) -> dict:
+        started = time.monotonic()
+        runners = {"intake": self.run_intake, "worker": self.run_worker,
+                   "pacing": self.run_pacing, "rss": self.run_rss, "profile": self.run_profile}
+        try:
+            for name in sections:
+                t0 = time.monotonic()
+                try:
+                    self.result[name] = runners[name]()
+                except Exception as exc:  # noqa: BLE001 — record it and go on with the rest
+                    traceback.print_exc()
+                    self.result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                log(f"{name}: {time.monotonic() - t0:.0f}s")
+        finally:
+            self.procs.stop_all()
+        self.result["seconds"] = round(time.monotonic() - started, 1)
+        return self.result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="100,000 orders instead of 1,000,000, shorter runs, smaller bursts")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run: {','.join(SECTIONS)}")
+    p.add_argument("--pg-url", default=os.environ.get(
+        "BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/orderhooks_bench"))
+    p.add_argument("--no-pg", action="store_true", help="SQLite only")
+    p.add_argument("--python-loadgen", action="store_true",
+                   help="use the Python load generator even where wrk is installed")
+    p.add_argument("--web-workers", type=int, default=None,
+                   help="gunicorn workers for every HTTP target (default: 2 x cores + 1, "
+                        "orderhooks' own default)")
+    p.add_argument("--connections", type=int, default=16, help="load generator concurrency")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measured load run")
+    p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load")
+    p.add_argument("--orders", default=None,
+                   help="comma-separated order counts for worker throughput "
+                        "(default 1000,1000000; quick 1000,100000)")
+    p.add_argument("--worker-deliveries", type=int, default=None,
+                   help="deliveries per worker-throughput measurement (default 5000; quick 2000)")
+    p.add_argument("--worker-procs", default="1",
+                   help="comma-separated worker process counts to measure (default 1)")
+    p.add_argument("--pacing-deliveries", type=int, default=None,
+                   help="deliveries in the pacing burst (default 10000; quick 2000)")
+    p.add_argument("--pacing-factor", type=float, default=10.0,
+                   help="time compression of the stand-in's quota window: 150 requests per "
+                        "30/FACTOR seconds (1 = BigCommerce's real 150 per 30 s; default 10)")
+    p.add_argument("--pacing-db", default="sqlite", choices=("sqlite", "postgresql"))
+    p.add_argument("--rss-deliveries", type=int, default=None,
+                   help="deliveries in the worker memory run (target 1000000; default 100000; "
+                        "quick 20000)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="seconds to wait, before each measurement, for other processes on the "
+                        "machine to go quiet (their CPU use is reported either way)")
+    p.add_argument("--quiet-threshold", type=float, default=0.2,
+                   help="cores other processes may use for the machine to count as quiet")
+    p.add_argument("--workdir", default="/tmp/orderhooks-bench",
+                   help="databases and logs of the run")
+    p.add_argument("--readme", action="store_true",
+                   help="also replace the table in README.md's Benchmarks section")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.duration = args.duration or (8.0 if q else 15.0)
+    args.warmup = args.warmup or (2.0 if q else 3.0)
+    args.orders = [int(x) for x in (args.orders or ("1000,100000" if q else
+                                                     "1000,1000000")).split(",")]
+    args.worker_deliveries = args.worker_deliveries or (2000 if q else 5000)
+    args.worker_procs = [int(x) for x in args.worker_procs.split(",")]
+    args.pacing_deliveries = args.pacing_deliveries or (2000 if q else 10000)
+    args.rss_deliveries = args.rss_deliveries or (20000 if q else 100000)
+    args.web_workers = args.web_workers or (os.cpu_count() or 1) * 2 + 1
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
+    bench = Bench(args)
+    result = bench.run(sections)
+    from .report import markdown, update_readme
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md = markdown(result)
+    (RESULTS / "latest.md").write_text(md)
+    if args.readme:
+        update_readme(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""What the load generators send: one template per target, with the marker ``@N@`` replaced by a
+unique string per request (run id, generator thread, counter), so every request is a distinct
+delivery. wrk's Lua script and the Python generators use the same templates.
+
+* ``bigcommerce``: the real ``store/order/statusUpdated`` payload; ``hash`` (BigCommerce's dedupe
+  key) varies; auth by the ``X-Orderhooks-Secret`` header.
+* ``shopify``: the real ``orders/cancelled`` payload (~15 kB), signed once
+  (``X-Shopify-Hmac-Sha256``); ``X-Shopify-Webhook-Id`` (Shopify's dedupe key) varies.
+* ``m-bigcommerce`` / ``m-shopify``: the same bodies for baseline M, with its HMAC header.
+* ``h`` / ``h-shopify``: the same bodies to baseline H (nothing checked).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARK = "@N@"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+SHOP_DOMAIN = "bench-shop.myshopify.com"
+SHOPIFY_SECRET = "bench-shopify-client-secret"
+M_SECRET = "bench-m-secret"
+
+
+@dataclass
+class Template:
+    path: str
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def render(self, unique: str) -> tuple[str, dict[str, str], bytes]:
+        return (self.path, {k: v.replace(MARK, unique) for k, v in self.headers.items()},
+                self.body.replace(MARK, unique).encode())
+
+
+def bigcommerce_body(store_hash: str = "bench1", order_id: int = 250, new_status: int = 5,
+                     scope: str = "store/order/statusUpdated", hash_: str = MARK,
+                     created_at: int = 1561479335) -> dict:
+    data = {"type": "order", "id": order_id}
+    if scope == "store/order/statusUpdated":
+        data["status"] = {"previous_status_id": 11, "new_status_id": new_status}
+    if scope.startswith("store/shipment/"):
+        data = {"type": "shipment", "id": order_id * 10, "orderId": order_id}
+    return {"scope": scope, "store_id": "1025646", "data": data, "hash": hash_,
+            "created_at": created_at, "producer": f"stores/{store_hash}"}
+
+
+def shopify_payload(order_id: int = 820982911946154508) -> dict:
+    path = FIXTURES / "shopify" / "orders_cancelled.json"
+    payload = json.loads(path.read_text())
+    payload["id"] = order_id
+    payload["admin_graphql_api_id"] = f"gid://shopify/Order/{order_id}"
+    return payload
+
+
+def shopify_headers(body: bytes, webhook_id: str, topic: str = "orders/cancelled",
+                    secret: str = SHOPIFY_SECRET) -> dict[str, str]:
+    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return {"Content-Type": "application/json", "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-Sha256": digest, "X-Shopify-Shop-Domain": SHOP_DOMAIN,
+            "X-Shopify-Webhook-Id": webhook_id, "X-Shopify-API-Version": "2024-10",
+            "X-Shopify-Triggered-At": "2024-01-01T00:00:00.000000Z",
+            "X-Shopify-Event-Id": webhook_id}
+
+
+def _compact(payload: dict) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def template(kind: str, *, channel_id: int | None = None, secret: str | None = None) -> Template:
+    if kind in ("h", "h-shopify"):
+        body = (_compact(bigcommerce_body(hash_="fixed")) if kind == "h"
+                else _compact(shopify_payload()))
+        return Template("/webhooks/h/1", body, {"Content-Type": "application/json"})
+    if kind == "bigcommerce":
+        return Template(f"/webhooks/bigcommerce/{channel_id}", _compact(bigcommerce_body()),
+                        {"Content-Type": "application/json", "X-Orderhooks-Secret": secret})
+    if kind == "shopify":
+        body = _compact(shopify_payload())
+        headers = shopify_headers(body.encode(), MARK, secret=secret or SHOPIFY_SECRET)
+        return Template(f"/webhooks/shopify/{channel_id}", body, headers)
+    if kind in ("m-bigcommerce", "m-shopify"):
+        body = (_compact(bigcommerce_body(hash_="7ee67cd1cf2ca60bc1aa9e5fe957d2de373be4ca"))
+                if kind == "m-bigcommerce" else _compact(shopify_payload()))
+        sig = hmac.new(M_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+        return Template("/webhooks/m/1", body, {"Content-Type": "application/json",
+                                                "X-Bench-Signature": sig})
+    raise ValueError(kind)

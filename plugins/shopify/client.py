@@ -1,0 +1,262 @@
+"""Shopify GraphQL Admin API client: webhook subscriptions, with Shopify's throttling respected.
+
+``POST {api_base_url}/admin/api/{api_version}/graphql.json`` with ``X-Shopify-Access-Token``.
+Two kinds of "slow down" exist and both are handled the same way:
+
+* HTTP 429, usually with ``Retry-After`` (seconds; not always present);
+* HTTP 200 with a top-level ``errors`` entry whose ``extensions.code`` is ``THROTTLED``; how long
+  to wait follows from ``extensions.cost``: (requested cost − currently available) / restore rate.
+
+Short waits (≤ ``MAX_INLINE_WAIT`` seconds) are slept in-process and the call is retried; longer
+ones raise :class:`core.errors.RetryLater`. After a successful answer whose bucket is nearly empty,
+the next call to the same shop waits for it to refill a little (``ShopPacer``).
+
+Any other top-level ``errors`` entry or ``userErrors`` from a mutation raises
+:class:`core.errors.SubscriptionError`; 5xx, timeouts and unreadable answers raise
+:class:`core.errors.ChannelAPIError`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import requests
+
+from core.errors import ChannelAPIError, RetryLater, SubscriptionError
+from core.http import ChannelHTTP
+
+DEFAULT_API_VERSION = "2026-07"
+#: Longest we sleep in-process for a rate limit; beyond it RetryLater is raised.
+MAX_INLINE_WAIT = 5.0
+#: How many times one call is retried after being throttled.
+MAX_THROTTLED_RETRIES = 3
+#: Retry-After was absent on a 429: wait this long.
+DEFAULT_RETRY_AFTER = 2.0
+PAGE_SIZE = 100
+
+
+def sleep(seconds: float) -> None:  # indirection so tests can observe waits without waiting
+    time.sleep(seconds)
+
+
+def api_base_url(credentials: dict) -> str:
+    return (credentials.get("api_base_url") or f"https://{credentials['shop_domain']}").rstrip("/")
+
+
+def api_version(credentials: dict) -> str:
+    return credentials.get("api_version") or DEFAULT_API_VERSION
+
+
+class ShopPacer:
+    """Per shop, when the cost bucket will have refilled enough for the next call."""
+
+    #: Points we like to have available before calling (our calls cost ~10–20 points).
+    WANTED = 50.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._blocked_until: dict[str, float] = {}
+
+    def wait_time(self, shop: str) -> float:
+        return max(0.0, self._blocked_until.get(shop, 0.0) - time.monotonic())
+
+    def block(self, shop: str, seconds: float) -> None:
+        with self._lock:
+            until = time.monotonic() + max(0.0, seconds)
+            self._blocked_until[shop] = max(until, self._blocked_until.get(shop, 0.0))
+
+    def observe_cost(self, shop: str, cost: dict | None) -> None:
+        status = (cost or {}).get("throttleStatus") or {}
+        available, rate = _number(status.get("currentlyAvailable")), _number(
+            status.get("restoreRate"))
+        if available is not None and rate and available < self.WANTED:
+            self.block(shop, (self.WANTED - available) / rate)
+
+
+PACER = ShopPacer()
+
+LIST_QUERY = """
+query OrderhooksWebhookSubscriptions($first: Int!, $after: String) {
+  webhookSubscriptions(first: $first, after: $after) {
+    nodes { id topic uri }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+CREATE_MUTATION = """
+mutation OrderhooksWebhookSubscriptionCreate($topic: WebhookSubscriptionTopic!,
+                                             $webhookSubscription: WebhookSubscriptionInput!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: $webhookSubscription) {
+    webhookSubscription { id topic uri }
+    userErrors { field message }
+  }
+}
+"""
+
+DELETE_MUTATION = """
+mutation OrderhooksWebhookSubscriptionDelete($id: ID!) {
+  webhookSubscriptionDelete(id: $id) {
+    deletedWebhookSubscriptionId
+    userErrors { field message }
+  }
+}
+"""
+
+
+class ShopifyClient:
+    def __init__(self, credentials: dict, timeout: float = 10.0, pacer: ShopPacer = PACER):
+        self.shop = str(credentials["shop_domain"]).lower()
+        self.version = api_version(credentials)
+        self.path = f"/admin/api/{self.version}/graphql.json"
+        self.http = ChannelHTTP("shopify", api_base_url(credentials),
+                                {"X-Shopify-Access-Token": credentials["access_token"],
+                                 "Content-Type": "application/json"}, timeout)
+        self.pacer = pacer
+
+    # -- transport --------------------------------------------------------------------------
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        """Run one query; returns its ``data``. Throttling is waited out or raises RetryLater."""
+        for attempt in range(MAX_THROTTLED_RETRIES + 1):
+            wait = self.pacer.wait_time(self.shop)
+            if wait > MAX_INLINE_WAIT:
+                raise RetryLater(f"Shopify shop {self.shop} is throttled", delay=wait)
+            if wait:
+                sleep(wait)
+            response = self.http.request("POST", self.path,
+                                         json={"query": query, "variables": variables or {}})
+            if response.status_code == 429:
+                self.pacer.block(self.shop, _retry_after(response))
+                continue
+            body = self._body(response)
+            extensions = body.get("extensions") or {}
+            errors = body.get("errors") or []
+            if isinstance(errors, list) and any(_is_throttled(e) for e in errors):
+                self.pacer.block(self.shop, _cost_wait(extensions.get("cost")))
+                continue
+            self.pacer.observe_cost(self.shop, extensions.get("cost"))
+            if errors:
+                raise SubscriptionError("Shopify GraphQL errors: " + _messages(errors))
+            data = body.get("data")
+            if not isinstance(data, dict):
+                raise ChannelAPIError("Shopify GraphQL answered without data")
+            return data
+        raise RetryLater(f"Shopify shop {self.shop} kept throttling us",
+                         delay=max(self.pacer.wait_time(self.shop), DEFAULT_RETRY_AFTER))
+
+    def _body(self, response: requests.Response) -> dict:
+        status = response.status_code
+        if status in (401, 403):
+            raise SubscriptionError(f"Shopify refused the access token (HTTP {status}): "
+                                    f"{response.text[:200]}")
+        if status == 404:
+            raise SubscriptionError(f"no Shopify Admin API at {response.url} (HTTP 404): "
+                                    "check shop_domain, api_base_url and api_version")
+        if status >= 400:
+            raise ChannelAPIError(f"Shopify GraphQL answered {status}: {response.text[:200]}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ChannelAPIError("Shopify GraphQL answered with invalid JSON") from exc
+        if not isinstance(body, dict):
+            raise ChannelAPIError("Shopify GraphQL answered with an unexpected document")
+        return body
+
+    # -- webhook subscriptions --------------------------------------------------------------
+
+    def webhook_subscriptions(self) -> list[dict]:
+        found: list[dict] = []
+        after = None
+        for _ in range(1000):  # a bound, not a limit anyone reaches
+            data = self.graphql(LIST_QUERY, {"first": PAGE_SIZE, "after": after})
+            connection = data.get("webhookSubscriptions") or {}
+            nodes = connection.get("nodes")
+            if nodes is None:  # edges form, should a version answer with it
+                nodes = [e.get("node") for e in connection.get("edges") or ()]
+            found.extend(n for n in nodes if isinstance(n, dict))
+            page = connection.get("pageInfo") or {}
+            if not page.get("hasNextPage") or not page.get("endCursor"):
+                return found
+            after = page["endCursor"]
+        raise ChannelAPIError("Shopify kept paginating webhook subscriptions")
+
+    def create_webhook_subscription(self, topic: str, uri: str) -> dict:
+        data = self.graphql(CREATE_MUTATION, {
+            "topic": topic, "webhookSubscription": {"uri": uri, "format": "JSON"}})
+        result = data.get("webhookSubscriptionCreate") or {}
+        _check_user_errors(result, f"cannot subscribe to {topic}")
+        created = result.get("webhookSubscription")
+        if not isinstance(created, dict) or not created.get("id"):
+            raise SubscriptionError(f"Shopify did not return the {topic} subscription it created")
+        return created
+
+    def delete_webhook_subscription(self, subscription_id: str) -> None:
+        data = self.graphql(DELETE_MUTATION, {"id": subscription_id})
+        result = data.get("webhookSubscriptionDelete") or {}
+        errors = result.get("userErrors") or []
+        if errors and all(_is_gone(e) for e in errors):
+            return  # already gone: deleting is idempotent
+        _check_user_errors(result, f"cannot delete subscription {subscription_id}")
+
+
+def _check_user_errors(result: dict, what: str) -> None:
+    errors = result.get("userErrors") or []
+    if errors:
+        raise SubscriptionError(f"{what}: " + _messages(errors))
+
+
+def _messages(errors: list) -> str:
+    parts = []
+    for error in errors:
+        if isinstance(error, dict):
+            field = error.get("field")
+            message = str(error.get("message") or error)
+            parts.append(f"{'.'.join(map(str, field))}: {message}" if field else message)
+        else:
+            parts.append(str(error))
+    return "; ".join(parts)[:1000]
+
+
+def _is_throttled(error) -> bool:
+    if not isinstance(error, dict):
+        return False
+    code = ((error.get("extensions") or {}).get("code") or "")
+    return str(code).upper() == "THROTTLED" or str(error.get("message", "")).lower() == "throttled"
+
+
+def _is_gone(error) -> bool:
+    message = str(error.get("message", "") if isinstance(error, dict) else error).lower()
+    return "not exist" in message or "not found" in message
+
+
+def _cost_wait(cost: dict | None) -> float:
+    """Seconds until the bucket holds the requested cost again (≥ 1 s when unknown)."""
+    cost = cost or {}
+    status = cost.get("throttleStatus") or {}
+    requested = _number(cost.get("requestedQueryCost"))
+    available = _number(status.get("currentlyAvailable"))
+    rate = _number(status.get("restoreRate"))
+    if requested is None or available is None or not rate:
+        return 1.0
+    return max(0.5, (requested - available) / rate)
+
+
+def _retry_after(response: requests.Response) -> float:
+    """A 429's wait: ``Retry-After`` seconds, else the GraphQL cost in its body, else a default."""
+    value = _number(response.headers.get("Retry-After"))
+    if value is not None and value >= 0:
+        return value
+    try:
+        cost = (response.json().get("extensions") or {}).get("cost")
+    except (ValueError, AttributeError):
+        cost = None
+    return _cost_wait(cost) if cost else DEFAULT_RETRY_AFTER
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,319 @@
+"""Real processes on loopback for the reliability tests and ``bench/chaos.py``: gunicorn (the
+production web server, several workers), ``orderhooks worker`` processes and the BigCommerce
+stand-in, each on a free port of 127.0.0.1, with their logs in files.
+
+Every wait here is bounded in time, and :class:`Stack` stops (then kills) everything it started.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "reliability-admin-token"
+SECRET_KEY = "reliability-secret-key"
+PUBLIC_BASE_URL = "https://orderhooks.example.com"
+SECRET_HEADER = "X-Orderhooks-Secret"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 — e.g. connection refused while starting
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                       + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+class Proc:
+    """A child process with its stderr+stdout in a log file."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict, log_dir: Path):
+        self.name, self.cmd, self.env = name, cmd, env
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, signum) -> None:
+        if self.alive():
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            self.popen.wait(timeout=10)
+        self._log.close()
+        return self.popen.returncode
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and anything it started (its own session)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def log_lines(self) -> list[str]:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace").splitlines()
+
+    def json_logs(self) -> list[dict]:
+        out = []
+        for line in self.log_lines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+        return out
+
+
+def children(pid: int) -> list[int]:
+    """Live child pids of ``pid`` (gunicorn's workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class Stack:
+    """gunicorn + workers + stand-in on loopback, sharing one database and metrics directory."""
+
+    def __init__(self, database_url: str, log_dir: Path | None = None, *, env: dict | None = None):
+        self.database_url = database_url
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="orderhooks-live-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_dir = self.log_dir / "metrics"
+        self.metrics_dir.mkdir(exist_ok=True)
+        self.procs: list[Proc] = []
+        self.web: Proc | None = None
+        self.workers: list[Proc] = []
+        self.standin: Proc | None = None
+        self.web_url = self.standin_url = ""
+        self._worker_seq = 0
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERHOOKS_")}
+        self.env.update({
+            "ORDERHOOKS_DATABASE_URL": database_url,
+            "ORDERHOOKS_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ORDERHOOKS_SECRET_KEY": SECRET_KEY,
+            "ORDERHOOKS_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+            "ORDERHOOKS_WORKER_IDLE_SECONDS": "0.1",
+            "ORDERHOOKS_CLAIM_SECONDS": "5",
+            "ORDERHOOKS_RETRY_BASE_SECONDS": "1",
+            "ORDERHOOKS_LOG_LEVEL": "INFO",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1",
+            # Keep every outgoing call on loopback: anything else goes to a dead local proxy.
+            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+            "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        })
+        self.env.update(env or {})
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _start(self, name, cmd, env=None) -> Proc:
+        proc = Proc(name, cmd, env or self.env, self.log_dir)
+        self.procs.append(proc)
+        return proc
+
+    def start_standin(self, default_status: int | None = 5) -> str:
+        port = free_port()
+        cmd = [sys.executable, "-m", "tests.reliability.standin_server", "--port", str(port)]
+        if default_status is not None:
+            cmd += ["--default-status", str(default_status)]
+        self.standin = self._start("standin", cmd)
+        self.standin_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(f"{self.standin_url}/_stats", timeout=2).ok, 30,
+                 what="the stand-in")
+        return self.standin_url
+
+    def start_web(self, workers: int = 3, timeout: float = 60.0) -> str:
+        port = free_port()
+        cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "core" / "gunicorn_conf.py"),
+               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "core:create_app()"]
+        self.web = self._start("web", cmd)
+        self.web_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=2).ok, timeout,
+                 what="gunicorn")
+        wait_for(lambda: len(self.web_workers()) >= workers, timeout, what="gunicorn workers")
+        return self.web_url
+
+    def web_workers(self) -> list[int]:
+        return children(self.web.pid) if self.web and self.web.alive() else []
+
+    def start_worker(self) -> Proc:
+        self._worker_seq += 1
+        proc = self._start(f"worker-{self._worker_seq}",
+                           [sys.executable, "-m", "core.cli", "worker"])
+        self.workers.append(proc)
+        return proc
+
+    def live_workers(self) -> list[Proc]:
+        return [w for w in self.workers if w.alive()]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.alive():
+                try:
+                    proc.stop(timeout=20)
+                except Exception:  # noqa: BLE001
+                    proc.kill_group()
+            else:
+                proc.kill_group()  # a dead gunicorn master's orphans, if any
+                if not proc._log.closed:
+                    proc._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def admin(self, method: str, path: str, expect: int | tuple | None = None, **kwargs):
+        response = requests.request(method, f"{self.web_url}/api/v1{path}", timeout=30,
+                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kwargs)
+        if expect is not None:
+            expected = expect if isinstance(expect, tuple) else (expect,)
+            assert response.status_code in expected, (response.status_code, response.text)
+        return response
+
+    def create_channel(self, store: str, cancel=("AWAITING_SHIPMENT",),
+                       fulfill=("AWAITING_SHIPMENT",)) -> dict:
+        channel = self.admin("POST", "/channels", 201, json={
+            "type": "bigcommerce", "name": f"store {store}",
+            "credentials": {"store_hash": store, "access_token": "t",
+                            "api_base_url": self.standin_url},
+            "valid_cancellation_statuses": list(cancel),
+            "valid_fulfillment_statuses": list(fulfill)}).json()
+        hooks = requests.get(f"{self.standin_url}/stores/{store}/v3/hooks", timeout=10).json()
+        mine = [h for h in hooks["data"] if h["destination"] == channel["webhook_url"]]
+        assert mine, f"no hook created on the stand-in for {store}: {hooks}"
+        channel["secret"] = mine[-1]["headers"][SECRET_HEADER]
+        channel["store"] = store
+        return channel
+
+    def create_order(self, channel_id: int, order_id, status="AWAITING_SHIPMENT") -> dict:
+        return self.admin("POST", "/orders", 201, json={
+            "channel_id": channel_id, "channel_order_id": str(order_id),
+            "status": status}).json()
+
+    def control(self, path: str, payload: dict):
+        return requests.post(f"{self.standin_url}{path}", json=payload, timeout=10).json()
+
+    def post_delivery(self, channel: dict, body: bytes, timeout: float = 30.0, session=None):
+        return (session or requests).post(
+            f"{self.web_url}/webhooks/bigcommerce/{channel['id']}", data=body, timeout=timeout,
+            headers={"Content-Type": "application/json", SECRET_HEADER: channel["secret"]})
+
+    def metrics(self) -> str:
+        return requests.get(f"{self.web_url}/metrics", timeout=10).text
+
+
+def delivery_body(store: str, order_id, *, status: int = 5, salt: str = "") -> tuple[bytes, str]:
+    """A BigCommerce ``store/order/statusUpdated`` delivery; returns (body, dedupe key)."""
+    payload = {"scope": "store/order/statusUpdated", "store_id": "1025646",
+               "data": {"type": "order", "id": int(order_id),
+                        "status": {"previous_status_id": 11, "new_status_id": status}},
+               "created_at": int(time.time()), "producer": f"stores/{store}"}
+    digest = hashlib.sha1(f"{store}:{order_id}:{status}:{salt}".encode()).hexdigest()
+    payload["hash"] = digest
+    return json.dumps(payload).encode(), f"store/order/statusUpdated:{digest}"
+
+
+def metric_sum(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` in a Prometheus text exposition whose labels include
+    ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def db_engine(url: str):
+    from sqlalchemy import create_engine
+    return create_engine(url)
+
+
+def scalar(engine, sql: str, **params):
+    from sqlalchemy import text
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def rows(engine, sql: str, **params) -> list:
+    from sqlalchemy import text
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def wait_processed(engine, expected: int, timeout: float) -> int:
+    """Wait until ``expected`` deliveries are done; returns how many are."""
+    try:
+        wait_for(lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE state = 'done'")
+                 >= expected, timeout, interval=0.25, what=f"{expected} processed deliveries")
+    except TimeoutError:
+        pass
+    return scalar(engine, "SELECT count(*) FROM deliveries WHERE state = 'done'")
+
+
+def processed_log_counts(stack: Stack) -> dict[int, list[str]]:
+    """delivery id -> names of the worker processes that logged ``worker.processed`` for it."""
+    seen: dict[int, list[str]] = {}
+    for proc in stack.workers:
+        for entry in proc.json_logs():
+            if entry.get("event") == "worker.processed":
+                seen.setdefault(int(entry["delivery_id"]), []).append(proc.name)
+    return seen

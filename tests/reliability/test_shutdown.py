@@ -1,0 +1,142 @@
+"""Graceful shutdown (issue 4, item 5): SIGTERM lets in-flight requests finish; a worker's claimed
+deliveries finish or are released; nothing stays claimed forever (claims are leases)."""
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from core.models import Delivery, utcnow
+from core.worker import Worker
+
+from .live import (SECRET_HEADER, db_engine, delivery_body, rows, scalar, wait_for,
+                   wait_processed)
+
+
+def _claims(engine):
+    return rows(engine, "SELECT id, state, claimed_by, outcome FROM deliveries ORDER BY id")
+
+
+def test_sigterm_mid_batch_finishes_or_releases_every_claim(stack, database_url):
+    stack.start_standin(default_status=5)
+    stack.start_web(workers=2)
+    channel = stack.create_channel("term")
+    for n in range(12):
+        stack.create_order(channel["id"], n)
+        assert stack.post_delivery(channel, delivery_body("term", n)[0]).status_code == 200
+    stack.control("/_faults", {"delay": 0.4, "count": -1})  # each API call takes 0.4 s
+    stack.env["ORDERHOOKS_WORKER_BATCH"] = "4"
+    worker = stack.start_worker()
+    engine = db_engine(database_url)
+    wait_for(lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE state = "
+                                    "'processing'") > 0, 60, what="a claimed batch")
+    worker.signal(signal.SIGTERM)  # mid-batch
+    worker.popen.wait(timeout=60)
+    assert worker.popen.returncode == 0
+    assert any(e.get("event") == "worker.stopped" for e in worker.json_logs())
+
+    after = _claims(engine)
+    assert not [r for r in after if r[1] == "processing" or r[2] is not None], after
+    done = [r for r in after if r[1] == "done"]
+    assert done and all(r[3] == "applied" for r in done)  # the claimed batch finished
+    assert len(done) < 12  # ...and the worker stopped instead of taking more
+    print(f"\nSIGTERM mid-batch: {len(done)} finished, {12 - len(done)} left pending, "
+          f"none claimed")
+
+    stack.control("/_faults", {"count": 0})
+    stack.start_worker()  # another worker takes the rest; nothing was applied twice
+    assert wait_processed(engine, 12, timeout=60) == 12
+    assert scalar(engine, "SELECT count(*) FROM order_changes WHERE event = 'cancelled'") == 12
+    engine.dispose()
+
+
+def test_a_stopping_worker_releases_what_it_claimed(bc, make_order, worker, app):
+    channel = bc.create()
+    for n in range(3):
+        make_order(channel["id"], 400 + n)
+        bc.order(400 + n, status_id=5)
+        bc.send(order_id=400 + n)
+    worker.stopping.set()  # SIGTERM arrives between claiming and processing
+    assert worker.run_once() == 0
+    with app.extensions["orderhooks.db"].Session() as session:
+        states = session.query(Delivery.state, Delivery.claimed_by, Delivery.outcome).all()
+    assert states == [("pending", None, None)] * 3
+    assert Worker(app, name="other").run_until_idle() == 3
+
+
+def test_claims_expire_so_nothing_stays_claimed_forever(bc, make_order, app, admin):
+    """A worker that claimed a batch and died holds it only until the lease ends; then another
+    worker processes it, and the dead worker's late result (if it ever comes) is discarded."""
+    channel = bc.create()
+    orders = []
+    for n in range(3):
+        orders.append(make_order(channel["id"], 500 + n)["id"])
+        bc.order(500 + n, status_id=5)
+        bc.send(order_id=500 + n)
+    crashed, survivor = Worker(app, name="crashed"), Worker(app, name="survivor")
+    claimed = crashed.claim()
+    assert len(claimed) == 3
+    assert survivor.run_until_idle() == 0  # leased: nobody else touches them
+    with app.extensions["orderhooks.db"].session() as session:  # ...until the lease ends
+        session.execute(update(Delivery).values(claimed_until=utcnow() - timedelta(seconds=1)))
+    assert survivor.run_until_idle() == 3
+    late = crashed.process_batch(claimed)  # the "dead" worker wakes up: its claim is gone
+    assert all(outcome is None for outcome in late.values())
+    for order_id in orders:
+        history = admin.get(f"/orders/{order_id}")["history"]
+        assert [h["event"] for h in history] == ["created", "cancelled"]
+
+
+def test_kill_9_worker_claims_expire_and_another_worker_takes_over(stack, database_url):
+    stack.env.update({"ORDERHOOKS_CLAIM_SECONDS": "3", "ORDERHOOKS_WORKER_BATCH": "50"})
+    stack.start_standin(default_status=5)
+    stack.start_web(workers=2)
+    channel = stack.create_channel("kill9")
+    for n in range(6):
+        stack.create_order(channel["id"], n)
+        stack.post_delivery(channel, delivery_body("kill9", n)[0])
+    stack.control("/_faults", {"delay": 1.0, "count": -1})
+    victim = stack.start_worker()
+    engine = db_engine(database_url)
+    wait_for(lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE state = "
+                                    "'processing'") == 6, 60, what="the batch claimed")
+    victim.signal(signal.SIGKILL)
+    victim.popen.wait(timeout=10)
+    killed_at = time.monotonic()
+    stack.control("/_faults", {"count": 0})
+    assert scalar(engine, "SELECT count(*) FROM deliveries WHERE state = 'processing'") == 6
+    stack.start_worker()
+    assert wait_processed(engine, 6, timeout=60) == 6
+    assert time.monotonic() - killed_at >= 2  # not before the lease (3 s) ran out
+    assert scalar(engine, "SELECT count(*) FROM order_changes WHERE event = 'cancelled'") == 6
+    engine.dispose()
+
+
+def test_sigterm_to_gunicorn_lets_in_flight_requests_finish(stack, database_url):
+    stack.start_standin(default_status=5)
+    stack.start_web(workers=2)
+    channel = stack.create_channel("inflight")
+    body = delivery_body("inflight", 1)[0]
+    host, port = stack.web_url.rsplit("/", 1)[1].split(":")
+    head = (f"POST /webhooks/bigcommerce/{channel['id']} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\n{SECRET_HEADER}: {channel['secret']}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body[:20])  # the request is in flight: half its body sent
+        time.sleep(0.5)
+        stack.web.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        sock.sendall(body[20:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b'"accepted"' in answer
+    stack.web.popen.wait(timeout=40)
+    assert stack.web.popen.returncode == 0
+    engine = db_engine(database_url)
+    assert scalar(engine, "SELECT count(*) FROM deliveries") == 1
+    engine.dispose()

@@ -1,0 +1,33 @@
+"""The adapter contract (core.testing.AdapterContract), run against the BigCommerce adapter."""
+import pytest
+
+from core.testing import AdapterContract, json_body
+from tests.conftest import BC_API, STORE
+
+
+class TestBigCommerceContract(AdapterContract):
+    channel_type = "bigcommerce"
+    plugin_name = "bigcommerce"
+    # BigCommerce authenticates with a secret header the service put on the hook: the body is
+    # not signed (unless a Standard Webhooks signature is sent too).
+    signs_body = False
+
+    @pytest.fixture
+    def channel_credentials(self):
+        return {"store_hash": STORE, "access_token": "token-1", "api_base_url": BC_API}
+
+    @pytest.fixture
+    def mock_channel_api(self, bc):
+        bc.order(250, status_id=5)
+        return bc
+
+    @pytest.fixture
+    def valid_delivery(self, bc):
+        def build(channel):
+            return json_body(bc.payload(order_id=250, new_status=5)), {
+                "Content-Type": "application/json", "X-Orderhooks-Secret": channel.webhook_secret}
+        return build
+
+    @pytest.fixture
+    def sign(self):
+        return lambda channel, body: {"X-Orderhooks-Secret": channel.webhook_secret}
