@@ -7,13 +7,14 @@ channel retries). 200 only once the delivery is committed; a duplicate gets 200 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from . import metrics
 from .channels import Delivery as IncomingDelivery, Headers
@@ -109,11 +110,22 @@ def receive(channel_type: str, channel_id: str):
         metrics.rejected(channel_type, "invalid")
         return error(400, "invalid_delivery",
                      f"the delivery cannot be read ({type(exc).__name__})")
+    from .api import unstorable_text
+    if unstorable_text([info.key, info.topic, info.channel_order_id]):
+        # NUL characters or lone surrogates: no database column takes them (PostgreSQL would
+        # fail the insert, and the sender would retry a 503 for ever).
+        metrics.rejected(channel_type, "invalid")
+        return error(400, "invalid_delivery", "the delivery's identifiers are not valid text")
 
     keep = set(COMMON_HEADERS) | set(adapter.stored_headers)
-    headers = {k: v for k, v in delivery.headers.items() if k in keep}
+    headers = {k: v.replace("\x00", "\ufffd") for k, v in delivery.headers.items() if k in keep}
     try:
         delivery_id, duplicate = store(db, channel, info, headers, body, delivery.received_at)
+    except (DataError, IntegrityError) as exc:
+        # The database refused the values themselves: sending it again will not help.
+        log.warning("intake.unstorable", extra={"channel_id": channel.id, "error": str(exc.orig)})
+        metrics.rejected(channel_type, "invalid")
+        return error(400, "invalid_delivery", "the delivery's fields cannot be stored")
     except SQLAlchemyError:
         log.exception("intake.database_unavailable", extra={"channel_id": channel.id})
         metrics.rejected(channel_type, "database_unavailable")
@@ -147,9 +159,10 @@ def _load_channel(db, channel_id: int):
 
 def store(db, channel, info, headers: dict, body: bytes, received_at) -> tuple[int, bool]:
     """Insert the delivery unless its key is known; commit. Returns (id, duplicate?)."""
-    values = dict(channel_id=channel.id, channel_type=channel.type, dedupe_key=info.key[:255],
-                  topic=(info.topic or None) and info.topic[:128],
-                  channel_order_id=info.channel_order_id and str(info.channel_order_id)[:128],
+    values = dict(channel_id=channel.id, channel_type=channel.type,
+                  dedupe_key=_text(info.key, 255) or "sha256:" + hashlib.sha256(body).hexdigest(),
+                  topic=_text(info.topic, 128),
+                  channel_order_id=_text(info.channel_order_id, 128),
                   occurred_at=info.occurred_at and _naive(info.occurred_at),
                   received_at=received_at, headers=headers, body=body, state="pending",
                   attempts=0, next_attempt_at=received_at)
@@ -162,6 +175,14 @@ def store(db, channel, info, headers: dict, body: bytes, received_at) -> tuple[i
         existing = conn.execute(select(Delivery.id).where(
             Delivery.channel_id == channel.id, Delivery.dedupe_key == values["dedupe_key"])).scalar()
         return existing, True
+
+
+def _text(value, limit: int) -> str | None:
+    """A stored text field from outside input: bounded, and without NUL (PostgreSQL refuses it
+    in text columns; the raw body keeps the exact bytes)."""
+    if value is None or value == "":
+        return None
+    return str(value).replace("\x00", "\ufffd")[:limit]
 
 
 @functools.lru_cache(maxsize=2)
