@@ -64,7 +64,7 @@ class Order(Base):
     shipments: Mapped[list] = mapped_column(JSON, default=list)
     #: Personal data of the buyer (email, name...), removed by privacy requests.
     customer: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    #: High-water mark: when the newest channel event applied to this order happened.
+    #: High-water mark: when the newest channel event that changed this order's status happened.
     last_event_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -81,7 +81,9 @@ def _carry_out(session: Session, order: Order, intent, decision: rules.Decision,
             order.shipments = merged
         if decision.new_status:
             order.status = decision.new_status
-        if intent.occurred_at is not None:
+        # Only status changes move the high-water mark: recording a parcel must not make an
+        # earlier "order fulfilled" look stale.
+        if decision.new_status and intent.occurred_at is not None:
             moment = rules._naive(intent.occurred_at)
             if order.last_event_at is None or moment > order.last_event_at:
                 order.last_event_at = moment

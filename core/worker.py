@@ -288,6 +288,8 @@ class Worker:
                 from .privacy import redact
                 decisions.append((rules.APPLIED, redact(session, channel_row, intent,
                                                         exclude_delivery=row.id)))
+                # The request itself names the customer: once carried out, drop its body too.
+                row.body, row.body_purged_at = None, utcnow()
             elif isinstance(intent, Ignore):
                 decisions.append((rules.IGNORED, intent.reason))
             else:
