@@ -223,7 +223,7 @@ class ShopifyStandin:
 
 @pytest.fixture
 def shopify(app, client, api, make_channel, admin, monkeypatch):
-    """A Shopify shop stand-in; waits for throttling are recorded in ``shopify.slept``, not slept."""
+    """A Shopify shop stand-in; throttling waits are recorded in ``shopify.slept``, not slept."""
     from plugins.shopify import client as shopify_client
     standin = ShopifyStandin(app, client, api, make_channel, admin)
     standin.slept = []

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from tests.shopify_helpers import (CUSTOMER_EMAIL, CUSTOMER_ID, OLD_SECRET, ORDER_ID, SECRET,
-                                   app_uninstalled, cancelled_order, customers_data_request,
-                                   customers_redact, fulfillment, shop_redact, sign)
+                                   SHOP, app_uninstalled, cancelled_order,
+                                   customers_data_request, customers_redact, fulfillment,
+                                   shop_redact, sign)
 from tests.shopify_helpers import shopify  # noqa: F401  (fixture)
 
 T1 = "2026-03-01T10:00:00.000000000Z"
@@ -644,3 +645,70 @@ def test_shop_redact_48h_after_uninstall_is_still_accepted(shopify, admin, make_
     assert delivery(admin, johns)["body"] is None and delivery(admin, others)["body"] is None
     assert order_detail(admin, john)["customer"] is None
     assert len(api.calls) == calls
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2026-03-01T11:00:00.123456789Z", "2026-03-01T11:00:00.123456+00:00"),
+    ("2026-03-01T11:00:00Z", "2026-03-01T11:00:00+00:00"),
+    ("2021-12-31T19:00:00-05:00", "2021-12-31T19:00:00-05:00"),
+    ("2026-03-01T11:00:00", "2026-03-01T11:00:00+00:00"),  # naive: UTC
+    ("2026-03-01 11:00:00.5+02:00", "2026-03-01T11:00:00.500000+02:00"),
+    ("soon", None), ("", None), (None, None), (1700000000, None)])
+def test_parse_time(value, expected):
+    from plugins.shopify.plugin import parse_time
+    parsed = parse_time(value)
+    assert (parsed.isoformat() if parsed else None) == expected
+
+
+@pytest.mark.parametrize("topic", ["orders/cancelled", "fulfillments/create",
+                                   "fulfillments/update", "orders/fulfilled",
+                                   "orders/partially_fulfilled", "app/uninstalled",
+                                   "customers/data_request", "customers/redact", "shop/redact"])
+def test_translate_survives_odd_payloads(topic):
+    """Authentic but odd payloads (a value of the wrong type anywhere) give intents or
+    InvalidDelivery — never another exception that would retry the delivery until it is dead."""
+    import random
+    from core.channels import Channel, Delivery, Headers
+    from core.errors import InvalidDelivery
+    from core.intents import to_dict
+    from plugins.shopify.plugin import ShopifyAdapter
+    adapter = ShopifyAdapter()
+    channel = Channel(id=1, type="shopify", name="s", active=True,
+                      credentials={"shop_domain": SHOP, "client_secret": SECRET},
+                      webhook_secret="x", webhook_url="https://o.example/webhooks/shopify/1")
+    base = {"orders/cancelled": cancelled_order(), "orders/fulfilled": cancelled_order(
+                fulfillments=[fulfillment()]),
+            "orders/partially_fulfilled": cancelled_order(fulfillments=[fulfillment()]),
+            "app/uninstalled": app_uninstalled(), "customers/data_request":
+                customers_data_request(), "customers/redact": customers_redact(),
+            "shop/redact": shop_redact()}.get(topic) or fulfillment()
+    odd = [None, True, 0, -1, 2**70, 1.5e308, float("inf"), "", "x", [], {}, [None], {"a": 1},
+           ["x"], [{}]]
+    rng = random.Random(topic)
+
+    def mutate(node, depth=0):
+        if isinstance(node, dict) and node and depth < 5:
+            key = rng.choice(sorted(node))
+            copy_ = dict(node)
+            copy_[key] = (mutate(node[key], depth + 1) if isinstance(node[key], (dict, list))
+                          and rng.random() < 0.5 else rng.choice(odd))
+            return copy_
+        if isinstance(node, list) and node and depth < 5:
+            copy_ = list(node)
+            i = rng.randrange(len(node))
+            copy_[i] = mutate(node[i], depth + 1) if rng.random() < 0.5 else rng.choice(odd)
+            return copy_
+        return rng.choice(odd)
+
+    for _ in range(150):
+        payload = mutate(base)
+        body = json.dumps(payload).encode()
+        delivery = Delivery(body=body, headers=Headers({"X-Shopify-Topic": topic,
+                                                        "X-Shopify-Triggered-At": T1}))
+        try:
+            adapter.inspect(delivery, channel)
+            intents = list(adapter.translate(delivery, channel))
+        except InvalidDelivery:
+            continue
+        for intent in intents:
+            json.dumps(to_dict(intent))

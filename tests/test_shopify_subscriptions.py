@@ -396,3 +396,9 @@ def test_stand_in_refuses_unmatched_calls(api):
     with pytest.raises(Exception):
         requests.post(f"https://{SHOP}/admin/api/2020-01/graphql.json", timeout=1)
     assert responses  # the module is used by the stand-in
+
+
+def test_string_errors_are_reported(shopify, admin):
+    shopify.queued.append((200, {}, {"errors": "Not Found"}))
+    channel = shopify.create()
+    assert "Not Found" in report(admin, channel)["subscriptions"][0]["last_error"]

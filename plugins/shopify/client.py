@@ -133,7 +133,9 @@ class ShopifyClient:
             body = self._body(response)
             extensions = body.get("extensions") or {}
             errors = body.get("errors") or []
-            if isinstance(errors, list) and any(_is_throttled(e) for e in errors):
+            if not isinstance(errors, list):
+                errors = [errors]
+            if any(_is_throttled(e) for e in errors):
                 self.pacer.block(self.shop, _cost_wait(extensions.get("cost")))
                 continue
             self.pacer.observe_cost(self.shop, extensions.get("cost"))

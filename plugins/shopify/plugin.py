@@ -46,7 +46,7 @@ from core.errors import AuthenticationError, InvalidDelivery
 from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
                           Shipment, ShipmentItem)
 
-from .client import DEFAULT_API_VERSION, ShopifyClient, ShopPacer
+from .client import ShopifyClient, ShopPacer
 
 # -- headers (Shopify's names; newer "events" deliveries drop the X- prefix) --------------------
 
@@ -105,7 +105,7 @@ class CredentialsSchema(Schema):
     #: The secret before a rotation: Shopify may keep signing with it for up to an hour.
     previous_client_secret = fields.String(allow_none=True,
                                            validate=validate.Length(min=1, max=512))
-    #: Quarterly Admin API version, e.g. 2026-07 (default: DEFAULT_API_VERSION).
+    #: Quarterly Admin API version, e.g. 2026-07 (default: client.DEFAULT_API_VERSION).
     api_version = fields.String(validate=validate.Regexp(
         r"^(\d{4}-(0[1-9]|1[0-2])|unstable)$", error="an API version looks like 2026-07"))
     #: Default: https://<shop_domain>. Point it at a stand-in or sandbox to test.
@@ -127,7 +127,6 @@ class ShopifyAdapter(ChannelAdapter):
     #: Both spellings of each (the hmac is not worth keeping).
     stored_headers = (*TOPIC_HEADER, *SHOP_HEADER, *API_VERSION_HEADER, *WEBHOOK_ID_HEADER,
                       *EVENT_ID_HEADER, *TRIGGERED_AT_HEADER)
-    default_api_version = DEFAULT_API_VERSION
 
     def __init__(self, timeout: float = 10.0):
         self.timeout = timeout
@@ -172,6 +171,8 @@ class ShopifyAdapter(ChannelAdapter):
             raise InvalidDelivery("missing X-Shopify-Topic header")
         payload = _payload(delivery)
         webhook_id = (delivery.headers.first(*WEBHOOK_ID_HEADER) or "").strip()
+        if len(webhook_id) > 200:  # Shopify's are UUIDs; keep the key within its column
+            webhook_id = "sha256:" + hashlib.sha256(webhook_id.encode()).hexdigest()
         key = (f"webhook-id:{webhook_id}" if webhook_id
                else f"sha256:{topic}:{hashlib.sha256(delivery.body).hexdigest()}")
         order_id = _order_id(topic, payload)
@@ -188,7 +189,7 @@ class ShopifyAdapter(ChannelAdapter):
             order_id = _order_id(topic, payload)
             if order_id is None:
                 return [Ignore(f"{topic} delivery names no order")]
-            return [Cancel(order_id, reason=payload.get("cancel_reason") or None,
+            return [Cancel(order_id, reason=_text(payload.get("cancel_reason")),
                            occurred_at=when)]
         if topic in (FULFILLMENTS_CREATE, FULFILLMENTS_UPDATE):
             return [_fulfillment_intent(topic, payload, when)]
@@ -252,7 +253,7 @@ def _order_fulfillment_intent(topic: str, order: dict, when: datetime | None):
     order_id = _id(order.get("id"))
     if order_id is None:
         return Ignore(f"{topic} delivery names no order")
-    fulfillments = [f for f in order.get("fulfillments") or () if isinstance(f, dict)]
+    fulfillments = [f for f in _list(order.get("fulfillments")) if isinstance(f, dict)]
     shipped = tuple(_shipment(f) for f in fulfillments
                     if str(f.get("status") or "").lower() in SHIPPED_STATUSES)
     if topic == ORDERS_FULFILLED:
@@ -272,16 +273,17 @@ def _why_not_shipped(status: str) -> str:
 
 
 def _shipment(fulfillment: dict) -> Shipment:
-    numbers = [n for n in fulfillment.get("tracking_numbers") or () if n]
-    urls = [u for u in fulfillment.get("tracking_urls") or () if u]
+    numbers = [n for n in map(_text, _list(fulfillment.get("tracking_numbers"))) if n]
+    urls = [u for u in map(_text, _list(fulfillment.get("tracking_urls"))) if u]
     return Shipment(
         shipment_id=_id(fulfillment.get("id")),
-        tracking_number=fulfillment.get("tracking_number") or (numbers[0] if numbers else None),
-        carrier=fulfillment.get("tracking_company") or None,
-        tracking_url=fulfillment.get("tracking_url") or (urls[0] if urls else None),
-        items=tuple(ShipmentItem(sku=item.get("sku") or None, line_id=_id(item.get("id")),
+        tracking_number=_text(fulfillment.get("tracking_number")) or (
+            numbers[0] if numbers else None),
+        carrier=_text(fulfillment.get("tracking_company")),
+        tracking_url=_text(fulfillment.get("tracking_url")) or (urls[0] if urls else None),
+        items=tuple(ShipmentItem(sku=_text(item.get("sku")), line_id=_id(item.get("id")),
                                  quantity=_int(item.get("quantity"), 1))
-                    for item in fulfillment.get("line_items") or () if isinstance(item, dict)))
+                    for item in _list(fulfillment.get("line_items")) if isinstance(item, dict)))
 
 
 def _privacy_intent(topic: str, payload: dict, channel: Channel):
@@ -292,15 +294,16 @@ def _privacy_intent(topic: str, payload: dict, channel: Channel):
                       "nothing redacted")
     customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
     if topic == CUSTOMERS_DATA_REQUEST:
-        requested = [_id(o) for o in payload.get("orders_requested") or () if _id(o)]
+        requested = ", ".join(o for o in map(_id, _list(payload.get("orders_requested")))
+                              if o) or "none"
         return Ignore(f"customers/data_request for customer {_id(customer.get('id')) or '?'} "
-                      f"recorded (this delivery, with its orders: {', '.join(requested) or 'none'}); "
-                      "orderhooks keeps only the deliveries and orders it was sent — answer the "
-                      "merchant from them")
+                      f"recorded (this delivery; orders requested: {requested}); orderhooks "
+                      "keeps only the deliveries and orders it was sent — answer the merchant "
+                      "from them")
     if topic == CUSTOMERS_REDACT:
         customer_id = _id(customer.get("id"))
-        email = customer.get("email") or None
-        orders = tuple(o for o in (_id(o) for o in payload.get("orders_to_redact") or ()) if o)
+        email = _text(customer.get("email"))
+        orders = tuple(o for o in map(_id, _list(payload.get("orders_to_redact"))) if o)
         if not (customer_id or email or orders):
             return Ignore("customers/redact names no customer and no order; nothing to redact")
         return RedactPersonalData(customer_ids=(customer_id,) if customer_id else (),
@@ -318,7 +321,7 @@ def _topic(delivery: Delivery) -> str:
 def _payload(delivery: Delivery) -> dict:
     try:
         payload = delivery.json()
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidDelivery("the body is not JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidDelivery("a Shopify delivery is a JSON object")
@@ -346,10 +349,23 @@ def _id(value) -> str | None:
     return None
 
 
+def _text(value) -> str | None:
+    """A string field as text (numbers too); None for empty, missing or structured values."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (str, int, float)):
+        return str(value).strip() or None
+    return None
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _int(value, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
