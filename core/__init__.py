@@ -34,7 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                        "development key"})
     app.extensions["orderhooks.channels"] = plugins.load_channels(
         extra=app.config.get("PLUGINS", ()),
-        disabled=str(app.config["DISABLED_PLUGINS"]).split(","),
+        disabled=app.config["DISABLED_PLUGINS"],
         strict=bool(app.config["STRICT_PLUGINS"]),
         entry_points=app.config.get("ENTRY_POINT_PLUGINS", True))
     # ORDERHOOKS_HTTP_TIMEOUT_SECONDS bounds every channel API call: adapters that keep a
@@ -74,6 +74,10 @@ def _register_basics(app: Flask) -> None:
 
     @app.get("/metrics")
     def prometheus():
+        try:
+            metrics.update_lag(app.extensions["orderhooks.db"])
+        except Exception:  # noqa: BLE001 — the other metrics still answer with the database down
+            log.warning("metrics.lag_unavailable")
         body, content_type = metrics.render()
         return Response(body, content_type=content_type)
 

@@ -37,8 +37,12 @@ def reconcile(app, channel_id: int) -> list[dict]:
     try:
         if desired:
             adapter.check_destination(channel.webhook_url)
+        # Ours: pointing at this channel's path, under the current public base URL or an old
+        # one (hooks left behind by a change of ORDERHOOKS_PUBLIC_BASE_URL are removed below).
+        suffix = f"/webhooks/{channel.type}/{channel.id}"
         remote = [r for r in adapter.list_subscriptions(channel)
-                  if r.destination == channel.webhook_url]
+                  if r.destination == channel.webhook_url
+                  or r.destination.rstrip("/").endswith(suffix)]
     except Exception as exc:  # noqa: BLE001 — recorded and retried by the next check
         events.append(_event(channel, None, "failed", None, f"cannot check: {exc}"))
         for spec in desired:
@@ -46,7 +50,8 @@ def reconcile(app, channel_id: int) -> list[dict]:
         return _record(app, channel, events, current, keep_topics=set(known))
     wanted = {spec.topic: spec for spec in desired}
     for topic, spec in wanted.items():
-        matches = [r for r in remote if r.topic == topic]
+        matches = [r for r in remote
+                   if r.topic == topic and r.destination == channel.webhook_url]
         try:
             if not matches:
                 created = adapter.create_subscription(channel, spec)
@@ -73,12 +78,15 @@ def reconcile(app, channel_id: int) -> list[dict]:
         except Exception as exc:  # noqa: BLE001
             events.append(_event(channel, topic, "failed", None, str(exc)))
             current[topic] = (known.get(topic), "failed", str(exc))
-    for stale in [r for r in remote if r.topic not in wanted]:
+    for stale in [r for r in remote
+                  if r.topic not in wanted or r.destination != channel.webhook_url]:
         try:
             adapter.delete_subscription(channel, stale)
-            events.append(_event(channel, stale.topic, "deleted", stale.remote_id,
-                                 "no longer needed by the channel's settings"
-                                 if channel.active else "the channel is inactive"))
+            why = ("it points at an old public URL " + stale.destination
+                   if stale.destination != channel.webhook_url and stale.topic in wanted
+                   else "no longer needed by the channel's settings" if channel.active
+                   else "the channel is inactive")
+            events.append(_event(channel, stale.topic, "deleted", stale.remote_id, why))
         except Exception as exc:  # noqa: BLE001
             events.append(_event(channel, stale.topic, "failed", stale.remote_id,
                                  f"cannot delete: {exc}"))

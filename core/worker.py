@@ -52,9 +52,21 @@ class Worker:
         now = utcnow()
         claimed: list[int] = []
         with self.db.session() as session:
-            expired = select(Delivery.id).where(
+            # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
+            # that kills its worker every time ends dead instead of looping forever.
+            expired = select(Delivery.id, Delivery.attempts).where(
                 Delivery.state == "processing", Delivery.claimed_until < now).limit(limit)
-            claimed += list(session.scalars(self._lock_query(expired)))
+            for delivery_id, attempts in session.execute(self._lock_query(expired)).all():
+                values = dict(attempts=attempts + 1, claimed_by=None, claimed_until=None,
+                              reason="the worker that claimed it stopped before finishing")
+                if attempts + 1 >= self.config["MAX_ATTEMPTS"]:
+                    values.update(state="done", outcome="dead", processed_at=now,
+                                  reason=f"dead after {attempts + 1} attempts: its worker "
+                                         "stopped before finishing each time")
+                else:
+                    claimed.append(delivery_id)
+                session.execute(update(Delivery).where(Delivery.id == delivery_id)
+                                .values(**values))
             channel_ids = self._channels_with_work(session, now)
             # Rounds of equal shares; channels that filled their share may take more.
             while channel_ids and len(claimed) < limit:
