@@ -14,6 +14,20 @@ limit_request_line = 8190
 limit_request_fields = 100
 accesslog = None
 errorlog = "-"
+# gunicorn's own lines are JSON too, like the app's: one object per line on stderr.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "core.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False,
+                                   "qualname": "gunicorn.error"},
+                # no access log (as before): the app logs what matters, with delivery ids
+                "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"],
+                                    "propagate": False, "qualname": "gunicorn.access"}},
+}
 
 
 def child_exit(server, worker):

@@ -17,6 +17,10 @@ class JsonFormatter(logging.Formatter):
         entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
                  "level": record.levelname.lower(), "logger": record.name,
                  "event": record.getMessage()}
+        if not record.name.startswith("orderhooks"):
+            # Other libraries' lines (gunicorn's...): the logger names the event, the text is
+            # the message — event names stay a small, stable set.
+            entry["event"], entry["message"] = record.name, record.getMessage()
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = "[redacted]" if key.lower() in _SECRET_KEYS else value

@@ -22,8 +22,10 @@ API_CALLS = Counter("orderhooks_channel_api_calls_total",
 SUBSCRIPTION_ACTIONS = Counter("orderhooks_subscription_actions_total",
                                "Subscription check actions (created, reactivated, recreated, "
                                "deleted, failed)", ["channel_type", "action"])
+# "mostrecent": with several processes (gunicorn workers computing it at scrape time, worker
+# processes in their housekeeping) the newest reading wins; a dead process's old value does not.
 LAG = Gauge("orderhooks_worker_lag_seconds",
-            "Age of the oldest delivery waiting to be processed", multiprocess_mode="max")
+            "Age of the oldest delivery waiting to be processed", multiprocess_mode="mostrecent")
 PROCESS_SECONDS = Histogram("orderhooks_delivery_processing_seconds",
                             "Time to process one delivery", ["channel_type"])
 
@@ -40,6 +42,20 @@ def rejected(channel_type: str, reason: str) -> None:
 
 def api_call(channel_type: str, status) -> None:
     API_CALLS.labels(channel_type, str(status)).inc()
+
+
+def update_lag(db) -> None:
+    """Read the worker lag from the inbox: the age of the oldest delivery that is due and not
+    processed yet (0 when none is). Called at every scrape, so the gauge is current even when no
+    worker runs — which is exactly when it matters."""
+    from sqlalchemy import func, select
+
+    from .models import Delivery, utcnow
+    now = utcnow()
+    with db.Session() as session:
+        oldest = session.scalar(select(func.min(Delivery.received_at)).where(
+            Delivery.state.in_(("pending", "processing")), Delivery.next_attempt_at <= now))
+    LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
 
 def render() -> tuple[bytes, str]:

@@ -5,10 +5,11 @@ the delivery's outcome change together or not at all.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from . import rules
@@ -26,6 +27,19 @@ def find_order(session: Session, channel_id: int, channel_order_id: str, *,
     if lock:
         query = query.with_for_update()
     return session.scalars(query).first()
+
+
+def _lock_order_key(session: Session, channel_id: int, channel_order_id: str) -> bool:
+    """PostgreSQL: a transaction-scoped advisory lock on (channel, channel order id), taken by a
+    worker about to hold an intent for an order it cannot see and by the order's import before
+    it releases held intents, so one of them always sees the other's commit. SQLite serialises
+    every transaction (BEGIN IMMEDIATE): nothing to do. Returns whether a lock was taken."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    digest = hashlib.sha256(f"orderhooks:order:{channel_id}:{channel_order_id}".encode())
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": int.from_bytes(digest.digest()[:8], "big", signed=True)})
+    return True
 
 
 def merge_shipments(existing: list[dict], new: tuple[Shipment, ...]) -> tuple[list[dict], int]:
@@ -52,6 +66,12 @@ def apply_intent(session: Session, channel: SalesChannel, intent: Cancel | Fulfi
         order = cache[key]
     else:
         order = find_order(session, channel.id, intent.channel_order_id, lock=True)
+    if order is None and _lock_order_key(session, channel.id, intent.channel_order_id):
+        # The order may have been imported since we looked (its import, holding the same lock,
+        # could not see the intent we are about to hold): look again under the lock.
+        order = find_order(session, channel.id, intent.channel_order_id, lock=True)
+        if cache is not None:
+            cache[key] = order
     decision, merged = _decide(channel, order, intent)
     if decision.outcome == rules.DEFERRED:
         _hold(session, channel, order, intent, decision, delivery_id, config)
@@ -181,6 +201,7 @@ def create_order(session: Session, channel: SalesChannel, channel_order_id: str,
     session.add(OrderChange(order_id=order.id, event="created", new_status=status,
                             message=f"order imported as {status}"))
     session.flush()
+    _lock_order_key(session, channel.id, order.channel_order_id)
     release_held(session, channel, order, config)
     return order
 

@@ -23,8 +23,11 @@ def reconcile(app, channel_id: int) -> list[dict]:
         if row is None:
             return []
         channel = view(row, app.extensions["orderhooks.box"], app.config["PUBLIC_BASE_URL"])
-        known = {s.topic: s.remote_id for s in session.scalars(
-            select(Subscription).where(Subscription.channel_id == channel_id))}
+        rows = session.scalars(select(Subscription).where(
+            Subscription.channel_id == channel_id)).all()
+        known = {s.topic: s.remote_id for s in rows}
+        #: Where we subscribed this channel before (e.g. under an old public base URL).
+        our_destinations = {s.destination for s in rows} | {channel.webhook_url}
     adapter = adapter_for(channel.type)
     if adapter is None:
         return [_event(channel, None, "failed", None,
@@ -37,12 +40,11 @@ def reconcile(app, channel_id: int) -> list[dict]:
     try:
         if desired:
             adapter.check_destination(channel.webhook_url)
-        # Ours: pointing at this channel's path, under the current public base URL or an old
-        # one (hooks left behind by a change of ORDERHOOKS_PUBLIC_BASE_URL are removed below).
-        suffix = f"/webhooks/{channel.type}/{channel.id}"
+        # Ours: at the current webhook URL, or at a destination we recorded when we subscribed
+        # (hooks left behind by a change of ORDERHOOKS_PUBLIC_BASE_URL are removed below).
+        # Never someone else's, e.g. another deployment using the same app credentials.
         remote = [r for r in adapter.list_subscriptions(channel)
-                  if r.destination == channel.webhook_url
-                  or r.destination.rstrip("/").endswith(suffix)]
+                  if r.destination in our_destinations]
     except Exception as exc:  # noqa: BLE001 — recorded and retried by the next check
         events.append(_event(channel, None, "failed", None, f"cannot check: {exc}"))
         for spec in desired:

@@ -213,8 +213,12 @@ class Worker:
         outcomes: dict[int, str | None] = {}
         now = utcnow()
         with self.db.session() as session, session.no_autoflush:
-            rows = {r.id: r for r in session.scalars(self._lock_query(select(Delivery).where(
-                Delivery.id.in_([w[0] for w in work]))))}
+            # Our own claimed rows: wait for a lock (no SKIP LOCKED), or a row briefly locked by
+            # someone else (e.g. a redaction) would look like a lost claim.
+            query = select(Delivery).where(Delivery.id.in_([w[0] for w in work]))
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            rows = {r.id: r for r in session.scalars(query)}
             channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
                 SalesChannel.id.in_({w[1] for w in work})))}
             cache = self._prefetch_orders(session, work, results)
@@ -428,7 +432,7 @@ def replay(session, delivery: Delivery) -> None:
     """Queue a delivery to be processed again from its stored body."""
     delivery.state, delivery.attempts = "pending", 0
     delivery.next_attempt_at = utcnow()
-    delivery.claimed_by = delivery.claimed_until = None
+    delivery.claimed_by = delivery.claimed_until = delivery.deferred_until = None
     delivery.reason = f"replay requested at {utcnow().isoformat()}Z; previously: " \
                       f"{delivery.outcome or 'not processed'}"
     delivery.outcome = None

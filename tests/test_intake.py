@@ -271,17 +271,19 @@ def test_authentic_but_unreadable_body_is_400(bc, app, body):
     assert stored_count(app) == 0
 
 
-@pytest.mark.parametrize("created_at", ["10**20", "-10**20", "Infinity", "NaN", "1e400",
-                                        '"99999999999999999999"', "true", "[]"])
+@pytest.mark.parametrize("created_at", [str(10**20), str(-10**20), "Infinity", "NaN", "1e400",
+                                        '"99999999999999999999"', "true", "[]", "-1"])
 def test_odd_timestamps_never_yield_a_5xx(bc, app, created_at):
     bc.create()
-    body = json.dumps(bc.payload(order_id=250)).replace(
-        '"created_at": 1561479335', f'"created_at": {eval(created_at) if "**" in created_at else created_at}')
+    body = json.dumps(bc.payload(order_id=250)).replace('"created_at": 1561479335',
+                                                        f'"created_at": {created_at}')
     assert "1561479335" not in body
     response = bc.send(body=body)
     assert response.status_code in (200, 400), response.get_data()
     if response.status_code == 400:
         assert_error(response, 400)
+    else:
+        assert stored_count(app) == 1
 
 
 # -- 503 ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """BigCommerce rate limits: 429 + X-Retry-After, X-Rate-Limit-* pacing, long waits rescheduled.
 Being throttled never fails a delivery. A fake clock stands in for time in the client: no real
 sleeps."""
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import responses

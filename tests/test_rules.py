@@ -260,3 +260,31 @@ def test_check_selection_explains_why_unprocessed_and_cancelled_are_refused():
         st.check_selection(["CANCELLED"], "fulfillment")
     with pytest.raises(ValueError, match="'FOO' is not an order status"):
         st.check_selection(["FOO"], "fulfillment")
+
+
+# -- through the app ------------------------------------------------------------------------
+
+def test_partial_shipment_delivered_twice_is_recorded_once(bc, admin, make_order, worker):
+    """A second Partially Shipped delivery with the same shipments changes nothing and says so."""
+    channel = bc.create()
+    order = make_order(channel["id"], 253)
+    bc.order(253, status_id=3, items_total=3, items_shipped=1)
+    bc.shipments(253, [{"id": 1, "tracking_number": "A1", "items": []}])
+    first = bc.send(order_id=253, new_status=3, created_at=1).get_json()["delivery_id"]
+    second = bc.send(order_id=253, new_status=3, created_at=2).get_json()["delivery_id"]
+    worker.run_until_idle()
+    detail = admin.get(f"/orders/{order['id']}")
+    assert detail["status"] == "AWAITING_SHIPMENT"
+    assert [s["tracking_number"] for s in detail["shipments"]] == ["A1"]
+    assert [h["event"] for h in detail["history"]] == ["created", "shipments_recorded", "ignored"]
+    assert admin.get(f"/deliveries/{first}")["outcome"] == "applied"
+    repeat = admin.get(f"/deliveries/{second}")
+    assert repeat["outcome"] == "ignored" and "already recorded" in repeat["reason"]
+    # a new parcel is recorded again
+    bc.shipments(253, [{"id": 1, "tracking_number": "A1", "items": []},
+                       {"id": 2, "tracking_number": "A2", "items": []}])
+    third = bc.send(order_id=253, new_status=3, created_at=3).get_json()["delivery_id"]
+    worker.run_until_idle()
+    assert admin.get(f"/deliveries/{third}")["outcome"] == "applied"
+    assert [s["tracking_number"] for s in admin.get(f"/orders/{order['id']}")["shipments"]] == \
+        ["A1", "A2"]

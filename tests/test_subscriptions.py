@@ -250,3 +250,19 @@ def test_subscriptions_of_unknown_channel_is_404(admin):
 
 def test_public_base_url_default_in_tests():
     assert PUBLIC_BASE_URL == "https://orderhooks.example.com"
+
+
+def test_hooks_left_at_an_old_public_url_are_moved_and_foreign_ones_left_alone(bc, app):
+    """After ORDERHOOKS_PUBLIC_BASE_URL changes, the check subscribes at the new URL and removes
+    the hook it made at the old one; a hook another deployment made is not ours to delete."""
+    from core.subscriptions import check_all
+    channel = bc.create()
+    path = f"/webhooks/bigcommerce/{channel['id']}"
+    foreign = {"id": 99, "scope": "store/order/statusUpdated", "is_active": True,
+               "destination": "https://staging.example.com" + path, "headers": {}}
+    bc.hooks[99] = foreign
+    app.config["PUBLIC_BASE_URL"] = "https://new.example.com"
+    check_all(app)
+    destinations = sorted(h["destination"] for h in bc.hooks.values())
+    assert destinations == ["https://new.example.com" + path,
+                            "https://staging.example.com" + path]

@@ -249,3 +249,15 @@ def test_unknown_plugin_type_fails_instead_of_crashing(bc, admin, app, worker, c
     worker.run_until_idle()
     stored = row(app, delivery_id)
     assert stored.outcome == "failed" and "gone" in stored.reason
+
+
+def test_delivery_for_a_channel_deactivated_meanwhile_is_ignored(bc, api, admin, worker, app,
+                                                                 cancel_setup):
+    channel, order, delivery_id = cancel_setup
+    bc.order(250, status_id=5)
+    admin.patch(f"/channels/{channel['id']}", {"active": False})
+    worker.run_until_idle()
+    stored = row(app, delivery_id)
+    assert stored.outcome == "ignored" and "inactive" in stored.reason
+    assert order_calls(api) == 0
+    assert admin.get(f"/orders/{order['id']}")["status"] == "AWAITING_SHIPMENT"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 
 from flask import current_app, jsonify, request
 from flask_smorest import Api
@@ -12,6 +13,8 @@ API_PREFIX = "/api/v1"
 
 class OrderhooksApi(Api):
     """Errors as ``{"error": code, "message": ..., "details"?: ...}`` everywhere."""
+
+    from .schemas import ErrorSchema as ERROR_SCHEMA  # documented as it is answered
 
     def handle_http_exception(self, error: HTTPException):
         return http_error_response(error)
@@ -69,6 +72,66 @@ def require_admin():
     return None
 
 
+def refuse_unstorable_text():
+    """Text the database cannot store — NUL characters (PostgreSQL refuses them) or lone UTF-16
+    surrogates (not UTF-8) — in the query or JSON body is the client's mistake: 422 here, not a
+    500 from deep in the database driver. JSON nested beyond reason is refused the same way."""
+    if not request.path.startswith(API_PREFIX + "/") or request.method == "OPTIONS":
+        return None
+    try:
+        body = request.get_json(silent=True) if request.is_json else None
+    except RecursionError:
+        return _unprocessable("the JSON body is nested too deeply")
+    bad = unstorable_text(list(request.args.items(multi=True))) or unstorable_text(body)
+    if bad:
+        return _unprocessable(f"text must be UTF-8 without NUL characters: {bad!r}"[:200])
+    if _non_finite_number(body):
+        # Python's JSON reader takes NaN and Infinity; no JSON column (nor client) does.
+        return _unprocessable("numbers must be finite: JSON has no NaN or Infinity")
+    return None
+
+
+def _non_finite_number(value, limit: int = 100_000) -> bool:
+    stack, seen = [value], 0
+    while stack and seen < limit:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def unstorable_text(value, limit: int = 100_000) -> str | None:
+    """The first string (key or value) in ``value`` that the database cannot store, if any."""
+    stack, seen = [value], 0
+    while stack and seen < limit:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, str):
+            if "\x00" in item:
+                return item
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item.encode("utf-8", "backslashreplace").decode()
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
+
+
+def _unprocessable(message: str):
+    response = jsonify({"error": "unprocessable_entity", "message": message})
+    response.status_code = 422
+    return response
+
+
 def _unauthorized(message: str):
     response = jsonify({"error": "unauthorized", "message": message})
     response.status_code = 401
@@ -90,6 +153,7 @@ def init_app(app) -> Api:
     api = OrderhooksApi(app)
     from . import channels, deliveries, meta, orders
     app.before_request(require_admin)
+    app.before_request(refuse_unstorable_text)
     for module in (channels, orders, deliveries, meta):
         api.register_blueprint(module.blp, url_prefix=API_PREFIX + module.PREFIX)
     return api

@@ -5,6 +5,7 @@ from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from .. import orders
 from ..db import get_session
@@ -56,9 +57,16 @@ class Orders(MethodView):
         if orders.find_order(session, channel.id, data["channel_order_id"]) is not None:
             abort(409, message=f"order {data['channel_order_id']} already exists on channel "
                                f"{channel.id}")
-        order = orders.create_order(session, channel, data["channel_order_id"], data["status"],
-                                    customer=data.get("customer"), config=current_app.config)
-        session.commit()
+        try:
+            order = orders.create_order(session, channel, data["channel_order_id"],
+                                        data["status"], customer=data.get("customer"),
+                                        config=current_app.config)
+            session.commit()
+        except IntegrityError:
+            # Another import of the same order committed between our check and our insert.
+            session.rollback()
+            abort(409, message=f"order {data['channel_order_id']} already exists on channel "
+                               f"{data['channel_id']}")
         return _detail(session, order)
 
 

@@ -1,11 +1,30 @@
 """marshmallow schemas of the admin API."""
 from __future__ import annotations
 
+from datetime import timezone
+
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
 from .. import statuses
 
 STATUS = validate.OneOf(list(statuses.STATUSES))
+
+
+class UTCDateTime(fields.DateTime):
+    """Timestamps are stored as naive UTC; the API writes them with their offset (RFC 3339
+    ``date-time``, as the OpenAPI document promises): ``2026-01-02T03:04:05+00:00``."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+class ErrorSchema(Schema):
+    """Every error answer: ``{"error": code, "message": ..., "details"?: ...}``."""
+    error = fields.String(required=True, metadata={"description": "Error code, e.g. not_found"})
+    message = fields.String(required=True, metadata={"description": "What went wrong"})
+    details = fields.Raw(metadata={"description": "Per-field validation errors, when any"})
 
 
 class StrictSchema(Schema):
@@ -15,7 +34,9 @@ class StrictSchema(Schema):
 
 class StatusList(fields.List):
     def __init__(self, **kwargs):
-        super().__init__(fields.String(), **kwargs)
+        # The enum documents the selectable statuses; saleschannels checks them (its messages
+        # say why UNPROCESSED and CANCELLED cannot be picked).
+        super().__init__(fields.String(metadata={"enum": list(statuses.SELECTABLE)}), **kwargs)
 
 
 class ChannelCreateSchema(StrictSchema):
@@ -42,13 +63,13 @@ class SubscriptionSchema(Schema):
     destination = fields.String()
     remote_id = fields.String(allow_none=True)
     status = fields.String()
-    last_checked_at = fields.DateTime(allow_none=True)
+    last_checked_at = UTCDateTime(allow_none=True)
     last_action = fields.String(allow_none=True)
     last_error = fields.String(allow_none=True)
 
 
 class SubscriptionEventSchema(Schema):
-    at = fields.DateTime()
+    at = UTCDateTime()
     topic = fields.String(allow_none=True)
     action = fields.String()
     remote_id = fields.String(allow_none=True)
@@ -68,14 +89,14 @@ class ChannelSchema(Schema):
     valid_cancellation_statuses = fields.List(fields.String())
     valid_fulfillment_statuses = fields.List(fields.String())
     webhook_url = fields.String()
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
+    created_at = UTCDateTime()
+    updated_at = UTCDateTime()
     subscriptions = fields.List(fields.Nested(SubscriptionSchema))
 
 
 class ChannelChangeSchema(Schema):
     id = fields.Integer()
-    at = fields.DateTime()
+    at = UTCDateTime()
     field = fields.String()
     old_value = fields.Raw(allow_none=True)
     new_value = fields.Raw(allow_none=True)
@@ -98,7 +119,7 @@ class ShipmentSchema(Schema):
 
 class OrderChangeSchema(Schema):
     id = fields.Integer()
-    at = fields.DateTime()
+    at = UTCDateTime()
     event = fields.String()
     old_status = fields.String(allow_none=True)
     new_status = fields.String(allow_none=True)
@@ -110,7 +131,7 @@ class HeldIntentSchema(Schema):
     delivery_id = fields.Integer()
     intent = fields.Dict()
     reason = fields.String()
-    expires_at = fields.DateTime()
+    expires_at = UTCDateTime()
 
 
 class OrderCreateSchema(StrictSchema):
@@ -132,9 +153,9 @@ class OrderSchema(Schema):
     status = fields.String()
     shipments = fields.List(fields.Nested(ShipmentSchema))
     customer = fields.Dict(allow_none=True)
-    last_event_at = fields.DateTime(allow_none=True)
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
+    last_event_at = UTCDateTime(allow_none=True)
+    created_at = UTCDateTime()
+    updated_at = UTCDateTime()
 
 
 class OrderDetailSchema(OrderSchema):
@@ -174,16 +195,16 @@ class DeliverySchema(Schema):
     dedupe_key = fields.String()
     topic = fields.String(allow_none=True)
     channel_order_id = fields.String(allow_none=True)
-    occurred_at = fields.DateTime(allow_none=True)
-    received_at = fields.DateTime()
+    occurred_at = UTCDateTime(allow_none=True)
+    received_at = UTCDateTime()
     state = fields.String()
     outcome = fields.String(allow_none=True)
     reason = fields.String(allow_none=True)
     attempts = fields.Integer()
-    next_attempt_at = fields.DateTime(allow_none=True)
-    deferred_until = fields.DateTime(allow_none=True)
-    processed_at = fields.DateTime(allow_none=True)
-    body_purged_at = fields.DateTime(allow_none=True)
+    next_attempt_at = UTCDateTime(allow_none=True)
+    deferred_until = UTCDateTime(allow_none=True)
+    processed_at = UTCDateTime(allow_none=True)
+    body_purged_at = UTCDateTime(allow_none=True)
 
 
 class DeliveryDetailSchema(DeliverySchema):
@@ -194,8 +215,8 @@ class DeliveryDetailSchema(DeliverySchema):
 
 class ReplayWindowSchema(StrictSchema):
     channel_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**62))
-    since = fields.DateTime(required=True)
-    until = fields.DateTime(required=True)
+    since = UTCDateTime(required=True)
+    until = UTCDateTime(required=True)
     outcome = fields.List(fields.String(validate=validate.OneOf(["failed", "dead", "ignored",
                                                                  "applied", "deferred"])),
                           load_default=lambda: ["failed", "dead"])
