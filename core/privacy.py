@@ -17,7 +17,7 @@ def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
         deliveries_q = deliveries_q.where(Delivery.id != exclude_delivery)
     if not request.everything:
         ids = [str(i) for i in request.channel_order_ids]
-        orders = [o for o in session.scalars(orders_q)
+        orders = [o for o in session.scalars(orders_q.execution_options(yield_per=1000))
                   if o.channel_order_id in ids or _matches(o.customer, request)]
         ids = sorted({*ids, *(o.channel_order_id for o in orders)})
         deliveries_q = deliveries_q.where(Delivery.channel_order_id.in_(ids))
@@ -30,6 +30,8 @@ def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
                                     new_status=order.status,
                                     message="customer personal data removed on request"))
     count = session.execute(deliveries_q.values(body=None, body_purged_at=utcnow())).rowcount
+    if not request.everything:
+        count += _redact_unaddressed(session, channel, request, exclude_delivery)
     scope = "all of the shop's" if request.everything else "the customer's"
     return (f"redacted {scope} personal data: {len(orders)} order(s), "
             f"{count} stored delivery body(ies)")
@@ -40,3 +42,22 @@ def _matches(customer: dict | None, request: RedactPersonalData) -> bool:
         return False
     return (str(customer.get("id")) in request.customer_ids
             or (customer.get("email") or "").lower() in {e.lower() for e in request.emails})
+
+
+def _redact_unaddressed(session, channel: SalesChannel, request: RedactPersonalData,
+                        exclude_delivery: int | None) -> int:
+    """Deliveries about no order (e.g. a data request) that name the customer: blank them too."""
+    needles = [n.encode() for n in (*request.emails, *request.customer_ids) if n]
+    if not needles:
+        return 0
+    query = select(Delivery.id, Delivery.body).where(
+        Delivery.channel_id == channel.id, Delivery.channel_order_id.is_(None),
+        Delivery.body.is_not(None))
+    if exclude_delivery is not None:
+        query = query.where(Delivery.id != exclude_delivery)
+    hits = [delivery_id for delivery_id, body in session.execute(query)
+            if any(needle in body for needle in needles)]
+    if hits:
+        session.execute(update(Delivery).where(Delivery.id.in_(hits))
+                        .values(body=None, body_purged_at=utcnow()))
+    return len(hits)

@@ -712,3 +712,16 @@ def test_translate_survives_odd_payloads(topic):
             continue
         for intent in intents:
             json.dumps(to_dict(intent))
+
+
+def test_customers_redact_also_blanks_an_earlier_data_request_naming_the_customer(shopify, admin,
+                                                                                   worker):
+    shopify.create()
+    request = shopify.send("customers/data_request", customers_data_request())
+    worker.run_until_idle()
+    assert CUSTOMER_EMAIL in delivery(admin, request)["body"]
+    redact = shopify.send("customers/redact", customers_redact(orders=()))
+    worker.run_until_idle()
+    assert delivery(admin, request)["body"] is None
+    assert delivery(admin, redact)["body"] is None  # the request itself names the customer
+    assert delivery(admin, redact)["outcome"] == "applied"
