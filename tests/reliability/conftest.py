@@ -13,10 +13,15 @@ def on_postgres() -> bool:
     return (os.environ.get("ORDERHOOKS_TEST_DATABASE_URL") or "").startswith("postgresql")
 
 
-postgres_only = pytest.mark.skipif(
-    not on_postgres(),
-    reason="PostgreSQL only: several worker processes and FOR UPDATE SKIP LOCKED need a "
-           "server database; set ORDERHOOKS_TEST_DATABASE_URL=postgresql+psycopg://...")
+def postgres_only(why: str):
+    """Skip unless the suite runs on PostgreSQL, saying why the test needs it."""
+    return pytest.mark.skipif(
+        not on_postgres(),
+        reason=f"PostgreSQL only: {why}; set ORDERHOOKS_TEST_DATABASE_URL=postgresql+psycopg://...")
+
+
+MULTI_WORKER = ("several worker processes claim concurrently only on PostgreSQL (FOR UPDATE SKIP "
+                "LOCKED); SQLite serialises them")
 
 
 @pytest.fixture

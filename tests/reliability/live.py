@@ -91,7 +91,8 @@ class Proc:
             pass
 
     def log_lines(self) -> list[str]:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace").splitlines()
 
     def json_logs(self) -> list[dict]:
@@ -137,7 +138,10 @@ class Stack:
         self.standin: Proc | None = None
         self.web_url = self.standin_url = ""
         self._worker_seq = 0
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERHOOKS_")}
+        # Not inherited: our settings, and FLASK_RUN_FROM_CLI (flask's CLI, e.g. a CliRunner test,
+        # leaves it set; it makes the stand-in's app.run() a no-op).
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("ORDERHOOKS_") and k != "FLASK_RUN_FROM_CLI"}
         self.env.update({
             "ORDERHOOKS_DATABASE_URL": database_url,
             "ORDERHOOKS_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from .conftest import postgres_only
+from .conftest import MULTI_WORKER, postgres_only
 from .live import (db_engine, delivery_body, metric_sum, processed_log_counts, rows, scalar,
-                   wait_processed)
+                   wait_for, wait_processed)
 
 
 def _post_all(stack, jobs, threads=16):
@@ -63,7 +63,7 @@ def test_concurrent_posts_from_several_gunicorn_workers(stack, database_url):
     engine.dispose()
 
 
-@postgres_only
+@postgres_only(MULTI_WORKER)
 def test_same_delivery_posted_three_times_at_once_is_stored_and_applied_once(stack,
                                                                              database_url):
     stack.start_standin(default_status=5)  # every order reads as Cancelled
@@ -104,7 +104,7 @@ def test_same_delivery_posted_three_times_at_once_is_stored_and_applied_once(sta
     engine.dispose()
 
 
-@postgres_only
+@postgres_only(MULTI_WORKER)
 def test_cancel_and_fulfil_racing_end_in_one_consistent_state(stack, database_url):
     """Two deliveries for one order, one reading it Cancelled and the other Shipped, processed
     by three workers at once: the order ends CANCELLED or SHIPPED, never both, and its history
@@ -149,7 +149,7 @@ def test_cancel_and_fulfil_racing_end_in_one_consistent_state(stack, database_ur
     engine.dispose()
 
 
-@postgres_only
+@postgres_only(MULTI_WORKER)
 def test_no_delivery_is_processed_by_two_workers(stack, database_url):
     """Three worker processes claiming small batches (FOR UPDATE SKIP LOCKED) from one inbox:
     each delivery is processed by exactly one of them and has exactly one effect."""
@@ -161,11 +161,13 @@ def test_no_delivery_is_processed_by_two_workers(stack, database_url):
         channel = channels[n % 3]
         orders[(channel["id"], n)] = stack.create_order(channel["id"], n)["id"]
         jobs.append((channel, delivery_body(channel["store"], n)[0]))
-    responses = _post_all(stack, jobs)
-    assert all(r.status_code == 200 for r in responses)
     stack.env.update({"ORDERHOOKS_WORKER_BATCH": "5", "ORDERHOOKS_CLAIM_SECONDS": "120"})
     for _ in range(3):
         stack.start_worker()
+    wait_for(lambda: all(any(e.get("event") == "worker.started" for e in w.json_logs())
+                         for w in stack.workers), 60, what="three idle workers")
+    responses = _post_all(stack, jobs)  # into an inbox three workers are polling
+    assert all(r.status_code == 200 for r in responses)
 
     engine = db_engine(database_url)
     assert wait_processed(engine, 240, timeout=120) == 240

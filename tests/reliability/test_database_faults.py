@@ -85,7 +85,8 @@ def cluster():
         c.destroy()  # always: stop it and remove its files
 
 
-@postgres_only
+@postgres_only("it stops and restarts a PostgreSQL server (a throwaway cluster of its "
+               "own)")
 def test_postgresql_restart_during_intake_503_then_recovers_without_restart(cluster, tmp_path):
     db = Database(cluster.url)
     db.upgrade()

@@ -10,7 +10,8 @@ def test_nothing_acknowledged_is_lost_and_nothing_applied_twice_under_kill_9(dat
                                                                                tmp_path):
     result = run(database_url, deliveries=250, channels=3, web_workers=3, worker_procs=3,
                  seed=7, log_dir=tmp_path / "live", kill_interval=(0.3, 1.0),
-                 settle_timeout=180, chaos_seconds=25, out=lambda m: print(m))
+                 settle_timeout=180, chaos_seconds=25, min_burst_seconds=10,
+                 out=lambda m: print(m))
     print("durability:", summary(result))
     print("durability counts:", {k: v for k, v in result.items() if k != "violations"})
     assert result["kills_web"] > 0 and result["kills_worker"] > 0, "nothing was killed"
