@@ -77,7 +77,8 @@ class Chaos(threading.Thread):
         self.stopping = threading.Event()
         self.kills = Counter()
         self.min_age, self.max_seconds = min_age, max_seconds
-        self._seen: dict[int, float] = {}
+        self._seen: dict[int, float] = {}  # pid -> when it was first seen ready
+        self._ready: set[int] = set()
 
     def run(self) -> None:
         ends = time.monotonic() + self.max_seconds
@@ -85,23 +86,35 @@ class Chaos(threading.Thread):
             if time.monotonic() > ends:
                 break
             now = time.monotonic()
-            if self.random.random() < 0.5:
+            if sum(self.kills.values()) % 2 == 0:  # web and worker in turn
                 pids = self.stack.web_workers()
                 for pid in pids:
-                    self._seen.setdefault(pid, now)
-                ripe = [p for p in pids if now - self._seen[p] >= self.min_age]
+                    if self._ready_web(pid):
+                        self._seen.setdefault(pid, now)
+                ripe = [p for p in pids if now - self._seen.get(p, now) >= self.min_age]
                 if ripe:
                     _kill(self.random.choice(ripe))
                     self.kills["web"] += 1
             else:
                 ripe = [w for w in self.stack.live_workers()
-                        if now - w.started >= self.min_age]
+                        if now - w.started >= self.min_age and self._ready_worker(w)]
                 if ripe:
                     victim = self.random.choice(ripe)
                     victim.signal(signal.SIGKILL)
                     victim.popen.wait(timeout=10)
                     self.kills["worker"] += 1
             self.respawn()
+
+    def _ready_web(self, pid: int) -> bool:
+        """A gunicorn worker has loaded the app once its metrics file exists (the app's
+        metrics module creates it on import)."""
+        return (self.stack.metrics_dir / f"gauge_mostrecent_{pid}.db").exists()
+
+    def _ready_worker(self, proc) -> bool:
+        if proc.pid not in self._ready:
+            if any(e.get("event") == "worker.started" for e in proc.json_logs()):
+                self._ready.add(proc.pid)
+        return proc.pid in self._ready
 
     def respawn(self) -> None:
         while len(self.stack.live_workers()) < self.workers:
@@ -118,7 +131,7 @@ def _kill(pid: int) -> None:
 def run(database_url: str, *, deliveries: int = 2000, channels: int = 4, web_workers: int = 3,
         worker_procs: int = 3, seed: int = 1, log_dir: Path | None = None,
         kill_interval: tuple[float, float] = (0.2, 1.0), settle_timeout: float = 300.0,
-        chaos_seconds: float = 600.0, out=print) -> dict:
+        chaos_seconds: float = 600.0, min_burst_seconds: float = 0.0, out=print) -> dict:
     """Run the scenario on a migrated, empty database; return the counts (and violations)."""
     started = time.monotonic()
     rng = random.Random(seed)
@@ -132,20 +145,24 @@ def run(database_url: str, *, deliveries: int = 2000, channels: int = 4, web_wor
             channel = chans[n % channels]
             body, key = delivery_body(channel["store"], n, salt=str(seed))
             plan.append((channel, n, body, key))
+        for _ in range(worker_procs):
+            stack.start_worker()  # idle while the orders are created: up when the burst starts
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda p: stack.create_order(p[0]["id"], p[1]), plan))
         out(f"stack up: {web_workers} gunicorn workers, {worker_procs} worker processes, "
             f"{channels} channels, {deliveries} orders ({time.monotonic() - started:.1f}s)")
-        for _ in range(worker_procs):
-            stack.start_worker()
-
         first: dict[int, object] = {}
         final: dict[int, dict] = {}
         requests_sent = Counter()
         count_lock = threading.Lock()
         local = threading.local()
 
-        def send(index: int):
+        def send(index: int, paced: bool = False):
+            if paced and min_burst_seconds:  # spread the burst so the chaos has time to act
+                delay = burst_started + position_of[index] * min_burst_seconds / deliveries \
+                    - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
             if not hasattr(local, "session"):
                 local.session = requests.Session()
             channel, _n, body, _key = plan[index]
@@ -164,12 +181,13 @@ def run(database_url: str, *, deliveries: int = 2000, channels: int = 4, web_wor
 
         order = list(range(deliveries))
         rng.shuffle(order)
+        position_of = {index: position for position, index in enumerate(order)}
         chaos = Chaos(stack, worker_procs, kill_interval, seed, max_seconds=chaos_seconds)
         burst_started = time.monotonic()
         chaos.start()
         try:
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(send, order))
+                list(pool.map(lambda i: send(i, paced=True), order))
         finally:
             chaos.stopping.set()
             chaos.join(timeout=30)
@@ -293,6 +311,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sqlite", action="store_true", help="a temporary SQLite file instead")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(0.2, 1.0),
                         metavar=("MIN", "MAX"), help="seconds between kills")
+    parser.add_argument("--min-burst-seconds", type=float, default=0.0,
+                        help="spread the burst over at least this long")
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args(argv)
@@ -302,6 +322,7 @@ def main(argv=None) -> int:
     result = run(url, deliveries=args.deliveries, channels=args.channels,
                  web_workers=args.web_workers, worker_procs=args.workers, seed=args.seed,
                  log_dir=log_dir, kill_interval=tuple(args.kill_every),
+                 min_burst_seconds=args.min_burst_seconds,
                  out=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2) if args.json else summary(result))
     print(f"logs: {log_dir}", file=sys.stderr)
