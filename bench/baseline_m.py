@@ -22,7 +22,6 @@ SECRET = os.environ.get("BENCH_M_SECRET", "bench-m-secret").encode()
 DATABASE = os.environ.get("BENCH_M_DATABASE", "sqlite:////tmp/orderhooks-bench-m.db")
 SYNCHRONOUS = os.environ.get("ORDERHOOKS_SQLITE_SYNCHRONOUS", "FULL")
 MAX_BODY = 1024 * 1024
-IS_SQLITE = DATABASE.startswith("sqlite")
 
 SQLITE_TABLE = ("CREATE TABLE IF NOT EXISTS m_inbox (id INTEGER PRIMARY KEY, "
                 "received_at TEXT NOT NULL, body BLOB NOT NULL)")
@@ -59,9 +58,9 @@ def create_table(database: str = DATABASE) -> None:
 def _insert(body: bytes) -> None:
     global _conn
     if _conn is None:
-        _conn = _connect()
+        _conn = _connect(DATABASE)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    if IS_SQLITE:
+    if DATABASE.startswith("sqlite"):
         _conn.execute("BEGIN IMMEDIATE")
         try:
             _conn.execute("INSERT INTO m_inbox (received_at, body) VALUES (?, ?)",

@@ -228,3 +228,21 @@ def wait_quiet(max_wait: float, threshold: float = 0.2, sample: float = 2.0) -> 
         if last < threshold or waited >= max_wait:
             return {"waited_s": round(waited, 1), "foreign_cores_before": last,
                     "quiet": last < threshold}
+
+
+def tree_cpu(proc) -> float:
+    """CPU seconds of a process and its descendants (live, plus the reaped ones it waited for)."""
+    import psutil
+    total = 0.0
+    try:
+        root = psutil.Process(proc.pid)
+        members = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    for member in members:
+        try:
+            c = member.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total

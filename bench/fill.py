@@ -19,11 +19,12 @@ DELIVERY_COLUMNS = ("channel_id", "channel_type", "dedupe_key", "topic", "channe
                     "next_attempt_at")
 
 
-def make_app(database_url: str):
+def make_app(database_url: str, **config):
+    """The app, in-process, for filling (or, with production settings, measuring)."""
     from core import create_app
     return create_app({"DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY,
                        "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "LOG_LEVEL": "WARNING",
-                       "CHANNEL_CACHE_SECONDS": 0})
+                       "CHANNEL_CACHE_SECONDS": 0, **config})
 
 
 def create_channel(app, channel_type: str, name: str, credentials: dict) -> tuple[int, str]:
@@ -74,7 +75,7 @@ def fill_orders(app, channel_id: int, count: int, *, start: int = 1, history: bo
         body = "CAST('{\"bench\":\"history\"}' AS BLOB)"
     else:
         series = ""
-        source = "generate_series(:start, :end) AS s(x)"
+        source = "generate_series(CAST(:start AS integer), CAST(:end AS integer)) AS s(x)"
         as_text = "x::text"
         body = "convert_to('{\"bench\":\"history\"}', 'UTF8')"
     with db.engine.begin() as conn:

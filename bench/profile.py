@@ -10,33 +10,42 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from . import fill, loadgen, targets
 from .common import RESULTS
 from .peek import Peek
 
 
-def summarize(raw_path, title: str, top: int = 35) -> str:
-    """py-spy's raw (collapsed) stacks → top functions by self and by inclusive samples."""
-    self_c, incl_c, total = Counter(), Counter(), 0
+def summarize(raw_path, title: str, focus: str, top: int = 35, idle: bool = True) -> str:
+    """py-spy's raw (collapsed) stacks → top functions by self and by inclusive samples, over
+    the stacks that pass through ``focus`` (e.g. the request handler: the gunicorn master and
+    idle accept loops are left out)."""
+    self_c, incl_c, total, everything = Counter(), Counter(), 0, 0
     for line in open(raw_path):
         line = line.rstrip()
         if not line:
             continue
         stack, _, count = line.rpartition(" ")
         n = int(count)
+        everything += n
+        frames = [_func(f) for f in stack.split(";") if not f.startswith("process ")]
+        if not any(f.startswith(focus + " ") for f in frames):
+            continue
         total += n
-        frames = [_func(f) for f in stack.split(";")]
         self_c[frames[-1]] += n
         for f in set(frames):
             incl_c[f] += n
-    out = [title, f"samples: {total} (py-spy, 100 Hz, --idle)", "",
+    total = total or 1
+    view = ("WALL-CLOCK view (--idle: waiting on locks, fsync, sockets counts)" if idle
+            else "ON-CPU view (only samples where the thread was running)")
+    out = [title, view, f"samples: {everything} (py-spy, 100 Hz); {total} inside {focus} = "
+                        "100 % below", "",
            "== self time (where the samples were) =="]
     for f, n in self_c.most_common(top):
         out.append(f"{100 * n / total:6.1f}%  {f}")
     out += ["", "== inclusive time (the function or anything it called) =="]
-    for f, n in incl_c.most_common(top + 15):
+    for f, n in incl_c.most_common(top + 25):
         out.append(f"{100 * n / total:6.1f}%  {f}")
     return "\n".join(out) + "\n"
 
@@ -51,9 +60,12 @@ def _func(frame: str) -> str:
     return f"{name} ({where})" if where else name
 
 
-def _pyspy(pid: int, raw_path, subprocesses: bool, seconds: float | None = None):
-    cmd = [shutil.which("py-spy") or "py-spy", "record", "--idle", "-r", "100", "-f", "raw",
-           "-o", str(raw_path), "-p", str(pid), "--nonblocking"]
+def _pyspy(pid: int, raw_path, subprocesses: bool, seconds: float | None = None,
+           idle: bool = True):
+    """py-spy record; ``idle``: also sample threads that wait (wall-clock view), else only
+    threads on the CPU (where CPU time goes)."""
+    cmd = [shutil.which("py-spy") or "py-spy", "record", "-r", "100", "-f", "raw",
+           "-o", str(raw_path), "-p", str(pid), "--nonblocking"] + (["--idle"] if idle else [])
     if subprocesses:
         cmd.append("--subprocesses")
     if seconds:
@@ -62,63 +74,76 @@ def _pyspy(pid: int, raw_path, subprocesses: bool, seconds: float | None = None)
 
 
 def profile_intake(bench, channel: str) -> dict:
-    """orderhooks intake on SQLite under the closed-loop load, every gunicorn worker sampled."""
+    """orderhooks intake on SQLite under the closed-loop load, every gunicorn worker sampled:
+    first wall-clock, then on-CPU."""
     seconds = max(6, int(bench.args.duration))
     _db_url, url, tpl, proc = bench.setup_intake("sqlite", channel, name="profile_intake")
     bench.load(url, tpl, bench.args.warmup, "w")
-    raw = bench.workdir / f"profile-intake-{channel}.raw"
-    load = threading.Thread(target=bench.load, args=(url, tpl, seconds + 2, "p"))
+    load = threading.Thread(target=bench.load, args=(url, tpl, 2 * seconds + 6, "p"))
     load.start()
     time.sleep(1)
-    spy = _pyspy(proc.pid, raw, subprocesses=True, seconds=seconds)
-    spy.wait(timeout=seconds + 60)
+    parts = []
+    for idle in (True, False):
+        raw = bench.workdir / f"profile-intake-{channel}-{'wall' if idle else 'cpu'}.raw"
+        spy = _pyspy(proc.pid, raw, subprocesses=True, seconds=seconds, idle=idle)
+        spy.wait(timeout=seconds + 60)
+        parts.append(summarize(raw, f"orderhooks intake, {channel}, SQLite, "
+                                    f"{bench.args.web_workers} gunicorn workers under "
+                                    f"{bench.args.connections} connections, {seconds}s",
+                               "SyncWorker.handle_request", idle=idle))
     load.join()
     bench.procs.stop(proc)
     out = RESULTS / f"profile-intake-{channel}.txt"
-    out.write_text(summarize(raw, f"orderhooks intake, {channel}, SQLite, {bench.args.web_workers}"
-                                  f" gunicorn workers under {bench.args.connections} "
-                                  f"connections, {seconds}s (all gunicorn processes)"))
+    out.write_text("\n\n".join(parts))
     return {"file": f"bench/results/{out.name}",
-            "what": f"intake ({channel}, SQLite) under closed-loop load"}
+            "what": f"intake ({channel}, SQLite) under closed-loop load, wall-clock and on-CPU"}
 
 
 def profile_worker(bench, channel: str, count: int | None = None) -> dict:
-    """One ``orderhooks worker`` emptying a pre-filled inbox (SQLite, 10,000 orders)."""
+    """One ``orderhooks worker`` emptying a pre-filled inbox (SQLite), twice: wall-clock, then
+    on-CPU."""
     count = count or (3000 if bench.args.quick else 6000)
-    url = bench.fresh("sqlite", "profile_worker")
-    fill_upgrade(url)
-    app = fill.make_app(url)
-    cid = bench.make_worker_channel(app, channel, "benchprofile")
-    fill.fill_orders(app, cid, count)
-    fill.quiet_housekeeping(app)
-    ids = random.sample(range(1, count + 1), count)
-    rows = fill.delivery_rows(app, cid, channel, bench.requests_for(channel, ids, "prof",
-                                                                    "benchprofile"),
-                              datetime.utcnow())
-    peek = Peek(url)
-    worker = bench.start_workers(url, 1, name="worker-profile-")[0]
-    time.sleep(2.0)
-    raw = bench.workdir / f"profile-worker-{channel}.raw"
-    spy = _pyspy(worker.pid, raw, subprocesses=False)
-    time.sleep(0.5)
-    fill.insert_deliveries(app, rows)
-    started = time.monotonic()
-    bench.wait_done(peek, 1 + count, count, timeout=300, procs=[worker])  # history rows first
-    elapsed = time.monotonic() - started
-    spy.send_signal(signal.SIGINT)
-    try:
-        spy.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-    bench.procs.stop(worker)
-    peek.close()
-    app.extensions["orderhooks.db"].dispose()
+    parts = []
+    for idle in (True, False):
+        url = bench.fresh("sqlite", "profile_worker")
+        fill_upgrade(url)
+        app = fill.make_app(url)
+        cid = bench.make_worker_channel(app, channel, "benchprofile")
+        fill.fill_orders(app, cid, count)
+        fill.quiet_housekeeping(app)
+        ids = random.sample(range(1, count + 1), count)
+        rows = fill.delivery_rows(app, cid, channel, bench.requests_for(channel, ids, "prof",
+                                                                        "benchprofile"),
+                                  datetime.utcnow())
+        # Due a few seconds from now: the worker has started and py-spy is attached by then,
+        # and the bulk insert (which holds SQLite's write lock) is over.
+        due = datetime.utcnow() + timedelta(seconds=8)
+        fill.insert_deliveries(app, (r[:11] + (due,) for r in rows))
+        peek = Peek(url)
+        worker = bench.start_workers(url, 1, name="worker-profile-")[0]
+        time.sleep(4.0)
+        raw = bench.workdir / f"profile-worker-{channel}-{'wall' if idle else 'cpu'}.raw"
+        spy = _pyspy(worker.pid, raw, subprocesses=False, idle=idle)
+        bench.wait_done(peek, 1 + count, 1, timeout=120, procs=[worker])  # history rows first
+        started = time.monotonic()
+        bench.wait_done(peek, 1 + count, count, timeout=300, procs=[worker])
+        elapsed = time.monotonic() - started
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+        bench.procs.stop(worker)
+        peek.close()
+        app.extensions["orderhooks.db"].dispose()
+        parts.append(summarize(raw, f"orderhooks worker, {channel}, SQLite, {count} deliveries "
+                                    f"in ~{elapsed:.0f}s (one process)", "Worker.run_once",
+                               idle=idle))
     out = RESULTS / f"profile-worker-{channel}.txt"
-    out.write_text(summarize(raw, f"orderhooks worker, {channel}, SQLite, {count} deliveries "
-                                  f"in ~{elapsed:.0f}s (one process; includes a short idle "
-                                  "tail)"))
+    out.write_text("\n\n".join(parts))
     return {"file": f"bench/results/{out.name}",
-            "what": f"one worker applying {count:,} {channel} deliveries (SQLite)"}
+            "what": f"one worker applying {count:,} {channel} deliveries (SQLite), wall-clock "
+                    "and on-CPU"}
 
 
 def fill_upgrade(url: str) -> None:

@@ -26,7 +26,7 @@ import requests
 from . import fill, loadgen, targets
 from .common import (ADMIN_TOKEN, PY, RESULTS, CpuMeter, Procs, free_port, fresh_database,
                      gunicorn_cmd, machine, metrics_env, orderhooks_env, pg_available,
-                     pg_settings, upgrade, wait_http, wait_quiet)
+                     pg_settings, tree_cpu, upgrade, wait_http, wait_quiet)
 from .peek import Peek, as_datetime
 
 SECTIONS = ("intake", "worker", "pacing", "rss", "profile")
@@ -55,6 +55,10 @@ def code_version() -> dict:
                                   timeout=10).stdout.strip()
         except Exception:  # noqa: BLE001
             return ""
+    marker = ROOT / ".snapshot-commit"  # a copy made with `git archive` (see README)
+    if marker.exists():
+        return {"commit": marker.read_text().strip(), "subject": "snapshot (git archive)",
+                "uncommitted_in_core_or_plugins": 0}
     dirty = git("status", "--porcelain", "core", "plugins")
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "subject": git("log", "-1", "--format=%s"),
@@ -95,6 +99,7 @@ class Bench:
         if "postgresql" in self.dbs:
             self.result["settings"]["postgresql"] = pg_settings(args.pg_url)
         self.standin_url = None
+        self.standin_procs: dict = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -106,6 +111,7 @@ class Bench:
         proc = self.procs.start(name, [PY, "-m", "bench.standin", "--port", str(port), *extra])
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/_stats", proc=proc)
+        self.standin_procs[url] = proc
         return url
 
     def standin(self) -> str:
@@ -137,11 +143,17 @@ class Bench:
                 f"({gate['foreign_cores_before']} cores used by other processes); measuring")
         return gate
 
-    def closed_run(self, url: str, tpl) -> dict:
+    def closed_run(self, url: str, tpl, server) -> dict:
+        """Warm-up, then the measured run. Also the server's own CPU per request (its gunicorn
+        process tree): a cost that other processes competing for the CPU barely change."""
         self.load(url, tpl, self.args.warmup, "w")
         gate = self.quiet()
         meter = CpuMeter()
+        cpu0 = tree_cpu(server)
         result = self.load(url, tpl, self.args.duration, "m")
+        cpu = tree_cpu(server) - cpu0
+        result["server_cpu_ms_per_req"] = round(1000 * cpu / max(result["requests"], 1), 3)
+        result["server_cores"] = round(cpu / result["seconds"], 2)
         return {**result, "machine_load": {**gate, **meter.read()}}
 
     # -- intake -------------------------------------------------------------------------------
@@ -153,7 +165,7 @@ class Bench:
             proc, url = self.start_web("baseline_h", "bench.baseline_h:app", dict(os.environ))
             tpl = targets.template("h" if channel == "bigcommerce" else "h-shopify")
             rows.append({"target": "H", "db": "-", "channel": channel,
-                         **self.closed_run(url, tpl)})
+                         **self.closed_run(url, tpl, proc)})
             self.procs.stop(proc)
         for db in self.dbs:
             for channel in self.channels:
@@ -168,7 +180,7 @@ class Bench:
         from . import baseline_m
         baseline_m.create_table(url)
         proc, web = self.start_web("baseline_m", "bench.baseline_m:app", env)
-        result = self.closed_run(web, targets.template(f"m-{channel}"))
+        result = self.closed_run(web, targets.template(f"m-{channel}"), proc)
         self.procs.stop(proc)
         peek = Peek(url)
         stored = peek.one("SELECT count(*) FROM m_inbox")[0]
@@ -205,12 +217,19 @@ class Bench:
             channel_id = answer.json()["id"]
             hooks = requests.get(f"{self.standin()}/stores/{store}/v3/hooks", timeout=10).json()
             secret = hooks["data"][0]["headers"]["X-Orderhooks-Secret"]
-        return url, web, targets.template(channel, channel_id=channel_id, secret=secret), proc
+        tpl = targets.template(channel, channel_id=channel_id, secret=secret)
+        path, headers, body = tpl.render("preflight")
+        answer = requests.post(f"{web}{path}", data=body, headers=headers, timeout=30)
+        if answer.status_code != 200:  # never measure an intake that refuses valid deliveries
+            self.procs.stop(proc)
+            raise RuntimeError(f"intake preflight ({db}, {channel}): a valid delivery got "
+                               f"{answer.status_code}: {answer.text[:300]}")
+        return url, web, tpl, proc
 
     def intake(self, db: str, channel: str) -> dict:
         log(f"intake: orderhooks on {db}, {channel}")
         url, web, tpl, proc = self.setup_intake(db, channel)
-        result = self.closed_run(web, tpl)
+        result = self.closed_run(web, tpl, proc)
         rate = max(1.0, result["rps"] / 2)
         log(f"intake: open loop at {rate:.0f} req/s (half of {result['rps']})")
         gate = self.quiet()
@@ -316,7 +335,7 @@ class Bench:
         workers = self.start_workers(url, procs_count, name=f"worker-{channel}-")
         time.sleep(2.0)  # imports and first idle poll: not part of the measurement
         remaining, rounds, applied, processed, seconds = total, 0, 0, 0, 0.0
-        lost, loads = 0, []
+        lost, loads, worker_cpu, api_cpu = 0, [], 0.0, 0.0
         try:
             while remaining > 0:
                 size = min(remaining, per_channel)
@@ -330,9 +349,13 @@ class Bench:
                 rows = list(rows)
                 gate = self.quiet()
                 meter = CpuMeter()
+                cpu0 = sum(tree_cpu(w) for w in workers)
+                api0 = tree_cpu(self.standin_procs[self.standin()])
                 fill.insert_deliveries(app, rows)
                 ok = self.wait_done(peek, first_id, size, timeout=max(120, size / 20),
                                     procs=workers)
+                worker_cpu += sum(tree_cpu(w) for w in workers) - cpu0
+                api_cpu += tree_cpu(self.standin_procs[self.standin()]) - api0
                 loads.append({**gate, **meter.read()})
                 got = self.span(peek, first_id)
                 lost += size - got["count"]
@@ -353,6 +376,9 @@ class Bench:
                 "seconds": round(seconds, 2), "applied_per_s": round(rate * applied /
                                                                      max(processed, 1), 1),
                 "processed_per_s": round(rate, 1), "not_done": lost,
+                "worker_cpu_ms_per_delivery": round(1000 * worker_cpu / max(processed, 1), 3),
+                "standin_cpu_ms_per_delivery": round(1000 * api_cpu / max(processed, 1), 3)
+                if channel == "bigcommerce" else None,
                 "fill_seconds": round(fill_seconds, 1),
                 "machine_load": {"foreign_cores": max(x["foreign_cores"] for x in loads),
                                  "rounds": loads} if loads else {}}
@@ -557,11 +583,16 @@ class Bench:
     # -- profiles -----------------------------------------------------------------------------
 
     def run_profile(self) -> list[dict]:
+        from .anatomy import anatomy
         from .profile import profile_intake, profile_worker
         out = []
         for channel in self.channels:
             out.append(profile_intake(self, channel))
             out.append(profile_worker(self, channel))
+            path = anatomy(channel, 2000, self.workdir)
+            out.append({"file": f"bench/results/{Path(path).name}",
+                        "what": f"intake ({channel}) CPU per request in-process vs H and M, and "
+                                "a CPU-time cProfile"})
         return out
 
     # -- all ----------------------------------------------------------------------------------
@@ -607,8 +638,9 @@ def parse_args(argv=None):
                         "(default 1000,1000000; quick 1000,100000)")
     p.add_argument("--worker-deliveries", type=int, default=None,
                    help="deliveries per worker-throughput measurement (default 5000; quick 2000)")
-    p.add_argument("--worker-procs", default="1",
-                   help="comma-separated worker process counts to measure (default 1)")
+    p.add_argument("--worker-procs", default=None,
+                   help="comma-separated worker process counts to measure (default 1,2; quick "
+                        "1); the pacing run uses the first")
     p.add_argument("--pacing-deliveries", type=int, default=None,
                    help="deliveries in the pacing burst (default 10000; quick 2000)")
     p.add_argument("--pacing-factor", type=float, default=10.0,
@@ -625,6 +657,8 @@ def parse_args(argv=None):
                    help="cores other processes may use for the machine to count as quiet")
     p.add_argument("--workdir", default="/tmp/orderhooks-bench",
                    help="databases and logs of the run")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the sections of bench/results/latest.json that this run skips")
     p.add_argument("--readme", action="store_true",
                    help="also replace the table in README.md's Benchmarks section")
     args = p.parse_args(argv)
@@ -634,14 +668,22 @@ def parse_args(argv=None):
     args.orders = [int(x) for x in (args.orders or ("1000,100000" if q else
                                                      "1000,1000000")).split(",")]
     args.worker_deliveries = args.worker_deliveries or (2000 if q else 5000)
-    args.worker_procs = [int(x) for x in args.worker_procs.split(",")]
+    args.worker_procs = [int(x) for x in (args.worker_procs or ("1" if q else "1,2"))
+                         .split(",")]
     args.pacing_deliveries = args.pacing_deliveries or (2000 if q else 10000)
     args.rss_deliveries = args.rss_deliveries or (20000 if q else 100000)
     args.web_workers = args.web_workers or (os.cpu_count() or 1) * 2 + 1
     return args
 
 
+def _stop(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
+    import signal
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # also when started in the background
     args = parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -651,6 +693,20 @@ def main(argv=None) -> int:
     result = bench.run(sections)
     from .report import markdown, update_readme
     RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in sections:
+        if isinstance(result.get(name), (dict, list)):
+            result.setdefault("section_runs", {})[name] = {
+                "at": result["started_at"], "code": result["code"]}
+    previous = RESULTS / "latest.json"
+    if args.merge and previous.exists():
+        # Keep the other sections of the last run (each section says when it ran).
+        old = json.loads(previous.read_text())
+        for name in SECTIONS:
+            if name not in sections and name in old:
+                result[name] = old[name]
+                if name in (old.get("section_runs") or {}):
+                    result.setdefault("section_runs", {})[name] = old["section_runs"][name]
+        result["notes"] = list(dict.fromkeys((old.get("notes") or []) + result["notes"]))
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
     (RESULTS / "latest.md").write_text(md)
