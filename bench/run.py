@@ -38,7 +38,7 @@ def log(message: str) -> None:
 
 def shopify_available() -> bool:
     try:
-        import plugins.shopify.plugin  # noqa: F401
+        import plugins.shopify.plugin  # noqa: F401 — only whether it imports
     except Exception:  # noqa: BLE001
         return False
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from flask.sessions import SessionInterface
 from werkzeug.exceptions import HTTPException
 
 from . import config as config_module
@@ -49,10 +50,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config.get("AUTO_MIGRATE"):
         app.extensions["orderhooks.db"].upgrade()
 
+    # The service keeps no cookie sessions: skip Flask's session work on every request.
+    app.session_interface = _NoSessions()
     app.register_blueprint(intake.bp)
     api.init_app(app)
     _register_basics(app)
     return app
+
+
+class _NoSessions(SessionInterface):
+    def open_session(self, app, request):
+        return None  # Flask then uses a null session, and never writes a cookie
+
+    def save_session(self, app, session, response):
+        return None
 
 
 def _register_basics(app: Flask) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select, update
 
 from . import metrics, orders, rules
 from .channels import Delivery as IncomingDelivery, Headers
@@ -358,9 +358,8 @@ class Worker:
         self._last_housekeeping = now
         with self.db.session() as session:
             orders.expire_held(session)
-            oldest = session.scalar(select(func.min(Delivery.received_at)).where(
-                Delivery.state != "done", Delivery.next_attempt_at <= utcnow()))
-            metrics.LAG.set((utcnow() - oldest).total_seconds() if oldest else 0)
+        # Waiting rows only (an index range), never a walk over the processed history.
+        metrics.update_lag(self.db)
         if self._due("subscriptions_checked_at", self.config["SUBSCRIPTION_CHECK_SECONDS"]):
             from .subscriptions import check_all
             check_all(self.app)

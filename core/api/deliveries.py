@@ -35,7 +35,7 @@ class Deliveries(MethodView):
         if args.get("channel_order_id") is not None:
             query = query.where(Delivery.channel_order_id == args["channel_order_id"])
         if args.get("outcome") == "pending":
-            query = query.where(Delivery.state != "done")
+            query = query.where(Delivery.state.in_(("pending", "processing")))
         elif args.get("outcome"):
             query = query.where(Delivery.outcome == args["outcome"])
         return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
