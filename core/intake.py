@@ -21,6 +21,7 @@ from .channels import Delivery as IncomingDelivery, Headers
 from .db import get_db
 from .errors import AuthenticationError, InvalidDelivery
 from .models import Delivery, SalesChannel, utcnow
+from .rules import _naive
 from .saleschannels import app_view
 
 log = logging.getLogger("orderhooks.intake")
@@ -195,11 +196,6 @@ def _insert_statement(is_sqlite: bool):
     table = Delivery.__table__
     return (insert(table).on_conflict_do_nothing(index_elements=["channel_id", "dedupe_key"])
             .returning(table.c.id))
-
-
-def _naive(moment):
-    from .rules import _naive as naive
-    return naive(moment)
 
 
 def _unavailable():

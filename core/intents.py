@@ -7,7 +7,7 @@ channel's own order id (``channel_order_id``), always a string.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 

@@ -6,6 +6,7 @@ the delivery's outcome change together or not at all.
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import logging
 from datetime import timedelta
 
@@ -74,8 +75,9 @@ def apply_intent(session: Session, channel: SalesChannel, intent: Cancel | Fulfi
             cache[key] = order
     decision, merged = _decide(channel, order, intent)
     if decision.outcome == rules.DEFERRED:
-        _hold(session, channel, order, intent, decision, delivery_id, config)
-    elif order is not None:
+        held = _hold(session, channel, order, intent, decision, delivery_id, config)
+        return dataclasses.replace(decision, held_until=held.expires_at)
+    if order is not None:
         _carry_out(session, order, intent, decision, merged, delivery_id)
     return decision
 

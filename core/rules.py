@@ -35,6 +35,8 @@ class Decision:
     new_status: str | None = None
     #: Whether the intent's shipments are recorded on the order.
     record_shipments: bool = False
+    #: For a deferred intent: until when it is held (set when it is stored).
+    held_until: datetime | None = None
 
 
 def decide(intent: Cancel | Fulfill, order_status: str | None, *,

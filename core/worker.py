@@ -292,11 +292,9 @@ class Worker:
                                                cache=cache)
                 decisions.append((decision.outcome,
                                   f"order {intent.channel_order_id}: {decision.reason}"))
-                if decision.outcome == rules.DEFERRED:
-                    window = (self.config["UNKNOWN_ORDER_WINDOW_SECONDS"]
-                              if "not imported" in decision.reason
-                              else self.config["UNPROCESSED_WINDOW_SECONDS"])
-                    deferred_until = utcnow() + timedelta(seconds=window)
+                if decision.held_until is not None:
+                    deferred_until = max(deferred_until or decision.held_until,
+                                         decision.held_until)
             elif isinstance(intent, DeactivateChannel):
                 decisions.append((rules.APPLIED, deactivate(session, channel_row,
                                                             intent.reason)))

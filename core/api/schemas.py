@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from .. import statuses
 
@@ -220,10 +220,6 @@ class ReplayWindowSchema(StrictSchema):
     outcome = fields.List(fields.String(validate=validate.OneOf(["failed", "dead", "ignored",
                                                                  "applied", "deferred"])),
                           load_default=lambda: ["failed", "dead"])
-
-    @validates("until")
-    def _until(self, value, **_kwargs):
-        return value
 
 
 class ReplayResultSchema(Schema):
