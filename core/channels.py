@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+import orjson
 from marshmallow import Schema
 
 from .intents import Intent
@@ -21,6 +22,13 @@ class Headers(Mapping[str, str]):
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()):
         pairs = items.items() if isinstance(items, Mapping) else items
         self._data = {str(k).lower(): str(v) for k, v in pairs}
+
+    @classmethod
+    def from_lowercase(cls, data: dict[str, str]) -> "Headers":
+        """Wrap a dict whose names are already lower-case (no copy)."""
+        headers = cls.__new__(cls)
+        headers._data = data
+        return headers
 
     def __getitem__(self, key: str) -> str:
         return self._data[key.lower()]
@@ -59,7 +67,12 @@ class Delivery:
     def json(self) -> Any:
         """The body parsed as JSON (from the raw bytes, never re-serialised). Raises ValueError."""
         if self._parsed is None:
-            self._parsed = json.loads(self.body)
+            try:  # orjson: several times faster on a full order payload
+                self._parsed = orjson.loads(self.body)
+            except orjson.JSONDecodeError:
+                # What orjson refuses and the standard library reads (NaN, integers beyond 64
+                # bits, lone surrogate escapes...): the same answer as ever, or its ValueError.
+                self._parsed = json.loads(self.body)
         return self._parsed
 
 
