@@ -91,12 +91,15 @@ class OrderChange(Base):
     order: Mapped[Order] = relationship(back_populates="history")
 
 
+#: What a processed delivery's ``outcome`` may be (None: not processed yet).
+DELIVERY_OUTCOMES = ("applied", "ignored", "deferred", "failed", "dead")
+
+
 class Delivery(Base):
     """The inbox: one row per webhook delivery, stored before it is acknowledged."""
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("channel_id", "dedupe_key", name="uq_deliveries_dedupe"),
-        Index("ix_deliveries_due", "state", "next_attempt_at"),
         Index("ix_deliveries_channel_outcome", "channel_id", "outcome", "received_at"),
         Index("ix_deliveries_order", "channel_id", "channel_order_id"),
         Index("ix_deliveries_claim", "channel_id", "state", "next_attempt_at"),
@@ -109,7 +112,9 @@ class Delivery(Base):
     topic: Mapped[str | None] = mapped_column(String(128), nullable=True)
     channel_order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # Not indexed on its own: every insert pays for each index (WAL pages, lock time), and the
+    # queries by age all start from a channel (ix_deliveries_channel_outcome, _claim).
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     headers: Mapped[dict] = mapped_column(JSON, default=dict)
     #: The raw body, byte for byte; None once purged (retention) or redacted.
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -6,6 +6,7 @@ from datetime import timezone
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from .. import statuses
+from ..models import DELIVERY_OUTCOMES
 
 STATUS = validate.OneOf(list(statuses.STATUSES))
 
@@ -174,7 +175,7 @@ class OrderQuerySchema(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
 
 
-OUTCOMES = ["applied", "ignored", "deferred", "failed", "dead"]
+OUTCOMES = list(DELIVERY_OUTCOMES)
 
 
 class DeliveryQuerySchema(Schema):

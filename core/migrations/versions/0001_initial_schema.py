@@ -78,9 +78,7 @@ def upgrade() -> None:
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_channel_outcome', ['channel_id', 'outcome', 'received_at'], unique=False)
         batch_op.create_index('ix_deliveries_claim', ['channel_id', 'state', 'next_attempt_at'], unique=False)
-        batch_op.create_index('ix_deliveries_due', ['state', 'next_attempt_at'], unique=False)
         batch_op.create_index('ix_deliveries_order', ['channel_id', 'channel_order_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_deliveries_received_at'), ['received_at'], unique=False)
 
     op.create_table('orders',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -187,9 +185,7 @@ def downgrade() -> None:
 
     op.drop_table('orders')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_deliveries_received_at'))
         batch_op.drop_index('ix_deliveries_order')
-        batch_op.drop_index('ix_deliveries_due')
         batch_op.drop_index('ix_deliveries_claim')
         batch_op.drop_index('ix_deliveries_channel_outcome')
 
