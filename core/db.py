@@ -15,7 +15,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL"):
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL",
+                 sqlite_mmap_bytes: int = 268435456):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -24,7 +25,7 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, connect_args={"timeout": 30,
                                                            "check_same_thread": False})
-            _sqlite_pragmas(self.engine, sqlite_synchronous)
+            _sqlite_pragmas(self.engine, sqlite_synchronous, int(sqlite_mmap_bytes))
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                                         pool_recycle=1800,
@@ -61,7 +62,7 @@ def alembic_config(url: str):
     return cfg
 
 
-def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+def _sqlite_pragmas(engine: Engine, synchronous: str, mmap_bytes: int) -> None:
     # pysqlite's own transaction handling is turned off so that every transaction starts with
     # BEGIN IMMEDIATE: a writer takes the lock up front (waiting up to the busy timeout) instead
     # of failing with SQLITE_BUSY when it upgrades a read lock while another process writes.
@@ -73,6 +74,7 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA mmap_size={mmap_bytes}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -87,7 +89,8 @@ def default_url(app: Flask) -> str:
 def init_app(app: Flask) -> Database:
     url = app.config.get("DATABASE_URL") or default_url(app)
     app.config["DATABASE_URL"] = url
-    db = Database(url, sqlite_synchronous=app.config.get("SQLITE_SYNCHRONOUS", "FULL"))
+    db = Database(url, sqlite_synchronous=app.config.get("SQLITE_SYNCHRONOUS", "FULL"),
+                  sqlite_mmap_bytes=app.config.get("SQLITE_MMAP_BYTES", 268435456))
     app.extensions["orderhooks.db"] = db
     app.teardown_appcontext(_close_session)
     return db
