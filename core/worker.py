@@ -54,7 +54,9 @@ class Worker:
         with self.db.session() as session:
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
+            # (channel_id IN / state =: ranges of ix_deliveries_claim, not a scan of the inbox.)
             expired = select(Delivery.id, Delivery.attempts).where(
+                Delivery.channel_id.in_(select(SalesChannel.id)),
                 Delivery.state == "processing", Delivery.claimed_until < now).limit(limit)
             for delivery_id, attempts in session.execute(self._lock_query(expired)).all():
                 values = dict(attempts=attempts + 1, claimed_by=None, claimed_until=None,
