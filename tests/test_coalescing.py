@@ -49,3 +49,42 @@ def test_small_store_is_served_while_big_store_has_a_backlog(bc, admin, make_ord
         channels = {session.get(Delivery, i).channel_id for i in claimed}
     assert len(claimed) == 10
     assert channels == {big["id"], small["id"]}
+
+
+def test_a_batch_reads_its_orders_concurrently_and_each_gets_its_own_answer(
+        bc, admin, make_order, worker, api):
+    """Different orders of one batch are read at once (up to the adapter's ``concurrency``),
+    not one after the other; every order still gets the answer for itself."""
+    import json
+    import threading
+    import time
+
+    import responses
+
+    from plugins.bigcommerce.plugin import BigCommerceAdapter
+
+    channel = bc.create()
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def slow_order(request):
+        order_id = int(request.url.split("?")[0].rsplit("/", 1)[1])
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.05)  # an API call's latency: the other reads overlap it
+        with lock:
+            state["now"] -= 1
+        status = 5 if order_id % 2 else 11  # odd: cancelled; even: awaiting fulfilment
+        return 200, {}, json.dumps({"id": order_id, "status_id": status, "items_total": 1,
+                                    "items_shipped": 0, "is_deleted": False})
+
+    ids = list(range(400, 412))
+    for order_id in ids:
+        make_order(channel["id"], order_id)
+        api.add_callback(responses.GET, f"{BC_STORE}/v2/orders/{order_id}", callback=slow_order)
+        assert bc.send(order_id=order_id).status_code == 200
+    assert worker.run_until_idle() == len(ids)
+    assert 1 < state["max"] <= BigCommerceAdapter.concurrency
+    by_order = {d["channel_order_id"]: d["outcome"] for d in admin.get("/deliveries")}
+    assert by_order == {str(i): "applied" if i % 2 else "ignored" for i in ids}

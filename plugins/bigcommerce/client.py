@@ -14,8 +14,9 @@ DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
 #: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled (and the
 #: worker serves other stores meanwhile).
 MAX_INLINE_WAIT = 1.0
-#: Calls kept in reserve per window: other workers may have calls in flight when we look.
-RESERVE = 3
+#: Calls kept in reserve per window: calls may be in flight when we look (the adapter reads up
+#: to ``BigCommerceAdapter.concurrency`` orders at once per worker, and other workers too).
+RESERVE = 6
 #: Longest rate-limit window a header is believed for (a garbled one must not park a store, or
 #: overflow the delivery's next attempt time).
 MAX_WINDOW = 3600.0
