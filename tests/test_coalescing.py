@@ -88,3 +88,28 @@ def test_a_batch_reads_its_orders_concurrently_and_each_gets_its_own_answer(
     assert 1 < state["max"] <= BigCommerceAdapter.concurrency
     by_order = {d["channel_order_id"]: d["outcome"] for d in admin.get("/deliveries")}
     assert by_order == {str(i): "applied" if i % 2 else "ignored" for i in ids}
+
+
+def test_a_store_keeps_its_api_client_between_batches_until_its_credentials_change(bc):
+    """Connections are reused from batch to batch (no TLS handshake per batch); new credentials
+    get a new client, and the old one is closed."""
+    from dataclasses import replace
+
+    from core.testing import channel_view
+    from plugins.bigcommerce.plugin import BigCommerceAdapter
+
+    channel = channel_view(bc.app, bc.create()["id"])
+    adapter = BigCommerceAdapter()
+    first = adapter.client(channel)
+    assert adapter.client(channel) is first
+    edited = replace(channel, credentials={**channel.credentials, "access_token": "token-2"})
+    second = adapter.client(edited)
+    assert second is not first and adapter.client(edited) is second
+    assert len(adapter._clients) == 1  # the old credentials' client is gone
+
+    adapter.kept_clients = 2
+    others = [replace(channel, id=channel.id + n) for n in (1, 2, 3)]
+    for other in others:
+        adapter.client(other)
+    assert len(adapter._clients) == 2
+    assert adapter.client(others[-1]) is adapter.client(others[-1])

@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from urllib.parse import urlparse
@@ -67,9 +69,33 @@ class BigCommerceAdapter(ChannelAdapter):
     def __init__(self, timeout: float = 10.0):
         self.timeout = timeout
         self._pool: ThreadPoolExecutor | None = None
+        self._clients: OrderedDict[tuple, BigCommerceClient] = OrderedDict()
+        self._clients_lock = threading.Lock()
+
+    #: Stores whose API client (and its kept-alive HTTPS connections) is kept between batches.
+    kept_clients = 256
 
     def client(self, channel: Channel) -> BigCommerceClient:
-        return BigCommerceClient(dict(channel.credentials), timeout=self.timeout)
+        """The store's API client, kept between batches so its connections are reused (a TLS
+        handshake per batch otherwise); a change of credentials or timeout makes a new one."""
+        key = (channel.id, self.timeout, tuple(sorted(
+            (k, str(v)) for k, v in channel.credentials.items())))
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+            client = self._clients[key] = BigCommerceClient(dict(channel.credentials),
+                                                            timeout=self.timeout)
+            # The channel's older clients (edited credentials), then the least recently used.
+            stale = [k for k in self._clients if k[0] == channel.id and k != key]
+            stale += list(self._clients)[:max(0, len(self._clients) - len(stale)
+                                              - self.kept_clients)]
+            for old in stale:
+                dropped = self._clients.pop(old, None)
+                if dropped is not None:
+                    dropped.http.session.close()
+            return client
 
     # -- intake -----------------------------------------------------------------------------
 
