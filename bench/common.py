@@ -182,18 +182,24 @@ def machine() -> dict:
 
 # -- other load on the machine ------------------------------------------------------------------
 
-def _mine_cpu() -> float:
-    """CPU seconds used by this process and everything it started (live or reaped)."""
+def _cpu_seconds(processes) -> float:
+    """CPU seconds of these psutil processes, each with the children it reaped."""
     import psutil
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in psutil.Process().children(recursive=True):
+    total = 0.0
+    for member in processes:
         try:
-            c = child.cpu_times()
+            c = member.cpu_times()
             total += c.user + c.system + c.children_user + c.children_system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
+
+
+def _mine_cpu() -> float:
+    """CPU seconds used by this process and everything it started (live or reaped)."""
+    import psutil
+    me = psutil.Process()
+    return _cpu_seconds([me, *me.children(recursive=True)])
 
 
 def _busy_cpu() -> float:
@@ -233,16 +239,8 @@ def wait_quiet(max_wait: float, threshold: float = 0.2, sample: float = 2.0) -> 
 def tree_cpu(proc) -> float:
     """CPU seconds of a process and its descendants (live, plus the reaped ones it waited for)."""
     import psutil
-    total = 0.0
     try:
         root = psutil.Process(proc.pid)
-        members = [root] + root.children(recursive=True)
+        return _cpu_seconds([root, *root.children(recursive=True)])
     except psutil.NoSuchProcess:
         return 0.0
-    for member in members:
-        try:
-            c = member.cpu_times()
-            total += c.user + c.system + c.children_user + c.children_system
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total

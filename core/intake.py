@@ -24,9 +24,10 @@ import time
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
+from .api import unstorable_text
 from .channels import Delivery as IncomingDelivery, Headers
 from .errors import AuthenticationError, InvalidDelivery
-from .models import SalesChannel, utcnow
+from .models import Delivery, SalesChannel, utcnow
 from .rules import _naive
 from .saleschannels import view
 
@@ -84,7 +85,10 @@ class Intake:
         self.box = app.extensions["orderhooks.box"]
         self.db = app.extensions["orderhooks.db"]
         self.writer = Writer(self.db)
-        self.kept: dict[str, frozenset] = {}  # headers stored, by channel type
+        # Headers stored with each delivery, by channel type (never secrets).
+        self.kept = {channel_type: frozenset(h.lower() for h in (
+            *COMMON_HEADERS, *self.channels.get(channel_type).stored_headers))
+            for channel_type in self.channels.types}
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -166,19 +170,15 @@ class Intake:
             metrics.rejected(channel_type, "invalid")
             return _error(400, "invalid_delivery",
                           f"the delivery cannot be read ({type(exc).__name__})")
-        from .api import unstorable_text
         if unstorable_text([info.key, info.topic, info.channel_order_id]):
             # NUL characters or lone surrogates: no database column takes them (PostgreSQL would
             # fail the insert, and the sender would retry a 503 for ever).
             metrics.rejected(channel_type, "invalid")
             return _error(400, "invalid_delivery", "the delivery's identifiers are not valid text")
 
-        keep = self.kept.get(channel_type)
-        if keep is None:
-            keep = self.kept[channel_type] = frozenset(
-                h.lower() for h in (*COMMON_HEADERS, *adapter.stored_headers))
         sent = delivery.headers
-        headers = {k: sent[k].replace("\x00", "\ufffd") for k in keep if k in sent}
+        headers = {k: sent[k].replace("\x00", "\ufffd") for k in self.kept[channel_type]
+                   if k in sent}
         try:
             delivery_id, duplicate = self.writer.store(channel, info, headers, body,
                                                        delivery.received_at)
@@ -281,11 +281,14 @@ class Writer:
         self.refused = (dbapi.DataError, dbapi.IntegrityError)
         self.errors = dbapi.Error
         mark = "?" if self.sqlite else "%s"
-        values = [mark] * len(_COLUMNS)
-        if not self.sqlite:
-            values[_COLUMNS.index("headers")] = "CAST(%s AS JSON)"
+        # Each column's value as the ORM would bind it (SQLite's DATETIME text, JSON, bytes...):
+        # SQLAlchemy's own processors for this dialect, so the rows read back alike.
+        dialect, columns = db.engine.dialect, Delivery.__table__.c
+        self.processors = [
+            (index, processor) for index, name in enumerate(_COLUMNS)
+            if (processor := columns[name].type.dialect_impl(dialect).bind_processor(dialect))]
         self.insert = (f"INSERT INTO deliveries ({', '.join(_COLUMNS)}) "
-                       f"VALUES ({', '.join(values)}) "
+                       f"VALUES ({', '.join([mark] * len(_COLUMNS))}) "
                        "ON CONFLICT (channel_id, dedupe_key) DO NOTHING RETURNING id")
         self.existing = (f"SELECT id FROM deliveries WHERE channel_id = {mark} "
                          f"AND dedupe_key = {mark}")
@@ -332,14 +335,13 @@ class Writer:
     def store(self, channel, info, headers: dict, body: bytes, received_at):
         """Insert the delivery unless its key is known; commit. Returns (id, duplicate?)."""
         key = _text(info.key, 255) or "sha256:" + hashlib.sha256(body).hexdigest()
-        occurred = info.occurred_at and _naive(info.occurred_at)
-        if self.sqlite:
-            received, occurred = _sqlite_time(received_at), occurred and _sqlite_time(occurred)
-        else:
-            received = received_at
-        values = (channel.id, channel.type, key, _text(info.topic, 128),
-                  _text(info.channel_order_id, 128), occurred, received,
-                  json.dumps(headers), body, "pending", 0, received)
+        values = [channel.id, channel.type, key, _text(info.topic, 128),
+                  _text(info.channel_order_id, 128),
+                  info.occurred_at and _naive(info.occurred_at), received_at, headers, body,
+                  "pending", 0, received_at]
+        for index, processor in self.processors:
+            if values[index] is not None:
+                values[index] = processor(values[index])
         try:
             conn = self.connection()
         except (SQLAlchemyError, self.errors) as exc:  # raw_connection() does not wrap them
@@ -360,7 +362,10 @@ class Writer:
                     row = cursor.fetchone()
             finally:
                 cursor.close()
-            conn.commit() if not self.sqlite else conn.execute("COMMIT")
+            if self.sqlite:
+                conn.execute("COMMIT")
+            else:
+                conn.commit()
             return row[0], duplicate
         except self.refused as exc:
             self._rollback(conn)
@@ -382,7 +387,3 @@ class Writer:
         except self.errors:
             self.drop()
 
-
-def _sqlite_time(moment) -> str:
-    """A naive UTC datetime as SQLAlchemy's SQLite DateTime stores it (microseconds always)."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -88,14 +88,13 @@ class BigCommerceAdapter(ChannelAdapter):
             client = self._clients[key] = BigCommerceClient(dict(channel.credentials),
                                                             timeout=self.timeout)
             # The channel's older clients (edited credentials), then the least recently used.
-            stale = [k for k in self._clients if k[0] == channel.id and k != key]
-            stale += list(self._clients)[:max(0, len(self._clients) - len(stale)
-                                              - self.kept_clients)]
-            for old in stale:
-                dropped = self._clients.pop(old, None)
-                if dropped is not None:
-                    dropped.http.session.close()
-            return client
+            dropped = [self._clients.pop(k) for k in list(self._clients)
+                       if k[0] == channel.id and k != key]
+            while len(self._clients) > self.kept_clients:
+                dropped.append(self._clients.popitem(last=False)[1])
+        for old in dropped:
+            old.http.session.close()
+        return client
 
     # -- intake -----------------------------------------------------------------------------
 
