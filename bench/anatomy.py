@@ -52,7 +52,7 @@ def anatomy(channel: str, n: int, workdir: Path) -> str:
     m_url = f"sqlite:///{workdir / 'anatomy_m.db'}"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{workdir / 'anatomy_m.db'}{suffix}").unlink(missing_ok=True)
-    baseline_m.DATABASE, baseline_m._conn = m_url, None
+    baseline_m.DATABASE, baseline_m._local.conn = m_url, None
     baseline_m.create_table(m_url)
     m = _timed(_caller(Client(baseline_m.app)), n, targets.template(f"m-{channel}"), "m")
     # intake

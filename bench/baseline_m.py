@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 from datetime import datetime, timezone
 
 SECRET = os.environ.get("BENCH_M_SECRET", "bench-m-secret").encode()
@@ -28,7 +29,8 @@ SQLITE_TABLE = ("CREATE TABLE IF NOT EXISTS m_inbox (id INTEGER PRIMARY KEY, "
 PG_TABLE = ("CREATE TABLE IF NOT EXISTS m_inbox (id BIGSERIAL PRIMARY KEY, "
             "received_at TIMESTAMP NOT NULL, body BYTEA NOT NULL)")
 
-_conn = None
+#: One connection per thread (gunicorn's gthread workers run several threads per process).
+_local = threading.local()
 
 
 def _connect(database: str = DATABASE):
@@ -56,9 +58,9 @@ def create_table(database: str = DATABASE) -> None:
 
 
 def _insert(body: bytes) -> None:
-    global _conn
+    _conn = getattr(_local, "conn", None)
     if _conn is None:
-        _conn = _connect(DATABASE)
+        _conn = _local.conn = _connect(DATABASE)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     if DATABASE.startswith("sqlite"):
         _conn.execute("BEGIN IMMEDIATE")
@@ -93,7 +95,6 @@ def app(environ, start_response):
     try:
         _insert(body)
     except Exception:  # noqa: BLE001 — the sender retries
-        global _conn
-        _conn = None
+        _local.conn = None
         return _answer(start_response, "503 Service Unavailable", b"")
     return _answer(start_response, "200 OK", b"ok")

@@ -88,10 +88,16 @@ def orderhooks_env(database_url: str, **extra) -> dict:
     return env
 
 
-def gunicorn_cmd(app_spec: str, port: int, workers: int) -> list[str]:
-    """Every HTTP target runs under the same gunicorn settings: orderhooks' own config file."""
-    return [PY, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers), app_spec]
+def gunicorn_cmd(app_spec: str, port: int, workers: int, threads: int,
+                 worker_class: str | None = None) -> list[str]:
+    """Every HTTP target runs under the same gunicorn settings: orderhooks' own config file
+    (threaded workers), with ``worker_class`` only where a baseline is also measured under
+    gunicorn's sync workers."""
+    cmd = [PY, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}",
+           "--workers", str(workers), "--threads", str(threads)]
+    if worker_class:
+        cmd += ["--worker-class", worker_class]
+    return cmd + [app_spec]
 
 
 def metrics_env(env: dict) -> dict:

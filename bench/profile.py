@@ -88,9 +88,10 @@ def profile_intake(bench, channel: str) -> dict:
         spy = _pyspy(proc.pid, raw, subprocesses=True, seconds=seconds, idle=idle)
         spy.wait(timeout=seconds + 60)
         parts.append(summarize(raw, f"orderhooks intake, {channel}, SQLite, "
-                                    f"{bench.args.web_workers} gunicorn workers under "
+                                    f"{bench.args.web_workers}x{bench.args.web_threads} "
+                                    f"gunicorn workers x threads under "
                                     f"{bench.args.connections} connections, {seconds}s",
-                               "SyncWorker.handle_request", idle=idle))
+                               "ThreadWorker.handle_request", idle=idle))
     load.join()
     bench.procs.stop(proc)
     out = RESULTS / f"profile-intake-{channel}.txt"

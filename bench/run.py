@@ -92,7 +92,10 @@ class Bench:
             "settings": {"web_workers": args.web_workers, "connections": args.connections,
                          "duration_s": args.duration, "worker_procs": args.worker_procs,
                          "load_generator": "wrk" if self.use_wrk else "python",
-                         "gunicorn": "core/gunicorn_conf.py (sync workers) for every target",
+                         "web_threads": args.web_threads,
+                         "gunicorn": "core/gunicorn_conf.py for every target (threaded workers, "
+                                     "balanced); baseline M also under sync workers, and the "
+                                     "faster M is the baseline",
                          "sqlite": "WAL, synchronous=FULL, busy_timeout=30000 (core/db.py)"},
             "channels": self.channels, "databases": self.dbs, "notes": self.notes,
             "code": code_version()}
@@ -120,10 +123,13 @@ class Bench:
             self.standin_url = self.start_standin("standin", "--default-status", "5")
         return self.standin_url
 
-    def start_web(self, name: str, app_spec: str, env: dict):
+    def start_web(self, name: str, app_spec: str, env: dict, sync: bool = False):
+        """gunicorn with orderhooks' settings; ``sync``: gunicorn's sync workers instead
+        (2 x cores + 1 of them, gunicorn's advice for sync workers)."""
         port = free_port()
-        proc = self.procs.start(name, gunicorn_cmd(app_spec, port, self.args.web_workers),
-                                metrics_env(env))
+        cmd = (gunicorn_cmd(app_spec, port, (os.cpu_count() or 1) * 2 + 1, 1, "sync") if sync
+               else gunicorn_cmd(app_spec, port, self.args.web_workers, self.args.web_threads))
+        proc = self.procs.start(name, cmd, metrics_env(env))
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz" if app_spec.startswith("core") else url, proc=proc)
         return proc, url
@@ -165,27 +171,36 @@ class Bench:
             proc, url = self.start_web("baseline_h", "bench.baseline_h:app", dict(os.environ))
             tpl = targets.template("h" if channel == "bigcommerce" else "h-shopify")
             rows.append({"target": "H", "db": "-", "channel": channel,
+                         "gunicorn": self.gunicorn_label(),
                          **self.closed_run(url, tpl, proc)})
             self.procs.stop(proc)
         for db in self.dbs:
             for channel in self.channels:
+                # M under both kinds of gunicorn worker: whichever is faster is the baseline.
                 rows.append(self.baseline_m(db, channel))
+                rows.append(self.baseline_m(db, channel, sync=True))
                 rows.append(self.intake(db, channel))
         return rows
 
-    def baseline_m(self, db: str, channel: str) -> dict:
-        log(f"intake: baseline M on {db} ({channel} body)")
+    def gunicorn_label(self, sync: bool = False) -> str:
+        if sync:
+            return f"sync x{(os.cpu_count() or 1) * 2 + 1}"
+        return f"threads {self.args.web_workers}x{self.args.web_threads}"
+
+    def baseline_m(self, db: str, channel: str, sync: bool = False) -> dict:
+        log(f"intake: baseline M on {db} ({channel} body; {self.gunicorn_label(sync)})")
         url = self.fresh(db, "baseline_m")
         env = dict(os.environ, BENCH_M_DATABASE=url, BENCH_M_SECRET=targets.M_SECRET)
         from . import baseline_m
         baseline_m.create_table(url)
-        proc, web = self.start_web("baseline_m", "bench.baseline_m:app", env)
+        proc, web = self.start_web("baseline_m", "bench.baseline_m:app", env, sync=sync)
         result = self.closed_run(web, targets.template(f"m-{channel}"), proc)
         self.procs.stop(proc)
         peek = Peek(url)
         stored = peek.one("SELECT count(*) FROM m_inbox")[0]
         peek.close()
-        return {"target": "M", "db": db, "channel": channel, "rows_stored": stored, **result}
+        return {"target": "M", "db": db, "channel": channel, "rows_stored": stored,
+                "gunicorn": self.gunicorn_label(sync), **result}
 
     def setup_intake(self, db: str, channel: str, name: str = "intake"):
         """A fresh database, orderhooks under gunicorn, one channel. Returns (database url,
@@ -241,6 +256,7 @@ class Bench:
         stored = peek.one("SELECT count(*) FROM deliveries")[0]
         peek.close()
         return {"target": "intake", "db": db, "channel": channel, "rows_stored": stored,
+                "gunicorn": self.gunicorn_label(),
                 **result, "half_rate": {k: half[k] for k in (
                     "generator", "target_rps", "rps", "requests", "p50_ms", "p90_ms", "p99_ms",
                     "max_ms", "errors", "machine_load")}}
@@ -638,8 +654,10 @@ def parse_args(argv=None):
     p.add_argument("--python-loadgen", action="store_true",
                    help="use the Python load generator even where wrk is installed")
     p.add_argument("--web-workers", type=int, default=None,
-                   help="gunicorn workers for every HTTP target (default: 2 x cores + 1, "
-                        "orderhooks' own default)")
+                   help="gunicorn workers for every HTTP target (default: orderhooks' own, "
+                        "one per core)")
+    p.add_argument("--web-threads", type=int, default=None,
+                   help="threads per gunicorn worker (default: orderhooks' own, 8)")
     p.add_argument("--connections", type=int, default=16, help="load generator concurrency")
     p.add_argument("--duration", type=float, default=None, help="seconds per measured load run")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load")
@@ -682,7 +700,9 @@ def parse_args(argv=None):
                          .split(",")]
     args.pacing_deliveries = args.pacing_deliveries or (2000 if q else 10000)
     args.rss_deliveries = args.rss_deliveries or (20000 if q else 100000)
-    args.web_workers = args.web_workers or (os.cpu_count() or 1) * 2 + 1
+    args.web_workers = args.web_workers or int(os.environ.get("ORDERHOOKS_WEB_WORKERS",
+                                                              os.cpu_count() or 1))
+    args.web_threads = args.web_threads or int(os.environ.get("ORDERHOOKS_WEB_THREADS", 8))
     return args
 
 

@@ -47,10 +47,12 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _gunicorn_cmd(bind: str, workers: int | None) -> list[str]:
+def _gunicorn_cmd(bind: str, workers: int | None, threads: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "--bind", bind]
     if workers:
         cmd += ["--workers", str(workers)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     return cmd + ["core:create_app()"]
 
 
@@ -61,14 +63,17 @@ def _metrics_dir(env: dict) -> None:
 
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
-@click.option("--workers", type=int, default=None, help="gunicorn workers (default: 2×cores+1)")
+@click.option("--workers", type=int, default=None,
+              help="gunicorn worker processes (default: ORDERHOOKS_WEB_WORKERS, else one per core)")
+@click.option("--threads", type=int, default=None,
+              help="threads per worker process (default: ORDERHOOKS_WEB_THREADS, else 8)")
 @with_appcontext
-def web(bind, workers):
+def web(bind, workers, threads):
     """Start the web service (gunicorn) alone."""
     env = dict(os.environ)
     _metrics_dir(env)
     os.chdir(Path(__file__).parent.parent)
-    os.execvpe(sys.executable, _gunicorn_cmd(bind, workers), env)
+    os.execvpe(sys.executable, _gunicorn_cmd(bind, workers, threads), env)
 
 
 @main.command()
@@ -89,9 +94,12 @@ def worker(once):
 
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
-@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn workers")
+@click.option("--workers", type=int, default=None,
+              help="gunicorn worker processes (default: ORDERHOOKS_WEB_WORKERS, else one per core)")
+@click.option("--threads", type=int, default=None,
+              help="threads per worker process (default: ORDERHOOKS_WEB_THREADS, else 8)")
 @with_appcontext
-def serve(bind, workers):
+def serve(bind, workers, threads):
     """Start web and worker together (one box); migrates the database first.
     A worker process that dies is restarted."""
     _db().upgrade()
@@ -99,7 +107,7 @@ def serve(bind, workers):
     env["ORDERHOOKS_DATABASE_URL"] = current_app.config["DATABASE_URL"]
     _metrics_dir(env)
     root = Path(__file__).parent.parent
-    web_proc = subprocess.Popen(_gunicorn_cmd(bind, workers), env=env, cwd=root)
+    web_proc = subprocess.Popen(_gunicorn_cmd(bind, workers, threads), env=env, cwd=root)
     worker_cmd = [sys.executable, "-m", "core.cli", "worker"]
     worker_proc = subprocess.Popen(worker_cmd, env=env, cwd=root)
     click.echo(f"orderhooks serving on http://{bind} (web pid {web_proc.pid}, "

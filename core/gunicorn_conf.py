@@ -3,8 +3,14 @@ import multiprocessing
 import os
 
 bind = os.environ.get("ORDERHOOKS_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "sync"
+# Threaded workers: a process's threads share one intake transaction at a time (group commit,
+# see core/intake.py), and keep-alive connections are kept (sync workers close each one).
+workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS", multiprocessing.cpu_count()))
+threads = int(os.environ.get("ORDERHOOKS_WEB_THREADS", 8))
+worker_class = "core.gunicorn_ext.ThreadWorker"  # gthread, balanced (see there)
+worker_connections = int(os.environ.get("ORDERHOOKS_WEB_CONNECTIONS", 1000))
+# No access log, and no per-request work for one (gunicorn formats its atoms otherwise).
+logger_class = "core.gunicorn_ext.GunicornLogger"
 # Webhook senders give us seconds, not minutes.
 timeout = 30
 graceful_timeout = 30
@@ -34,3 +40,8 @@ def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    import sys
+    sys.setswitchinterval(float(os.environ.get("ORDERHOOKS_SWITCH_INTERVAL", "0.005")))

@@ -59,3 +59,4 @@ def configure(level: str = "INFO") -> None:
         root.addHandler(handler)
         root.propagate = False
     root.setLevel(level.upper())
+

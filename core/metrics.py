@@ -28,6 +28,10 @@ LAG = Gauge("orderhooks_worker_lag_seconds",
             "Age of the oldest delivery waiting to be processed", multiprocess_mode="mostrecent")
 PROCESS_SECONDS = Histogram("orderhooks_delivery_processing_seconds",
                             "Time to process one delivery", ["channel_type"])
+COMMIT_BATCH = Histogram("orderhooks_intake_commit_batch_size",
+                         "Deliveries stored per intake transaction (group commit: one commit "
+                         "for every delivery a process's threads had waiting)",
+                         buckets=(1, 2, 4, 8, 16, 32, 64))
 
 
 def received(channel_type: str, result: str) -> None:

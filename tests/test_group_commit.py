@@ -1,0 +1,309 @@
+"""Intake group commit (core/intake.py ``Writer``): the threads of a web process share one
+transaction at a time. Every delivery is answered only after the commit that holds it, each gets
+its own id (or its own duplicate answer), and one bad delivery or a lost connection costs what it
+must and nothing more. Runs on SQLite and on PostgreSQL like the rest of the suite.
+
+The batches are made deterministic by holding the first leader inside its transaction until the
+other threads have queued behind it."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from core import intake
+from core.channels import DeliveryInfo
+from core.models import Delivery
+
+THREADS = 6
+
+
+@pytest.fixture
+def writer(app):
+    return app.wsgi_app.writer
+
+
+@pytest.fixture
+def channel(bc):
+    row = bc.create()
+    return SimpleNamespace(id=row["id"], type="bigcommerce")
+
+
+def info(key, order="250"):
+    return DeliveryInfo(key=key, topic="store/order/statusUpdated", channel_order_id=order,
+                        occurred_at=datetime(2026, 11, 28, tzinfo=timezone.utc))
+
+
+class Held:
+    """Wraps ``writer._transaction``: records each batch's size and holds the first batch's
+    leader until ``release`` is set (so every other thread queues behind it)."""
+
+    def __init__(self, writer, monkeypatch, before=None):
+        self.sizes: list[int] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        real = writer._transaction
+
+        def transaction(batch):
+            self.sizes.append(len(batch))
+            if len(self.sizes) == 1:
+                self.entered.set()
+                assert self.release.wait(10)
+            if before:
+                before(len(self.sizes))
+            return real(batch)
+
+        monkeypatch.setattr(writer, "_transaction", transaction)
+
+    def queued(self, writer, count: int) -> None:
+        """Wait until ``count`` deliveries are queued behind the held leader."""
+        assert self.entered.wait(10)
+        for _ in range(1000):
+            with writer._mutex:
+                if len(writer._queue) >= count:
+                    return
+            threading.Event().wait(0.01)
+        raise AssertionError(f"{len(writer._queue)} of {count} deliveries queued")
+
+
+def store_all(writer, calls):
+    """Run ``writer.store(*args)`` for each of ``calls`` on its own thread; the answers (or the
+    exception) in order."""
+    results: list = [None] * len(calls)
+
+    def run(index, args):
+        try:
+            results[index] = writer.store(*args)
+        except Exception as exc:  # noqa: BLE001 — the test looks at it
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, args)) for i, args in enumerate(calls)]
+    threads[0].start()
+    return threads, results
+
+
+def start_rest(threads):
+    for thread in threads[1:]:
+        thread.start()
+
+
+def join(threads):
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def run_held(writer, held, calls):
+    """The first call leads and is held; the others queue behind it; then all go on. Returns
+    each call's answer (or exception), in order."""
+    threads, results = store_all(writer, calls)
+    start_rest(threads)
+    held.queued(writer, len(calls) - 1)
+    held.release.set()
+    join(threads)
+    return results
+
+
+def rows(app):
+    with app.extensions["orderhooks.db"].Session() as session:
+        return {d.dedupe_key: d.id for d in session.scalars(select(Delivery))}
+
+
+def test_waiting_deliveries_share_one_commit(app, writer, channel, monkeypatch):
+    held = Held(writer, monkeypatch)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    calls = [(channel, info(f"k{i}", order=str(i)), {"content-type": "application/json"},
+              b'{"n": %d}' % i, now) for i in range(THREADS)]
+    threads, results = store_all(writer, calls)
+    start_rest(threads)
+    held.queued(writer, THREADS - 1)
+    assert all(r is None for r in results)  # nobody answered before the commit
+    held.release.set()
+    join(threads)
+    assert held.sizes == [1, THREADS - 1]  # the first alone (held), then all the rest at once
+    stored = rows(app)
+    assert len(stored) == THREADS
+    for i, result in enumerate(results):
+        assert result == (stored[f"k{i}"], False), result
+    with app.extensions["orderhooks.db"].Session() as session:
+        body = session.scalar(select(Delivery.body).where(Delivery.dedupe_key == "k3"))
+    assert body == b'{"n": 3}'
+
+
+def test_a_duplicate_in_the_same_batch_names_the_first(app, writer, channel, monkeypatch):
+    held = Held(writer, monkeypatch)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    calls = [(channel, info("first"), {}, b"{}", now)] + [
+        (channel, info("same"), {}, b"{}", now) for _ in range(3)]
+    results = run_held(writer, held, calls)
+    assert held.sizes == [1, 3]
+    same = rows(app)["same"]
+    assert sorted(results[1:], key=lambda r: r[1]) == [(same, False), (same, True), (same, True)]
+
+
+def test_a_refused_delivery_fails_alone(app, writer, channel, monkeypatch):
+    """A value the database refuses (here a channel that does not exist: a foreign key) rolls
+    the batch back; every other delivery is then stored on its own, the bad one gets
+    ``Unstorable`` (a 400 at the intake)."""
+    held = Held(writer, monkeypatch)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    ghost = SimpleNamespace(id=channel.id + 1000, type="bigcommerce")
+    calls = [(channel, info("lead"), {}, b"{}", now), (channel, info("a"), {}, b"{}", now),
+             (ghost, info("bad"), {}, b"{}", now), (channel, info("b"), {}, b"{}", now)]
+    results = run_held(writer, held, calls)
+    assert held.sizes == [1, 3, 1, 1, 1]  # lead; the batch (refused); then each alone
+    stored = rows(app)
+    assert set(stored) == {"lead", "a", "b"}
+    assert results[1] == (stored["a"], False) and results[3] == (stored["b"], False)
+    assert isinstance(results[2], intake.Unstorable), results[2]
+
+
+def test_a_lost_connection_fails_the_whole_batch_then_recovers(app, writer, channel,
+                                                               monkeypatch):
+    """The connection dies under a batch: nothing of it was committed, so every delivery in it
+    gets ``Unavailable`` (a 503: the channel sends it again); the next delivery opens a new
+    connection and is stored."""
+    def before(number):
+        if number == 2:  # the batch of three
+            writer.connection().close()  # as a server that went away leaves it
+
+    held = Held(writer, monkeypatch, before)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    calls = [(channel, info(f"k{i}"), {}, b"{}", now) for i in range(4)]
+    results = run_held(writer, held, calls)
+    assert held.sizes == [1, 3]
+    stored = rows(app)
+    assert results[0] == (stored["k0"], False)
+    assert all(isinstance(r, intake.Unavailable) for r in results[1:]), results
+    assert set(stored) == {"k0"}
+    answer = writer.store(channel, info("again"), {}, b"{}", now)
+    assert answer == (rows(app)["again"], False)
+
+
+def test_many_threads_many_deliveries_nothing_lost(app, writer, channel):
+    """No holding: 8 threads x 40 deliveries (a quarter of them sent twice) through one writer,
+    as a gthread worker's threads do; every answer names its own row."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    answers: dict[str, set] = {}
+    lock = threading.Lock()
+
+    def run(t):
+        for i in range(40):
+            key = f"t{t}-{i}" if i % 4 else f"shared-{i}"
+            result = writer.store(channel, info(key), {}, b"{}", now)
+            with lock:
+                answers.setdefault(key, set()).add(result)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    join(threads)
+    stored = rows(app)
+    assert len(stored) == len(answers) == 8 * 30 + 10
+    for key, results in answers.items():
+        ids = {r[0] for r in results}
+        assert ids == {stored[key]}, (key, results)
+        if key.startswith("shared-"):
+            assert sorted(r[1] for r in results).count(False) == 1  # stored once
+
+
+def test_batch_sizes_are_in_the_metrics(app, writer, channel, client):
+    from core import metrics
+    before = metrics.COMMIT_BATCH._sum.get()
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    writer.store(channel, info("measured"), {}, b"{}", now)
+    assert metrics.COMMIT_BATCH._sum.get() == before + 1
+    text, _ = metrics.render()
+    assert b"orderhooks_intake_commit_batch_size_bucket" in text
+
+
+# -- the gunicorn worker that balances connections ---------------------------------------------
+
+class _Listener:
+    def setblocking(self, flag):
+        pass
+
+
+class _Poller:
+    def __init__(self):
+        self.registered = set()
+
+    def register(self, sock, *args):
+        self.registered.add(sock)
+
+    def unregister(self, sock):
+        self.registered.discard(sock)
+
+
+def balanced_worker(threads=2):
+    from core.gunicorn_ext import ThreadWorker
+    worker = ThreadWorker.__new__(ThreadWorker)  # no arbiter: only the accept logic is tested
+    worker.cfg = SimpleNamespace(threads=threads)
+    worker.busy, worker._accepting = 0, False
+    worker.sockets, worker.poller = [_Listener()], _Poller()
+    return worker
+
+
+def test_a_worker_with_every_thread_busy_stops_accepting(monkeypatch):
+    from gunicorn.workers import gthread
+    monkeypatch.setattr(gthread.ThreadWorker, "enqueue_req", lambda self, conn: None)
+    monkeypatch.setattr(gthread.ThreadWorker, "finish_request", lambda self, conn, fs: None)
+    worker = balanced_worker(threads=2)
+    listener = worker.sockets[0]
+    worker.set_accept_enabled(True)
+    assert worker._accepting and listener in worker.poller.registered
+    worker.enqueue_req("a")
+    worker.set_accept_enabled(True)  # gunicorn's loop asks at every turn
+    assert worker._accepting  # one thread still free
+    worker.enqueue_req("b")
+    worker.set_accept_enabled(True)
+    assert not worker._accepting and listener not in worker.poller.registered
+    worker.finish_request("a", None)  # a thread is free again: the listener comes back
+    worker.set_accept_enabled(True)
+    assert worker._accepting and listener in worker.poller.registered
+    assert worker.busy == 1
+    worker.set_accept_enabled(False)  # gunicorn's own reasons (too many connections) still hold
+    assert not worker._accepting
+
+
+def test_gunicorn_config_uses_the_balanced_threaded_worker():
+    import runpy
+    from pathlib import Path
+    conf = runpy.run_path(str(Path(__file__).parent.parent / "core" / "gunicorn_conf.py"))
+    assert conf["worker_class"] == "core.gunicorn_ext.ThreadWorker"
+    assert conf["threads"] >= 2
+    from gunicorn.config import Config
+    cfg = Config()
+    cfg.set("worker_class", conf["worker_class"])
+    cfg.set("logger_class", conf["logger_class"])
+    from core.gunicorn_ext import GunicornLogger, ThreadWorker
+    assert cfg.worker_class is ThreadWorker and cfg.logger_class is GunicornLogger
+
+
+def test_a_forked_child_does_not_inherit_a_commit_in_progress(app, writer, channel):
+    """gunicorn forks workers; a child forked while a thread of the parent was leading a commit
+    starts with an empty queue (those threads do not exist in the child) and stores at once."""
+    import os
+    import signal
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    writer.store(channel, info("parent"), {}, b"{}", now)  # the parent has a connection
+    with writer._mutex:
+        writer._leading = True  # as if a thread of the parent were committing
+        writer._queue.append(object())
+        pid = os.fork()
+        if pid == 0:  # the child: it must not wait for a leader that does not exist here
+            code = 1
+            try:
+                signal.alarm(10)
+                code = 0 if writer.store(channel, info("child"), {}, b"{}", now)[1] is False \
+                    else 2
+            finally:
+                os._exit(code)
+        writer._leading = False
+        writer._queue.clear()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert set(rows(app)) == {"parent", "child"}
+    assert writer.store(channel, info("after"), {}, b"{}", now)[1] is False  # parent unharmed
