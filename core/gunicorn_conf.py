@@ -8,7 +8,6 @@ bind = os.environ.get("ORDERHOOKS_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS", multiprocessing.cpu_count()))
 threads = int(os.environ.get("ORDERHOOKS_WEB_THREADS", 8))
 worker_class = "core.gunicorn_ext.ThreadWorker"  # gthread, balanced (see there)
-worker_connections = int(os.environ.get("ORDERHOOKS_WEB_CONNECTIONS", 1000))
 # No access log, and no per-request work for one (gunicorn formats its atoms otherwise).
 logger_class = "core.gunicorn_ext.GunicornLogger"
 # Webhook senders give us seconds, not minutes.
@@ -41,7 +40,3 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)
 
-
-def post_fork(server, worker):
-    import sys
-    sys.setswitchinterval(float(os.environ.get("ORDERHOOKS_SWITCH_INTERVAL", "0.005")))
