@@ -1,13 +1,17 @@
 """Two small extensions of gunicorn, named in ``core/gunicorn_conf.py``.
 
-:class:`ThreadWorker` is gunicorn's ``gthread`` worker that takes a new connection only while one
-of its threads is free. The stock worker accepts whatever arrives while it is under
-``worker_connections`` (1,000), so with keep-alive one process can end up holding every busy
-connection while the others idle: measured here, 16 keep-alive clients on 2 processes sometimes
-all landed on one, which then served them on one core (its GIL) at half the throughput. Sync
-workers balance by construction (only an idle worker accepts); this restores that: a process
-whose threads are all busy leaves new connections in the listen queue for a process that has a
-free thread. Keep-alive connections it already holds are served as before.
+:class:`ThreadWorker` is gunicorn's ``gthread`` worker holding at most one connection per
+thread. The stock worker accepts whatever arrives while it holds fewer than
+``worker_connections`` (1,000), so keep-alive clients can all end up on one process while the
+others idle: measured here, 16 keep-alive clients on 2 processes sometimes all landed on one,
+which then served them on one core (its GIL) at half the throughput. Accepting only while one of
+its threads is free did not prevent it (requests take a millisecond; the process that wins the
+accept races keeps winning). Capped at one connection per thread, a process leaves further
+connections in the listen queue for the others, the way sync workers balance by construction;
+the whole service holds ``workers x threads`` connections at once, each with a thread to serve
+it. An idle keep-alive connection does not keep a new client waiting: at the cap, a process
+closes its longest-idle keep-alive connection (idle for at least half a second) to take a new
+one.
 
 :class:`GunicornLogger` skips the access-log work when nobody reads it: with a logging config,
 gunicorn builds every request's access-log fields even when the access logger is off.
@@ -15,29 +19,53 @@ gunicorn builds every request's access-log fields even when the access logger is
 from __future__ import annotations
 
 import logging
+import time
 
 from gunicorn.glogging import Logger
 from gunicorn.workers import gthread
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        #: Requests handed to the thread pool and not finished (main thread only).
-        self.busy = 0
+    #: Seconds a keep-alive connection must have been idle before a new client takes its place.
+    idle_yield = 0.5
 
-    def enqueue_req(self, conn):
-        self.busy += 1
-        super().enqueue_req(conn)
-
-    def finish_request(self, conn, fs):
-        self.busy -= 1
-        super().finish_request(conn, fs)
+    def accept(self, listener):
+        if self.nr_conns >= self.cfg.threads and not self._yield_idle():
+            self.set_accept_enabled(False)  # the client waits in the listen queue
+            return
+        super().accept(listener)
+        if self.nr_conns >= self.cfg.threads:
+            self.set_accept_enabled(False)  # gunicorn's loop would not ask until 1,000
 
     def set_accept_enabled(self, enabled):
-        # gunicorn's loop asks again at each turn (each finished request wakes it), so the
-        # listener comes back as soon as a thread is free.
-        super().set_accept_enabled(enabled and self.busy < self.cfg.threads)
+        # Once disabled here, gunicorn's loop asks again at each turn (each finished request or
+        # closed connection wakes it, and at least once a second): the listener is back as
+        # soon as a connection is gone or one has been idle long enough to give its place up.
+        super().set_accept_enabled(enabled and (self.nr_conns < self.cfg.threads
+                                                or self._idle() is not None))
+
+    def _idle(self):
+        """The longest-idle keep-alive connection, if idle for ``idle_yield`` seconds."""
+        if self.keepalived_conns:
+            conn = self.keepalived_conns[0]  # parked first, so idle longest
+            if conn.timeout - self.cfg.keepalive <= time.monotonic() - self.idle_yield:
+                return conn
+        return None
+
+    def _yield_idle(self) -> bool:
+        """Close the longest-idle keep-alive connection for a new client (an idle connection
+        must not keep a waiting one out for the whole keep-alive timeout)."""
+        conn = self._idle()
+        if conn is None:
+            return False
+        self.keepalived_conns.remove(conn)
+        try:
+            self.poller.unregister(conn.sock)
+        except (OSError, KeyError, ValueError):
+            pass
+        self.nr_conns -= 1
+        conn.close()
+        return True
 
 
 class GunicornLogger(Logger):

@@ -238,34 +238,78 @@ class _Poller:
 
 
 def balanced_worker(threads=2):
+    from collections import deque
+
     from core.gunicorn_ext import ThreadWorker
     worker = ThreadWorker.__new__(ThreadWorker)  # no arbiter: only the accept logic is tested
-    worker.cfg = SimpleNamespace(threads=threads)
-    worker.busy, worker._accepting = 0, False
+    worker.cfg = SimpleNamespace(threads=threads, keepalive=5)
+    worker.nr_conns, worker._accepting = 0, False
     worker.sockets, worker.poller = [_Listener()], _Poller()
+    worker.keepalived_conns = deque()
     return worker
 
 
-def test_a_worker_with_every_thread_busy_stops_accepting(monkeypatch):
+class _Conn:
+    def __init__(self, idle_for: float):
+        import time
+        self.sock = object()
+        self.timeout = time.monotonic() - idle_for + 5  # parked idle_for seconds ago
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_worker_holds_at_most_one_connection_per_thread(monkeypatch):
+    """Past one connection per thread a process stops accepting, leaving new connections to
+    the other processes; it takes them again as soon as one of its own has gone."""
     from gunicorn.workers import gthread
-    monkeypatch.setattr(gthread.ThreadWorker, "enqueue_req", lambda self, conn: None)
-    monkeypatch.setattr(gthread.ThreadWorker, "finish_request", lambda self, conn, fs: None)
+
+    def accept(self, listener):  # gunicorn's: one connection more
+        self.nr_conns += 1
+
+    monkeypatch.setattr(gthread.ThreadWorker, "accept", accept)
     worker = balanced_worker(threads=2)
     listener = worker.sockets[0]
     worker.set_accept_enabled(True)
     assert worker._accepting and listener in worker.poller.registered
-    worker.enqueue_req("a")
-    worker.set_accept_enabled(True)  # gunicorn's loop asks at every turn
-    assert worker._accepting  # one thread still free
-    worker.enqueue_req("b")
-    worker.set_accept_enabled(True)
-    assert not worker._accepting and listener not in worker.poller.registered
-    worker.finish_request("a", None)  # a thread is free again: the listener comes back
+    worker.accept(listener)
+    assert worker.nr_conns == 1 and worker._accepting
+    worker.accept(listener)  # the second: every thread has its connection
+    assert worker.nr_conns == 2 and not worker._accepting
+    assert listener not in worker.poller.registered
+    worker.set_accept_enabled(True)  # gunicorn's loop asks at every turn: still full
+    assert not worker._accepting
+    worker.nr_conns = 1  # a client closed
     worker.set_accept_enabled(True)
     assert worker._accepting and listener in worker.poller.registered
-    assert worker.busy == 1
-    worker.set_accept_enabled(False)  # gunicorn's own reasons (too many connections) still hold
+    worker.set_accept_enabled(False)  # gunicorn's own reasons (stopping) still hold
     assert not worker._accepting
+
+
+def test_a_long_idle_keepalive_connection_gives_its_place_to_a_new_client(monkeypatch):
+    from gunicorn.workers import gthread
+
+    def accept(self, listener):
+        self.nr_conns += 1
+
+    monkeypatch.setattr(gthread.ThreadWorker, "accept", accept)
+    worker = balanced_worker(threads=2)
+    listener = worker.sockets[0]
+    busy, fresh = _Conn(idle_for=0.0), _Conn(idle_for=0.01)
+    worker.nr_conns, worker.keepalived_conns = 2, __import__("collections").deque([fresh])
+    worker.set_accept_enabled(True)
+    assert not worker._accepting  # full, and nobody idle long enough: the client waits
+    worker.accept(listener)  # (had the listener fired anyway) nobody is closed
+    assert worker.nr_conns == 2 and not fresh.closed
+    old = _Conn(idle_for=2.0)
+    worker.keepalived_conns.appendleft(old)  # idle for 2 s: may give its place up
+    worker.set_accept_enabled(True)
+    assert worker._accepting and listener in worker.poller.registered
+    worker.accept(listener)
+    assert old.closed and not fresh.closed and not busy.closed
+    assert list(worker.keepalived_conns) == [fresh]
+    assert worker.nr_conns == 2 and not worker._accepting
 
 
 def test_gunicorn_config_uses_the_balanced_threaded_worker():
