@@ -103,7 +103,11 @@ class Intake:
             status, payload, extra = 500, {
                 "error": "internal_error",
                 "message": "something went wrong on our side; it has been logged"}, ()
-        body = json.dumps(payload).encode() + b"\n"
+        if status == 200:  # the hot path: the same bytes json.dumps would give
+            body = b'{"status": "%s", "delivery_id": %d}\n' % (payload["status"].encode(),
+                                                               payload["delivery_id"])
+        else:
+            body = json.dumps(payload).encode() + b"\n"
         start_response(_STATUS[status], [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             *SECURITY_HEADERS, *extra])
@@ -265,13 +269,16 @@ _COLUMNS = ("channel_id", "channel_type", "dedupe_key", "topic", "channel_order_
 
 
 class _Slot:
-    """One delivery waiting for the next group commit, and what became of it."""
+    """One delivery waiting for the next group commit, and what became of it. ``ready`` is a
+    lock taken at creation: the slot's thread blocks on it, whichever thread commits the slot
+    releases it (a plain lock: an Event costs ten times as much, and this is per delivery)."""
     __slots__ = ("values", "channel_id", "key", "result", "error", "ready", "lead")
 
     def __init__(self, values, channel_id, key):
         self.values, self.channel_id, self.key = values, channel_id, key
         self.result = self.error = None
-        self.ready = threading.Event()
+        self.ready = threading.Lock()
+        self.ready.acquire()
         self.lead = False
 
 
@@ -384,7 +391,7 @@ class Writer:
             if lead:
                 self._leading = True
         if not lead:
-            slot.ready.wait()
+            slot.ready.acquire()  # until the leader has committed it, or hands the lead over
             lead = slot.lead
         if lead:
             self._lead()
@@ -403,13 +410,13 @@ class Writer:
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
-                    successor.ready.set()
+                    successor.ready.release()
                 else:
                     self._leading = False
         for slot in batch:
             if slot.result is None and slot.error is None:  # interrupted half-way
                 slot.error = Unavailable("the delivery's transaction did not finish")
-            slot.ready.set()
+            slot.ready.release()  # held since the slot was made (or re-taken by a successor)
 
     def _commit(self, batch: list[_Slot]) -> None:
         try:
@@ -440,9 +447,21 @@ class Writer:
                 conn.execute("BEGIN IMMEDIATE")
             cursor = conn.cursor()
             try:
-                for slot in batch:
-                    cursor.execute(self.insert, slot.values)
-                    row = cursor.fetchone()
+                if self.sqlite or len(batch) == 1:
+                    inserted = []
+                    for slot in batch:
+                        cursor.execute(self.insert, slot.values)
+                        inserted.append(cursor.fetchone())
+                else:
+                    # PostgreSQL: the batch's inserts in one round trip (psycopg pipelines
+                    # executemany), each statement's RETURNING row in its own result set.
+                    cursor.executemany(self.insert, [slot.values for slot in batch],
+                                       returning=True)
+                    inserted = []
+                    for _ in batch:
+                        inserted.append(cursor.fetchone())
+                        cursor.nextset()
+                for slot, row in zip(batch, inserted):
                     duplicate = row is None
                     if duplicate:
                         cursor.execute(self.existing, (slot.channel_id, slot.key))

@@ -34,8 +34,16 @@ COMMIT_BATCH = Histogram("orderhooks_intake_commit_batch_size",
                          buckets=(1, 2, 4, 8, 16, 32, 64))
 
 
+_received: dict[tuple[str, str], object] = {}
+
+
 def received(channel_type: str, result: str) -> None:
-    DELIVERIES.labels(channel_type, result).inc()
+    # Once per stored delivery: the labelled child is kept (``labels`` takes a lock each time).
+    # channel_type is a loaded adapter's type here, so the dict stays small.
+    child = _received.get((channel_type, result))
+    if child is None:
+        child = _received[(channel_type, result)] = DELIVERIES.labels(channel_type, result)
+    child.inc()
 
 
 def rejected(channel_type: str, reason: str) -> None:
