@@ -1,17 +1,17 @@
 """Two small extensions of gunicorn, named in ``core/gunicorn_conf.py``.
 
-:class:`ThreadWorker` is gunicorn's ``gthread`` worker holding at most one connection per
-thread. The stock worker accepts whatever arrives while it holds fewer than
-``worker_connections`` (1,000), so keep-alive clients can all end up on one process while the
-others idle: measured here, 16 keep-alive clients on 2 processes sometimes all landed on one,
-which then served them on one core (its GIL) at half the throughput. Accepting only while one of
-its threads is free did not prevent it (requests take a millisecond; the process that wins the
-accept races keeps winning). Capped at one connection per thread, a process leaves further
-connections in the listen queue for the others, the way sync workers balance by construction;
-the whole service holds ``workers x threads`` connections at once, each with a thread to serve
-it. An idle keep-alive connection does not keep a new client waiting: at the cap, a process
-closes its longest-idle keep-alive connection (idle for at least half a second) to take a new
-one.
+:class:`ThreadWorker` is gunicorn's ``gthread`` worker keeping at most one keep-alive connection
+per thread. The stock worker keeps every connection it accepts (up to ``worker_connections``,
+1,000), so keep-alive clients can all end up on one process while the others idle: measured
+here, 16 keep-alive clients on 2 processes sometimes all landed on one, which then served them on
+one core (its GIL) at half the throughput. A hard cap (stop accepting at one connection per
+thread) balanced them, but left any client beyond ``workers x threads`` waiting in the listen
+queue for as long as the others kept their connections busy (15 s, the whole run, in the
+benchmark's 32-client open loop). So this worker never refuses to accept; instead, while it holds
+more connections than threads, its answers close their connections (``Connection: close``, as
+sync workers always do) until it is back to one per thread. Clients beyond the service's
+capacity take turns, like they do with sync workers, and connections spread over the processes.
+A keep-alive connection idle for half a second also gives its place up to a new client.
 
 :class:`GunicornLogger` skips the access-log work when nobody reads it: with a logging config,
 gunicorn builds every request's access-log fields even when the access logger is off.
@@ -29,36 +29,37 @@ class ThreadWorker(gthread.ThreadWorker):
     #: Seconds a keep-alive connection must have been idle before a new client takes its place.
     idle_yield = 0.5
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keepalive_max = self.max_keepalived  # gunicorn's: worker_connections - threads
+
     def accept(self, listener):
-        if self.nr_conns >= self.cfg.threads and not self._yield_idle():
-            self.set_accept_enabled(False)  # the client waits in the listen queue
-            return
-        super().accept(listener)
         if self.nr_conns >= self.cfg.threads:
-            self.set_accept_enabled(False)  # gunicorn's loop would not ask until 1,000
+            self._yield_idle()
+        super().accept(listener)
+        self._budget()
 
-    def set_accept_enabled(self, enabled):
-        # Once disabled here, gunicorn's loop asks again at each turn (each finished request or
-        # closed connection wakes it, and at least once a second): the listener is back as
-        # soon as a connection is gone or one has been idle long enough to give its place up.
-        super().set_accept_enabled(enabled and (self.nr_conns < self.cfg.threads
-                                                or self._idle() is not None))
+    def finish_request(self, conn, fs):
+        super().finish_request(conn, fs)
+        self._budget()
 
-    def _idle(self):
-        """The longest-idle keep-alive connection, if idle for ``idle_yield`` seconds."""
-        if self.keepalived_conns:
-            conn = self.keepalived_conns[0]  # parked first, so idle longest
-            if conn.timeout - self.cfg.keepalive <= time.monotonic() - self.idle_yield:
-                return conn
-        return None
+    def murder_keepalived(self, force=False):
+        super().murder_keepalived(force)
+        self._budget()
+
+    def _budget(self) -> None:
+        """Over one connection per thread, answers close their connections: gunicorn's own
+        test (``len(keepalived_conns) >= max_keepalived``, read as each answer is sent)."""
+        self.max_keepalived = 0 if self.nr_conns > self.cfg.threads else self.keepalive_max
 
     def _yield_idle(self) -> bool:
-        """Close the longest-idle keep-alive connection for a new client (an idle connection
-        must not keep a waiting one out for the whole keep-alive timeout)."""
-        conn = self._idle()
-        if conn is None:
+        """Close the longest-idle keep-alive connection, if idle for ``idle_yield`` seconds."""
+        if not self.keepalived_conns:
             return False
-        self.keepalived_conns.remove(conn)
+        conn = self.keepalived_conns[0]  # parked first, so idle longest
+        if conn.timeout - self.cfg.keepalive > time.monotonic() - self.idle_yield:
+            return False
+        self.keepalived_conns.popleft()
         try:
             self.poller.unregister(conn.sock)
         except (OSError, KeyError, ValueError):

@@ -221,11 +221,6 @@ def test_batch_sizes_are_in_the_metrics(app, writer, channel, client):
 
 # -- the gunicorn worker that balances connections ---------------------------------------------
 
-class _Listener:
-    def setblocking(self, flag):
-        pass
-
-
 class _Poller:
     def __init__(self):
         self.registered = set()
@@ -237,14 +232,28 @@ class _Poller:
         self.registered.discard(sock)
 
 
-def balanced_worker(threads=2):
+def balanced_worker(monkeypatch, threads=2):
+    """Our worker with gunicorn's own accept and finish replaced by their effect on the count
+    of connections (no arbiter, no sockets: only our accounting is tested)."""
     from collections import deque
 
+    from gunicorn.workers import gthread
+
     from core.gunicorn_ext import ThreadWorker
-    worker = ThreadWorker.__new__(ThreadWorker)  # no arbiter: only the accept logic is tested
+
+    def accept(self, listener):
+        self.nr_conns += 1
+
+    def finish_request(self, conn, keep):
+        if not keep:
+            self.nr_conns -= 1
+
+    monkeypatch.setattr(gthread.ThreadWorker, "accept", accept)
+    monkeypatch.setattr(gthread.ThreadWorker, "finish_request", finish_request)
+    worker = ThreadWorker.__new__(ThreadWorker)
     worker.cfg = SimpleNamespace(threads=threads, keepalive=5)
-    worker.nr_conns, worker._accepting = 0, False
-    worker.sockets, worker.poller = [_Listener()], _Poller()
+    worker.nr_conns, worker.keepalive_max, worker.max_keepalived = 0, 998, 998
+    worker.poller = _Poller()
     worker.keepalived_conns = deque()
     return worker
 
@@ -260,56 +269,44 @@ class _Conn:
         self.closed = True
 
 
-def test_a_worker_holds_at_most_one_connection_per_thread(monkeypatch):
-    """Past one connection per thread a process stops accepting, leaving new connections to
-    the other processes; it takes them again as soon as one of its own has gone."""
+def test_over_one_connection_per_thread_answers_close_their_connections(monkeypatch):
+    """A process never leaves a client waiting, but past one connection per thread its answers
+    say ``Connection: close`` (gunicorn closes when ``len(keepalived_conns) >=
+    max_keepalived``) until it is back to one per thread: keep-alive clients spread over the
+    processes, and clients beyond the capacity take turns instead of waiting."""
+    worker = balanced_worker(monkeypatch, threads=2)
+    worker.accept(None)
+    worker.accept(None)
+    assert worker.nr_conns == 2 and worker.max_keepalived == 998  # one per thread: keep-alive
+    worker.accept(None)  # a third client is served at once...
+    assert worker.nr_conns == 3 and worker.max_keepalived == 0  # ...and answers now close
+    worker.finish_request(None, False)  # an answer closed its connection
+    assert worker.nr_conns == 2 and worker.max_keepalived == 998  # keep-alive again
+    worker.accept(None)
+    assert worker.max_keepalived == 0
     from gunicorn.workers import gthread
 
-    def accept(self, listener):  # gunicorn's: one connection more
-        self.nr_conns += 1
+    def murder_keepalived(self, force=False):  # gunicorn's: idle connections timed out
+        self.nr_conns -= 1
 
-    monkeypatch.setattr(gthread.ThreadWorker, "accept", accept)
-    worker = balanced_worker(threads=2)
-    listener = worker.sockets[0]
-    worker.set_accept_enabled(True)
-    assert worker._accepting and listener in worker.poller.registered
-    worker.accept(listener)
-    assert worker.nr_conns == 1 and worker._accepting
-    worker.accept(listener)  # the second: every thread has its connection
-    assert worker.nr_conns == 2 and not worker._accepting
-    assert listener not in worker.poller.registered
-    worker.set_accept_enabled(True)  # gunicorn's loop asks at every turn: still full
-    assert not worker._accepting
-    worker.nr_conns = 1  # a client closed
-    worker.set_accept_enabled(True)
-    assert worker._accepting and listener in worker.poller.registered
-    worker.set_accept_enabled(False)  # gunicorn's own reasons (stopping) still hold
-    assert not worker._accepting
+    monkeypatch.setattr(gthread.ThreadWorker, "murder_keepalived", murder_keepalived)
+    worker.murder_keepalived()
+    assert worker.nr_conns == 2 and worker.max_keepalived == 998
 
 
 def test_a_long_idle_keepalive_connection_gives_its_place_to_a_new_client(monkeypatch):
-    from gunicorn.workers import gthread
-
-    def accept(self, listener):
-        self.nr_conns += 1
-
-    monkeypatch.setattr(gthread.ThreadWorker, "accept", accept)
-    worker = balanced_worker(threads=2)
-    listener = worker.sockets[0]
+    worker = balanced_worker(monkeypatch, threads=2)
     busy, fresh = _Conn(idle_for=0.0), _Conn(idle_for=0.01)
     worker.nr_conns, worker.keepalived_conns = 2, __import__("collections").deque([fresh])
-    worker.set_accept_enabled(True)
-    assert not worker._accepting  # full, and nobody idle long enough: the client waits
-    worker.accept(listener)  # (had the listener fired anyway) nobody is closed
-    assert worker.nr_conns == 2 and not fresh.closed
+    worker.accept(None)  # nobody idle long enough: the new client is served over the cap
+    assert not fresh.closed and worker.nr_conns == 3 and worker.max_keepalived == 0
+    worker.nr_conns = 2
     old = _Conn(idle_for=2.0)
-    worker.keepalived_conns.appendleft(old)  # idle for 2 s: may give its place up
-    worker.set_accept_enabled(True)
-    assert worker._accepting and listener in worker.poller.registered
-    worker.accept(listener)
+    worker.keepalived_conns.appendleft(old)  # idle for 2 s: gives its place up
+    worker.accept(None)
     assert old.closed and not fresh.closed and not busy.closed
     assert list(worker.keepalived_conns) == [fresh]
-    assert worker.nr_conns == 2 and not worker._accepting
+    assert worker.nr_conns == 2 and worker.max_keepalived == 998
 
 
 def test_gunicorn_config_uses_the_balanced_threaded_worker():

@@ -184,3 +184,37 @@ def test_no_delivery_is_processed_by_two_workers(stack, database_url):
     assert scalar(engine, "SELECT count(*) FROM deliveries WHERE outcome = 'applied'") == 240
     assert scalar(engine, "SELECT count(*) FROM orders WHERE status = 'CANCELLED'") == 240
     engine.dispose()
+
+
+def test_clients_beyond_workers_times_threads_are_served_at_once(stack):
+    """The threaded web workers keep one keep-alive connection per thread (so keep-alive clients
+    spread over the processes, core/gunicorn_ext.py), yet never leave a client waiting: with
+    1 process x 2 threads, a third and a fourth client holding their connections open are
+    answered at once, with ``Connection: close`` (they take turns, as with sync workers)."""
+    import http.client
+    import time
+    stack.env["ORDERHOOKS_WEB_THREADS"] = "2"
+    url = stack.start_web(workers=1)
+    host, port = url.split("//")[1].split(":")
+    clients, answers = [], []
+    try:
+        for _ in range(4):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            clients.append(conn)
+            started = time.monotonic()
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("Connection"),
+                            time.monotonic() - started))
+        # The first two keep their connections (and can use them again).
+        clients[0].request("GET", "/healthz")
+        again = clients[0].getresponse()
+        again.read()
+    finally:
+        for conn in clients:
+            conn.close()
+    assert [a[0] for a in answers] == [200] * 4, answers
+    assert [a[1] for a in answers] == ["keep-alive", "keep-alive", "close", "close"], answers
+    assert max(a[2] for a in answers) < 0.5, answers  # nobody waited for a place
+    assert again.status == 200
