@@ -7,10 +7,12 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from . import fill, loadgen, targets
 from .common import RESULTS
@@ -64,7 +66,9 @@ def _pyspy(pid: int, raw_path, subprocesses: bool, seconds: float | None = None,
            idle: bool = True):
     """py-spy record; ``idle``: also sample threads that wait (wall-clock view), else only
     threads on the CPU (where CPU time goes)."""
-    cmd = [shutil.which("py-spy") or "py-spy", "record", "-r", "100", "-f", "raw",
+    # py-spy sits beside this interpreter in a virtualenv that is not on PATH.
+    beside = Path(sys.executable).with_name("py-spy")
+    cmd = [shutil.which("py-spy") or (str(beside) if beside.exists() else "py-spy"), "record", "-r", "100", "-f", "raw",
            "-o", str(raw_path), "-p", str(pid), "--nonblocking"] + (["--idle"] if idle else [])
     if subprocesses:
         cmd.append("--subprocesses")
