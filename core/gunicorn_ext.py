@@ -11,7 +11,8 @@ benchmark's 32-client open loop). So this worker never refuses to accept; instea
 more connections than threads, its answers close their connections (``Connection: close``, as
 sync workers always do) until it is back to one per thread. Clients beyond the service's
 capacity take turns, like they do with sync workers, and connections spread over the processes.
-A keep-alive connection idle for half a second also gives its place up to a new client.
+(Idle keep-alive connections over the budget are left to gunicorn's keep-alive timeout: closing
+them early from the accept path raced with their next request arriving in the same poll.)
 
 :class:`GunicornLogger` skips the access-log work when nobody reads it: with a logging config,
 gunicorn builds every request's access-log fields even when the access logger is off.
@@ -19,23 +20,18 @@ gunicorn builds every request's access-log fields even when the access logger is
 from __future__ import annotations
 
 import logging
-import time
 
 from gunicorn.glogging import Logger
 from gunicorn.workers import gthread
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    #: Seconds a keep-alive connection must have been idle before a new client takes its place.
-    idle_yield = 0.5
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.keepalive_max = self.max_keepalived  # gunicorn's: worker_connections - threads
 
+    # Every place gunicorn's main thread changes the number of connections, the budget follows.
     def accept(self, listener):
-        if self.nr_conns >= self.cfg.threads:
-            self._yield_idle()
         super().accept(listener)
         self._budget()
 
@@ -47,26 +43,14 @@ class ThreadWorker(gthread.ThreadWorker):
         super().murder_keepalived(force)
         self._budget()
 
+    def murder_pending(self):
+        super().murder_pending()
+        self._budget()
+
     def _budget(self) -> None:
         """Over one connection per thread, answers close their connections: gunicorn's own
         test (``len(keepalived_conns) >= max_keepalived``, read as each answer is sent)."""
         self.max_keepalived = 0 if self.nr_conns > self.cfg.threads else self.keepalive_max
-
-    def _yield_idle(self) -> bool:
-        """Close the longest-idle keep-alive connection, if idle for ``idle_yield`` seconds."""
-        if not self.keepalived_conns:
-            return False
-        conn = self.keepalived_conns[0]  # parked first, so idle longest
-        if conn.timeout - self.cfg.keepalive > time.monotonic() - self.idle_yield:
-            return False
-        self.keepalived_conns.popleft()
-        try:
-            self.poller.unregister(conn.sock)
-        except (OSError, KeyError, ValueError):
-            pass
-        self.nr_conns -= 1
-        conn.close()
-        return True
 
 
 class GunicornLogger(Logger):

@@ -401,6 +401,7 @@ class Writer:
 
     def _lead(self) -> None:
         """Commit everything queued, answer its threads, hand the lead on (or put it down)."""
+        batch: list[_Slot] = []
         try:
             with self._mutex:
                 batch, self._queue = self._queue, []
@@ -413,32 +414,42 @@ class Writer:
                     successor.ready.release()
                 else:
                     self._leading = False
-        for slot in batch:
-            if slot.result is None and slot.error is None:  # interrupted half-way
-                slot.error = Unavailable("the delivery's transaction did not finish")
-            slot.ready.release()  # held since the slot was made (or re-taken by a successor)
+            for slot in batch:
+                if slot.result is None and slot.error is None:  # interrupted half-way
+                    slot.error = Unavailable("the delivery's transaction did not finish")
+                slot.ready.release()  # held since the slot was made (or re-taken by a successor)
 
     def _commit(self, batch: list[_Slot]) -> None:
+        """Store the batch; each slot gets its answer only once its transaction committed."""
         try:
-            self._transaction(batch)
+            results = self._transaction(batch)
         except _Refused:
             # One delivery's values were refused: each on its own, so it fails alone.
             for slot in batch:
                 try:
-                    self._transaction([slot])
+                    slot.result = self._transaction([slot])[0]
                 except _Refused as exc:
                     slot.error = Unstorable(str(exc.__cause__))
                 except Exception as exc:  # noqa: BLE001 — reaches the request's thread
                     slot.error = exc
+            return
         except Exception as exc:  # noqa: BLE001 — every thread of the batch gets the error
             for slot in batch:
                 slot.error = exc
+            return
+        for slot, result in zip(batch, results):
+            slot.result = result
 
-    def _transaction(self, batch: list[_Slot]) -> None:
+    def _transaction(self, batch: list[_Slot]) -> list[tuple[int, bool]]:
+        """One transaction for the batch; each slot's (id, duplicate?), in the batch's order."""
         try:
             conn = self.connection()
         except (SQLAlchemyError, self.errors) as exc:  # raw_connection() does not wrap them
             raise Unavailable(str(exc)) from exc
+        # Rows in key order: two processes' batches sharing keys (a delivery sent twice) then
+        # wait for each other in the same order, never in a cycle (a PostgreSQL deadlock).
+        ordered = sorted(batch, key=_slot_order) if len(batch) > 1 else batch
+        answers: dict[_Slot, tuple[int, bool]] = {}
         lock = self._lock() if self.sqlite else None
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -447,26 +458,26 @@ class Writer:
                 conn.execute("BEGIN IMMEDIATE")
             cursor = conn.cursor()
             try:
-                if self.sqlite or len(batch) == 1:
+                if self.sqlite or len(ordered) == 1:
                     inserted = []
-                    for slot in batch:
+                    for slot in ordered:
                         cursor.execute(self.insert, slot.values)
                         inserted.append(cursor.fetchone())
                 else:
                     # PostgreSQL: the batch's inserts in one round trip (psycopg pipelines
                     # executemany), each statement's RETURNING row in its own result set.
-                    cursor.executemany(self.insert, [slot.values for slot in batch],
+                    cursor.executemany(self.insert, [slot.values for slot in ordered],
                                        returning=True)
                     inserted = []
-                    for _ in batch:
+                    for _ in ordered:
                         inserted.append(cursor.fetchone())
                         cursor.nextset()
-                for slot, row in zip(batch, inserted):
+                for slot, row in zip(ordered, inserted):
                     duplicate = row is None
                     if duplicate:
                         cursor.execute(self.existing, (slot.channel_id, slot.key))
                         row = cursor.fetchone()
-                    slot.result = (row[0], duplicate)
+                    answers[slot] = (row[0], duplicate)
             finally:
                 cursor.close()
             if self.sqlite:
@@ -474,12 +485,20 @@ class Writer:
             else:
                 conn.commit()
             metrics.COMMIT_BATCH.observe(len(batch))
+            return [answers[slot] for slot in batch]
         except self.refused as exc:
             self._rollback(conn)
             raise _Refused() from exc
         except self.errors as exc:
             self.drop()
             raise Unavailable(str(exc)) from exc
+        except BaseException as exc:
+            # Anything else half-way (a bug, an interruption): the transaction must not stay
+            # open (SQLite's write lock; rows a later commit would carry) — drop the connection.
+            self.drop()
+            if isinstance(exc, Exception):
+                raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
         finally:
             if lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -493,6 +512,10 @@ class Writer:
                 conn.rollback()
         except self.errors:
             self.drop()
+
+
+def _slot_order(slot: _Slot):
+    return slot.channel_id, slot.key
 
 
 class _Refused(Exception):

@@ -216,5 +216,7 @@ def test_clients_beyond_workers_times_threads_are_served_at_once(stack):
             conn.close()
     assert [a[0] for a in answers] == [200] * 4, answers
     assert [a[1] for a in answers] == ["keep-alive", "keep-alive", "close", "close"], answers
-    assert max(a[2] for a in answers) < 0.5, answers  # nobody waited for a place
+    # Nobody waited for a place (in the listen queue that would be the others' whole keep-alive
+    # time, 5 s, or for ever while they stay busy); generous for a slow machine.
+    assert max(a[2] for a in answers) < 3, answers
     assert again.status == 200
