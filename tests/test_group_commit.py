@@ -298,7 +298,7 @@ def test_over_one_connection_per_thread_answers_close_their_connections(monkeypa
     worker.murder_keepalived()
     assert worker.nr_conns == 2 and worker.max_keepalived == 998
     worker.accept(None)
-    monkeypatch.setattr(gthread.ThreadWorker, "murder_pending", lambda self: murder_keepalived(self))
+    monkeypatch.setattr(gthread.ThreadWorker, "murder_pending", murder_keepalived)
     worker.murder_pending()  # a connection that never sent a request, closed
     assert worker.nr_conns == 2 and worker.max_keepalived == 998
 

@@ -337,3 +337,29 @@ def test_database_server_gone_is_503_never_2xx(bc, app, client, monkeypatch):
     assert stored_count(app) == 0
     assert client.get("/readyz").status_code == 200
     assert bc.send(order_id=250, secret=secret).status_code == 200
+
+
+def test_a_refused_body_is_drained_after_the_answer(bc, app):
+    """A 413 (or any refusal) for an announced body up to 8 x the limit (1 MiB at least) reads
+    the rest of it once the answer is sent (the response's ``close``), so the sender reads the
+    answer instead of a TCP reset; a bigger announced body is never read."""
+    bc.create()
+
+    def call(length, sent):
+        stream = io.BytesIO(b"x" * sent)
+        path = f"/webhooks/bigcommerce/{bc.channel['id']}"
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path,
+                   "CONTENT_LENGTH": str(length), "CONTENT_TYPE": "application/json",
+                   "wsgi.input": stream}
+        answer = {}
+        body = app.wsgi_app(environ, lambda status, headers: answer.update(status=status))
+        read_before_close = stream.tell()
+        text = b"".join(body)
+        getattr(body, "close", lambda: None)()
+        return answer["status"], json.loads(text), read_before_close, stream.tell()
+
+    status, payload, before, after = call(10_000, 10_000)  # limit 4096 in these tests
+    assert status.startswith("413") and payload["error"] == "body_too_large"
+    assert before == 0 and after == 10_000  # answered first, then drained
+    status, _, before, after = call(50 * 2**20, 10_000)  # announced 50 MB: not read at all
+    assert status.startswith("413") and before == after == 0
