@@ -65,6 +65,9 @@ def code_version() -> dict:
             "uncommitted_in_core_or_plugins": len(dirty.splitlines()) if dirty else 0}
 
 
+#: gunicorn's advice for sync workers, used where baseline M is also measured under them.
+SYNC_WORKERS = (os.cpu_count() or 1) * 2 + 1
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -127,7 +130,7 @@ class Bench:
         """gunicorn with orderhooks' settings; ``sync``: gunicorn's sync workers instead
         (2 x cores + 1 of them, gunicorn's advice for sync workers)."""
         port = free_port()
-        cmd = (gunicorn_cmd(app_spec, port, (os.cpu_count() or 1) * 2 + 1, 1, "sync") if sync
+        cmd = (gunicorn_cmd(app_spec, port, SYNC_WORKERS, 1, "sync") if sync
                else gunicorn_cmd(app_spec, port, self.args.web_workers, self.args.web_threads))
         proc = self.procs.start(name, cmd, metrics_env(env))
         url = f"http://127.0.0.1:{port}"
@@ -184,7 +187,7 @@ class Bench:
 
     def gunicorn_label(self, sync: bool = False) -> str:
         if sync:
-            return f"sync x{(os.cpu_count() or 1) * 2 + 1}"
+            return f"sync x{SYNC_WORKERS}"
         return f"threads {self.args.web_workers}x{self.args.web_threads}"
 
     def baseline_m(self, db: str, channel: str, sync: bool = False) -> dict:

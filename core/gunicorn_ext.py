@@ -26,31 +26,16 @@ from gunicorn.workers import gthread
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.keepalive_max = self.max_keepalived  # gunicorn's: worker_connections - threads
+    @property
+    def max_keepalived(self) -> int:
+        """Over one connection per thread, answers close their connections: gunicorn's own test
+        (``len(keepalived_conns) >= max_keepalived``, read as each answer is sent), with the
+        budget derived from the connections held at that moment."""
+        return 0 if self.nr_conns > self.cfg.threads else self._max_keepalived
 
-    # Every place gunicorn's main thread changes the number of connections, the budget follows.
-    def accept(self, listener):
-        super().accept(listener)
-        self._budget()
-
-    def finish_request(self, conn, fs):
-        super().finish_request(conn, fs)
-        self._budget()
-
-    def murder_keepalived(self, force=False):
-        super().murder_keepalived(force)
-        self._budget()
-
-    def murder_pending(self):
-        super().murder_pending()
-        self._budget()
-
-    def _budget(self) -> None:
-        """Over one connection per thread, answers close their connections: gunicorn's own
-        test (``len(keepalived_conns) >= max_keepalived``, read as each answer is sent)."""
-        self.max_keepalived = 0 if self.nr_conns > self.cfg.threads else self.keepalive_max
+    @max_keepalived.setter
+    def max_keepalived(self, value: int) -> None:  # gunicorn's: worker_connections - threads
+        self._max_keepalived = value
 
 
 class GunicornLogger(Logger):

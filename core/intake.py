@@ -112,11 +112,8 @@ class Intake:
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             *SECURITY_HEADERS, *extra])
         if status != 200:
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or -1)
-            except ValueError:
-                length = -1
-            if 0 < length <= max(8 * self.limit, 1 << 20):
+            length = _length(environ)
+            if length is not None and 0 < length <= max(8 * self.limit, 1 << 20):
                 return _Drained(body, environ["wsgi.input"], length)
         return [body]
 
@@ -126,9 +123,8 @@ class Intake:
             return _error(405, "method_not_allowed", "webhooks are delivered with POST",
                           extra=(("Allow", "POST"),))
         limit = self.limit
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
+        length = _length(environ)
+        if length is None:
             return _error(400, "invalid_request", "the Content-Length header is not a number")
         if length > limit:
             metrics.rejected(channel_type, "too_large")
@@ -254,6 +250,14 @@ def _unavailable():
     return _error(503, "database_unavailable",
                   "the delivery could not be stored; send it again later",
                   extra=(("Retry-After", "30"),))
+
+
+def _length(environ) -> int | None:
+    """The announced body length (-1 when none is), or None when it is not a number."""
+    try:
+        return int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        return None
 
 
 def _headers(environ) -> dict[str, str]:

@@ -59,4 +59,3 @@ def configure(level: str = "INFO") -> None:
         root.addHandler(handler)
         root.propagate = False
     root.setLevel(level.upper())
-
