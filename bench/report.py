@@ -26,6 +26,13 @@ def _load(x: dict) -> str:
     return "/".join(f"{v:.2f}" for v in values) if values else "-"
 
 
+def _spread(values, digits: int = 2) -> str:
+    """' (low–high)' of a measurement's rounds, or nothing for a single round."""
+    if not values or len(values) < 2:
+        return ""
+    return f" ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
+
+
 def _ok(flag) -> str:
     if isinstance(flag, str):
         return flag
@@ -50,6 +57,9 @@ def markdown(r: dict) -> str:
            f"HTTP: every target under gunicorn with `core/gunicorn_conf.py` (threaded workers: "
            f"{s['web_workers']} x {s.get('web_threads', '?')}); baseline M also under sync "
            f"workers, and the faster M is the one intake/M compares with; "
+           + (f"{s['rounds']} rounds of M and intake back to back per database and channel: "
+              f"each row is its median round (all rounds' range in brackets), intake/M the "
+              f"median of the rounds' ratios; " if s.get("rounds", 1) > 1 else "") +
            f"load: **{s['load_generator']}**, {s['connections']} "
            f"connections, {_f(s['duration_s'], 0)} s after a warm-up, distinct delivery ids. "
            f"Half-rate p99: Python open-loop generator at half the measured req/s, latency from "
@@ -91,12 +101,14 @@ def markdown(r: dict) -> str:
                                      f"{x['errors']:,} errors", "invalid run"))
                     base = None
                 if base:
-                    ratio = x["rps"] / base["rps"]
-                    ratio_m = f"{ratio:.2f}"
+                    # Several rounds: the median of each round's intake / that round's M.
+                    ratio = x.get("ratio_m") or x["rps"] / base["rps"]
+                    ratio_m = f"{ratio:.2f}" + _spread(x.get("rounds_ratio_m"))
                     verdicts.append((f"1. intake ≥ 0.9 × M ({x['db']}, {x['channel']})",
                                      f"{ratio:.2f} × M", ratio >= 0.9))
                     if x.get("server_cpu_ms_per_req") and base.get("server_cpu_ms_per_req"):
-                        cost = x["server_cpu_ms_per_req"] / base["server_cpu_ms_per_req"]
+                        cost = x.get("cpu_ratio_m") or (x["server_cpu_ms_per_req"]
+                                                        / base["server_cpu_ms_per_req"])
                         cpu += f" ({cost:.2f}×)"
                         verdicts.append((f"1'. server CPU per request ≤ 1.11 × M ({x['db']}, "
                                          f"{x['channel']}; robust to other load)",
@@ -116,7 +128,8 @@ def markdown(r: dict) -> str:
                 name += f" ({x['gunicorn']})"
             if x["errors"] > 0.01 * max(x["requests"], 1):
                 name += f" (**INVALID: {x['errors']:,} errors**)"
-            out.append(f"| {name} | {x['db']} | {x['channel']} | {_f(x['rps'])} | "
+            out.append(f"| {name} | {x['db']} | {x['channel']} | {_f(x['rps'])}"
+                       f"{_spread(x.get('rounds_rps'), 0)} | "
                        f"{_f(x['p50_ms'], 2)} | {_f(x['p99_ms'], 2)} | {x['errors']} | {ratio_h} "
                        f"| {ratio_m} | {half} | {cpu} | {_load(x)} |")
         out.append("")

@@ -95,7 +95,7 @@ class Bench:
             "settings": {"web_workers": args.web_workers, "connections": args.connections,
                          "duration_s": args.duration, "worker_procs": args.worker_procs,
                          "load_generator": "wrk" if self.use_wrk else "python",
-                         "web_threads": args.web_threads,
+                         "web_threads": args.web_threads, "rounds": args.rounds,
                          "gunicorn": "core/gunicorn_conf.py for every target (threaded workers, "
                                      "balanced); baseline M also under sync workers, and the "
                                      "faster M is the baseline",
@@ -179,10 +179,37 @@ class Bench:
             self.procs.stop(proc)
         for db in self.dbs:
             for channel in self.channels:
-                # M under both kinds of gunicorn worker: whichever is faster is the baseline.
-                rows.append(self.baseline_m(db, channel))
-                rows.append(self.baseline_m(db, channel, sync=True))
-                rows.append(self.intake(db, channel))
+                rows.extend(self.intake_rounds(db, channel))
+        return rows
+
+    def intake_rounds(self, db: str, channel: str) -> list[dict]:
+        """M (under both kinds of gunicorn worker: whichever is faster is the baseline) and the
+        intake, back to back, ``--rounds`` times; each target's row is its median round, and
+        intake/M the median of the rounds' ratios (the same run's M each time), so that one
+        noisy run decides nothing. Then the intake's half-rate run, at half its median req/s."""
+        rounds = []
+        for index in range(self.args.rounds):
+            if self.args.rounds > 1:
+                log(f"intake: round {index + 1} of {self.args.rounds} ({db}, {channel})")
+            rounds.append((self.baseline_m(db, channel), self.baseline_m(db, channel, sync=True),
+                           self.intake(db, channel)))
+        rows = [_median_round([r[i] for r in rounds]) for i in range(3)]
+        ratios = []
+        for m_threads, m_sync, intake in rounds:
+            base = max(m_threads, m_sync, key=lambda x: x["rps"])
+            ratios.append({"ratio_m": round(intake["rps"] / max(base["rps"], 1e-9), 3),
+                           "cpu_ratio_m": round(
+                               intake["server_cpu_ms_per_req"] / base["server_cpu_ms_per_req"],
+                               3) if base.get("server_cpu_ms_per_req") else None})
+        intake = rows[2]
+        intake["rounds_ratio_m"] = [x["ratio_m"] for x in ratios]
+        intake["ratio_m"] = statistics.median(intake["rounds_ratio_m"])
+        cpu = [x["cpu_ratio_m"] for x in ratios if x["cpu_ratio_m"] is not None]
+        if cpu:
+            intake["rounds_cpu_ratio_m"] = cpu
+            intake["cpu_ratio_m"] = statistics.median(cpu)
+        intake["half_rate"] = self.half_rate(db, channel, statistics.median(
+            r[2]["rps"] for r in rounds))
         return rows
 
     def gunicorn_label(self, sync: bool = False) -> str:
@@ -248,21 +275,26 @@ class Bench:
         log(f"intake: orderhooks on {db}, {channel}")
         url, web, tpl, proc = self.setup_intake(db, channel)
         result = self.closed_run(web, tpl, proc)
-        rate = max(1.0, result["rps"] / 2)
-        log(f"intake: open loop at {rate:.0f} req/s (half of {result['rps']})")
-        gate = self.quiet()
-        meter = CpuMeter()
-        half = loadgen.python_open(web, tpl, rate=rate, seconds=self.args.duration)
-        half["machine_load"] = {**gate, **meter.read()}
         self.procs.stop(proc)
         peek = Peek(url)
         stored = peek.one("SELECT count(*) FROM deliveries")[0]
         peek.close()
         return {"target": "intake", "db": db, "channel": channel, "rows_stored": stored,
-                "gunicorn": self.gunicorn_label(),
-                **result, "half_rate": {k: half[k] for k in (
-                    "generator", "target_rps", "rps", "requests", "p50_ms", "p90_ms", "p99_ms",
-                    "max_ms", "errors", "machine_load")}}
+                "gunicorn": self.gunicorn_label(), **result}
+
+    def half_rate(self, db: str, channel: str, max_rps: float) -> dict:
+        """An open loop at half the intake's measured req/s (a fresh database and server)."""
+        rate = max(1.0, max_rps / 2)
+        log(f"intake: open loop at {rate:.0f} req/s (half of {max_rps:.1f}; {db}, {channel})")
+        _url, web, tpl, proc = self.setup_intake(db, channel)
+        self.load(web, tpl, self.args.warmup, "hw")
+        gate = self.quiet()
+        meter = CpuMeter()
+        half = loadgen.python_open(web, tpl, rate=rate, seconds=self.args.duration)
+        half["machine_load"] = {**gate, **meter.read()}
+        self.procs.stop(proc)
+        return {k: half[k] for k in ("generator", "target_rps", "rps", "requests", "p50_ms",
+                                     "p90_ms", "p99_ms", "max_ms", "errors", "machine_load")}
 
     # -- worker throughput --------------------------------------------------------------------
 
@@ -645,6 +677,15 @@ class Bench:
         return self.result
 
 
+def _median_round(results: list[dict]) -> dict:
+    """The round with the median req/s (the lower middle one of an even count), with every
+    round's req/s beside it."""
+    chosen = dict(sorted(results, key=lambda x: x["rps"])[(len(results) - 1) // 2])
+    if len(results) > 1:
+        chosen["rounds_rps"] = [x["rps"] for x in results]
+    return chosen
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -664,6 +705,9 @@ def parse_args(argv=None):
     p.add_argument("--connections", type=int, default=16, help="load generator concurrency")
     p.add_argument("--duration", type=float, default=None, help="seconds per measured load run")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="back-to-back rounds of M and intake per database and channel; the "
+                        "median counts (default 3; quick 1)")
     p.add_argument("--orders", default=None,
                    help="comma-separated order counts for worker throughput "
                         "(default 1000,1000000; quick 1000,100000)")
@@ -696,6 +740,7 @@ def parse_args(argv=None):
     q = args.quick
     args.duration = args.duration or (8.0 if q else 15.0)
     args.warmup = args.warmup or (2.0 if q else 3.0)
+    args.rounds = max(1, args.rounds or (1 if q else 3))
     args.orders = [int(x) for x in (args.orders or ("1000,100000" if q else
                                                      "1000,1000000")).split(",")]
     args.worker_deliveries = args.worker_deliveries or (2000 if q else 5000)
