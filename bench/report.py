@@ -137,7 +137,13 @@ def markdown(r: dict) -> str:
         out += ["### Intake", "", f"failed: {intake.get('error')}", ""]
     worker = r.get("worker")
     if isinstance(worker, list) and worker:
-        out += ["### Worker throughput (pre-filled inbox, every delivery applicable)", "",
+        rounds = max((len(x.get("rounds_applied_per_s") or [1]) for x in worker), default=1)
+        out += ["### Worker throughput (pre-filled inbox, every delivery applicable)", ""]
+        if rounds > 1:
+            out += [f"{rounds} rounds, each measuring every database size in turn: each row is "
+                    "its median round (all rounds' range in brackets); \"vs smallest db\" is "
+                    "the median of the rounds' own ratios.", ""]
+        out += [
                 "| db | orders in db | channel | worker procs | applied/s | deliveries | "
                 "vs smallest db | worker CPU ms/delivery | other load (cores) |",
                 "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -145,9 +151,14 @@ def markdown(r: dict) -> str:
         for x in worker:
             key = (x["db"], x["channel"], x["worker_procs"])
             base.setdefault(key, x["applied_per_s"])
-            rel = x["applied_per_s"] / base[key] if base[key] else 0
+            rel = x.get("vs_smallest_db")  # several rounds: the median of their ratios
+            if rel is None:
+                rel = x["applied_per_s"] / base[key] if base[key] else 0
+            spread = ("" if x["orders"] == min(o["orders"] for o in worker)
+                      else _spread(x.get("vs_smallest_db_rounds")))
             out.append(f"| {x['db']} | {_f(x['orders'])} | {x['channel']} | {x['worker_procs']} "
-                       f"| {_f(x['applied_per_s'])} | {_f(x['deliveries'])} | {rel:.2f} | "
+                       f"| {_f(x['applied_per_s'])}{_spread(x.get('rounds_applied_per_s'), 0)} "
+                       f"| {_f(x['deliveries'])} | {rel:.2f}{spread} | "
                        f"{_f(x.get('worker_cpu_ms_per_delivery'), 2)} | {_load(x)} |")
             if x["channel"] == "shopify" and x["db"] == "sqlite":
                 if x["orders"] == min(o["orders"] for o in worker):

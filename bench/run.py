@@ -109,8 +109,16 @@ class Bench:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def fresh(self, kind: str, name: str) -> str:
-        return fresh_database(kind, name, self.workdir, self.args.pg_url)
+    def fresh(self, kind: str, name: str, separate: bool = False) -> str:
+        """An empty database. On PostgreSQL, the bench database's schema is reset, or with
+        ``separate`` a database of its own (``<bench db>_<name>``), created if missing."""
+        pg_url = self.args.pg_url
+        if kind == "postgresql" and separate:
+            pg_url = f"{pg_url}_{name}"
+            problem = pg_available(pg_url)
+            if problem:
+                raise RuntimeError(f"PostgreSQL database {pg_url}: {problem}")
+        return fresh_database(kind, name, self.workdir, pg_url)
 
     def start_standin(self, name: str, *extra: str) -> str:
         port = free_port()
@@ -342,33 +350,61 @@ class Bench:
     def run_worker(self) -> list[dict]:
         rows = []
         for db in self.dbs:
-            for orders in self.args.orders:
-                rows.extend(self.worker_db(db, orders))
+            rows.extend(self.worker_rounds(db))
         return rows
 
-    def worker_db(self, db: str, orders: int) -> list[dict]:
+    def worker_rounds(self, db: str) -> list[dict]:
+        """Every database size filled first, then ``--rounds`` rounds that measure each size in
+        turn (channel, worker processes): each row is its median round, and "vs smallest db"
+        the median of each round's own ratio, so a slow moment of the machine does not land on
+        one size only (one 5,000-delivery measurement lasts a few seconds: its ratio swung
+        0.67-0.97 across identical runs here)."""
+        dbs = {orders: self.worker_db(db, orders) for orders in self.args.orders}
+        results: dict[tuple, list[dict]] = {}
+        try:
+            for index in range(self.args.rounds):
+                if self.args.rounds > 1:
+                    log(f"worker: round {index + 1} of {self.args.rounds} ({db})")
+                for orders, (url, app, peek, per_channel, channel_ids, fill_s) in dbs.items():
+                    for channel in self.channels:
+                        for procs_count in self.args.worker_procs:
+                            results.setdefault((channel, procs_count, orders), []).append(
+                                self.worker_channel(app, peek, url, db, orders, per_channel,
+                                                    channel, channel_ids[channel], procs_count,
+                                                    fill_s))
+        finally:
+            for _url, app, peek, *_ in dbs.values():
+                peek.close()
+                app.extensions["orderhooks.db"].dispose()
+        rows = []
+        smallest = min(self.args.orders)
+        for (channel, procs_count, orders), runs in sorted(
+                results.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])):
+            row = _median_round(runs, "applied_per_s")
+            small = results[(channel, procs_count, smallest)]
+            ratios = [run["applied_per_s"] / base["applied_per_s"] if base["applied_per_s"]
+                      else 0.0 for run, base in zip(runs, small)]
+            row["vs_smallest_db_rounds"] = [round(x, 3) for x in ratios]
+            row["vs_smallest_db"] = round(statistics.median(ratios), 3)
+            rows.append(row)
+        return rows
+
+    def worker_db(self, db: str, orders: int):
+        """A database (its own, so every size stays at hand) with ``orders`` orders per the
+        channels together. Returns (url, app, peek, orders per channel, channel ids, fill s)."""
         log(f"worker: filling {db} with {orders:,} orders")
-        url = self.fresh(db, f"worker{orders}")
+        url = self.fresh(db, f"worker{orders}", separate=True)
         upgrade(url)
         app = fill.make_app(url)
         per_channel = orders // len(self.channels)
         channel_ids = {}
         started = time.monotonic()
-        for index, channel in enumerate(self.channels):
+        for channel in self.channels:
             channel_ids[channel] = self.make_worker_channel(app, channel, "benchworker")
             fill.fill_orders(app, channel_ids[channel], per_channel)
         fill_seconds = time.monotonic() - started
         fill.quiet_housekeeping(app)
-        rows = []
-        peek = Peek(url)
-        for channel in self.channels:
-            for procs_count in self.args.worker_procs:
-                rows.append(self.worker_channel(app, peek, url, db, orders, per_channel,
-                                                channel, channel_ids[channel], procs_count,
-                                                fill_seconds))
-        peek.close()
-        app.extensions["orderhooks.db"].dispose()
-        return rows
+        return url, app, Peek(url), per_channel, channel_ids, fill_seconds
 
     def make_worker_channel(self, app, channel: str, store: str) -> int:
         if channel == "bigcommerce":
@@ -677,12 +713,12 @@ class Bench:
         return self.result
 
 
-def _median_round(results: list[dict]) -> dict:
-    """The round with the median req/s (the lower middle one of an even count), with every
-    round's req/s beside it."""
-    chosen = dict(sorted(results, key=lambda x: x["rps"])[(len(results) - 1) // 2])
+def _median_round(results: list[dict], key: str = "rps") -> dict:
+    """The round with the median ``key`` (the lower middle one of an even count), with every
+    round's value beside it (``rounds_<key>``)."""
+    chosen = dict(sorted(results, key=lambda x: x[key])[(len(results) - 1) // 2])
     if len(results) > 1:
-        chosen["rounds_rps"] = [x["rps"] for x in results]
+        chosen[f"rounds_{key}"] = [x[key] for x in results]
     return chosen
 
 
@@ -706,8 +742,9 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, default=None, help="seconds per measured load run")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load")
     p.add_argument("--rounds", type=int, default=None,
-                   help="back-to-back rounds of M and intake per database and channel; the "
-                        "median counts (default 3; quick 1)")
+                   help="rounds of M and intake back to back per database and channel, and of "
+                        "the worker's measurements per database size; the median counts "
+                        "(default 3; quick 1)")
     p.add_argument("--orders", default=None,
                    help="comma-separated order counts for worker throughput "
                         "(default 1000,1000000; quick 1000,100000)")
