@@ -101,14 +101,19 @@ class Delivery:
 #: Each thread's simdjson parser (one document at a time per parser).
 _parsers = threading.local()
 _UNREAD = object()
+#: A thread keeps its parser (and the buffers it grew) for bodies up to this size.
+_KEEP_PARSER_BYTES = 256 * 1024
 
 
 def _top_fields(body: bytes, keys: tuple[str, ...]):
     """``keys`` of a JSON object body through simdjson, None if the body is not an object, or
     _UNREAD where :meth:`Delivery.json` must decide."""
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
+    if len(body) > _KEEP_PARSER_BYTES:
+        parser = simdjson.Parser()  # its buffers grow to the document: not kept for a big one
+    else:
+        parser = getattr(_parsers, "parser", None)
+        if parser is None:
+            parser = _parsers.parser = simdjson.Parser()
     try:
         doc = parser.parse(body)
     except RuntimeError:

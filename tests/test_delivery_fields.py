@@ -88,3 +88,14 @@ def test_threads_read_their_own_documents():
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+def test_a_big_body_is_read_with_a_parser_of_its_own():
+    if channels.simdjson is None:
+        pytest.skip("pysimdjson is not installed")
+    channels._parsers.parser = None
+    body = json.dumps({"id": 9, "pad": "x" * (channels._KEEP_PARSER_BYTES + 1)}).encode()
+    assert delivery(body).fields("id") == {"id": 9}
+    assert channels._parsers.parser is None  # the thread keeps no parser grown to its size
+    assert delivery(b'{"id": 1}').fields("id") == {"id": 1}
+    assert channels._parsers.parser is not None
