@@ -108,18 +108,19 @@ _KEEP_PARSER_BYTES = 256 * 1024
 def _top_fields(body: bytes, keys: tuple[str, ...]):
     """``keys`` of a JSON object body through simdjson, None if the body is not an object, or
     _UNREAD where :meth:`Delivery.json` must decide."""
-    if len(body) > _KEEP_PARSER_BYTES:
-        parser = simdjson.Parser()  # its buffers grow to the document: not kept for a big one
-    else:
-        parser = getattr(_parsers, "parser", None)
-        if parser is None:
-            parser = _parsers.parser = simdjson.Parser()
+    kept = len(body) <= _KEEP_PARSER_BYTES  # a parser's buffers grow to its biggest document
+    parser = getattr(_parsers, "parser", None) if kept else None
+    if parser is None:
+        parser = simdjson.Parser()
+        if kept:
+            _parsers.parser = parser
     try:
         doc = parser.parse(body)
     except RuntimeError:
         # A big integer, or a document of this thread's parser still referenced (an exception's
         # traceback can keep one): a fresh parser next time, and json() now.
-        _parsers.parser = None
+        if kept:
+            _parsers.parser = None
         return _UNREAD
     except ValueError:  # not JSON to simdjson (NaN, a lone surrogate...): json() decides
         return _UNREAD

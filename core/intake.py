@@ -354,7 +354,7 @@ class Writer:
         self.processors = [
             (index, processor) for index, name in enumerate(_COLUMNS)
             if (processor := columns[name].type.dialect_impl(dialect).bind_processor(dialect))]
-        self.mark = mark
+        self._row = f"({', '.join([mark] * len(_COLUMNS))})"  # one row's placeholders
         self._inserts: dict[int, str] = {}
         self.existing = (f"SELECT id FROM deliveries WHERE channel_id = {mark} "
                          f"AND dedupe_key = {mark}")
@@ -415,10 +415,9 @@ class Writer:
         size, so the database's and the driver's statement caches keep each prepared)."""
         sql = self._inserts.get(rows)
         if sql is None:
-            row = f"({', '.join([self.mark] * len(_COLUMNS))})"
             sql = self._inserts[rows] = (
                 f"INSERT INTO deliveries ({', '.join(_COLUMNS)}) VALUES "
-                f"{', '.join([row] * rows)} "
+                f"{', '.join([self._row] * rows)} "
                 "ON CONFLICT (channel_id, dedupe_key) DO NOTHING "
                 "RETURNING id, channel_id, dedupe_key")
         return sql
@@ -517,17 +516,18 @@ class Writer:
                                    [value for slot in chunk for value in slot.values])
                     for row_id, channel_id, key in cursor.fetchall():
                         new[(channel_id, key)] = row_id
-                known: dict[tuple[int, str], int] = {}
+                known: dict[tuple[int, str], int] = {}  # ids of the keys answered so far
                 for slot in ordered:
                     ident = (slot.channel_id, slot.key)
                     row_id = new.pop(ident, None)
                     if row_id is not None:  # the first of the batch with its key: stored
-                        answers[slot] = known[ident] = row_id, False
-                    elif ident in known:  # sent twice within the batch
-                        answers[slot] = known[ident][0], True
-                    else:  # stored before
+                        known[ident] = row_id
+                        answers[slot] = row_id, False
+                        continue
+                    if ident not in known:  # stored before this batch
                         cursor.execute(self.existing, ident)
-                        answers[slot] = known[ident] = cursor.fetchone()[0], True
+                        known[ident] = cursor.fetchone()[0]
+                    answers[slot] = known[ident], True
             finally:
                 cursor.close()
             if self.sqlite:
