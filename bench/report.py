@@ -62,8 +62,10 @@ def markdown(r: dict) -> str:
               f"median of the rounds' ratios; " if s.get("rounds", 1) > 1 else "") +
            f"load: **{s['load_generator']}**, {s['connections']} "
            f"connections, {_f(s['duration_s'], 0)} s after a warm-up, distinct delivery ids. "
-           f"Half-rate p99: Python open-loop generator at half the measured req/s, latency from "
-           f"each request's scheduled time.", ""]
+           f"Half-rate p99: an open loop (one asyncio loop, requests rendered beforehand) at "
+           f"half the intake's median req/s, latency from each request's scheduled time; then "
+           f"baseline M at the same rate: the tail that the database's commits alone give on "
+           f"this disk.", ""]
     runs = r.get("section_runs") or {}
     if len({(v["at"], v["code"].get("commit")) for v in runs.values()}) > 1:
         out.append("Sections from several runs: " + "; ".join(
@@ -85,7 +87,7 @@ def markdown(r: dict) -> str:
                 mm[(x["db"], x["channel"])] = x
         out += ["### Intake", "",
                 "| target | db | channel | req/s | p50 ms | p99 ms | errors | intake/H | intake/M "
-                "| p99 ms at half rate (req/s) | server CPU ms/req (intake/M) | other load (cores) |",
+                "| p99 ms at half rate (req/s; M at that rate) | server CPU ms/req (intake/M) | other load (cores) |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
         for x in intake:
             ratio_h = ratio_m = half = "-"
@@ -117,11 +119,15 @@ def markdown(r: dict) -> str:
                 if hr and invalid:
                     half = "invalid"
                 elif hr:
+                    floor = hr.get("baseline_m") or {}
+                    beside = f"; M {_f(floor['p99_ms'], 1)}" if floor else ""
                     half = f"{_f(hr['p99_ms'], 1)} ({_f(hr['target_rps'], 0)}; " \
-                           f"{hr['errors']} err)"
+                           f"{hr['errors']} err{beside})"
                     verdicts.append((f"2. intake p99 ≤ 25 ms at half max ({x['db']}, "
                                      f"{x['channel']})", f"{hr['p99_ms']:.1f} ms at "
-                                     f"{hr['target_rps']:.0f} req/s", hr["p99_ms"] <= 25))
+                                     f"{hr['target_rps']:.0f} req/s"
+                                     + (f" (M at that rate: {floor['p99_ms']:.1f} ms)"
+                                        if floor else ""), hr["p99_ms"] <= 25))
             name = {"H": "baseline H", "M": "baseline M", "intake": "orderhooks intake"}[
                 x["target"]]
             if x.get("gunicorn"):

@@ -227,11 +227,7 @@ class Bench:
 
     def baseline_m(self, db: str, channel: str, sync: bool = False) -> dict:
         log(f"intake: baseline M on {db} ({channel} body; {self.gunicorn_label(sync)})")
-        url = self.fresh(db, "baseline_m")
-        env = dict(os.environ, BENCH_M_DATABASE=url, BENCH_M_SECRET=targets.M_SECRET)
-        from . import baseline_m
-        baseline_m.create_table(url)
-        proc, web = self.start_web("baseline_m", "bench.baseline_m:app", env, sync=sync)
+        proc, web, url = self.start_m(db, channel, sync)
         result = self.closed_run(web, targets.template(f"m-{channel}"), proc)
         self.procs.stop(proc)
         peek = Peek(url)
@@ -239,6 +235,14 @@ class Bench:
         peek.close()
         return {"target": "M", "db": db, "channel": channel, "rows_stored": stored,
                 "gunicorn": self.gunicorn_label(sync), **result}
+
+    def start_m(self, db: str, channel: str, sync: bool = False):
+        """Baseline M on a fresh database. Returns (gunicorn process, web url, database url)."""
+        url = self.fresh(db, "baseline_m")
+        env = dict(os.environ, BENCH_M_DATABASE=url, BENCH_M_SECRET=targets.M_SECRET)
+        from . import baseline_m
+        baseline_m.create_table(url)
+        return (*self.start_web("baseline_m", "bench.baseline_m:app", env, sync=sync), url)
 
     def setup_intake(self, db: str, channel: str, name: str = "intake"):
         """A fresh database, orderhooks under gunicorn, one channel. Returns (database url,
@@ -291,18 +295,30 @@ class Bench:
                 "gunicorn": self.gunicorn_label(), **result}
 
     def half_rate(self, db: str, channel: str, max_rps: float) -> dict:
-        """An open loop at half the intake's measured req/s (a fresh database and server)."""
+        """An open loop at half the intake's measured req/s (a fresh database and server), then
+        baseline M at the same rate: what the disk's commits alone cost the tail (on this VM a
+        commit's fsync now and then takes hundreds of milliseconds; PostgreSQL shows it as
+        backends waiting on ``IO/WALSync``)."""
         rate = max(1.0, max_rps / 2)
         log(f"intake: open loop at {rate:.0f} req/s (half of {max_rps:.1f}; {db}, {channel})")
         _url, web, tpl, proc = self.setup_intake(db, channel)
+        half = self.open_run(web, tpl, rate)
+        self.procs.stop(proc)
+        log(f"intake: baseline M, open loop at {rate:.0f} req/s ({db}, {channel})")
+        proc, web, _url = self.start_m(db, channel)
+        floor = self.open_run(web, targets.template(f"m-{channel}"), rate)
+        self.procs.stop(proc)
+        keep = ("generator", "target_rps", "rps", "requests", "p50_ms", "p90_ms", "p99_ms",
+                "max_ms", "errors", "connections_peak", "machine_load")
+        return {**{k: half[k] for k in keep}, "baseline_m": {k: floor[k] for k in keep}}
+
+    def open_run(self, web: str, tpl, rate: float) -> dict:
         self.load(web, tpl, self.args.warmup, "hw")
         gate = self.quiet()
         meter = CpuMeter()
-        half = loadgen.python_open(web, tpl, rate=rate, seconds=self.args.duration)
-        half["machine_load"] = {**gate, **meter.read()}
-        self.procs.stop(proc)
-        return {k: half[k] for k in ("generator", "target_rps", "rps", "requests", "p50_ms",
-                                     "p90_ms", "p99_ms", "max_ms", "errors", "machine_load")}
+        result = loadgen.python_open(web, tpl, rate=rate, seconds=self.args.duration)
+        result["machine_load"] = {**gate, **meter.read()}
+        return result
 
     # -- worker throughput --------------------------------------------------------------------
 
