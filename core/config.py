@@ -35,6 +35,10 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
     "DISABLED_PLUGINS": ("", str, "Comma-separated plugin names not to load"),
     "HTTP_TIMEOUT_SECONDS": (10.0, float, "Timeout of calls to channel APIs"),
     "SQLITE_SYNCHRONOUS": ("FULL", str, "SQLite synchronous pragma (FULL: acknowledged = on disk)"),
+    "SQLITE_WORKER_AUTOCHECKPOINT": (10000, int, "SQLite wal_autocheckpoint (pages) on the "
+                                     "worker's connections: fewer, larger checkpoints for the "
+                                     "throughput side (the web keeps SQLite's 1000, so no "
+                                     "request waits on a big one)"),
     "SQLITE_MMAP_BYTES": (268435456, int, "SQLite mmap_size: database pages read through a memory "
                           "map instead of a read() each (0 turns it off)"),
     "LOG_LEVEL": ("INFO", str, "Log level"),

@@ -53,6 +53,23 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def sqlite_autocheckpoint(self, pages: int) -> None:
+        """From now on, this process's SQLite connections checkpoint the WAL once it holds
+        ``pages`` pages (SQLite's default: 1000). Pooled connections are closed, so every
+        connection gets it. Nothing on PostgreSQL.
+
+        Measured for the worker (Shopify, 5,000-delivery runs, 4 alternations): 10,000 pages
+        gave +7 % applied/s with 1,000 and with 1,000,000 orders: a page changed again before
+        the next checkpoint is copied to the database once, and the checkpoint's fsync is paid
+        a tenth as often."""
+        if not self.is_sqlite:
+            return
+
+        @event.listens_for(self.engine, "connect")
+        def connect(dbapi_connection, _record):
+            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+        self.engine.dispose()
+
 
 def alembic_config(url: str):
     from alembic.config import Config

@@ -7,6 +7,7 @@ LOCKED``; on SQLite every transaction is ``BEGIN IMMEDIATE``, so claims serialis
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -402,6 +403,23 @@ class Worker:
 
 class _ApplyError(Exception):
     """Applying one delivery of a batch raised: record the batch again, isolated."""
+
+
+#: The worker process's collector thresholds: a young-generation pass every 50,000 net
+#: allocations instead of 700 (a batch allocates tens of thousands of short-lived ORM and JSON
+#: objects, nearly all freed by reference counting; 700 ran a pass every few deliveries).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """For a long-running worker process, after its imports and app set-up: those objects move
+    to the collector's permanent generation (``gc.freeze``: never scanned again), and collections
+    run less often (``GC_THRESHOLDS``). Measured on 5,000-delivery Shopify runs, 4 alternations
+    on SQLite: +20 % applied/s with 1,000 orders, +13 % with 1,000,000; garbage cycles are still
+    collected, so memory stays flat (the benchmark's memory run checks it)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _parse(value: str):
