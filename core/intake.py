@@ -347,17 +347,20 @@ class Writer:
         dbapi = db.engine.dialect.dbapi
         self.refused = (dbapi.DataError, dbapi.IntegrityError)
         self.errors = dbapi.Error
-        mark = "?" if self.sqlite else "%s"
+        # PostgreSQL: psycopg's RawCursor with the server's own $n placeholders. With %s, psycopg
+        # parses the query text again on every execute once it has more than 50 parameters (its
+        # cache of parsed queries skips those): ~8 % of the intake's CPU under load (py-spy), and
+        # 31 vs 60 us of client CPU per row for 8-row batches, 23 vs 51 for 16 (measured).
+        self._cursor = None if self.sqlite else _raw_cursor(dbapi)
         # Each column's value as the ORM would bind it (SQLite's DATETIME text, JSON, bytes...):
         # SQLAlchemy's own processors for this dialect, so the rows read back alike.
         dialect, columns = db.engine.dialect, Delivery.__table__.c
         self.processors = [
             (index, processor) for index, name in enumerate(_COLUMNS)
             if (processor := columns[name].type.dialect_impl(dialect).bind_processor(dialect))]
-        self._row = f"({', '.join([mark] * len(_COLUMNS))})"  # one row's placeholders
         self._inserts: dict[int, str] = {}
-        self.existing = (f"SELECT id FROM deliveries WHERE channel_id = {mark} "
-                         f"AND dedupe_key = {mark}")
+        self.existing = (f"SELECT id FROM deliveries WHERE channel_id = {self._mark(1)} "
+                         f"AND dedupe_key = {self._mark(2)}")
         database = db.engine.url.database if self.sqlite else None
         self.lock_path = (f"{database}-intake.lock"
                           if database and database != ":memory:" else None)
@@ -371,6 +374,10 @@ class Writer:
         # (whose threads do not exist there) nor a held mutex.
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (w := ref()) and w._forked())
+
+    def _mark(self, number: int) -> str:
+        """The placeholder of the ``number``-th parameter (from 1)."""
+        return "?" if self.sqlite else f"${number}" if self._cursor else "%s"
 
     def _forked(self) -> None:
         self._mutex = threading.Lock()
@@ -415,9 +422,12 @@ class Writer:
         size, so the database's and the driver's statement caches keep each prepared)."""
         sql = self._inserts.get(rows)
         if sql is None:
+            width = len(_COLUMNS)
+            values = ", ".join(
+                "(" + ", ".join(self._mark(row * width + col + 1) for col in range(width)) + ")"
+                for row in range(rows))
             sql = self._inserts[rows] = (
-                f"INSERT INTO deliveries ({', '.join(_COLUMNS)}) VALUES "
-                f"{', '.join([self._row] * rows)} "
+                f"INSERT INTO deliveries ({', '.join(_COLUMNS)}) VALUES {values} "
                 "ON CONFLICT (channel_id, dedupe_key) DO NOTHING "
                 "RETURNING id, channel_id, dedupe_key")
         return sql
@@ -504,7 +514,7 @@ class Writer:
         try:
             if self.sqlite:
                 conn.execute("BEGIN IMMEDIATE")
-            cursor = conn.cursor()
+            cursor = conn.cursor() if self._cursor is None else self._cursor(conn)
             try:
                 # One multi-row INSERT per chunk of the batch: a single statement and round trip
                 # (half the client CPU of psycopg's pipelined executemany, measured). RETURNING
@@ -562,6 +572,12 @@ class Writer:
                 conn.rollback()
         except self.errors:
             self.drop()
+
+
+def _raw_cursor(dbapi):
+    """psycopg's cursor class for $n placeholders (psycopg 3.2 and later), else None (another
+    driver: %s placeholders)."""
+    return getattr(dbapi, "RawCursor", None)
 
 
 def _slot_order(slot: _Slot):

@@ -342,3 +342,28 @@ def test_a_forked_child_does_not_inherit_a_commit_in_progress(app, writer, chann
     assert os.waitstatus_to_exitcode(status) == 0
     assert set(rows(app)) == {"parent", "child"}
     assert writer.store(channel, info("after"), {}, b"{}", now)[1] is False  # parent unharmed
+
+
+def test_a_batch_of_several_statements_stores_every_value(app, writer, channel, monkeypatch):
+    """150 waiting deliveries: three multi-row INSERTs (64 + 64 + 22 rows, 768 parameters in the
+    biggest), one key sent twice across the first two; every value reads back as stored."""
+    count = 150
+    held = Held(writer, monkeypatch)
+    now = datetime(2026, 11, 28, 7, 30, 0, 123456)
+    calls = [(channel, info(f"big{i}" if i != 100 else "big10", order=str(1000 + i)),
+              {"content-type": "application/json", "x-n": str(i)}, b'{"n": %d}' % i, now)
+             for i in range(count)]
+    results = run_held(writer, held, calls)
+    assert held.sizes == [1, count - 1]
+    assert all(isinstance(r, tuple) for r in results), results
+    assert results[100] == (results[10][0], True)  # the later one of the key: a duplicate
+    assert len({r[0] for r in results}) == count - 1
+    with app.extensions["orderhooks.db"].Session() as session:
+        stored = {d.id: d for d in session.scalars(select(Delivery))}
+    for i, (row_id, duplicate) in enumerate(results):
+        row = stored[row_id]
+        n = 10 if i == 100 else i
+        assert row.dedupe_key == f"big{n}" and row.channel_order_id == str(1000 + n)
+        assert row.body == b'{"n": %d}' % n and row.headers["x-n"] == str(n)
+        assert row.received_at == now and row.state == "pending"
+        assert row.occurred_at == datetime(2026, 11, 28)
