@@ -128,6 +128,8 @@ def serve(bind, workers, threads):
     try:
         while not stopping:
             time.sleep(0.5)
+            if stopping:  # Ctrl-C reaches the whole process group: the children stop too
+                break
             if web_proc.poll() is not None:
                 click.echo(f"web exited with {web_proc.returncode}", err=True)
                 break
