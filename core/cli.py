@@ -134,8 +134,10 @@ def serve(bind, workers, threads):
                 click.echo(f"web exited with {web_proc.returncode}", err=True)
                 break
             if worker_proc.poll() is not None:
-                click.echo(f"worker exited with {worker_proc.returncode}; restarting", err=True)
                 time.sleep(1)
+                if stopping:  # it stopped with us (the signal reached the group)
+                    break
+                click.echo(f"worker exited with {worker_proc.returncode}; restarting", err=True)
                 worker_proc = subprocess.Popen(worker_cmd, env=env, cwd=root)
     finally:
         for proc in (worker_proc, web_proc):

@@ -2,8 +2,10 @@
 deliveries finish or are released; nothing stays claimed forever (claims are leases)."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import sys
 import time
 from datetime import timedelta
 
@@ -12,8 +14,10 @@ from sqlalchemy import update
 from core.models import Delivery, utcnow
 from core.worker import Worker
 
-from .live import (SECRET_HEADER, db_engine, delivery_body, rows, scalar, wait_for,
-                   wait_processed)
+import requests
+
+from .live import (SECRET_HEADER, children, db_engine, delivery_body, free_port, rows, scalar,
+                   wait_for, wait_processed)
 
 
 def _claims(engine):
@@ -141,3 +145,29 @@ def test_sigterm_to_gunicorn_lets_in_flight_requests_finish(stack, database_url)
     engine = db_engine(database_url)
     assert scalar(engine, "SELECT count(*) FROM deliveries") == 1
     engine.dispose()
+
+
+def test_serve_stops_its_children_without_restarting_them(stack):
+    """Ctrl-C in a terminal (and GNU timeout) signal the whole process group: web and worker
+    stop together with ``serve``, which must not take the worker's exit for a crash."""
+    port = free_port()
+    serve = stack._start("serve", [sys.executable, "-m", "core.cli", "serve", "--bind",
+                                   f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"])
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok, 60,
+             what="serve's web")
+    wait_for(lambda: any("worker" in " ".join(_cmdline(pid)) for pid in children(serve.pid)),
+             30, what="serve's worker")
+    time.sleep(1.0)  # the worker past its imports
+    os.killpg(serve.pid, signal.SIGTERM)  # the group, as a terminal's Ctrl-C does
+    serve.popen.wait(timeout=60)
+    log = serve.log_path.read_text()
+    assert serve.popen.returncode == 0, log
+    assert "restarting" not in log, log
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
