@@ -9,6 +9,7 @@ errors (non-2xx + socket errors), error_detail, generator.
 """
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import multiprocessing as mp
@@ -206,7 +207,6 @@ class _OpenLoop:
         self.done = 0
 
     async def run(self) -> None:
-        import asyncio
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.finished = loop.create_future()
@@ -216,13 +216,12 @@ class _OpenLoop:
             if conn is not None:
                 self.idle.append(conn)
         start = loop.time() + 0.1
-        self.start = start
         total = len(self.requests)
         k = 0
         while k < total:
             now = loop.time()
-            while k < total and start + k / self.rate <= now:
-                self._dispatch(start + k / self.rate, self.requests[k])
+            while k < total and (due := start + k / self.rate) <= now:
+                self._dispatch(due, self.requests[k])
                 k += 1
             if k < total:
                 await asyncio.sleep(max(0.0, start + k / self.rate - loop.time()))
@@ -296,7 +295,7 @@ class _OpenLoop:
             self._grow()
 
 
-class _Conn:
+class _Conn(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection: sends a rendered request, reads one response
     (Content-Length or chunked), hands itself back to the loop."""
 
@@ -353,15 +352,6 @@ class _Conn:
             self.gen._finish(None)
         self.gen.lost(self)
 
-    def eof_received(self):
-        return None
-
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
 
 def _header(head: bytes, name: bytes) -> bytes | None:
     at = head.find(b"\r\n" + name + b":")
@@ -384,7 +374,6 @@ def python_open(url: str, tpl: Template, *, rate: float, seconds: float,
                 run_id: str = "o") -> dict:
     """Requests at ``rate`` per second for ``seconds`` from one asyncio loop in this process
     (rendered before the clock starts), latencies from each request's scheduled time."""
-    import asyncio
     host, port = _hostport(url)
     total = int(rate * seconds)
     requests = [_raw_request(host, port, tpl, f"{run_id}o{k}") for k in range(total)]

@@ -144,6 +144,7 @@ def markdown(r: dict) -> str:
     worker = r.get("worker")
     if isinstance(worker, list) and worker:
         rounds = max((len(x.get("rounds_applied_per_s") or [1]) for x in worker), default=1)
+        smallest = min(o["orders"] for o in worker)
         out += ["### Worker throughput (pre-filled inbox, every delivery applicable)", ""]
         if rounds > 1:
             out += [f"{rounds} rounds, each measuring every database size in turn: each row is "
@@ -160,14 +161,14 @@ def markdown(r: dict) -> str:
             rel = x.get("vs_smallest_db")  # several rounds: the median of their ratios
             if rel is None:
                 rel = x["applied_per_s"] / base[key] if base[key] else 0
-            spread = ("" if x["orders"] == min(o["orders"] for o in worker)
+            spread = ("" if x["orders"] == smallest
                       else _spread(x.get("vs_smallest_db_rounds")))
             out.append(f"| {x['db']} | {_f(x['orders'])} | {x['channel']} | {x['worker_procs']} "
                        f"| {_f(x['applied_per_s'])}{_spread(x.get('rounds_applied_per_s'), 0)} "
                        f"| {_f(x['deliveries'])} | {rel:.2f}{spread} | "
                        f"{_f(x.get('worker_cpu_ms_per_delivery'), 2)} | {_load(x)} |")
             if x["channel"] == "shopify" and x["db"] == "sqlite":
-                if x["orders"] == min(o["orders"] for o in worker):
+                if x["orders"] == smallest:
                     verdicts.append((f"3. worker ≥ 1,000 applied/s, full payload, SQLite "
                                      f"({_f(x['orders'])} orders, {x['worker_procs']} proc)",
                                      f"{x['applied_per_s']:.0f}/s", x["applied_per_s"] >= 1000))

@@ -126,7 +126,7 @@ def serve(bind, workers, threads):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        while not stopping:
+        while True:
             time.sleep(0.5)
             if stopping:  # Ctrl-C reaches the whole process group: the children stop too
                 break

@@ -25,7 +25,11 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, connect_args={"timeout": 30,
                                                            "check_same_thread": False})
-            _sqlite_pragmas(self.engine, sqlite_synchronous, int(sqlite_mmap_bytes))
+            #: Set on every new connection (read at connect time: changes apply to later ones).
+            self.sqlite_pragmas = {"journal_mode": "WAL", "synchronous": sqlite_synchronous,
+                                   "busy_timeout": 30000, "foreign_keys": "ON",
+                                   "mmap_size": int(sqlite_mmap_bytes)}
+            _sqlite_pragmas(self.engine, self.sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                                         pool_recycle=1800,
@@ -64,10 +68,7 @@ class Database:
         a tenth as often."""
         if not self.is_sqlite:
             return
-
-        @event.listens_for(self.engine, "connect")
-        def connect(dbapi_connection, _record):
-            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+        self.sqlite_pragmas["wal_autocheckpoint"] = int(pages)
         self.engine.dispose()
 
 
@@ -79,7 +80,7 @@ def alembic_config(url: str):
     return cfg
 
 
-def _sqlite_pragmas(engine: Engine, synchronous: str, mmap_bytes: int) -> None:
+def _sqlite_pragmas(engine: Engine, pragmas: dict) -> None:
     # pysqlite's own transaction handling is turned off so that every transaction starts with
     # BEGIN IMMEDIATE: a writer takes the lock up front (waiting up to the busy timeout) instead
     # of failing with SQLITE_BUSY when it upgrades a read lock while another process writes.
@@ -87,11 +88,8 @@ def _sqlite_pragmas(engine: Engine, synchronous: str, mmap_bytes: int) -> None:
     def connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA mmap_size={mmap_bytes}")
+        for name, value in pragmas.items():
+            cursor.execute(f"PRAGMA {name}={value}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

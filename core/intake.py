@@ -351,7 +351,8 @@ class Writer:
         # parses the query text again on every execute once it has more than 50 parameters (its
         # cache of parsed queries skips those): ~8 % of the intake's CPU under load (py-spy), and
         # 31 vs 60 us of client CPU per row for 8-row batches, 23 vs 51 for 16 (measured).
-        self._cursor = None if self.sqlite else _raw_cursor(dbapi)
+        # (psycopg 3.2 and later; another driver keeps %s.) Set on the writer's own connection.
+        self.raw_cursor = None if self.sqlite else getattr(dbapi, "RawCursor", None)
         # Each column's value as the ORM would bind it (SQLite's DATETIME text, JSON, bytes...):
         # SQLAlchemy's own processors for this dialect, so the rows read back alike.
         dialect, columns = db.engine.dialect, Delivery.__table__.c
@@ -377,7 +378,7 @@ class Writer:
 
     def _mark(self, number: int) -> str:
         """The placeholder of the ``number``-th parameter (from 1)."""
-        return "?" if self.sqlite else f"${number}" if self._cursor else "%s"
+        return "?" if self.sqlite else f"${number}" if self.raw_cursor else "%s"
 
     def _forked(self) -> None:
         self._mutex = threading.Lock()
@@ -406,6 +407,8 @@ class Writer:
             fairy = self.db.engine.raw_connection()
             fairy.detach()  # ours for good: the pool neither counts nor recycles it
             conn = self._conn = fairy.dbapi_connection
+            if self.raw_cursor is not None:
+                conn.cursor_factory = self.raw_cursor
             self._pid = os.getpid()
         return conn
 
@@ -514,7 +517,7 @@ class Writer:
         try:
             if self.sqlite:
                 conn.execute("BEGIN IMMEDIATE")
-            cursor = conn.cursor() if self._cursor is None else self._cursor(conn)
+            cursor = conn.cursor()
             try:
                 # One multi-row INSERT per chunk of the batch: a single statement and round trip
                 # (half the client CPU of psycopg's pipelined executemany, measured). RETURNING
@@ -572,12 +575,6 @@ class Writer:
                 conn.rollback()
         except self.errors:
             self.drop()
-
-
-def _raw_cursor(dbapi):
-    """psycopg's cursor class for $n placeholders (psycopg 3.2 and later), else None (another
-    driver: %s placeholders)."""
-    return getattr(dbapi, "RawCursor", None)
 
 
 def _slot_order(slot: _Slot):
