@@ -65,7 +65,9 @@ def markdown(r: dict) -> str:
            f"Half-rate p99: an open loop (one asyncio loop, requests rendered beforehand) at "
            f"half the intake's median req/s, latency from each request's scheduled time; then "
            f"baseline M at the same rate: the tail that the database's commits alone give on "
-           f"this disk.", ""]
+           f"this disk" + (f"; {s['rounds']} such pairs, each figure the median round's p99 "
+                           f"(all rounds' range in brackets)" if s.get("rounds", 1) > 1 else "")
+           + ".", ""]
     runs = r.get("section_runs") or {}
     if len({(v["at"], v["code"].get("commit")) for v in runs.values()}) > 1:
         out.append("Sections from several runs: " + "; ".join(
@@ -120,9 +122,10 @@ def markdown(r: dict) -> str:
                     half = "invalid"
                 elif hr:
                     floor = hr.get("baseline_m") or {}
-                    beside = f"; M {_f(floor['p99_ms'], 1)}" if floor else ""
-                    half = f"{_f(hr['p99_ms'], 1)} ({_f(hr['target_rps'], 0)}; " \
-                           f"{hr['errors']} err{beside})"
+                    beside = (f"; M {_f(floor['p99_ms'], 1)}"
+                              f"{_spread(floor.get('rounds_p99_ms'), 1)}" if floor else "")
+                    half = f"{_f(hr['p99_ms'], 1)}{_spread(hr.get('rounds_p99_ms'), 1)} " \
+                           f"({_f(hr['target_rps'], 0)}; {hr['errors']} err{beside})"
                     verdicts.append((f"2. intake p99 ≤ 25 ms at half max ({x['db']}, "
                                      f"{x['channel']})", f"{hr['p99_ms']:.1f} ms at "
                                      f"{hr['target_rps']:.0f} req/s"

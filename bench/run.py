@@ -298,19 +298,27 @@ class Bench:
         """An open loop at half the intake's measured req/s (a fresh database and server), then
         baseline M at the same rate: what the disk's commits alone cost the tail (on this VM a
         commit's fsync now and then takes hundreds of milliseconds; PostgreSQL shows it as
-        backends waiting on ``IO/WALSync``)."""
+        backends waiting on ``IO/WALSync``). ``--rounds`` pairs, intake and M alternating: each
+        reports its median round's figures (by p99), with every round's p99 beside them, since
+        one stalled fsync in a round decides that round's p99."""
         rate = max(1.0, max_rps / 2)
-        log(f"intake: open loop at {rate:.0f} req/s (half of {max_rps:.1f}; {db}, {channel})")
-        _url, web, tpl, proc = self.setup_intake(db, channel)
-        half = self.open_run(web, tpl, rate)
-        self.procs.stop(proc)
-        log(f"intake: baseline M, open loop at {rate:.0f} req/s ({db}, {channel})")
-        proc, web, _url = self.start_m(db, channel)
-        floor = self.open_run(web, targets.template(f"m-{channel}"), rate)
-        self.procs.stop(proc)
         keep = ("generator", "target_rps", "rps", "requests", "p50_ms", "p90_ms", "p99_ms",
                 "max_ms", "errors", "connections_peak", "machine_load")
-        return {**{k: half[k] for k in keep}, "baseline_m": {k: floor[k] for k in keep}}
+        halves, floors = [], []
+        for index in range(self.args.rounds):
+            log(f"intake: open loop at {rate:.0f} req/s (half of {max_rps:.1f}; {db}, {channel}; "
+                f"round {index + 1} of {self.args.rounds})")
+            _url, web, tpl, proc = self.setup_intake(db, channel)
+            halves.append(self.open_run(web, tpl, rate))
+            self.procs.stop(proc)
+            log(f"intake: baseline M, open loop at {rate:.0f} req/s ({db}, {channel})")
+            proc, web, _url = self.start_m(db, channel)
+            floors.append(self.open_run(web, targets.template(f"m-{channel}"), rate))
+            self.procs.stop(proc)
+        half, floor = _median_round(halves, "p99_ms"), _median_round(floors, "p99_ms")
+        keep += ("rounds_p99_ms",)
+        return {**{k: half[k] for k in keep if k in half},
+                "baseline_m": {k: floor[k] for k in keep if k in floor}}
 
     def open_run(self, web: str, tpl, rate: float) -> dict:
         self.load(web, tpl, self.args.warmup, "hw")
