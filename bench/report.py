@@ -70,8 +70,13 @@ def markdown(r: dict) -> str:
            + ".", ""]
     runs = r.get("section_runs") or {}
     if len({(v["at"], v["code"].get("commit")) for v in runs.values()}) > 1:
+        machines = {v.get("machine") for v in runs.values()}
         out.append("Sections from several runs: " + "; ".join(
-            f"{k} at {v['at']} (commit {v['code'].get('commit')})" for k, v in runs.items()))
+            f"{k} at {v['at']} (commit {v['code'].get('commit')}"
+            + (f"; {v.get('machine') or 'machine not recorded'}" if len(machines) > 1 else "")
+            + ")" for k, v in runs.items())
+            + (" — **not all on the same machine: compare figures within a section**"
+               if len(machines) > 1 else ""))
         out.append("")
     for note in r.get("notes") or ():
         out.append(f"- note: {note}")

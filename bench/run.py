@@ -835,7 +835,8 @@ def main(argv=None) -> int:
     for name in sections:
         if isinstance(result.get(name), (dict, list)):
             result.setdefault("section_runs", {})[name] = {
-                "at": result["started_at"], "code": result["code"]}
+                "at": result["started_at"], "code": result["code"],
+                "machine": _machine_label(result["machine"])}
     previous = RESULTS / "latest.json"
     if args.merge and previous.exists():
         # Keep the other sections of the last run (each section says when it ran).
@@ -853,6 +854,11 @@ def main(argv=None) -> int:
         update_readme(md)
     print(md)
     return 0
+
+
+def _machine_label(machine: dict) -> str:
+    """The machine a section ran on, short (sections merged from several runs may differ)."""
+    return f"{machine.get('nproc')} cores {machine.get('cpu')}, kernel {machine.get('kernel')}"
 
 
 def _rss_anon(pid: int) -> int:
