@@ -26,6 +26,13 @@ def _load(x: dict) -> str:
     return "/".join(f"{v:.2f}" for v in values) if values else "-"
 
 
+def _machine(m: dict | None) -> str:
+    """A section's machine, short (sections merged from several runs may differ)."""
+    if not m:
+        return "machine not recorded"
+    return f"{m.get('nproc')} cores {m.get('cpu')}, kernel {m.get('kernel')}"
+
+
 def _spread(values, digits: int = 2) -> str:
     """' (low–high)' of a measurement's rounds, or nothing for a single round."""
     if not values or len(values) < 2:
@@ -70,13 +77,13 @@ def markdown(r: dict) -> str:
            + ".", ""]
     runs = r.get("section_runs") or {}
     if len({(v["at"], v["code"].get("commit")) for v in runs.values()}) > 1:
-        machines = {v.get("machine") for v in runs.values()}
+        machines = {k: _machine(v.get("machine")) for k, v in runs.items()}
+        several = len(set(machines.values())) > 1
         out.append("Sections from several runs: " + "; ".join(
             f"{k} at {v['at']} (commit {v['code'].get('commit')}"
-            + (f"; {v.get('machine') or 'machine not recorded'}" if len(machines) > 1 else "")
-            + ")" for k, v in runs.items())
+            + (f"; {machines[k]}" if several else "") + ")" for k, v in runs.items())
             + (" — **not all on the same machine: compare figures within a section**"
-               if len(machines) > 1 else ""))
+               if several else ""))
         out.append("")
     for note in r.get("notes") or ():
         out.append(f"- note: {note}")

@@ -303,7 +303,7 @@ class Bench:
         one stalled fsync in a round decides that round's p99."""
         rate = max(1.0, max_rps / 2)
         keep = ("generator", "target_rps", "rps", "requests", "p50_ms", "p90_ms", "p99_ms",
-                "max_ms", "errors", "connections_peak", "machine_load")
+                "max_ms", "errors", "connections_peak", "machine_load", "rounds_p99_ms")
         halves, floors = [], []
         for index in range(self.args.rounds):
             log(f"intake: open loop at {rate:.0f} req/s (half of {max_rps:.1f}; {db}, {channel}; "
@@ -316,7 +316,6 @@ class Bench:
             floors.append(self.open_run(web, targets.template(f"m-{channel}"), rate))
             self.procs.stop(proc)
         half, floor = _median_round(halves, "p99_ms"), _median_round(floors, "p99_ms")
-        keep += ("rounds_p99_ms",)
         return {**{k: half[k] for k in keep if k in half},
                 "baseline_m": {k: floor[k] for k in keep if k in floor}}
 
@@ -836,7 +835,7 @@ def main(argv=None) -> int:
         if isinstance(result.get(name), (dict, list)):
             result.setdefault("section_runs", {})[name] = {
                 "at": result["started_at"], "code": result["code"],
-                "machine": _machine_label(result["machine"])}
+                "machine": result["machine"]}
     previous = RESULTS / "latest.json"
     if args.merge and previous.exists():
         # Keep the other sections of the last run (each section says when it ran).
@@ -854,11 +853,6 @@ def main(argv=None) -> int:
         update_readme(md)
     print(md)
     return 0
-
-
-def _machine_label(machine: dict) -> str:
-    """The machine a section ran on, short (sections merged from several runs may differ)."""
-    return f"{machine.get('nproc')} cores {machine.get('cpu')}, kernel {machine.get('kernel')}"
 
 
 def _rss_anon(pid: int) -> int:
