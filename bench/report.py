@@ -188,8 +188,14 @@ def markdown(r: dict) -> str:
                                      f"({_f(x['orders'])} orders, {x['worker_procs']} proc)",
                                      f"{x['applied_per_s']:.0f}/s", x["applied_per_s"] >= 1000))
                 else:
-                    verdicts.append((f"3. … within 20 % with {_f(x['orders'])} orders",
+                    verdicts.append((f"3. … within 20 % with {_f(x['orders'])} orders "
+                                     f"({x['worker_procs']} proc; of the small db's rate)",
                                      f"{rel:.2f} of the small db", rel >= 0.8))
+                    # The target's other reading: within 20 % of the 1,000/s it sets.
+                    verdicts.append((f"3. … within 20 % of 1,000/s with {_f(x['orders'])} "
+                                     f"orders ({x['worker_procs']} proc)",
+                                     f"{x['applied_per_s']:.0f}/s",
+                                     x["applied_per_s"] >= 800))
         out.append("")
     elif isinstance(worker, dict):
         out += ["### Worker throughput", "", f"failed: {worker.get('error')}", ""]

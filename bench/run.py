@@ -783,7 +783,7 @@ def parse_args(argv=None):
                         "30/FACTOR seconds (1 = BigCommerce's real 150 per 30 s; default 10)")
     p.add_argument("--pacing-db", default="sqlite", choices=("sqlite", "postgresql"))
     p.add_argument("--rss-deliveries", type=int, default=None,
-                   help="deliveries in the worker memory run (target 1000000; default 100000; "
+                   help="deliveries in the worker memory run (default 1000000, the target; "
                         "quick 20000)")
     p.add_argument("--quiet-wait", type=float, default=60.0,
                    help="seconds to wait, before each measurement, for other processes on the "
@@ -807,7 +807,7 @@ def parse_args(argv=None):
     args.worker_procs = [int(x) for x in (args.worker_procs or ("1" if q else "1,2"))
                          .split(",")]
     args.pacing_deliveries = args.pacing_deliveries or (2000 if q else 10000)
-    args.rss_deliveries = args.rss_deliveries or (20000 if q else 100000)
+    args.rss_deliveries = args.rss_deliveries or (20000 if q else 1_000_000)
     args.web_workers = args.web_workers or int(os.environ.get("ORDERHOOKS_WEB_WORKERS",
                                                               os.cpu_count() or 1))
     args.web_threads = args.web_threads or int(os.environ.get("ORDERHOOKS_WEB_THREADS", 8))

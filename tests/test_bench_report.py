@@ -1,0 +1,59 @@
+"""The benchmark's report names every target's verdict from the figures it is given (here a
+made-up result: no benchmark runs in the test suite)."""
+from bench.report import markdown as _markdown
+
+#: What every result carries besides its sections (the shape bench.run writes).
+BASE = {"started_at": "2026-12-01T00:00:00+00:00", "command": "python -m bench.run",
+        "mode": "full", "seconds": 1.0, "code": {"commit": "abc1234"},
+        "machine": {"nproc": 2, "cpu": "test cpu", "ram_gib": 1.0, "kernel": "x",
+                    "python": "3.11", "sqlite": "3.40"},
+        "settings": {"web_workers": 2, "web_threads": 8, "rounds": 1, "load_generator": "wrk",
+                     "connections": 16, "duration_s": 15.0}}
+
+
+def markdown(sections: dict) -> str:
+    return _markdown({**BASE, **sections})
+
+
+def _worker_row(orders: int, rate: float, ratio: float | None = None) -> dict:
+    row = {"db": "sqlite", "orders": orders, "channel": "shopify", "worker_procs": 1,
+           "applied_per_s": rate, "deliveries": 5000, "worker_cpu_ms_per_delivery": 0.4}
+    if ratio is not None:
+        row["vs_smallest_db"] = ratio
+    return row
+
+
+def _verdict(md: str, start: str) -> str:
+    lines = [line for line in md.splitlines() if line.startswith(f"| {start}")]
+    assert len(lines) == 1, (start, lines)
+    return lines[0]
+
+
+def test_target_3_is_judged_both_ways_at_the_big_database():
+    md = markdown({"worker": [_worker_row(1000, 2800.0),
+                              _worker_row(1_000_000, 2100.0, ratio=0.75)]})
+    assert "**met**" in _verdict(md, "3. worker ≥ 1,000 applied/s")
+    ratio = _verdict(md, "3. … within 20 % with 1,000,000 orders")
+    assert "0.75 of the small db" in ratio and "**missed**" in ratio
+    absolute = _verdict(md, "3. … within 20 % of 1,000/s with 1,000,000 orders")
+    assert "2100/s" in absolute and "**met**" in absolute
+
+
+def test_target_3_absolute_reading_misses_below_800_per_second():
+    md = markdown({"worker": [_worker_row(1000, 900.0),
+                              _worker_row(1_000_000, 790.0, ratio=0.88)]})
+    assert "**missed**" in _verdict(md, "3. worker ≥ 1,000 applied/s")
+    assert "**met**" in _verdict(md, "3. … within 20 % with 1,000,000 orders")
+    assert "**missed**" in _verdict(md, "3. … within 20 % of 1,000/s with 1,000,000 orders")
+
+
+def test_memory_target_counts_only_a_full_length_run():
+    rss = {"processed": 100_000, "deliveries_target": 100_000, "channel": "bigcommerce",
+           "db": "sqlite", "seconds": 200.0, "rss_start_mib": 150.0, "rss_start_after": 1000,
+           "rss_end_mib": 152.0, "rss_max_mib": 152.0, "anon_start_mib": 55.0,
+           "anon_end_mib": 57.0, "anon_max_mib": 57.0, "machine_load": {}}
+    short = _verdict(markdown({"rss": rss}), "6. worker memory flat")
+    assert "shorter run than the target" in short
+    full = _verdict(markdown({"rss": {**rss, "processed": 1_000_000,
+                                      "deliveries_target": 1_000_000}}), "6. worker memory flat")
+    assert "+2.0 MiB" in full and "**met**" in full
