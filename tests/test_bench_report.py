@@ -57,3 +57,35 @@ def test_memory_target_counts_only_a_full_length_run():
     full = _verdict(markdown({"rss": {**rss, "processed": 1_000_000,
                                       "deliveries_target": 1_000_000}}), "6. worker memory flat")
     assert "+2.0 MiB" in full and "**met**" in full
+
+
+def test_worker_rounds_are_timed_from_the_end_of_the_first_batch(tmp_path):
+    """10 batches of 50, one every 0.1 s, each stamped as it is recorded: 500/s. Counting from
+    the first stamp would give 499 deliveries in 0.9 s (554/s)."""
+    import sqlite3
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from bench.peek import Peek
+    from bench.run import Bench
+    path = tmp_path / "span.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE deliveries (id INTEGER PRIMARY KEY, state TEXT, outcome TEXT, "
+                 "processed_at TEXT)")
+    start = datetime(2026, 12, 1)
+    rows = [(i + 1, "done", "applied",
+             str(start + timedelta(seconds=0.1 * (i // 50 + 1), microseconds=i % 50)))
+            for i in range(500)]
+    conn.executemany("INSERT INTO deliveries VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    peek = Peek(f"sqlite:///{path}")
+    try:
+        got = Bench.span(SimpleNamespace(worker_batch=50), peek, 1)
+        assert got["count"] == 500 and got["applied"] == 500
+        assert got["timed"] == 450
+        assert abs(got["timed"] / got["seconds"] - 500) < 1
+        two = Bench.span(SimpleNamespace(worker_batch=25), peek, 1, procs=2)  # 2 x 25 skipped
+        assert two["timed"] == 450
+    finally:
+        peek.close()
