@@ -1,0 +1,105 @@
+"""The worker in-process against a kept database: a quick A/B bench for the worker's hot path.
+
+The benchmark's worker section fills fresh databases and runs worker processes (minutes a run);
+this fills a database once (kept between runs, in ``--dir``), then measures rounds of Shopify
+``orders/cancelled`` deliveries applied by a :class:`core.worker.Worker` in this process, with
+the long-running worker's own settings (``wal_autocheckpoint``, ``tune_gc``). Each round:
+reset the orders, insert ``--size`` deliveries for random orders, then time ``run_until_idle``
+from its start (claims included) to its end::
+
+    python -m bench.worker_lab --orders 1000 --size 500 --rounds 8
+    python -m bench.worker_lab --orders 1000000 --rounds 4
+    python -m bench.worker_lab --orders 1000000 --pragma cache_size=-65536   # an experiment
+    py-spy record -r 200 -f raw -o w.txt -- python -m bench.worker_lab --orders 1000000
+
+It prints one line per round (applied/s, CPU and wall ms per delivery) and the median round.
+Figures for the README come from ``python -m bench.run``, not from here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from . import fill, targets
+
+
+def shopify_requests(order_ids, tag: str):
+    base = targets.shopify_payload()
+    for oid in order_ids:
+        base["id"] = int(oid)
+        base["admin_graphql_api_id"] = f"gid://shopify/Order/{oid}"
+        body = json.dumps(base).encode()
+        yield targets.shopify_headers(body, f"{tag}-{oid}"), body
+
+
+def database(directory: Path, orders: int) -> str:
+    """The kept SQLite database with ``orders`` Shopify orders (made on first use)."""
+    path = directory / f"worker-lab-{orders}.db"
+    url = f"sqlite:///{path}"
+    if not path.exists():
+        from .common import upgrade
+        directory.mkdir(parents=True, exist_ok=True)
+        print(f"filling {path} with {orders:,} orders", file=sys.stderr, flush=True)
+        upgrade(url)
+        app = fill.make_app(url)
+        channel_id, _ = fill.create_channel(app, "shopify", "lab shop", {
+            "shop_domain": targets.SHOP_DOMAIN, "access_token": "shpat_lab",
+            "client_secret": targets.SHOPIFY_SECRET})
+        fill.fill_orders(app, channel_id, orders)
+        fill.quiet_housekeeping(app)
+        app.extensions["orderhooks.db"].dispose()
+    return url
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--orders", type=int, default=1000)
+    p.add_argument("--size", type=int, default=5000, help="deliveries per round (at most "
+                                                          "--orders)")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--dir", default="/tmp/orderhooks-worker-lab")
+    p.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE",
+                   help="an SQLite pragma for the worker's connections (repeatable)")
+    args = p.parse_args(argv)
+    from core.worker import Worker, tune_gc
+
+    url = database(Path(args.dir), args.orders)
+    filler = fill.make_app(url)  # its own engine: its checkpoints are not the worker's
+    app = fill.make_app(url)
+    db = app.extensions["orderhooks.db"]
+    db.sqlite_autocheckpoint(app.config["SQLITE_WORKER_AUTOCHECKPOINT"])  # as `orderhooks worker`
+    for pragma in args.pragma:
+        name, _, value = pragma.partition("=")
+        db.sqlite_pragmas[name.strip()] = value.strip()
+    worker = Worker(app)
+    tune_gc()
+    channel_id, size = 1, min(args.size, args.orders)
+    rates = []
+    for index in range(args.rounds):
+        fill.reset_orders(filler, channel_id)
+        ids = random.sample(range(1, args.orders + 1), size)
+        rows = list(fill.delivery_rows(filler, channel_id, "shopify",
+                                       shopify_requests(ids, f"lab{os.getpid()}r{index}"),
+                                       datetime.utcnow()))
+        fill.insert_deliveries(filler, rows)
+        wall, cpu = time.perf_counter(), time.process_time()
+        done = worker.run_until_idle(10**6)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        rates.append(done / wall)
+        print(f"round {index + 1}: {done:,} deliveries, {done / wall:,.0f}/s, "
+              f"CPU {1000 * cpu / done:.3f} ms/delivery, wall {1000 * wall / done:.3f}",
+              flush=True)
+    print(f"median: {statistics.median(rates):,.0f}/s ({args.orders:,} orders, "
+          f"{size:,} deliveries a round, {args.rounds} rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
