@@ -346,12 +346,7 @@ class Bench:
                                                            hash_=f"{tag}-{oid}")).encode()
                 yield {"Content-Type": "application/json"}, body
         else:
-            base = targets.shopify_payload()
-            for oid in order_ids:
-                base["id"] = int(oid)
-                base["admin_graphql_api_id"] = f"gid://shopify/Order/{oid}"
-                body = json.dumps(base).encode()
-                yield targets.shopify_headers(body, f"{tag}-{oid}"), body
+            yield from targets.shopify_requests(order_ids, tag)
 
     def wait_done(self, peek: Peek, first_id: int, count: int, timeout: float,
                   procs: list | None = None) -> bool:

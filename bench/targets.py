@@ -66,6 +66,17 @@ def shopify_headers(body: bytes, webhook_id: str, topic: str = "orders/cancelled
             "X-Shopify-Event-Id": webhook_id}
 
 
+def shopify_requests(order_ids, tag: str):
+    """(headers, body) of a signed ``orders/cancelled`` delivery per order id, each with its
+    own webhook id (``<tag>-<order id>``)."""
+    base = shopify_payload()
+    for oid in order_ids:
+        base["id"] = int(oid)
+        base["admin_graphql_api_id"] = f"gid://shopify/Order/{oid}"
+        body = json.dumps(base).encode()
+        yield shopify_headers(body, f"{tag}-{oid}"), body
+
+
 def _compact(payload: dict) -> str:
     return json.dumps(payload, separators=(",", ":"))
 

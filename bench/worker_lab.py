@@ -18,8 +18,6 @@ Figures for the README come from ``python -m bench.run``, not from here.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import statistics
 import sys
@@ -28,15 +26,6 @@ from datetime import datetime
 from pathlib import Path
 
 from . import fill, targets
-
-
-def shopify_requests(order_ids, tag: str):
-    base = targets.shopify_payload()
-    for oid in order_ids:
-        base["id"] = int(oid)
-        base["admin_graphql_api_id"] = f"gid://shopify/Order/{oid}"
-        body = json.dumps(base).encode()
-        yield targets.shopify_headers(body, f"{tag}-{oid}"), body
 
 
 def database(directory: Path, orders: int) -> str:
@@ -85,8 +74,8 @@ def main(argv=None) -> int:
     for index in range(args.rounds):
         fill.reset_orders(filler, channel_id)
         ids = random.sample(range(1, args.orders + 1), size)
-        rows = list(fill.delivery_rows(filler, channel_id, "shopify",
-                                       shopify_requests(ids, f"lab{os.getpid()}r{index}"),
+        requests = targets.shopify_requests(ids, f"lab{random.randrange(10**12)}r{index}")
+        rows = list(fill.delivery_rows(filler, channel_id, "shopify", requests,
                                        datetime.utcnow()))
         fill.insert_deliveries(filler, rows)
         wall, cpu = time.perf_counter(), time.process_time()
