@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     for pragma in args.pragma:
         name, _, value = pragma.partition("=")
         db.sqlite_pragmas[name.strip()] = value.strip()
+    db.engine.dispose()  # every connection from here on has them
     worker = Worker(app)
     tune_gc()
     channel_id, size = 1, min(args.size, args.orders)
@@ -81,6 +82,9 @@ def main(argv=None) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         done = worker.run_until_idle(10**6)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if not done:
+            print(f"round {index + 1}: nothing was processed", file=sys.stderr)
+            return 1
         rates.append(done / wall)
         print(f"round {index + 1}: {done:,} deliveries, {done / wall:,.0f}/s, "
               f"CPU {1000 * cpu / done:.3f} ms/delivery, wall {1000 * wall / done:.3f}",
