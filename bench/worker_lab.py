@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sqlite3
 import statistics
 import sys
 import time
@@ -28,8 +29,9 @@ from pathlib import Path
 from . import fill, targets
 
 
-def database(directory: Path, orders: int) -> str:
-    """The kept SQLite database with ``orders`` Shopify orders (made on first use)."""
+def database(directory: Path, orders: int) -> tuple[str, int]:
+    """The kept SQLite database with ``orders`` Shopify orders (made on first use), and its
+    channel's id."""
     path = directory / f"worker-lab-{orders}.db"
     url = f"sqlite:///{path}"
     if not path.exists():
@@ -44,7 +46,9 @@ def database(directory: Path, orders: int) -> str:
         fill.fill_orders(app, channel_id, orders)
         fill.quiet_housekeeping(app)
         app.extensions["orderhooks.db"].dispose()
-    return url
+    with sqlite3.connect(path) as conn:
+        channel_id = conn.execute("SELECT min(id) FROM sales_channels").fetchone()[0]
+    return url, channel_id
 
 
 def main(argv=None) -> int:
@@ -57,20 +61,18 @@ def main(argv=None) -> int:
     p.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE",
                    help="an SQLite pragma for the worker's connections (repeatable)")
     args = p.parse_args(argv)
-    from core.worker import Worker, tune_gc
+    from core.worker import Worker, tune_for_long_run
 
-    url = database(Path(args.dir), args.orders)
+    url, channel_id = database(Path(args.dir), args.orders)
     filler = fill.make_app(url)  # its own engine: its checkpoints are not the worker's
     app = fill.make_app(url)
     db = app.extensions["orderhooks.db"]
-    db.sqlite_autocheckpoint(app.config["SQLITE_WORKER_AUTOCHECKPOINT"])  # as `orderhooks worker`
     for pragma in args.pragma:
         name, _, value = pragma.partition("=")
         db.sqlite_pragmas[name.strip()] = value.strip()
-    db.engine.dispose()  # every connection from here on has them
+    tune_for_long_run(app)  # as `orderhooks worker` (its connections are opened after this)
     worker = Worker(app)
-    tune_gc()
-    channel_id, size = 1, min(args.size, args.orders)
+    size = min(args.size, args.orders)
     rates = []
     for index in range(args.rounds):
         fill.reset_orders(filler, channel_id)

@@ -81,18 +81,14 @@ def web(bind, workers, threads):
 @with_appcontext
 def worker(once):
     """Start a worker: processes deliveries, checks subscriptions, purges old bodies."""
-    from .worker import Worker, tune_gc
+    from .worker import Worker, tune_for_long_run
     app = current_app._get_current_object()
     w = Worker(app)
     if once:
         w.housekeeping(force=True)
         click.echo(f"processed {w.run_until_idle()} deliveries")
         return
-    # A long-running worker is the throughput side: fewer, larger WAL checkpoints and fewer
-    # garbage-collector passes (both measured: see their docstrings).
-    app.extensions["orderhooks.db"].sqlite_autocheckpoint(
-        app.config["SQLITE_WORKER_AUTOCHECKPOINT"])
-    tune_gc()
+    tune_for_long_run(app)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: w.stopping.set())
     w.run_forever()

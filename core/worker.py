@@ -425,6 +425,16 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def tune_for_long_run(app) -> None:
+    """A long-running worker process is the throughput side: fewer, larger WAL checkpoints on
+    its SQLite connections and fewer garbage-collector passes (both measured: see
+    ``Database.sqlite_autocheckpoint`` and :func:`tune_gc`). ``orderhooks worker`` calls it once
+    its app is set up; so does ``bench/worker_lab.py``, to measure the same worker."""
+    app.extensions["orderhooks.db"].sqlite_autocheckpoint(
+        app.config["SQLITE_WORKER_AUTOCHECKPOINT"])
+    tune_gc()
+
+
 def _parse(value: str):
     from datetime import datetime
     return datetime.fromisoformat(value)
