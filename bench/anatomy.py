@@ -21,7 +21,7 @@ from pathlib import Path
 from werkzeug.test import Client
 
 from . import fill, targets
-from .common import RESULTS, upgrade
+from .common import RESULTS, sqlite_url, upgrade
 
 
 def _timed(call, n: int, tpl, tag: str) -> dict:
@@ -49,17 +49,12 @@ def anatomy(channel: str, n: int, workdir: Path) -> str:
     h = _timed(_caller(Client(baseline_h.app)), n, targets.template(
         "h" if channel == "bigcommerce" else "h-shopify"), "h")
     # M (same SQLite pragmas)
-    m_url = f"sqlite:///{workdir / 'anatomy_m.db'}"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{workdir / 'anatomy_m.db'}{suffix}").unlink(missing_ok=True)
+    m_url = sqlite_url(workdir, "anatomy_m")
     baseline_m.DATABASE, baseline_m._local.conn = m_url, None
     baseline_m.create_table(m_url)
     m = _timed(_caller(Client(baseline_m.app)), n, targets.template(f"m-{channel}"), "m")
     # intake
-    db_path = workdir / "anatomy_intake.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{db_path}"
+    url = sqlite_url(workdir, "anatomy_intake")
     upgrade(url)
     app = fill.make_app(url, CHANNEL_CACHE_SECONDS=5.0)  # the production default
     logging.getLogger("orderhooks").setLevel(logging.INFO)  # production default: a line per hit
@@ -76,12 +71,7 @@ def anatomy(channel: str, n: int, workdir: Path) -> str:
         cid, secret = fill.create_channel(app, "bigcommerce", "anatomy", {
             "store_hash": "anatomy", "access_token": "t", "api_base_url": "http://127.0.0.1:9"})
     tpl = targets.template(channel, channel_id=cid, secret=secret)
-    client = app.test_client()
-
-    def call(tpl, unique):
-        path, headers, body = tpl.render(unique)
-        response = client.post(path, data=body, headers=headers)
-        assert response.status_code == 200, (response.status_code, response.get_data()[:200])
+    call = _caller(app.test_client())
     intake = _timed(call, n, tpl, "i")
     profiler = cProfile.Profile(time.process_time)  # CPU only: fsync waits and other load excluded
     profiler.enable()

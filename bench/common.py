@@ -1,4 +1,5 @@
-"""Processes, ports, databases and the machine, for the benchmark."""
+"""Processes, ports, databases and the machine, for the benchmark; its progress log and the
+median of repeated rounds."""
 from __future__ import annotations
 
 import os
@@ -21,6 +22,20 @@ PY = sys.executable  # the real interpreter (py-spy cannot follow pyenv shims)
 ADMIN_TOKEN = "bench-admin-token"
 SECRET_KEY = "bench-secret-key"
 PUBLIC_BASE_URL = "https://bench.example.com"
+
+
+def log(message: str) -> None:
+    """Progress on stderr, stamped: stdout carries the report."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def median_round(results: list[dict], key: str = "rps") -> dict:
+    """The round with the median ``key`` (the lower middle one of an even count), with every
+    round's value beside it (``rounds_<key>``): one noisy round decides nothing."""
+    chosen = dict(sorted(results, key=lambda x: x[key])[(len(results) - 1) // 2])
+    if len(results) > 1:
+        chosen[f"rounds_{key}"] = [x[key] for x in results]
+    return chosen
 
 
 def free_port() -> int:
@@ -58,18 +73,14 @@ class Procs:
         return proc
 
     def stop(self, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+        """SIGTERM to its process group (gunicorn's workers, a worker's children), SIGKILL
+        after ``timeout`` s."""
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _signal_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait(timeout=5)
         if proc in self.started:
             self.started.remove(proc)
@@ -77,6 +88,13 @@ class Procs:
     def stop_all(self) -> None:
         for proc in list(reversed(self.started)):
             self.stop(proc)
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def orderhooks_env(database_url: str, **extra) -> dict:
@@ -158,6 +176,16 @@ def upgrade(url: str) -> None:
     db = Database(url)
     db.upgrade()
     db.dispose()
+
+
+def count_rows(url: str, table: str) -> int:
+    """Rows stored in ``table``: a run counts only what reached the database."""
+    from .peek import Peek
+    peek = Peek(url)
+    try:
+        return peek.one(f"SELECT count(*) FROM {table}")[0]
+    finally:
+        peek.close()
 
 
 # -- the machine ----------------------------------------------------------------------------

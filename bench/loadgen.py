@@ -189,10 +189,10 @@ class _OpenLoop:
     an idle keep-alive connection at that moment (a new connection is opened when none is idle,
     up to ``max_connections``; past that, due requests wait in order for the next free one).
     Latency counts from the due time, so time spent waiting for a connection or in the server's
-    queue is latency. One asyncio loop over raw sockets with the requests rendered beforehand:
-    tens of microseconds of CPU per request, where threads with http.client cost about as much
-    CPU as the server under test and pushed a 2-core machine into saturation (p50 35 ms at
-    "half rate", 12 % idle CPU)."""
+    queue is latency. One asyncio loop over raw sockets with the requests rendered beforehand,
+    so that the generator's own CPU per request stays far below the server's: a generator that
+    competes with the server for the machine's cores measures its own saturation, not the
+    server's tail (docs/performance.md)."""
 
     def __init__(self, host: str, port: int, requests: list[bytes], rate: float,
                  max_connections: int, warm_connections: int):

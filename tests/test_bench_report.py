@@ -1,6 +1,11 @@
 """The benchmark's report names every target's verdict from the figures it is given (here a
-made-up result: no benchmark runs in the test suite)."""
-from bench.report import markdown as _markdown
+made-up result: no benchmark runs in the test suite), and the README's table is the report of
+the committed result."""
+import json
+import re
+
+from bench.common import RESULTS, ROOT
+from bench.report import BEGIN, END, markdown as _markdown
 
 #: What every result carries besides its sections (the shape bench.run writes).
 BASE = {"started_at": "2026-12-01T00:00:00+00:00", "command": "python -m bench.run",
@@ -67,7 +72,7 @@ def test_worker_rounds_are_timed_from_the_end_of_the_first_batch(tmp_path):
     from types import SimpleNamespace
 
     from bench.peek import Peek
-    from bench.run import Bench
+    from bench.sections.worker import span
     path = tmp_path / "span.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE deliveries (id INTEGER PRIMARY KEY, state TEXT, outcome TEXT, "
@@ -81,11 +86,22 @@ def test_worker_rounds_are_timed_from_the_end_of_the_first_batch(tmp_path):
     conn.close()
     peek = Peek(f"sqlite:///{path}")
     try:
-        got = Bench.span(SimpleNamespace(worker_batch=50), peek, 1)
+        got = span(SimpleNamespace(worker_batch=50), peek, 1)
         assert got["count"] == 500 and got["applied"] == 500
         assert got["timed"] == 450
         assert abs(got["timed"] / got["seconds"] - 500) < 1
-        two = Bench.span(SimpleNamespace(worker_batch=25), peek, 1, procs=2)  # 2 x 25 skipped
+        two = span(SimpleNamespace(worker_batch=25), peek, 1, procs=2)  # 2 x 25 skipped
         assert two["timed"] == 450
     finally:
         peek.close()
+
+
+def test_readme_table_is_the_report_of_the_committed_result():
+    """README.md's Benchmarks table and bench/results/latest.md are what the report renders
+    from bench/results/latest.json: a figure in the README is one the benchmark measured."""
+    md = _markdown(json.loads((RESULTS / "latest.json").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(re.escape(BEGIN) + "\n(.*?)\n" + re.escape(END), readme, re.S)
+    assert block is not None, "README.md has no benchmark table"
+    assert block.group(1) == md.rstrip()
+    assert (RESULTS / "latest.md").read_text() == md

@@ -1,6 +1,7 @@
 """Profiles with py-spy (sampling, attached to the running processes; ``--idle`` so that time
-spent waiting on fsync, the database or the channel API shows too). Writes the top functions
-(self and inclusive time) to ``bench/results/profile-*.txt``."""
+spent waiting on fsync, the database or the channel API shows too) of the intake's gunicorn
+workers and of one worker, plus the intake's in-process anatomy (``bench/anatomy.py``). Writes
+the top functions (self and inclusive time) to ``bench/results/profile-*.txt``."""
 from __future__ import annotations
 
 import random
@@ -14,9 +15,24 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from . import fill, loadgen, targets
-from .common import RESULTS
-from .peek import Peek
+from .. import fill
+from ..anatomy import anatomy
+from ..common import RESULTS
+from ..peek import Peek
+from . import intake
+
+
+def run(session) -> list[dict]:
+    """Per channel: the intake and a worker under py-spy, then the in-process anatomy."""
+    out = []
+    for channel in session.channels:
+        out.append(profile_intake(session, channel))
+        out.append(profile_worker(session, channel))
+        path = anatomy(channel, 2000, session.workdir)
+        out.append({"file": f"bench/results/{Path(path).name}",
+                    "what": f"intake ({channel}) CPU per request in-process vs H and M, and "
+                            "a CPU-time cProfile"})
+    return out
 
 
 def summarize(raw_path, title: str, focus: str, top: int = 35, idle: bool = True) -> str:
@@ -77,68 +93,61 @@ def _pyspy(pid: int, raw_path, subprocesses: bool, seconds: float | None = None,
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def profile_intake(bench, channel: str) -> dict:
+def profile_intake(session, channel: str) -> dict:
     """orderhooks intake on SQLite under the closed-loop load, every gunicorn worker sampled:
     first wall-clock, then on-CPU."""
-    seconds = max(6, int(bench.args.duration))
-    _db_url, url, tpl, proc = bench.setup_intake("sqlite", channel, name="profile_intake")
-    bench.load(url, tpl, bench.args.warmup, "w")
-    load = threading.Thread(target=bench.load, args=(url, tpl, 2 * seconds + 6, "p"))
+    seconds = max(6, int(session.args.duration))
+    _db_url, url, tpl, proc = intake.setup(session, "sqlite", channel, name="profile_intake")
+    session.load(url, tpl, session.args.warmup, "w")
+    load = threading.Thread(target=session.load, args=(url, tpl, 2 * seconds + 6, "p"))
     load.start()
     time.sleep(1)
     parts = []
     for idle in (True, False):
-        raw = bench.workdir / f"profile-intake-{channel}-{'wall' if idle else 'cpu'}.raw"
+        raw = session.workdir / f"profile-intake-{channel}-{'wall' if idle else 'cpu'}.raw"
         spy = _pyspy(proc.pid, raw, subprocesses=True, seconds=seconds, idle=idle)
         spy.wait(timeout=seconds + 60)
         parts.append(summarize(raw, f"orderhooks intake, {channel}, SQLite, "
-                                    f"{bench.args.web_workers}x{bench.args.web_threads} "
+                                    f"{session.args.web_workers}x{session.args.web_threads} "
                                     f"gunicorn workers x threads under "
-                                    f"{bench.args.connections} connections, {seconds}s",
+                                    f"{session.args.connections} connections, {seconds}s",
                                "ThreadWorker.handle_request", idle=idle))
     load.join()
-    bench.procs.stop(proc)
+    session.procs.stop(proc)
     out = RESULTS / f"profile-intake-{channel}.txt"
     out.write_text("\n\n".join(parts))
     return {"file": f"bench/results/{out.name}",
             "what": f"intake ({channel}, SQLite) under closed-loop load, wall-clock and on-CPU"}
 
 
-def profile_worker(bench, channel: str, count: int | None = None) -> dict:
+def profile_worker(session, channel: str, count: int | None = None) -> dict:
     """One ``orderhooks worker`` emptying a pre-filled inbox (SQLite), twice: wall-clock, then
     on-CPU."""
-    count = count or (3000 if bench.args.quick else 6000)
+    count = count or (3000 if session.args.quick else 6000)
     parts = []
     for idle in (True, False):
-        url = bench.fresh("sqlite", "profile_worker")
-        fill_upgrade(url)
-        app = fill.make_app(url)
-        cid = bench.make_worker_channel(app, channel, "benchprofile")
-        fill.fill_orders(app, cid, count)
-        fill.quiet_housekeeping(app)
-        ids = random.sample(range(1, count + 1), count)
-        rows = fill.delivery_rows(app, cid, channel, bench.requests_for(channel, ids, "prof",
-                                                                        "benchprofile"),
-                                  datetime.utcnow())
+        url, app = session.migrated("sqlite", "profile_worker")
+        _cid, rows = session.pending(app, channel, "benchprofile", count,
+                                     random.sample(range(1, count + 1), count), "prof")
         # Due a few seconds from now: the worker has started and py-spy is attached by then,
         # and the bulk insert (which holds SQLite's write lock) is over.
         due = datetime.utcnow() + timedelta(seconds=8)
         fill.insert_deliveries(app, (r[:11] + (due,) for r in rows))
         peek = Peek(url)
-        worker = bench.start_workers(url, 1, name="worker-profile-")[0]
+        worker = session.start_workers(url, 1, name="worker-profile-")[0]
         time.sleep(4.0)
-        raw = bench.workdir / f"profile-worker-{channel}-{'wall' if idle else 'cpu'}.raw"
+        raw = session.workdir / f"profile-worker-{channel}-{'wall' if idle else 'cpu'}.raw"
         spy = _pyspy(worker.pid, raw, subprocesses=False, idle=idle)
-        bench.wait_done(peek, 1 + count, 1, timeout=120, procs=[worker])  # history rows first
+        session.wait_done(peek, 1 + count, 1, timeout=120, procs=[worker])  # history rows first
         started = time.monotonic()
-        bench.wait_done(peek, 1 + count, count, timeout=300, procs=[worker])
+        session.wait_done(peek, 1 + count, count, timeout=300, procs=[worker])
         elapsed = time.monotonic() - started
         spy.send_signal(signal.SIGINT)
         try:
             spy.wait(timeout=60)
         except subprocess.TimeoutExpired:
             spy.kill()
-        bench.procs.stop(worker)
+        session.procs.stop(worker)
         peek.close()
         app.extensions["orderhooks.db"].dispose()
         parts.append(summarize(raw, f"orderhooks worker, {channel}, SQLite, {count} deliveries "
@@ -150,10 +159,3 @@ def profile_worker(bench, channel: str, count: int | None = None) -> dict:
             "what": f"one worker applying {count:,} {channel} deliveries (SQLite), wall-clock "
                     "and on-CPU"}
 
-
-def fill_upgrade(url: str) -> None:
-    from .common import upgrade
-    upgrade(url)
-
-
-_ = loadgen, targets  # used through bench
