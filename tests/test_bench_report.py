@@ -105,3 +105,26 @@ def test_readme_table_is_the_report_of_the_committed_result():
     assert block is not None, "README.md has no benchmark table"
     assert block.group(1) == md.rstrip()
     assert (RESULTS / "latest.md").read_text() == md
+
+
+def test_pacing_counts_calls_per_api_window_and_per_sliding_window():
+    """The stand-in opens a window at the first call after the last one closed; a sliding
+    window can straddle two of those and see more calls than either."""
+    from bench.sections.pacing import max_in_fixed_windows, max_in_sliding_window
+    times = [0.0, 0.5, 2.5, 2.9, 3.1, 3.2, 5.0]  # windows of 3 s: [0, 3) and [3.1, 6.1)
+    assert max_in_fixed_windows(times, 3.0) == 4
+    assert max_in_sliding_window(times, 3.0) == 5  # 0.5 .. 3.2
+    assert max_in_fixed_windows([], 3.0) == max_in_sliding_window([], 3.0) == 0
+
+
+def test_pacing_plan_sends_what_bigcommerce_sends_per_order():
+    """Per order statusUpdated and updated; every 5th order also shipment/created; the plan
+    stops at exactly the deliveries wanted, part-way through an order if need be."""
+    from bench.sections.pacing import store_plan
+    orders, scopes = store_plan(11)
+    assert orders == 5 and len(scopes) == 11
+    assert [s for o, s in scopes if o == 5] == ["store/order/statusUpdated",
+                                                "store/order/updated", "store/shipment/created"]
+    assert all(len([s for o, s in scopes if o == n]) == 2 for n in range(1, 5))
+    orders, scopes = store_plan(9)
+    assert orders == 5 and scopes[-1] == (5, "store/order/statusUpdated")
