@@ -132,7 +132,8 @@ def intake(rows: list[dict]) -> tuple[list[str], list]:
             fastest_m[(x["db"], x["channel"])] = x
     out = ["### Intake", "",
            "| target | db | channel | req/s | p50 ms | p99 ms | errors | intake/H | intake/M "
-           "| p99 ms at half rate (req/s; M at that rate) | server CPU ms/req (intake/M) | other load (cores) |",
+           "| p99 ms at half rate (req/s; M at that rate) | server CPU ms/req (intake/M) "
+           "| other load (cores) |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     verdicts: list = []
     for x in rows:

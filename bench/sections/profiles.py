@@ -84,8 +84,9 @@ def _pyspy(pid: int, raw_path, subprocesses: bool, seconds: float | None = None,
     threads on the CPU (where CPU time goes)."""
     # py-spy sits beside this interpreter in a virtualenv that is not on PATH.
     beside = Path(sys.executable).with_name("py-spy")
-    cmd = [shutil.which("py-spy") or (str(beside) if beside.exists() else "py-spy"), "record", "-r", "100", "-f", "raw",
-           "-o", str(raw_path), "-p", str(pid), "--nonblocking"] + (["--idle"] if idle else [])
+    program = shutil.which("py-spy") or (str(beside) if beside.exists() else "py-spy")
+    cmd = [program, "record", "-r", "100", "-f", "raw", "-o", str(raw_path), "-p", str(pid),
+           "--nonblocking"] + (["--idle"] if idle else [])
     if subprocesses:
         cmd.append("--subprocesses")
     if seconds:
