@@ -115,7 +115,6 @@ class ChannelHTTP:
             raise ChannelAPIError(f"not calling the {channel_type} API: its base URL {exc}") \
                 from None
         self.session = requests.Session()
-        self.session.max_redirects = 0
         self.session.headers.update({"Accept": "application/json",
                                      "User-Agent": "orderhooks/0.1", **headers})
         self.timeout = timeout

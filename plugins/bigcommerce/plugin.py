@@ -84,7 +84,7 @@ class BigCommerceAdapter(ChannelAdapter):
     def client(self, channel: Channel) -> BigCommerceClient:
         """The store's API client, kept between batches so its connections are reused (a TLS
         handshake per batch otherwise); a change of credentials or timeout makes a new one."""
-        key = (channel.id, self.timeout, tuple(sorted(
+        key = (channel.id, self.timeout, tuple(self.allowed_api_base_urls.allowed), tuple(sorted(
             (k, str(v)) for k, v in channel.credentials.items())))
         with self._clients_lock:
             client = self._clients.get(key)
