@@ -427,7 +427,7 @@ def test_the_public_url_has_no_default():
 # -- channel order ids in API paths -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("order_id", ["../../v3/hooks?x=", "250/../../../v3/hooks", "0", "-1",
+@pytest.mark.parametrize("order_id", ["../../v3/hooks?x=", "250/../../../v3/hooks", "-1",
                                       "1e3", "２５０", " 250", True, 1.5, "9" * 30])
 def test_an_order_id_that_is_not_an_id_never_reaches_an_api_path(bc, admin, api, worker,
                                                                  order_id):

@@ -71,8 +71,9 @@ def api_base_url(credentials) -> str:
 
 
 def is_order_id(value: str) -> bool:
-    """BigCommerce order ids are positive integers: anything else is not put in a path."""
-    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) > 0
+    """BigCommerce order ids are integers (positive in practice; 0 is merely absent): digits
+    only, so nothing else is ever put in a path."""
+    return value.isascii() and value.isdigit() and len(value) <= 19
 
 
 class BigCommerceClient:
@@ -159,7 +160,7 @@ _REASONS = {401: " (the access token was refused)", 403: " (the access token lac
 
 def _order_segment(order_id: str) -> str:
     if not is_order_id(str(order_id)):
-        raise ValueError("a BigCommerce order id is a positive integer")
+        raise ValueError("a BigCommerce order id is a decimal integer")
     return str(order_id)
 
 

@@ -169,7 +169,7 @@ class BigCommerceAdapter(ChannelAdapter):
                 if isinstance(order_id, bool) or not api.is_order_id(str(order_id)):
                     # Never a request for it: the id goes into an API path.
                     results[index] = [Ignore(f"{scope} delivery names no valid order id (a "
-                                             "BigCommerce order id is a positive integer)")]
+                                             "BigCommerce order id is a decimal integer)")]
                     continue
                 by_order.setdefault(str(order_id), []).append(index)
             except Exception as exc:  # noqa: BLE001
