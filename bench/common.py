@@ -22,6 +22,8 @@ PY = sys.executable  # the real interpreter (py-spy cannot follow pyenv shims)
 ADMIN_TOKEN = "bench-admin-token"
 SECRET_KEY = "bench-secret-key"
 PUBLIC_BASE_URL = "https://bench.example.com"
+#: The stand-ins run on loopback, on free ports: the operator's allowance for them.
+ALLOWED_API_BASE_URLS = "http://127.0.0.1:*"
 
 
 def log(message: str) -> None:
@@ -101,6 +103,7 @@ def orderhooks_env(database_url: str, **extra) -> dict:
     env = dict(os.environ)
     env.update({"ORDERHOOKS_DATABASE_URL": database_url, "ORDERHOOKS_ADMIN_TOKEN": ADMIN_TOKEN,
                 "ORDERHOOKS_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+                "ORDERHOOKS_ALLOWED_API_BASE_URLS": ALLOWED_API_BASE_URLS,
                 "ORDERHOOKS_SECRET_KEY": SECRET_KEY})
     env.update({k: str(v) for k, v in extra.items()})
     return env

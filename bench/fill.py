@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import text
 
-from .common import PUBLIC_BASE_URL, SECRET_KEY
+from .common import ALLOWED_API_BASE_URLS, PUBLIC_BASE_URL, SECRET_KEY
 
 VALID = "AWAITING_SHIPMENT"
 
@@ -24,6 +24,7 @@ def make_app(database_url: str, **config):
     from core import create_app
     return create_app({"DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY,
                        "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "LOG_LEVEL": "WARNING",
+                       "ALLOWED_API_BASE_URLS": ALLOWED_API_BASE_URLS,
                        "CHANNEL_CACHE_SECONDS": 0, **config})
 
 

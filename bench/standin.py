@@ -4,7 +4,9 @@ rate limits like the real one (quota per window, ``X-Rate-Limit-*`` headers, 429
 
     python -m bench.standin --port 8001 [--quota 150 --window 30] [--default-status 5]
 
-Set a channel's ``api_base_url`` to ``http://127.0.0.1:8001``. Control endpoints: ``PUT
+Set a channel's ``api_base_url`` to ``http://127.0.0.1:8001``, and start orderhooks with
+``ORDERHOOKS_ALLOWED_API_BASE_URLS=http://127.0.0.1:8001`` (it calls only a channel's own API
+otherwise). Control endpoints: ``PUT
 /stores/<hash>/v2/orders/<id>`` with ``{"status_id": 5}`` sets an order; ``POST
 .../shipments`` adds a shipment; ``GET /_stats`` reports calls and 429s per store; ``GET /_calls``
 the times of the calls each store was served (the benchmark's sliding-window check).

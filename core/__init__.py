@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     also hold ``PLUGINS``: extra ``(name, plugin)`` pairs registered beside the entry points."""
     from . import api, db, intake, logs, plugins
     from .crypto import Box
+    from .http import APIBaseURLs
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config_module.from_env())
@@ -40,10 +41,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         entry_points=app.config.get("ENTRY_POINT_PLUGINS", True))
     # ORDERHOOKS_HTTP_TIMEOUT_SECONDS bounds every channel API call: adapters that keep a
     # ``timeout`` (as the BigCommerce and Shopify ones do) get the configured one.
+    # ORDERHOOKS_ALLOWED_API_BASE_URLS: where, besides its own API, a channel's calls may go.
+    allowed = APIBaseURLs(app.config["ALLOWED_API_BASE_URLS"])
     for channel_type in app.extensions["orderhooks.channels"].types:
         adapter = app.extensions["orderhooks.channels"].get(channel_type)
         if isinstance(getattr(adapter, "timeout", None), (int, float)):
             adapter.timeout = float(app.config["HTTP_TIMEOUT_SECONDS"])
+        adapter.allowed_api_base_urls = allowed
     app.extensions["orderhooks.channel_cache"] = intake.ChannelCache(
         app.config.get("CHANNEL_CACHE_SECONDS", 5.0))
     db.init_app(app)

@@ -19,6 +19,7 @@ try:  # reads a few fields of a large body without building it (see Delivery.fie
 except ImportError:  # pragma: no cover — a platform without its wheel: Delivery.json instead
     simdjson = None
 
+from .http import APIBaseURLs
 from .intents import Intent
 
 
@@ -194,6 +195,10 @@ class RemoteSubscription:
     topic: str
     destination: str
     active: bool = True
+    #: Why deliveries of this subscription would not be accepted or understood although it is
+    #: active, e.g. its secret header is not the channel's current secret; None when nothing is
+    #: wrong. The check repairs a subscription with a mismatch (``activate_subscription``).
+    mismatch: str | None = None
 
 
 class ChannelAdapter:
@@ -207,6 +212,26 @@ class ChannelAdapter:
     credentials_schema: type[Schema] | None = None
     #: Delivery headers worth storing with the body (lower-case); others are dropped.
     stored_headers: tuple[str, ...] = ()
+    #: Credential fields that decide where the channel's API calls go (an ``api_base_url``, a
+    #: store hash, a shop domain). The admin API changes one only when the same request sends
+    #: ``sent_credentials`` again: stored credentials never follow a new destination on their own.
+    destination_credentials: tuple[str, ...] = ()
+    #: Credential fields sent to the channel's API with its calls (access tokens).
+    sent_credentials: tuple[str, ...] = ()
+    #: Base URLs besides the channel's own that its API calls may use, from
+    #: ``ORDERHOOKS_ALLOWED_API_BASE_URLS`` (set by the app). Hand it to ``core.http.ChannelHTTP``.
+    allowed_api_base_urls: APIBaseURLs = APIBaseURLs()
+
+    def api_base_url(self, credentials: Mapping[str, Any]) -> str | None:
+        """The base URL the channel's API calls go to with these credentials; None when the
+        channel has no API. The admin API refuses credentials whose base URL is neither one of
+        :meth:`own_api_base_urls` nor allowed by the operator (422)."""
+        return None
+
+    def own_api_base_urls(self, credentials: Mapping[str, Any]) -> tuple[str, ...]:
+        """The channel's real API base URLs for these credentials (https only): the ones usable
+        without the operator's allowance."""
+        return ()
 
     def check_destination(self, url: str) -> None:
         """Raise ValueError (with a message for the operator) if the channel cannot deliver to
@@ -265,7 +290,9 @@ class ChannelAdapter:
 
     def activate_subscription(self, channel: Channel,
                               remote: RemoteSubscription) -> RemoteSubscription:
-        """Re-activate an inactive subscription (channels that have no such notion re-create)."""
+        """Re-activate an inactive subscription, or repair one with a ``mismatch`` (e.g. put the
+        channel's current secret back on it); channels that have no such notion re-create it.
+        Returns the subscription as it is now."""
         raise NotImplementedError
 
     def delete_subscription(self, channel: Channel, remote: RemoteSubscription) -> None:

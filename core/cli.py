@@ -157,8 +157,12 @@ def subscriptions():
 @with_appcontext
 def subscriptions_check(channel_id):
     """Check every channel's subscriptions now and repair them."""
-    from .subscriptions import check_all, reconcile
+    from .subscriptions import PublicURLMissing, check_all, public_base_url, reconcile
     app = current_app._get_current_object()
+    try:
+        public_base_url(app.config)
+    except PublicURLMissing as exc:
+        raise click.ClickException(str(exc)) from None  # one line, exit status 1
     results = {channel_id: reconcile(app, channel_id)} if channel_id else check_all(app)
     failed = False
     for cid, events in results.items():

@@ -13,9 +13,14 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
                               "(use postgresql+psycopg://... to scale out)"),
     "ADMIN_TOKEN": ("", str, "Bearer token for /api/v1 (the admin API answers 401 without it; "
                              "unset: the admin API refuses every request)"),
-    "PUBLIC_BASE_URL": ("http://localhost:8000", str,
+    "PUBLIC_BASE_URL": ("", str,
                         "Public URL channels deliver webhooks to (https on port 443 for "
-                        "BigCommerce)"),
+                        "BigCommerce); required to create, check or repair subscriptions"),
+    "ALLOWED_API_BASE_URLS": ("", str,
+                              "Channel API base URLs allowed besides each channel's own "
+                              "(https://api.bigcommerce.com, https://<shop>.myshopify.com): "
+                              "comma-separated URL prefixes or hosts, e.g. a stand-in "
+                              "http://127.0.0.1:8001 (http only where listed)"),
     "SECRET_KEY": ("", str, "Key that encrypts channel credentials and webhook secrets at rest; "
                             "comma-separated to rotate (first encrypts, all decrypt)"),
     "MAX_BODY_BYTES": (1024 * 1024, int, "Largest webhook body accepted (413 beyond)"),

@@ -55,8 +55,11 @@ def create(session: Session, box: Box, *, type: str, name: str, credentials: dic
 
 
 def update(session: Session, box: Box, row: SalesChannel, changes: dict,
-           actor: str = "admin-api") -> list[ChannelChange]:
-    """Apply ``changes`` (name, active, credentials, status lists); record each real change."""
+           actor: str = "admin-api", renew_webhook_secret: bool = False) -> list[ChannelChange]:
+    """Apply ``changes`` (name, active, credentials, status lists); record each real change.
+    ``renew_webhook_secret``: the channel's API moved, so it gets a new webhook secret — the old
+    one went to the old destination inside its hooks, and must not authenticate deliveries for
+    the new one."""
     recorded = []
     if "valid_cancellation_statuses" in changes:
         changes["valid_cancellation_statuses"] = statuses.check_selection(
@@ -76,6 +79,9 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
         if merged != current:
             row.credentials_sealed = box.seal(merged)
             changed = sorted(k for k in merged if merged.get(k) != current.get(k))
+            if renew_webhook_secret:
+                row.webhook_secret_sealed = box.seal(secrets.token_urlsafe(32))
+                changed.append("webhook_secret (renewed)")
             # Never the values: only which credential fields changed.
             recorded.append(ChannelChange(channel_id=row.id, field="credentials",
                                           old_value=None, new_value={"changed": changed},

@@ -3,19 +3,48 @@ reconciled on demand (channel created or edited) and on a timer (the worker)."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
 from . import metrics
+from .errors import ChannelAPIError, RetryLater, SubscriptionError
 from .models import SalesChannel, Subscription, SubscriptionEvent, utcnow
 from .saleschannels import view
 
 log = logging.getLogger("orderhooks.subscriptions")
 
 
+class PublicURLMissing(ValueError):
+    """ORDERHOOKS_PUBLIC_BASE_URL is not set (or unusable): no subscription may be created,
+    checked or rewritten, since every one would point the channel at a guess."""
+
+
+def public_base_url(config) -> str:
+    """The configured public base URL; PublicURLMissing, with one line for the operator, when
+    there is none. A default (say http://localhost:8000) would be written into the channels'
+    subscriptions as their destination, and their deliveries lost."""
+    url = (config.get("PUBLIC_BASE_URL") or "").strip()
+    if not url:
+        raise PublicURLMissing("ORDERHOOKS_PUBLIC_BASE_URL is not set: set it to the public URL "
+                               "channels deliver to (e.g. https://orderhooks.example.com) before "
+                               "subscriptions are created, checked or repaired")
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and parts.hostname and parts.port != 0
+    except ValueError:
+        usable = False
+    if not usable or "@" in parts.netloc or parts.query or parts.fragment:
+        raise PublicURLMissing("ORDERHOOKS_PUBLIC_BASE_URL must be a plain http(s) URL with a "
+                               "host (no user, password, query or fragment)")
+    return url
+
+
 def reconcile(app, channel_id: int) -> list[dict]:
     """Bring the channel's subscriptions in line with its settings. Channel API calls run outside
-    any database transaction. Returns what was found and done."""
+    any database transaction. Returns what was found and done. Raises PublicURLMissing first when
+    ORDERHOOKS_PUBLIC_BASE_URL is not set: nothing is then called or changed."""
+    public_base_url(app.config)
     db = app.extensions["orderhooks.db"]
     adapter_for = app.extensions["orderhooks.channels"].get
     with db.Session() as session:
@@ -40,16 +69,17 @@ def reconcile(app, channel_id: int) -> list[dict]:
     try:
         if desired:
             adapter.check_destination(channel.webhook_url)
+    except ValueError as exc:  # the plugin's words about our own URL
+        return _cannot_check(app, channel, desired, known,
+                             f"ORDERHOOKS_PUBLIC_BASE_URL cannot be used: {str(exc)[:300]}")
+    try:
         # Ours: at the current webhook URL, or at a destination we recorded when we subscribed
         # (hooks left behind by a change of ORDERHOOKS_PUBLIC_BASE_URL are removed below).
         # Never someone else's, e.g. another deployment using the same app credentials.
         remote = [r for r in adapter.list_subscriptions(channel)
                   if r.destination in our_destinations]
     except Exception as exc:  # noqa: BLE001 — recorded and retried by the next check
-        events.append(_event(channel, None, "failed", None, f"cannot check: {exc}"))
-        for spec in desired:
-            current[spec.topic] = (known.get(spec.topic), "failed", str(exc))
-        return _record(app, channel, events, current, keep_topics=set(known))
+        return _cannot_check(app, channel, desired, known, _reason(exc, channel))
     wanted = {spec.topic: spec for spec in desired}
     for topic, spec in wanted.items():
         matches = [r for r in remote
@@ -70,7 +100,15 @@ def reconcile(app, channel_id: int) -> list[dict]:
                 adapter.delete_subscription(channel, duplicate)
                 events.append(_event(channel, topic, "deleted", duplicate.remote_id,
                                      "duplicate subscription removed"))
-            if not keep.active:
+            if keep.mismatch:
+                # Active and at the right place, yet its deliveries would be refused (e.g. a
+                # secret header from before a database restore): that is not healthy.
+                why = keep.mismatch
+                keep = adapter.activate_subscription(channel, keep)
+                if keep.mismatch:
+                    raise SubscriptionError(f"the repair did not hold: {keep.mismatch}")
+                events.append(_event(channel, topic, "repaired", keep.remote_id, why))
+            elif not keep.active:
                 keep = adapter.activate_subscription(channel, keep)
                 events.append(_event(channel, topic, "reactivated", keep.remote_id,
                                      "the channel had deactivated it"))
@@ -78,8 +116,9 @@ def reconcile(app, channel_id: int) -> list[dict]:
                 events.append(_event(channel, topic, "ok", keep.remote_id, "active"))
             current[topic] = (keep.remote_id, "active", None)
         except Exception as exc:  # noqa: BLE001
-            events.append(_event(channel, topic, "failed", None, str(exc)))
-            current[topic] = (known.get(topic), "failed", str(exc))
+            reason = _reason(exc, channel)
+            events.append(_event(channel, topic, "failed", None, reason))
+            current[topic] = (known.get(topic), "failed", reason)
     for stale in [r for r in remote
                   if r.topic not in wanted or r.destination != channel.webhook_url]:
         try:
@@ -90,10 +129,30 @@ def reconcile(app, channel_id: int) -> list[dict]:
                    else "the channel is inactive")
             events.append(_event(channel, stale.topic, "deleted", stale.remote_id, why))
         except Exception as exc:  # noqa: BLE001
+            reason = _reason(exc, channel)
             events.append(_event(channel, stale.topic, "failed", stale.remote_id,
-                                 f"cannot delete: {exc}"))
-            current[stale.topic] = (stale.remote_id, "failed", str(exc))
+                                 f"cannot delete: {reason}"))
+            current[stale.topic] = (stale.remote_id, "failed", reason)
     return _record(app, channel, events, current)
+
+
+def _cannot_check(app, channel, desired, known: dict, reason: str) -> list[dict]:
+    """Nothing could be checked: every wanted topic is recorded as failed, nothing removed."""
+    events = [_event(channel, None, "failed", None, f"cannot check: {reason}")]
+    current = {spec.topic: (known.get(spec.topic), "failed", reason) for spec in desired}
+    return _record(app, channel, events, current, keep_topics=set(known))
+
+
+def _reason(exc: Exception, channel) -> str:
+    """What a failure is recorded and shown as. Our own errors say what failed in our words
+    (plugins keep channels' answers out of them); any other exception may quote a channel's
+    answer (a KeyError naming its field, a ValueError quoting its text), so only its type is
+    kept, and the log has the rest."""
+    if isinstance(exc, (ChannelAPIError, SubscriptionError, RetryLater, PublicURLMissing)):
+        return str(exc)[:500]
+    log.warning("subscription.unexpected_error", exc_info=exc,
+                extra={"channel_id": channel.id})
+    return f"unexpected {type(exc).__name__} (details in the log: subscription.unexpected_error)"
 
 
 def _event(channel, topic, action, remote_id, message) -> dict:
@@ -134,7 +193,13 @@ def _record(app, channel, events: list[dict], current: dict, keep_topics=frozens
 
 
 def check_all(app) -> dict[int, list[dict]]:
-    """The periodic check: every active channel, and inactive ones still holding subscriptions."""
+    """The periodic check: every active channel, and inactive ones still holding subscriptions.
+    Without ORDERHOOKS_PUBLIC_BASE_URL it checks nothing and logs why, once per round."""
+    try:
+        public_base_url(app.config)
+    except PublicURLMissing as exc:
+        log.warning("subscription.check_skipped", extra={"detail": str(exc)})
+        return {}
     db = app.extensions["orderhooks.db"]
     with db.Session() as session:
         ids = set(session.scalars(select(SalesChannel.id).where(SalesChannel.active.is_(True))))

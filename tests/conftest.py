@@ -14,6 +14,12 @@ STORE = "abc123"
 BC_STORE = f"{BC_API}/stores/{STORE}"
 
 
+@pytest.fixture
+def app_config(app_config):
+    """The BigCommerce stand-in's host is not BigCommerce's: the operator's allowance for it."""
+    return {**app_config, "ALLOWED_API_BASE_URLS": BC_API}
+
+
 def load_fixture(*parts):
     return json.loads((REFERENCE.joinpath(*parts)).read_text())
 

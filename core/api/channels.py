@@ -1,6 +1,8 @@
 """/api/v1/channels: sales channels, their edit history and subscriptions."""
 from __future__ import annotations
 
+import logging
+
 from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
@@ -10,9 +12,11 @@ from sqlalchemy import select
 from .. import saleschannels
 from ..db import get_session
 from ..models import ChannelChange, SalesChannel, Subscription, SubscriptionEvent
-from ..subscriptions import reconcile
+from ..subscriptions import PublicURLMissing, public_base_url, reconcile
 from .schemas import (ChannelChangeSchema, ChannelCreateSchema, ChannelPatchSchema, ChannelSchema,
                       SubscriptionReportSchema)
+
+log = logging.getLogger("orderhooks.api")
 
 PREFIX = "/channels"
 blp = Blueprint("channels", __name__, description="Sales channels and their settings")
@@ -37,10 +41,52 @@ def _credentials(adapter, data: dict, partial: bool = False) -> dict:
             for k, v in exc.messages.items()), errors={"credentials": exc.messages})
 
 
+def _public_base_url() -> str:
+    try:
+        return public_base_url(current_app.config)
+    except PublicURLMissing as exc:
+        abort(422, message=str(exc))
+
+
+def _check_api_base_url(adapter, credentials: dict) -> None:
+    """Credentials are sent only to the channel's own API, or where the operator allows
+    (ORDERHOOKS_ALLOWED_API_BASE_URLS). The message repeats the URL's origin at most."""
+    base = adapter.api_base_url(credentials)
+    if base is None:
+        return
+    try:
+        adapter.allowed_api_base_urls.check(base, adapter.own_api_base_urls(credentials))
+    except ValueError as exc:
+        abort(422, message=f"credentials.api_base_url: {exc}",
+              errors={"credentials": {"api_base_url": [str(exc)]}})
+
+
+def _moved(adapter, current: dict, new: dict) -> list[str]:
+    """The destination fields this change really changes (a trailing slash is no change)."""
+    def same(a, b):
+        return a == b or (isinstance(a, str) and isinstance(b, str)
+                          and a.rstrip("/") == b.rstrip("/"))
+    return [f for f in adapter.destination_credentials
+            if f in new and not same(new[f], current.get(f))]
+
+
+def _require_resent(adapter, moved: list[str], new: dict) -> None:
+    """Moving a channel's API takes its credentials again: the stored ones never follow a new
+    destination on the admin token's word alone."""
+    missing = [f for f in adapter.sent_credentials if not new.get(f)]
+    if moved and missing:
+        fields = " and ".join(f"credentials.{f}" for f in missing)
+        abort(422, message=f"changing {', '.join(f'credentials.{f}' for f in moved)} changes "
+                           f"where the channel's credentials are sent: send {fields} again in "
+                           "the same request",
+              errors={"credentials": {f: [f"required when {' or '.join(moved)} changes"]
+                                      for f in missing}})
+
+
 def _check_destination(adapter, row_type: str, channel_id: int, wants_hooks: bool) -> None:
     if not wants_hooks:
         return
-    url = saleschannels.webhook_url(current_app.config["PUBLIC_BASE_URL"], row_type, channel_id)
+    url = saleschannels.webhook_url(_public_base_url(), row_type, channel_id)
     try:
         adapter.check_destination(url)
     except ValueError as exc:
@@ -68,7 +114,13 @@ def _get(session, channel_id: int) -> SalesChannel:
 
 def _after_change(channel_id: int) -> None:
     current_app.extensions["orderhooks.channel_cache"].clear()
-    reconcile(current_app._get_current_object(), channel_id)
+    try:
+        reconcile(current_app._get_current_object(), channel_id)
+    except PublicURLMissing as exc:
+        # Only a change that needs no subscription gets here (one that does was refused): the
+        # channel's old subscriptions stay until a check runs with the URL set.
+        log.warning("subscription.check_skipped", extra={"channel_id": channel_id,
+                                                        "detail": str(exc)})
 
 
 @blp.route("")
@@ -86,6 +138,7 @@ class Channels(MethodView):
         """Create a sales channel; subscribes to its webhooks when statuses are selected"""
         adapter = _adapter(data["type"])
         credentials = _credentials(adapter, data["credentials"])
+        _check_api_base_url(adapter, credentials)
         session = get_session()
         try:
             row = saleschannels.create(session, current_app.extensions["orderhooks.box"],
@@ -119,10 +172,16 @@ class ChannelById(MethodView):
         session = get_session()
         row = _get(session, channel_id)
         adapter = _adapter(row.type)
+        box = current_app.extensions["orderhooks.box"]
+        moved = []
         if "credentials" in data:
-            data["credentials"] = _credentials(adapter, data["credentials"], partial=True)
+            data["credentials"] = new = _credentials(adapter, data["credentials"], partial=True)
+            current = box.open(row.credentials_sealed)
+            moved = _moved(adapter, current, new)
+            _require_resent(adapter, moved, new)
+            _check_api_base_url(adapter, {**current, **new})
         try:
-            saleschannels.update(session, current_app.extensions["orderhooks.box"], row, data)
+            saleschannels.update(session, box, row, data, renew_webhook_secret=bool(moved))
         except ValueError as exc:
             abort(422, message=str(exc))
         _check_destination(adapter, row.type, row.id, row.active and bool(
@@ -157,6 +216,7 @@ class ChannelSubscriptions(MethodView):
         """Check and repair the channel's subscriptions now"""
         session = get_session()
         _get(session, channel_id)
+        _public_base_url()
         # End this read transaction first: reconcile writes in its own, and on SQLite every
         # transaction takes the write lock (BEGIN IMMEDIATE), so holding this one would block it.
         session.rollback()

@@ -8,7 +8,7 @@ import time
 import requests
 
 from core.errors import ChannelAPIError, RetryLater
-from core.http import ChannelHTTP
+from core.http import APIBaseURLs, ChannelHTTP, segment
 
 DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
 #: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled (and the
@@ -66,13 +66,25 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
+def api_base_url(credentials) -> str:
+    return (credentials.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+
+
+def is_order_id(value: str) -> bool:
+    """BigCommerce order ids are integers (positive in practice; 0 is merely absent): digits
+    only, so nothing else is ever put in a path."""
+    return value.isascii() and value.isdigit() and len(value) <= 19
+
+
 class BigCommerceClient:
-    def __init__(self, credentials: dict, timeout: float = 10.0, pacer: StorePacer = PACER):
+    def __init__(self, credentials: dict, timeout: float = 10.0, pacer: StorePacer = PACER,
+                 allowed: APIBaseURLs | None = None):
         self.store_hash = credentials["store_hash"]
-        base = credentials.get("api_base_url") or DEFAULT_API_BASE_URL
-        self.http = ChannelHTTP("bigcommerce", f"{base.rstrip('/')}/stores/{self.store_hash}",
+        self.http = ChannelHTTP("bigcommerce", f"{api_base_url(credentials)}/stores/"
+                                f"{segment(self.store_hash)}",
                                 {"X-Auth-Token": credentials["access_token"],
-                                 "Content-Type": "application/json"}, timeout)
+                                 "Content-Type": "application/json"}, timeout,
+                                own=(DEFAULT_API_BASE_URL,), allowed=allowed)
         self.pacer = pacer
 
     def call(self, method: str, path: str, *, ok=(200, 201, 204), **kwargs) -> requests.Response:
@@ -90,8 +102,9 @@ class BigCommerceClient:
                 continue
             if response.status_code in ok or response.status_code == 404:
                 return response
-            raise ChannelAPIError(f"{method} {path} answered {response.status_code}: "
-                                  f"{response.text[:200]}")
+            # The status and our reason only: the answer's body is the server's text.
+            raise ChannelAPIError(f"{method} {path} answered HTTP {response.status_code}"
+                                  + _REASONS.get(response.status_code, ""))
         raise RetryLater(f"store {self.store_hash} kept answering 429",
                          delay=max(self.pacer.wait_time(self.store_hash), 5.0))
 
@@ -109,11 +122,12 @@ class BigCommerceClient:
     # -- orders -----------------------------------------------------------------------------
 
     def order(self, order_id: str) -> dict | None:
-        return self.json("GET", f"/v2/orders/{order_id}")
+        return self.json("GET", f"/v2/orders/{_order_segment(order_id)}")
 
     def shipments(self, order_id: str) -> list[dict]:
         """The order's shipments; BigCommerce answers 204 with no body when there are none."""
-        return self.json("GET", f"/v2/orders/{order_id}/shipments", params={"limit": 250}) or []
+        return self.json("GET", f"/v2/orders/{_order_segment(order_id)}/shipments",
+                         params={"limit": 250}) or []
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -134,10 +148,20 @@ class BigCommerceClient:
         return _unwrap(data)
 
     def update_hook(self, hook_id, body: dict) -> dict:
-        return _unwrap(self.json("PUT", f"/v3/hooks/{hook_id}", json=body))
+        return _unwrap(self.json("PUT", f"/v3/hooks/{segment(hook_id)}", json=body))
 
     def delete_hook(self, hook_id) -> None:
-        self.call("DELETE", f"/v3/hooks/{hook_id}")
+        self.call("DELETE", f"/v3/hooks/{segment(hook_id)}")
+
+
+_REASONS = {401: " (the access token was refused)", 403: " (the access token lacks a scope)",
+            422: " (the store refused the request)"}
+
+
+def _order_segment(order_id: str) -> str:
+    if not is_order_id(str(order_id)):
+        raise ValueError("a BigCommerce order id is a decimal integer")
+    return str(order_id)
 
 
 def _unwrap(data) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +29,13 @@ from marshmallow import Schema, fields, validate
 from core import hookimpl
 from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, RemoteSubscription,
                            SubscriptionSpec)
-from core.errors import AuthenticationError, InvalidDelivery
+from core.errors import AuthenticationError, ChannelAPIError, InvalidDelivery, RetryLater
 from core.intents import Cancel, Fulfill, Ignore, Shipment, ShipmentItem
 
+from . import client as api
 from .client import BigCommerceClient
+
+log = logging.getLogger("orderhooks.bigcommerce")
 
 #: The header the service puts in every hook it creates, carrying the channel's secret.
 SECRET_HEADER = "X-Orderhooks-Secret"
@@ -60,6 +64,8 @@ class BigCommerceAdapter(ChannelAdapter):
     title = "BigCommerce"
     credentials_schema = CredentialsSchema
     stored_headers = ("webhook-signature",)
+    destination_credentials = ("api_base_url", "store_hash")
+    sent_credentials = ("access_token",)
 
     #: Orders of one batch read at once (each a call or two, waiting on the network): the
     #: store's pacer still sees every response, and keeps ``client.RESERVE`` calls in hand for
@@ -78,15 +84,16 @@ class BigCommerceAdapter(ChannelAdapter):
     def client(self, channel: Channel) -> BigCommerceClient:
         """The store's API client, kept between batches so its connections are reused (a TLS
         handshake per batch otherwise); a change of credentials or timeout makes a new one."""
-        key = (channel.id, self.timeout, tuple(sorted(
+        key = (channel.id, self.timeout, tuple(self.allowed_api_base_urls.allowed), tuple(sorted(
             (k, str(v)) for k, v in channel.credentials.items())))
         with self._clients_lock:
             client = self._clients.get(key)
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
-            client = self._clients[key] = BigCommerceClient(dict(channel.credentials),
-                                                            timeout=self.timeout)
+            client = self._clients[key] = BigCommerceClient(
+                dict(channel.credentials), timeout=self.timeout,
+                allowed=self.allowed_api_base_urls)
             # The channel's older clients (edited credentials), then the least recently used.
             dropped = [self._clients.pop(k) for k in list(self._clients)
                        if k[0] == channel.id and k != key]
@@ -95,6 +102,12 @@ class BigCommerceAdapter(ChannelAdapter):
         for old in dropped:
             old.http.session.close()
         return client
+
+    def api_base_url(self, credentials) -> str:
+        return api.api_base_url(credentials)
+
+    def own_api_base_urls(self, credentials) -> tuple[str, ...]:
+        return (api.DEFAULT_API_BASE_URL,)
 
     # -- intake -----------------------------------------------------------------------------
 
@@ -153,14 +166,25 @@ class BigCommerceAdapter(ChannelAdapter):
                 if order_id is None:
                     results[index] = [Ignore(f"{scope} delivery names no order")]
                     continue
+                if isinstance(order_id, bool) or not api.is_order_id(str(order_id)):
+                    # Never a request for it: the id goes into an API path.
+                    results[index] = [Ignore(f"{scope} delivery names no valid order id (a "
+                                             "BigCommerce order id is a decimal integer)")]
+                    continue
                 by_order.setdefault(str(order_id), []).append(index)
             except Exception as exc:  # noqa: BLE001
                 results[index] = exc
         def read(order_id: str):
             try:
                 return order_intents(client, order_id)
-            except Exception as exc:  # noqa: BLE001 — every delivery of this order shares it
+            except (ChannelAPIError, RetryLater) as exc:  # every delivery of the order shares it
                 return exc
+            except Exception as exc:  # noqa: BLE001 — an answer we cannot read
+                # Its message may quote the answer: the delivery's reason names only the type.
+                log.warning("bigcommerce.unreadable_answer", exc_info=exc,
+                            extra={"channel_id": channel.id, "order_id": order_id})
+                return ChannelAPIError(f"GET /v2/orders/{order_id}: an answer we cannot read "
+                                       f"({type(exc).__name__})")
 
         orders = list(by_order)
         if len(orders) > 1 and self.concurrency > 1:
@@ -183,19 +207,21 @@ class BigCommerceAdapter(ChannelAdapter):
         return []
 
     def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
-        return [_remote(h) for h in self.client(channel).hooks()]
+        return [_remote(h, channel) for h in self.client(channel).hooks()]
 
     def create_subscription(self, channel: Channel, spec: SubscriptionSpec) -> RemoteSubscription:
         hook = self.client(channel).create_hook({
             "scope": spec.topic, "destination": spec.destination, "is_active": True,
             "headers": {SECRET_HEADER: channel.webhook_secret}})
-        return _remote(hook)
+        return _remote(hook, channel)
 
     def activate_subscription(self, channel: Channel,
                               remote: RemoteSubscription) -> RemoteSubscription:
+        """Also the repair of a hook whose secret header is stale: the update puts the channel's
+        current secret on it."""
         hook = self.client(channel).update_hook(remote.remote_id, {
             "is_active": True, "headers": {SECRET_HEADER: channel.webhook_secret}})
-        return _remote(hook)
+        return _remote(hook, channel)
 
     def delete_subscription(self, channel: Channel, remote: RemoteSubscription) -> None:
         self.client(channel).delete_hook(remote.remote_id)
@@ -241,10 +267,26 @@ def _shipment(data: dict) -> Shipment:
                     for i in data.get("items") or ()))
 
 
-def _remote(hook: dict) -> RemoteSubscription:
+def _remote(hook: dict, channel: Channel) -> RemoteSubscription:
     return RemoteSubscription(remote_id=str(hook.get("id")), topic=hook.get("scope", ""),
                               destination=hook.get("destination", ""),
-                              active=bool(hook.get("is_active", True)))
+                              active=bool(hook.get("is_active", True)),
+                              mismatch=_secret_mismatch(hook, channel))
+
+
+def _secret_mismatch(hook: dict, channel: Channel) -> str | None:
+    """Whether the hook's deliveries would pass :meth:`BigCommerceAdapter.authenticate`: its
+    secret header must be the channel's current secret (a restored database, or a channel that
+    adopted an old hook, leaves another one there). Compared in constant time; never quoted."""
+    headers = hook.get("headers")
+    given = next((v for k, v in headers.items() if str(k).lower() == SECRET_HEADER.lower()),
+                 None) if isinstance(headers, dict) else None
+    if not isinstance(given, str) or not given:
+        return f"the hook has no {SECRET_HEADER} header: every delivery would be refused"
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), channel.webhook_secret.encode()):
+        return (f"the hook's {SECRET_HEADER} header is not the channel's current secret: every "
+                "delivery would be refused")
+    return None
 
 
 def _timestamp(value) -> datetime | None:

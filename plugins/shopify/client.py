@@ -13,10 +13,12 @@ the next call to the same shop waits for it to refill a little (``ShopPacer``).
 
 Any other top-level ``errors`` entry or ``userErrors`` from a mutation raises
 :class:`core.errors.SubscriptionError`; 5xx, timeouts and unreadable answers raise
-:class:`core.errors.ChannelAPIError`.
+:class:`core.errors.ChannelAPIError`. Their messages are ours (the status, the fields Shopify
+named): Shopify's own text goes to the log only, never into what our API shows.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -24,7 +26,9 @@ from typing import Any
 import requests
 
 from core.errors import ChannelAPIError, RetryLater, SubscriptionError
-from core.http import ChannelHTTP
+from core.http import APIBaseURLs, ChannelHTTP
+
+log = logging.getLogger("orderhooks.shopify")
 
 DEFAULT_API_VERSION = "2026-07"
 #: Longest we sleep in-process for a rate limit; beyond it RetryLater is raised.
@@ -41,7 +45,12 @@ def sleep(seconds: float) -> None:  # indirection so tests can observe waits wit
 
 
 def api_base_url(credentials: dict) -> str:
-    return (credentials.get("api_base_url") or f"https://{credentials['shop_domain']}").rstrip("/")
+    return (credentials.get("api_base_url") or own_api_base_url(credentials)).rstrip("/")
+
+
+def own_api_base_url(credentials: dict) -> str:
+    """The shop's own Admin API: https://<shop>.myshopify.com."""
+    return f"https://{str(credentials['shop_domain']).lower()}"
 
 
 def api_version(credentials: dict) -> str:
@@ -79,7 +88,7 @@ PACER = ShopPacer()
 LIST_QUERY = """
 query OrderhooksWebhookSubscriptions($first: Int!, $after: String) {
   webhookSubscriptions(first: $first, after: $after) {
-    nodes { id topic uri }
+    nodes { id topic uri format includeFields filter }
     pageInfo { hasNextPage endCursor }
   }
 }
@@ -106,13 +115,15 @@ mutation OrderhooksWebhookSubscriptionDelete($id: ID!) {
 
 
 class ShopifyClient:
-    def __init__(self, credentials: dict, timeout: float = 10.0, pacer: ShopPacer = PACER):
+    def __init__(self, credentials: dict, timeout: float = 10.0, pacer: ShopPacer = PACER,
+                 allowed: APIBaseURLs | None = None):
         self.shop = str(credentials["shop_domain"]).lower()
         self.version = api_version(credentials)
         self.path = f"/admin/api/{self.version}/graphql.json"
         self.http = ChannelHTTP("shopify", api_base_url(credentials),
                                 {"X-Shopify-Access-Token": credentials["access_token"],
-                                 "Content-Type": "application/json"}, timeout)
+                                 "Content-Type": "application/json"}, timeout,
+                                own=(own_api_base_url(credentials),), allowed=allowed)
         self.pacer = pacer
 
     # -- transport --------------------------------------------------------------------------
@@ -140,7 +151,10 @@ class ShopifyClient:
                 continue
             self.pacer.observe_cost(self.shop, extensions.get("cost"))
             if errors:
-                raise SubscriptionError("Shopify GraphQL errors: " + _messages(errors))
+                log.warning("shopify.graphql_errors", extra={"shop": self.shop,
+                                                             "detail": _messages(errors)})
+                raise SubscriptionError("Shopify answered GraphQL errors (their text is in the "
+                                        "log: shopify.graphql_errors)")
             data = body.get("data")
             if not isinstance(data, dict):
                 raise ChannelAPIError("Shopify GraphQL answered without data")
@@ -151,13 +165,12 @@ class ShopifyClient:
     def _body(self, response: requests.Response) -> dict:
         status = response.status_code
         if status in (401, 403):
-            raise SubscriptionError(f"Shopify refused the access token (HTTP {status}): "
-                                    f"{response.text[:200]}")
+            raise SubscriptionError(f"Shopify refused the access token (HTTP {status})")
         if status == 404:
-            raise SubscriptionError(f"no Shopify Admin API at {response.url} (HTTP 404): "
+            raise SubscriptionError(f"no Shopify Admin API at {self.path} (HTTP 404): "
                                     "check shop_domain, api_base_url and api_version")
         if status >= 400:
-            raise ChannelAPIError(f"Shopify GraphQL answered {status}: {response.text[:200]}")
+            raise ChannelAPIError(f"Shopify GraphQL answered HTTP {status}")
         try:
             body = response.json()
         except ValueError as exc:
@@ -206,7 +219,9 @@ class ShopifyClient:
 def _check_user_errors(result: dict, what: str) -> None:
     errors = result.get("userErrors") or []
     if errors:
-        raise SubscriptionError(f"{what}: " + _messages(errors))
+        log.warning("shopify.user_errors", extra={"detail": f"{what}: {_messages(errors)}"})
+        raise SubscriptionError(f"{what}: Shopify refused it (its userErrors are in the log: "
+                                "shopify.user_errors)")
 
 
 def _messages(errors: list) -> str:

@@ -46,6 +46,7 @@ from core.errors import AuthenticationError, InvalidDelivery
 from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
                           Shipment, ShipmentItem)
 
+from . import client as api
 from .client import ShopifyClient, ShopPacer
 
 # -- headers (Shopify's names; newer "events" deliveries drop the X- prefix) --------------------
@@ -127,13 +128,22 @@ class ShopifyAdapter(ChannelAdapter):
     #: Both spellings of each (the hmac is not worth keeping).
     stored_headers = (*TOPIC_HEADER, *SHOP_HEADER, *API_VERSION_HEADER, *WEBHOOK_ID_HEADER,
                       *EVENT_ID_HEADER, *TRIGGERED_AT_HEADER)
+    destination_credentials = ("api_base_url", "shop_domain")
+    sent_credentials = ("access_token",)
 
     def __init__(self, timeout: float = 10.0):
         self.timeout = timeout
         self.pacer = ShopPacer()
 
     def client(self, channel: Channel) -> ShopifyClient:
-        return ShopifyClient(dict(channel.credentials), timeout=self.timeout, pacer=self.pacer)
+        return ShopifyClient(dict(channel.credentials), timeout=self.timeout, pacer=self.pacer,
+                             allowed=self.allowed_api_base_urls)
+
+    def api_base_url(self, credentials) -> str:
+        return api.api_base_url(credentials)
+
+    def own_api_base_urls(self, credentials) -> tuple[str, ...]:
+        return (api.own_api_base_url(credentials),)
 
     # -- intake -----------------------------------------------------------------------------
 
@@ -226,7 +236,9 @@ class ShopifyAdapter(ChannelAdapter):
 
     def activate_subscription(self, channel: Channel,
                               remote: RemoteSubscription) -> RemoteSubscription:
-        """Shopify subscriptions have no inactive state (failing ones are deleted): re-create."""
+        """Shopify subscriptions have no inactive state (failing ones are deleted): re-create.
+        That is also the repair of a subscription with a mismatch (XML, some fields only, a
+        filter): the new one is created as :meth:`create_subscription` creates them."""
         client = self.client(channel)
         client.delete_webhook_subscription(remote.remote_id)
         return _remote(client.create_webhook_subscription(remote.topic, remote.destination))
@@ -398,7 +410,23 @@ def occurred_at(delivery: Delivery, payload: dict) -> datetime | None:
 def _remote(node: dict) -> RemoteSubscription:
     return RemoteSubscription(remote_id=str(node.get("id")), topic=str(node.get("topic") or ""),
                               destination=str(node.get("uri") or node.get("callbackUrl") or ""),
-                              active=True)
+                              active=True, mismatch=_mismatch(node))
+
+
+def _mismatch(node: dict) -> str | None:
+    """What would make this subscription's deliveries useless although Shopify sends them. Its
+    authentication is not a property of the subscription: Shopify signs every delivery with the
+    app's client secret, and an access token lists only its own app's subscriptions. What a
+    subscription does decide is the payload: JSON, whole, unfiltered (an order topic must carry
+    the order)."""
+    fmt = node.get("format")
+    if fmt not in (None, "JSON"):
+        return f"it delivers {str(fmt)[:10]}, not JSON: every delivery would be refused"
+    if node.get("includeFields"):
+        return "it delivers only some fields of each object: orders could not be read"
+    if node.get("filter"):
+        return "it has a filter: some events would never be delivered"
+    return None
 
 
 @hookimpl

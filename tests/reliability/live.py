@@ -147,6 +147,8 @@ class Stack:
             "ORDERHOOKS_ADMIN_TOKEN": ADMIN_TOKEN,
             "ORDERHOOKS_SECRET_KEY": SECRET_KEY,
             "ORDERHOOKS_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+            # The stand-in's free port on loopback: the operator's allowance for it.
+            "ORDERHOOKS_ALLOWED_API_BASE_URLS": "http://127.0.0.1:*",
             "ORDERHOOKS_WORKER_IDLE_SECONDS": "0.1",
             "ORDERHOOKS_CLAIM_SECONDS": "5",
             "ORDERHOOKS_RETRY_BASE_SECONDS": "1",

@@ -142,6 +142,7 @@ def test_a_real_hung_api_times_out_after_the_configured_seconds(database_url, tm
         stack.start_standin(default_status=5)
         app = create_app({"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
                           "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SECRET_KEY": "k",
+                          "ALLOWED_API_BASE_URLS": stack.standin_url,
                           "HTTP_TIMEOUT_SECONDS": 0.5, "CHANNEL_CACHE_SECONDS": 0,
                           "LOG_LEVEL": "WARNING"})
         client = app.test_client()
