@@ -170,14 +170,22 @@ class Worker:
                      r.body is None) for r in rows]
             channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
                 SalesChannel.id.in_({w[1] for w in work})))}
-            views = {cid: view(row, self.box, self.config["PUBLIC_BASE_URL"])
-                     for cid, row in channel_rows.items()}
+            # A channel whose settings cannot be read (e.g. credentials its plugin no longer
+            # accepts) fails its own deliveries, not the batch's other channels.
+            views: dict[int, object] = {}
+            for cid, channel_row in channel_rows.items():
+                try:
+                    views[cid] = view(channel_row, self.box, self.config["PUBLIC_BASE_URL"])
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("worker.channel_unreadable", extra={"channel_id": cid})
+                    views[cid] = exc
         results: dict[int, list | Exception] = {}
         by_channel: dict[int, list] = {}
         for item in work:
-            delivery_id, channel_id, channel_type, _attempts, incoming, body_missing = item
+            delivery_id, channel_id = item[0], item[1]
+            channel = views.get(channel_id, ChannelAPIError(f"no channel {channel_id}"))
             try:
-                routed = self._route(item, views[channel_id])
+                routed = channel if isinstance(channel, Exception) else self._route(item, channel)
             except Exception as exc:  # noqa: BLE001 — a plugin's failure is this delivery's
                 routed = exc
             if routed is None:

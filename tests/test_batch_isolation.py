@@ -195,3 +195,24 @@ def test_the_admin_api_applies_the_same_order_id_rule(admin, bc):
     assert "channel_order_id" in answer["message"]
     admin.post("/orders", {"channel_id": channel["id"],
                            "channel_order_id": too_long[:CHANNEL_ORDER_ID_LENGTH]}, expect=201)
+
+
+def test_a_channel_that_cannot_be_read_fails_only_its_own_deliveries(
+        app, admin, bc, shopify, two_channels, worker, monkeypatch):
+    big, shop = two_channels
+    import core.worker
+    real = core.worker.view
+
+    def view(row, *args):
+        if row.id == shop["id"]:
+            raise ValueError("credentials the plugin no longer accepts")
+        return real(row, *args)
+
+    monkeypatch.setattr(core.worker, "view", view)
+    unread = shopify.send("orders/cancelled", cancelled_order()).get_json()["delivery_id"]
+    good = bc.send(order_id=250).get_json()["delivery_id"]
+    assert worker.run_once() == 2
+    assert row(app, good).outcome == "applied"
+    failed = row(app, unread)
+    assert (failed.outcome, failed.attempts) == ("failed", 1)
+    assert "no longer accepts" in failed.reason
