@@ -221,24 +221,27 @@ class Worker:
     @staticmethod
     def _translate(adapter, items, channel) -> list:
         """One result per delivery: its intents (a list) or the exception that stopped it. A
-        plugin that fails for the whole batch, or answers out of shape, is asked again one
-        delivery at a time, so only the delivery that makes it fail fails."""
-        def ask(group):
+        plugin that raises for the whole batch, or answers out of shape, is asked again one
+        delivery at a time, so only the delivery that makes it fail fails (exceptions it hands
+        back per delivery stay as they are: e.g. one API failure shared by an order's
+        deliveries)."""
+        def ask(group) -> tuple[list, bool]:
             try:
                 answer = list(adapter.translate_many([i[4] for i in group], channel))
+            except RetryLater as exc:  # throttled: asking again now would only add calls
+                return [exc] * len(group), False
             except Exception as exc:  # noqa: BLE001 — a plugin's failure must not stop us
-                return [exc] * len(group)
+                return [exc] * len(group), True
             if len(answer) != len(group):
                 return [TypeError(f"the plugin gave {len(answer)} results for {len(group)} "
-                                  "deliveries")] * len(group)
+                                  "deliveries")] * len(group), True
             return [r if isinstance(r, (list, Exception)) else
                     TypeError(f"the plugin gave {type(r).__name__}, not a list of intents")
-                    for r in answer]
+                    for r in answer], False
 
-        results = ask(items)
-        if len(items) > 1 and not isinstance(results[0], RetryLater) and all(
-                isinstance(r, Exception) and r is results[0] for r in results):
-            results = [ask([item])[0] for item in items]
+        results, whole_batch_failed = ask(items)
+        if whole_batch_failed and len(items) > 1:
+            results = [ask([item])[0][0] for item in items]
         return results
 
     def _record(self, work, results) -> dict[int, str | None]:
