@@ -34,6 +34,8 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
                                                 "not imported yet"),
     "UNPROCESSED_WINDOW_SECONDS": (14 * 86400, int, "How long an intent waits for an UNPROCESSED "
                                                     "order to be processed"),
+    "REPLAY_MAX_DELIVERIES": (1000, int, "Most deliveries one POST /api/v1/deliveries/replay "
+                                         "queues again; its answer's 'next' continues the window"),
     "SUBSCRIPTION_CHECK_SECONDS": (3600, int, "Interval of the worker's subscription check"),
     "RETENTION_DAYS": (30, int, "Raw delivery bodies older than this are purged"),
     "STRICT_PLUGINS": (False, bool, "Fail start-up when a plugin fails to load"),

@@ -29,7 +29,8 @@ from . import metrics
 from .api import unstorable_text
 from .channels import Delivery as IncomingDelivery, Headers
 from .errors import AuthenticationError, InvalidDelivery
-from .models import Delivery, SalesChannel, utcnow
+from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH, Delivery,
+                     SalesChannel, utcnow)
 from .rules import _naive
 from .saleschannels import view
 
@@ -459,9 +460,9 @@ class Writer:
 
     def store(self, channel, info, headers: dict, body: bytes, received_at):
         """Insert the delivery unless its key is known; commit. Returns (id, duplicate?)."""
-        key = _text(info.key, 255) or "sha256:" + hashlib.sha256(body).hexdigest()
-        values = [channel.id, channel.type, key, _text(info.topic, 128),
-                  _text(info.channel_order_id, 128),
+        key = _text(info.key, DEDUPE_KEY_LENGTH) or "sha256:" + hashlib.sha256(body).hexdigest()
+        values = [channel.id, channel.type, key, _text(info.topic, TOPIC_LENGTH),
+                  _text(info.channel_order_id, CHANNEL_ORDER_ID_LENGTH),
                   info.occurred_at and _naive(info.occurred_at), received_at, headers, body,
                   "pending", 0, received_at]
         for index, processor in self.processors:

@@ -10,6 +10,44 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
+from .models import CHANNEL_ORDER_ID_LENGTH
+
+
+class InvalidIntent(ValueError):
+    """An intent the service cannot hold, whatever it retries: e.g. an order id no order table
+    can store. The delivery that led to it ends dead at once, with this message as its reason."""
+
+
+def check_channel_order_id(value) -> str:
+    """``value`` as a channel order id, or :class:`InvalidIntent`: a non-empty string of at most
+    ``CHANNEL_ORDER_ID_LENGTH`` characters that the database can store (UTF-8, no NUL). One rule
+    for intents and for the admin API's order ids; the intake's index column keeps at most the
+    same length (its delivery is stored whole either way, and the worker applies this rule)."""
+    try:
+        text = "" if value is None else str(value)
+    except ValueError:  # an integer too long for Python to write out
+        raise InvalidIntent("the channel order id is a number too long to be an order id") from None
+    if not text:
+        raise InvalidIntent("the channel order id is empty")
+    if len(text) > CHANNEL_ORDER_ID_LENGTH:
+        raise InvalidIntent(f"the channel order id is {len(text)} characters long, more than "
+                            f"the {CHANNEL_ORDER_ID_LENGTH} an order id may have: "
+                            f"{text[:40]!r}...")
+    if not _storable(text):
+        raise InvalidIntent(f"the channel order id {text[:40]!r} has characters the database "
+                            "cannot store")
+    return text
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 @dataclass(frozen=True)
 class ShipmentItem:
@@ -50,6 +88,9 @@ class Cancel:
     #: When the channel says this happened; used so an older event never overrides a newer one.
     occurred_at: datetime | None = None
 
+    def __post_init__(self):
+        check_channel_order_id(self.channel_order_id)
+
 
 @dataclass(frozen=True)
 class Fulfill:
@@ -62,6 +103,9 @@ class Fulfill:
     shipments: tuple[Shipment, ...] = ()
     complete: bool = True
     occurred_at: datetime | None = None
+
+    def __post_init__(self):
+        check_channel_order_id(self.channel_order_id)
 
 
 @dataclass(frozen=True)

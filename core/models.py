@@ -8,6 +8,13 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, 
                         LargeBinary, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+#: Column limits for values that come from outside. Every path that takes one checks it against
+#: these (the intake, the intents plugins build, the admin API), so no value reaches a column it
+#: does not fit: PostgreSQL refuses it (SQLite would keep it whole).
+CHANNEL_ORDER_ID_LENGTH = 128
+TOPIC_LENGTH = 128
+DEDUPE_KEY_LENGTH = 255
+
 # BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -59,7 +66,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
-    channel_order_id: Mapped[str] = mapped_column(String(128))
+    channel_order_id: Mapped[str] = mapped_column(String(CHANNEL_ORDER_ID_LENGTH))
     status: Mapped[str] = mapped_column(String(32), index=True)
     shipments: Mapped[list] = mapped_column(JSON, default=list)
     #: Personal data of the buyer (email, name...), removed by privacy requests.
@@ -108,9 +115,10 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
     channel_type: Mapped[str] = mapped_column(String(64))
-    dedupe_key: Mapped[str] = mapped_column(String(255))
-    topic: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    channel_order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    dedupe_key: Mapped[str] = mapped_column(String(DEDUPE_KEY_LENGTH))
+    topic: Mapped[str | None] = mapped_column(String(TOPIC_LENGTH), nullable=True)
+    channel_order_id: Mapped[str | None] = mapped_column(String(CHANNEL_ORDER_ID_LENGTH),
+                                                         nullable=True)
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Not indexed on its own: every insert pays for each index (WAL pages, lock time), and the
     # queries by age all start from a channel (ix_deliveries_channel_outcome, _claim).
@@ -140,7 +148,7 @@ class PendingIntent(Base):
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id", ondelete="CASCADE"))
-    channel_order_id: Mapped[str] = mapped_column(String(128))
+    channel_order_id: Mapped[str] = mapped_column(String(CHANNEL_ORDER_ID_LENGTH))
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"),
                                              index=True)
     intent: Mapped[dict] = mapped_column(JSON)

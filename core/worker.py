@@ -16,13 +16,15 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import StatementError
 
 from . import metrics, orders, rules
 from .channels import Delivery as IncomingDelivery, Headers
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
-from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData, to_dict)
+from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
+                      RedactPersonalData, to_dict)
 from .models import Delivery, Order, SalesChannel, WorkerState, utcnow
 from .saleschannels import view
 
@@ -168,31 +170,31 @@ class Worker:
                      r.body is None) for r in rows]
             channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
                 SalesChannel.id.in_({w[1] for w in work})))}
-            views = {cid: view(row, self.box, self.config["PUBLIC_BASE_URL"])
-                     for cid, row in channel_rows.items()}
+            # A channel whose settings cannot be read (e.g. credentials its plugin no longer
+            # accepts) fails its own deliveries, not the batch's other channels.
+            views: dict[int, object] = {}
+            for cid, channel_row in channel_rows.items():
+                try:
+                    views[cid] = view(channel_row, self.box, self.config["PUBLIC_BASE_URL"])
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("worker.channel_unreadable", extra={"channel_id": cid})
+                    views[cid] = exc
         results: dict[int, list | Exception] = {}
         by_channel: dict[int, list] = {}
         for item in work:
-            delivery_id, channel_id, channel_type, _attempts, incoming, body_missing = item
-            channel = views[channel_id]
-            if self.channels.get(channel_type) is None:
-                results[delivery_id] = ChannelAPIError(
-                    f"no plugin provides channel type {channel_type!r}")
-            elif body_missing:
-                results[delivery_id] = [Ignore("the delivery's body was purged or redacted; "
-                                               "nothing to do")]
-            elif not channel.active and not self.channels.get(channel_type) \
-                    .accepts_when_inactive(incoming, channel):
-                results[delivery_id] = [Ignore("the channel is inactive")]
-            else:
+            delivery_id, channel_id = item[0], item[1]
+            channel = views.get(channel_id, ChannelAPIError(f"no channel {channel_id}"))
+            try:
+                routed = channel if isinstance(channel, Exception) else self._route(item, channel)
+            except Exception as exc:  # noqa: BLE001 — a plugin's failure is this delivery's
+                routed = exc
+            if routed is None:
                 by_channel.setdefault(channel_id, []).append(item)
+            else:
+                results[delivery_id] = routed
         for channel_id, items in by_channel.items():
             adapter = self.channels.get(items[0][2])
-            try:
-                translated = adapter.translate_many([i[4] for i in items], views[channel_id])
-            except Exception as exc:  # noqa: BLE001 — a plugin's failure must not stop us
-                translated = [exc] * len(items)
-            for item, result in zip(items, translated):
+            for item, result in zip(items, self._translate(adapter, items, views[channel_id])):
                 results[item[0]] = result
                 if isinstance(result, RetryLater):
                     self.blocked[channel_id] = time.monotonic() + result.delay
@@ -203,16 +205,78 @@ class Worker:
             metrics.PROCESS_SECONDS.labels(item[2]).observe(elapsed / max(1, len(work)))
         return outcomes
 
-    def _record(self, work, results) -> dict[int, str | None]:
-        """Record the batch in one transaction. Fast path: no savepoints, orders prefetched in
-        one query. If applying any delivery raises, the transaction is rolled back and the batch
-        recorded again with a savepoint per delivery, so only the faulty delivery fails."""
-        try:
-            return self._record_batch(work, results, isolate=False)
-        except _ApplyError:
-            return self._record_batch(work, results, isolate=True)
+    def _route(self, item, channel):
+        """What becomes of a delivery before its plugin translates it: a result (an exception
+        or intents) when it is settled here, None when the plugin must translate it."""
+        _id, _channel_id, channel_type, _attempts, incoming, body_missing = item
+        adapter = self.channels.get(channel_type)
+        if adapter is None:
+            return ChannelAPIError(f"no plugin provides channel type {channel_type!r}")
+        if body_missing:
+            return [Ignore("the delivery's body was purged or redacted; nothing to do")]
+        if not channel.active and not adapter.accepts_when_inactive(incoming, channel):
+            return [Ignore("the channel is inactive")]
+        return None
 
-    def _record_batch(self, work, results, *, isolate: bool) -> dict[int, str | None]:
+    @staticmethod
+    def _translate(adapter, items, channel) -> list:
+        """One result per delivery: its intents (a list) or the exception that stopped it. A
+        plugin that raises for the whole batch, or answers out of shape, is asked again one
+        delivery at a time, so only the delivery that makes it fail fails (exceptions it hands
+        back per delivery stay as they are: e.g. one API failure shared by an order's
+        deliveries)."""
+        def ask(group) -> tuple[list, bool]:
+            try:
+                answer = list(adapter.translate_many([i[4] for i in group], channel))
+            except RetryLater as exc:  # throttled: asking again now would only add calls
+                return [exc] * len(group), False
+            except Exception as exc:  # noqa: BLE001 — a plugin's failure must not stop us
+                return [exc] * len(group), True
+            if len(answer) != len(group):
+                return [TypeError(f"the plugin gave {len(answer)} results for {len(group)} "
+                                  "deliveries")] * len(group), True
+            return [r if isinstance(r, (list, Exception)) else
+                    TypeError(f"the plugin gave {type(r).__name__}, not a list of intents")
+                    for r in answer], False
+
+        results, whole_batch_failed = ask(items)
+        if whole_batch_failed and len(items) > 1:
+            results = [ask([item])[0][0] for item in items]
+        return results
+
+    def _record(self, work, results) -> dict[int, str | None]:
+        """Record the batch's outcomes. Fast path: the whole batch in one transaction, orders
+        prefetched in one query. If anything fails on the way — applying a delivery, a flush, the
+        commit itself (a value the database refuses) — that transaction is rolled back and each
+        delivery is recorded again in a transaction of its own; one that fails alone is counted
+        as a failed attempt (retried with backoff, dead after MAX_ATTEMPTS), so one delivery can
+        never hold back the others or the worker. If even recording that failure fails, the
+        database itself is in trouble: the error propagates and the claims are released."""
+        try:
+            return self._record_batch(work, results)
+        except Exception:  # noqa: BLE001 — narrowed to its delivery below
+            log.warning("worker.batch_record_failed", exc_info=True,
+                        extra={"deliveries": len(work)})
+        outcomes: dict[int, str | None] = {}
+        for item in work:
+            try:
+                outcomes.update(self._record_batch([item], results))
+            except Exception as exc:  # noqa: BLE001 — this delivery fails, not the batch
+                log.exception("worker.apply_failed", extra={"delivery_id": item[0]})
+                outcomes[item[0]] = self._record_failure(item[0], exc)
+        return outcomes
+
+    def _record_failure(self, delivery_id: int, exc: Exception) -> str | None:
+        with self.db.session() as session:
+            query = select(Delivery).where(Delivery.id == delivery_id)
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            row = session.scalars(query).first()
+            if row is None or row.claimed_by != self.name or row.state != "processing":
+                return None
+            return self._failed(row, exc, utcnow())
+
+    def _record_batch(self, work, results) -> dict[int, str | None]:
         outcomes: dict[int, str | None] = {}
         now = utcnow()
         with self.db.session() as session, session.no_autoflush:
@@ -235,27 +299,12 @@ class Worker:
                     self._reschedule(row, result.delay, f"throttled by the channel: "
                                                         f"{result.reason}", now)
                     outcomes[delivery_id] = "throttled"
-                    continue
-                if isinstance(result, Exception):
+                elif isinstance(result, Exception):
                     outcomes[delivery_id] = self._failed(row, result, now)
-                    continue
-                if not isolate:
-                    try:
-                        outcomes[delivery_id] = self._apply(session, row,
-                                                            channel_rows[channel_id], result,
-                                                            cache)
-                    except Exception as exc:  # noqa: BLE001
-                        raise _ApplyError() from exc
-                    continue
-                try:
-                    with session.begin_nested():
-                        outcomes[delivery_id] = self._apply(session, row,
-                                                            channel_rows[channel_id], result,
-                                                            None)
-                        session.flush()
-                except Exception as exc:  # noqa: BLE001 — this delivery fails, not the batch
-                    log.exception("worker.apply_failed", extra={"delivery_id": delivery_id})
-                    outcomes[delivery_id] = self._failed(row, exc, now)
+                else:
+                    outcomes[delivery_id] = self._apply(session, row, channel_rows[channel_id],
+                                                        result, cache)
+            session.flush()
         for delivery_id, outcome in outcomes.items():
             if outcome in ("applied", "ignored", "deferred"):
                 log.info("worker.processed", extra={"delivery_id": delivery_id,
@@ -331,9 +380,16 @@ class Worker:
         row.next_attempt_at = now + timedelta(seconds=delay)
 
     def _failed(self, row: Delivery, exc: Exception, now) -> str:
+        """Count a failed attempt: retried with backoff, dead after MAX_ATTEMPTS; dead at once
+        when no retry can succeed (an intent the service cannot hold)."""
         row.attempts = (row.attempts or 0) + 1
-        message = f"{type(exc).__name__}: {exc}"[:2000]
+        message = describe(exc)
         row.claimed_by, row.claimed_until = None, None
+        if isinstance(exc, InvalidIntent):
+            row.state, row.outcome, row.processed_at = "done", "dead", now
+            row.reason = f"dead: the delivery cannot be applied: {message}"
+            log.error("worker.dead", extra={"delivery_id": row.id, "error": message})
+            return "dead"
         if row.attempts >= self.config["MAX_ATTEMPTS"]:
             row.state, row.outcome, row.processed_at = "done", "dead", now
             row.reason = f"dead after {row.attempts} attempts; last error: {message}"
@@ -401,10 +457,6 @@ class Worker:
         log.info("worker.stopped", extra={"worker": self.name})
 
 
-class _ApplyError(Exception):
-    """Applying one delivery of a batch raised: record the batch again, isolated."""
-
-
 #: The worker process's collector thresholds: a young-generation pass every 10,000 net
 #: allocations instead of 700 (a batch allocates tens of thousands of short-lived ORM and JSON
 #: objects, nearly all freed by reference counting; 700 ran a pass every few deliveries). Measured
@@ -440,6 +492,15 @@ def _parse(value: str):
     return datetime.fromisoformat(value)
 
 
+def describe(exc: Exception) -> str:
+    """A failure as the delivery's reason shows it: the database driver's own message, never
+    the SQL statement or its parameters (they may carry a customer's data)."""
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: base·2^(attempt-1), capped, times a random 0.5–1."""
     return min(cap, base * (2 ** (attempt - 1))) * random.uniform(0.5, 1.0)
@@ -458,15 +519,22 @@ def deactivate(session, channel_row: SalesChannel, reason: str) -> str:
     return f"channel deactivated: {reason}"
 
 
-def replay(session, delivery: Delivery) -> None:
-    """Queue a delivery to be processed again from its stored body."""
-    delivery.state, delivery.attempts = "pending", 0
-    delivery.next_attempt_at = utcnow()
-    delivery.claimed_by = delivery.claimed_until = delivery.deferred_until = None
-    delivery.reason = f"replay requested at {utcnow().isoformat()}Z; previously: " \
-                      f"{delivery.outcome or 'not processed'}"
-    delivery.outcome = None
+def replay(session, deliveries: list[Delivery]) -> None:
+    """Queue deliveries to be processed again from their stored bodies, from attempt 0: a few
+    statements for the lot (one UPDATE per previous outcome, one DELETE of their held intents),
+    not a round trip per delivery."""
     from .models import PendingIntent
-    for held in session.scalars(select(PendingIntent).where(
-            PendingIntent.delivery_id == delivery.id)):
-        session.delete(held)
+    now = utcnow()
+    by_outcome: dict[str | None, list[int]] = {}
+    for delivery in deliveries:
+        by_outcome.setdefault(delivery.outcome, []).append(delivery.id)
+    for outcome, ids in by_outcome.items():
+        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
+            state="pending", attempts=0, next_attempt_at=now, claimed_by=None,
+            claimed_until=None, deferred_until=None, outcome=None,
+            reason=f"replay requested at {now.isoformat()}Z; previously: "
+                   f"{outcome or 'not processed'}"), execution_options={
+                       "synchronize_session": False})
+        session.execute(delete(PendingIntent).where(PendingIntent.delivery_id.in_(ids)))
+    for delivery in deliveries:
+        session.expire(delivery)

@@ -134,11 +134,11 @@ class TestReplayWindow:
                   "until": (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()}
         empty = {**window, "since": (datetime.now(timezone.utc) + timedelta(minutes=1))
                  .isoformat()}
-        assert admin.post("/deliveries/replay", empty, expect=202) == {"replayed": 0,
-                                                                        "delivery_ids": []}
+        assert admin.post("/deliveries/replay", empty, expect=202) == {
+            "replayed": 0, "delivery_ids": [], "limit": 1000, "next": None}
         bc.order(250, status_id=5)
         result = admin.post("/deliveries/replay", window, expect=202)
-        assert result == {"replayed": 1, "delivery_ids": [ids[0]]}
+        assert result == {"replayed": 1, "delivery_ids": [ids[0]], "limit": 1000, "next": None}
         assert row(app, ids[1]).state == "done"  # the applied one was left alone
         worker.run_until_idle()
         assert row(app, ids[0]).outcome == "applied"

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import hmac
+import json
 import math
 
 from flask import current_app, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 API_PREFIX = "/api/v1"
 
@@ -79,15 +81,57 @@ def refuse_unstorable_text():
     if not request.path.startswith(API_PREFIX + "/") or request.method == "OPTIONS":
         return None
     try:
-        body = request.get_json(silent=True) if request.is_json else None
+        body = _json_body()
     except RecursionError:
         return _unprocessable("the JSON body is nested too deeply")
+    where = _integer_out_of_range(body)
+    if where is not None:
+        # Python reads at most 4,300 digits (more raises ValueError) and bigint holds 64 bits.
+        return _unprocessable(f"{where or 'body'}: integers must fit in 64 bits (from -2^63 "
+                              "to 2^63-1)", details={"json": {where or "body": [
+                                  "integer out of range"]}})
     bad = unstorable_text(list(request.args.items(multi=True))) or unstorable_text(body)
     if bad:
         return _unprocessable(f"text must be UTF-8 without NUL characters: {bad!r}"[:200])
     if _non_finite_number(body):
         # Python's JSON reader takes NaN and Infinity; no JSON column (nor client) does.
         return _unprocessable("numbers must be finite: JSON has no NaN or Infinity")
+    return None
+
+
+class _OutOfRange:
+    """An integer literal of a JSON body beyond 64 bits, kept unread."""
+
+
+def _read_integer(literal: str):
+    if len(literal) > 20:
+        return _OutOfRange()
+    value = int(literal)
+    return value if -2**63 <= value < 2**63 else _OutOfRange()
+
+
+def _json_body():
+    """The request's JSON body (None if it is not JSON), integers beyond 64 bits marked."""
+    if not request.is_json:
+        return None
+    try:
+        return json.loads(request.get_data(cache=True), parse_int=_read_integer)
+    except ValueError:  # not JSON (UnicodeDecodeError too): the schema's parser says so
+        return None
+
+
+def _integer_out_of_range(value, limit: int = 100_000) -> str | None:
+    """The dotted path of the first integer beyond 64 bits in ``value``, if any."""
+    stack, seen = [(value, "")], 0
+    while stack and seen < limit:
+        item, path = stack.pop()
+        seen += 1
+        if isinstance(item, _OutOfRange):
+            return path
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(item))
     return None
 
 
@@ -126,8 +170,11 @@ def unstorable_text(value, limit: int = 100_000) -> str | None:
     return None
 
 
-def _unprocessable(message: str):
-    response = jsonify({"error": "unprocessable_entity", "message": message})
+def _unprocessable(message: str, details: dict | None = None):
+    body = {"error": "unprocessable_entity", "message": message}
+    if details:
+        body["details"] = details
+    response = jsonify(body)
     response.status_code = 422
     return response
 
@@ -137,6 +184,10 @@ def _unauthorized(message: str):
     response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Bearer realm="orderhooks"'
     return response
+
+
+class BoundedIntegerConverter(IntegerConverter):
+    regex = r"\d{1,18}"
 
 
 def init_app(app) -> Api:
@@ -150,6 +201,9 @@ def init_app(app) -> Api:
         "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
         "info": {"description": "Configure sales channels, inspect orders and deliveries."},
     })
+    # Ids in paths: at most 18 digits (every id is below 2^62), so a path of thousands of digits
+    # is a 404, not Python's ValueError for integers over 4,300 digits.
+    app.url_map.converters["int"] = BoundedIntegerConverter
     api = OrderhooksApi(app)
     from . import channels, deliveries, meta, orders
     app.before_request(require_admin)

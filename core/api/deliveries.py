@@ -1,13 +1,13 @@
 """/api/v1/deliveries: the inbox — what arrived, what became of it, replay."""
 from __future__ import annotations
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 
 from ..db import get_session
 from ..models import Delivery, SalesChannel
-from ..rules import _naive
 from ..worker import replay
 from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
                       ReplayResultSchema, ReplayWindowSchema)
@@ -61,7 +61,7 @@ class DeliveryReplay(MethodView):
         row = _get(session, delivery_id)
         if row.state == "processing":
             abort(409, message="the delivery is being processed right now; try again shortly")
-        replay(session, row)
+        replay(session, [row])
         session.commit()
         return row
 
@@ -71,20 +71,34 @@ class ReplayWindow(MethodView):
     @blp.arguments(ReplayWindowSchema)
     @blp.response(202, ReplayResultSchema)
     def post(self, data):
-        """Replay a channel's deliveries received in a time window with the given outcomes"""
+        """Replay a channel's deliveries received in a time window with the given outcomes, at
+        most ORDERHOOKS_REPLAY_MAX_DELIVERIES per request, oldest first; ``next`` is the body
+        to POST for the rest of the window (null when it is done)"""
         session = get_session()
         if session.get(SalesChannel, data["channel_id"]) is None:
-            abort(422, message=f"no channel {data['channel_id']}")
-        since, until = _naive(data["since"]), _naive(data["until"])
+            abort(422, message=f"no channel {data['channel_id']}",
+                  errors={"json": {"channel_id": ["unknown channel"]}})
+        since, until = data["since"], data["until"]
         if until < since:
-            abort(422, message="'until' is before 'since'")
+            abort(422, message="'until' is before 'since'",
+                  errors={"json": {"until": ["before 'since'"]}})
+        limit = min(data.get("limit") or current_app.config["REPLAY_MAX_DELIVERIES"],
+                    current_app.config["REPLAY_MAX_DELIVERIES"])
         # A failed delivery waits (state pending) for its next attempt: replaying it retries it
         # now, from attempt 0. Only deliveries a worker holds right now are left alone.
         rows = session.scalars(select(Delivery).where(
             Delivery.channel_id == data["channel_id"], Delivery.received_at >= since,
             Delivery.received_at <= until, Delivery.state != "processing",
-            Delivery.outcome.in_(data["outcome"])).order_by(Delivery.id)).all()
-        for row in rows:
-            replay(session, row)
+            Delivery.outcome.in_(data["outcome"]), Delivery.id > data["after_id"])
+            .order_by(Delivery.id).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ids = [r.id for r in rows]
+        replay(session, rows)
         session.commit()
-        return {"replayed": len(rows), "delivery_ids": [r.id for r in rows]}
+        following = None
+        if more:
+            following = {"channel_id": data["channel_id"], "since": since, "until": until,
+                         "outcome": data["outcome"], "after_id": ids[-1]}
+        return {"replayed": len(ids), "delivery_ids": ids, "limit": limit,
+                "next": following}

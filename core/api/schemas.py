@@ -3,22 +3,43 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .. import statuses
-from ..models import DELIVERY_OUTCOMES
+from ..intents import InvalidIntent, check_channel_order_id
+from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
 
 STATUS = validate.OneOf(list(statuses.STATUSES))
 
 
 class UTCDateTime(fields.DateTime):
     """Timestamps are stored as naive UTC; the API writes them with their offset (RFC 3339
-    ``date-time``, as the OpenAPI document promises): ``2026-01-02T03:04:05+00:00``."""
+    ``date-time``, as the OpenAPI document promises): ``2026-01-02T03:04:05+00:00``, and reads
+    them as naive UTC (no offset: UTC). A moment that has no UTC form within years 1-9999
+    (``0001-01-01T00:00:00+14:00``) is refused here, with the field named, not deeper down."""
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         return super()._serialize(value, attr, obj, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        if moment.tzinfo is None:
+            return moment
+        try:
+            return moment.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise ValidationError("this moment is outside years 1-9999 once converted to "
+                                  "UTC") from None
+
+
+def _channel_order_id(value: str) -> None:
+    """The same rule as the intents' (core.intents.check_channel_order_id)."""
+    try:
+        check_channel_order_id(value)
+    except InvalidIntent as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class ErrorSchema(Schema):
@@ -138,7 +159,8 @@ class HeldIntentSchema(Schema):
 class OrderCreateSchema(StrictSchema):
     channel_id = fields.Integer(required=True, strict=True,
                                 validate=validate.Range(min=1, max=2**62))
-    channel_order_id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    channel_order_id = fields.String(required=True, validate=[
+        validate.Length(min=1, max=CHANNEL_ORDER_ID_LENGTH), _channel_order_id])
     status = fields.String(load_default=statuses.UNPROCESSED, validate=STATUS)
     customer = fields.Dict(keys=fields.String(), allow_none=True, load_default=None)
 
@@ -169,7 +191,7 @@ class OrderQuerySchema(Schema):
         unknown = EXCLUDE
 
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
-    channel_order_id = fields.String(validate=validate.Length(max=128))
+    channel_order_id = fields.String(validate=validate.Length(max=CHANNEL_ORDER_ID_LENGTH))
     status = fields.String(validate=STATUS)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
@@ -184,7 +206,7 @@ class DeliveryQuerySchema(Schema):
 
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
     outcome = fields.String(validate=validate.OneOf(OUTCOMES + ["pending"]))
-    channel_order_id = fields.String(validate=validate.Length(max=128))
+    channel_order_id = fields.String(validate=validate.Length(max=CHANNEL_ORDER_ID_LENGTH))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
 
@@ -214,18 +236,38 @@ class DeliveryDetailSchema(DeliverySchema):
     body = fields.String(allow_none=True, metadata={"description": "Raw body as text"})
 
 
+REPLAYABLE = ["failed", "dead", "ignored", "applied", "deferred"]
+
+
 class ReplayWindowSchema(StrictSchema):
     channel_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**62))
     since = UTCDateTime(required=True)
     until = UTCDateTime(required=True)
-    outcome = fields.List(fields.String(validate=validate.OneOf(["failed", "dead", "ignored",
-                                                                 "applied", "deferred"])),
+    outcome = fields.List(fields.String(validate=validate.OneOf(REPLAYABLE)),
                           load_default=lambda: ["failed", "dead"])
+    after_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**62),
+                              metadata={"description": "Continue after this delivery id: the "
+                                                       "previous answer's next.after_id"})
+    limit = fields.Integer(validate=validate.Range(min=1, max=2**31), metadata={
+        "description": "At most this many deliveries (never more than "
+                       "ORDERHOOKS_REPLAY_MAX_DELIVERIES)"})
+
+
+class ReplayNextSchema(Schema):
+    """The body to POST to /deliveries/replay for the next part of the window."""
+    channel_id = fields.Integer()
+    since = UTCDateTime()
+    until = UTCDateTime()
+    outcome = fields.List(fields.String())
+    after_id = fields.Integer()
 
 
 class ReplayResultSchema(Schema):
-    replayed = fields.Integer()
+    replayed = fields.Integer(metadata={"description": "How many deliveries were queued again"})
     delivery_ids = fields.List(fields.Integer())
+    limit = fields.Integer(metadata={"description": "The most this request could replay"})
+    next = fields.Nested(ReplayNextSchema, allow_none=True, metadata={
+        "description": "null when the window is done; else the body to POST for the rest"})
 
 
 class StatusSchema(Schema):
