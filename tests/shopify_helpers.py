@@ -88,6 +88,19 @@ def app_uninstalled(shop=SHOP) -> dict:
             "domain": None, "myshopify_domain": shop, "plan_name": "basic"}
 
 
+def order_detail(admin, order) -> dict:
+    return admin.get(f"/orders/{order['id']}")
+
+
+def delivery(admin, response) -> dict:
+    """The stored delivery an intake answer names."""
+    return admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+
+
+def deliveries(admin) -> list:
+    return admin.get("/deliveries")
+
+
 class ShopifyStandin:
     """A Shopify shop as far as orderhooks is concerned: the GraphQL Admin API's webhook
     subscriptions (stored in ``subscriptions``), and signed deliveries to our intake."""

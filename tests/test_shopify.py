@@ -9,22 +9,11 @@ from tests.shopify_helpers import (API_VERSION, CUSTOMER_EMAIL, CUSTOMER_ID, OLD
                                    ORDER_ID, SECRET, SHOP, TOKEN, app_uninstalled, cancelled_order,
                                    customers_data_request, customers_redact, fulfilled_order,
                                    fulfillment, shop_redact, sign)
+from tests.shopify_helpers import deliveries, delivery, order_detail
 from tests.shopify_helpers import shopify  # noqa: F401  (fixture)
 
 T1 = "2026-03-01T10:00:00.000000000Z"
 T2 = "2026-03-01T11:00:00.123456789Z"
-
-
-def order_detail(admin, order):
-    return admin.get(f"/orders/{order['id']}")
-
-
-def delivery(admin, response):
-    return admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
-
-
-def deliveries(admin):
-    return admin.get("/deliveries")
 
 
 # -- authentication ---------------------------------------------------------------------------

@@ -422,43 +422,43 @@ def shape_problem(topic: str, payload: dict, shop: str) -> str | None:
             f"but {why}")
 
 
-def _order_problem(order: dict) -> str | None:
-    gid = order.get("admin_graphql_api_id")
-    order_id = _shopify_id(order.get("id"), "Order")
-    if order_id is None:
-        return "its id is not a Shopify order id"
-    if gid is not None and gid != f"gid://shopify/Order/{order_id}":
+def _object_problem(payload: dict, kind: str) -> str | None:
+    """Why ``payload`` is not a Shopify ``kind`` object (``Order``, ``Fulfillment``, ``Shop``)
+    by its id and, when present, its ``admin_graphql_api_id`` (which names the object's kind)."""
+    object_id = _shopify_id(payload.get("id"), kind)
+    if object_id is None:
+        return f"its id is not a Shopify {kind.lower()} id"
+    gid = payload.get("admin_graphql_api_id")
+    if gid is not None and gid != f"gid://shopify/{kind}/{object_id}":
         return f"its admin_graphql_api_id is {_quote(gid)}"
-    if order.get("order_id") is not None:
-        return "it has an order_id, as a fulfillment or a refund does"
-    if gid is None and order.get("order_number") is None:
-        return "it has neither an admin_graphql_api_id nor an order_number"
     return None
 
 
+def _order_problem(order: dict) -> str | None:
+    if order.get("order_id") is not None:
+        return "it has an order_id, as a fulfillment or a refund does"
+    if order.get("admin_graphql_api_id") is None and order.get("order_number") is None:
+        return "it has neither an admin_graphql_api_id nor an order_number"
+    return _object_problem(order, "Order")
+
+
 def _fulfillment_problem(fulfillment: dict) -> str | None:
-    gid = fulfillment.get("admin_graphql_api_id")
-    fulfillment_id = _shopify_id(fulfillment.get("id"), "Fulfillment")
-    if fulfillment_id is None:
-        return "its id is not a Shopify fulfillment id"
-    if gid is not None and gid != f"gid://shopify/Fulfillment/{fulfillment_id}":
-        return f"its admin_graphql_api_id is {_quote(gid)}"
     if _shopify_id(fulfillment.get("order_id"), "Order") is None:
         return "it names no order (order_id)"
     if fulfillment.get("order_number") is not None:
         return "it has an order_number, as an order does"
-    return None
+    return _object_problem(fulfillment, "Fulfillment")
 
 
 def _shop_object_problem(payload: dict, shop: str) -> str | None:
-    if _shopify_id(payload.get("id"), "Shop") is None or "myshopify_domain" not in payload:
-        return "it has no shop id or no myshopify_domain"
+    if "myshopify_domain" not in payload:
+        return "it has no myshopify_domain"
     extra = [key for key in NOT_IN_A_SHOP if key in payload]
     if extra:
         return f"it has {', '.join(extra)}, which a shop object does not"
-    gid = payload.get("admin_graphql_api_id")
-    if gid is not None and not str(gid).startswith("gid://shopify/Shop/"):
-        return f"its admin_graphql_api_id is {_quote(gid)}"
+    problem = _object_problem(payload, "Shop")
+    if problem:
+        return problem
     # The shop's own domain must be the channel's; ``domain`` is the shop's primary domain,
     # comparable only when it is its myshopify.com one (a custom domain says nothing).
     for key in ("myshopify_domain", "domain"):
