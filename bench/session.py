@@ -165,7 +165,7 @@ class Session:
     # -- load and measurement -----------------------------------------------------------------
 
     def load(self, url: str, tpl, seconds: float, run_id: str) -> dict:
-        if self.use_wrk:
+        if self.use_wrk and not tpl.signed:  # wrk's Lua cannot sign each request
             return loadgen.wrk(url, tpl, connections=self.args.connections, seconds=seconds,
                                run_id=run_id)
         return loadgen.python_closed(url, tpl, connections=self.args.connections,

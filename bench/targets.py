@@ -4,8 +4,11 @@ delivery. wrk's Lua script and the Python generators use the same templates.
 
 * ``bigcommerce``: the real ``store/order/statusUpdated`` payload; ``hash`` (BigCommerce's dedupe
   key) varies; auth by the ``X-Orderhooks-Secret`` header.
-* ``shopify``: the real ``orders/cancelled`` payload (~15 kB), signed once
-  (``X-Shopify-Hmac-Sha256``); ``X-Shopify-Webhook-Id`` (Shopify's dedupe key) varies.
+* ``shopify``: the real ``orders/cancelled`` payload (~15 kB) with the marker in its ``note``,
+  signed per request (``X-Shopify-Hmac-Sha256`` over the rendered body): orderhooks dedupes
+  Shopify deliveries on topic + body, so a body sent twice is a duplicate whatever its
+  ``X-Shopify-Webhook-Id`` (which varies too). wrk's Lua cannot sign: such a template runs with
+  the Python generators.
 * ``m-bigcommerce`` / ``m-shopify``: the same bodies for baseline M, with its HMAC header.
 * ``h`` / ``h-shopify``: the same bodies to baseline H (nothing checked).
 """
@@ -30,10 +33,20 @@ class Template:
     path: str
     body: str
     headers: dict[str, str] = field(default_factory=dict)
+    #: (header, secret): that header carries base64 HMAC-SHA256 of each rendered body.
+    signed: tuple[str, str] | None = None
 
     def render(self, unique: str) -> tuple[str, dict[str, str], bytes]:
-        return (self.path, {k: v.replace(MARK, unique) for k, v in self.headers.items()},
-                self.body.replace(MARK, unique).encode())
+        headers = {k: v.replace(MARK, unique) for k, v in self.headers.items()}
+        body = self.body.replace(MARK, unique).encode()
+        if self.signed:
+            name, secret = self.signed
+            headers[name] = _shopify_hmac(body, secret)
+        return self.path, headers, body
+
+
+def _shopify_hmac(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
 def bigcommerce_body(store_hash: str = "bench1", order_id: int = 250, new_status: int = 5,
@@ -58,9 +71,8 @@ def shopify_payload(order_id: int = 820982911946154508) -> dict:
 
 def shopify_headers(body: bytes, webhook_id: str, topic: str = "orders/cancelled",
                     secret: str = SHOPIFY_SECRET) -> dict[str, str]:
-    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
     return {"Content-Type": "application/json", "X-Shopify-Topic": topic,
-            "X-Shopify-Hmac-Sha256": digest, "X-Shopify-Shop-Domain": SHOP_DOMAIN,
+            "X-Shopify-Hmac-Sha256": _shopify_hmac(body, secret), "X-Shopify-Shop-Domain": SHOP_DOMAIN,
             "X-Shopify-Webhook-Id": webhook_id, "X-Shopify-API-Version": "2024-10",
             "X-Shopify-Triggered-At": "2024-01-01T00:00:00.000000Z",
             "X-Shopify-Event-Id": webhook_id}
@@ -68,11 +80,13 @@ def shopify_headers(body: bytes, webhook_id: str, topic: str = "orders/cancelled
 
 def shopify_requests(order_ids, tag: str):
     """(headers, body) of a signed ``orders/cancelled`` delivery per order id, each with its
-    own webhook id (``<tag>-<order id>``)."""
+    own webhook id and ``note`` (``<tag>-<order id>``): Shopify deliveries are de-duplicated
+    on their body, so another tag gives other deliveries for the same orders."""
     base = shopify_payload()
     for oid in order_ids:
         base["id"] = int(oid)
         base["admin_graphql_api_id"] = f"gid://shopify/Order/{oid}"
+        base["note"] = f"{tag}-{oid}"
         body = json.dumps(base).encode()
         yield shopify_headers(body, f"{tag}-{oid}"), body
 
@@ -90,9 +104,11 @@ def template(kind: str, *, channel_id: int | None = None, secret: str | None = N
         return Template(f"/webhooks/bigcommerce/{channel_id}", _compact(bigcommerce_body()),
                         {"Content-Type": "application/json", "X-Orderhooks-Secret": secret})
     if kind == "shopify":
-        body = _compact(shopify_payload())
-        headers = shopify_headers(body.encode(), MARK, secret=secret or SHOPIFY_SECRET)
-        return Template(f"/webhooks/shopify/{channel_id}", body, headers)
+        secret = secret or SHOPIFY_SECRET
+        body = _compact({**shopify_payload(), "note": MARK})
+        headers = shopify_headers(body.encode(), MARK, secret=secret)
+        return Template(f"/webhooks/shopify/{channel_id}", body, headers,
+                        signed=("X-Shopify-Hmac-Sha256", secret))
     if kind in ("m-bigcommerce", "m-shopify"):
         body = (_compact(bigcommerce_body(hash_="7ee67cd1cf2ca60bc1aa9e5fe957d2de373be4ca"))
                 if kind == "m-bigcommerce" else _compact(shopify_payload()))

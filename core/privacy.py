@@ -1,6 +1,7 @@
 """Privacy requests: remove a customer's (or a whole channel's) personal data."""
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import select, update
 
 from .intents import RedactPersonalData
@@ -38,26 +39,62 @@ def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
 
 
 def _matches(customer: dict | None, request: RedactPersonalData) -> bool:
-    if not customer:
+    if not isinstance(customer, dict):
         return False
-    return (str(customer.get("id")) in request.customer_ids
-            or (customer.get("email") or "").lower() in {e.lower() for e in request.emails})
+    email = customer.get("email")
+    return (_plain_id(customer.get("id")) in request.customer_ids
+            or (isinstance(email, str)
+                and email.strip().lower() in {e.strip().lower() for e in request.emails}))
 
 
 def _redact_unaddressed(session, channel: SalesChannel, request: RedactPersonalData,
                         exclude_delivery: int | None) -> int:
-    """Deliveries about no order (e.g. a data request) that name the customer: blank them too."""
-    needles = [n.encode() for n in (*request.emails, *request.customer_ids) if n]
-    if not needles:
+    """Deliveries about no order (e.g. a data request) that name the customer: blank them too.
+    A body names the customer when one of its objects is the customer (``customer`` with that
+    id, ``customer_id``) or one of its values is the customer's email exactly: another
+    customer's body merely containing the same digits or a longer address is left alone."""
+    if not (request.customer_ids or request.emails):
         return 0
     query = select(Delivery.id, Delivery.body).where(
         Delivery.channel_id == channel.id, Delivery.channel_order_id.is_(None),
         Delivery.body.is_not(None))
     if exclude_delivery is not None:
         query = query.where(Delivery.id != exclude_delivery)
+    ids = set(request.customer_ids)
+    emails = {e.strip().lower() for e in request.emails if e.strip()}
     hits = [delivery_id for delivery_id, body in session.execute(query)
-            if any(needle in body for needle in needles)]
+            if _names_customer(body, ids, emails)]
     if hits:
         session.execute(update(Delivery).where(Delivery.id.in_(hits))
                         .values(body=None, body_purged_at=utcnow()))
     return len(hits)
+
+
+def _names_customer(body: bytes, ids: set[str], emails: set[str]) -> bool:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False  # not JSON: it names nobody in a way that can be told
+    stack = [document]
+    while stack:  # iterative: a deeply nested body cannot exhaust the stack
+        node = stack.pop()
+        if isinstance(node, dict):
+            customer = node.get("customer")
+            if isinstance(customer, dict) and _plain_id(customer.get("id")) in ids:
+                return True
+            if _plain_id(node.get("customer_id")) in ids:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.strip().lower() in emails:
+            return True
+    return False
+
+
+def _plain_id(value) -> str | None:
+    """An id as the text a request names it by (``gid://shopify/Customer/7`` → ``7``)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip()
+    return text.rsplit("/", 1)[-1] if text.startswith("gid://") else text

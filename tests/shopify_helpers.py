@@ -1,4 +1,5 @@
-"""Shopify test kit: a stand-in GraphQL Admin API (``responses`` callbacks) and signed deliveries.
+"""Shopify test kit: a stand-in Admin API (``responses`` callbacks: GraphQL webhook subscriptions
+and ``shop.json``, which answers 401 once the app is uninstalled) and signed deliveries.
 
 Use the ``shopify`` fixture (import it into the test module)::
 
@@ -44,8 +45,16 @@ def cancelled_order(order_id=ORDER_ID, **changes) -> dict:
     """The published orders/cancelled sample (also Shopify's sample for every orders/* topic)."""
     sample = copy.deepcopy(load_fixture("shopify", "orders_cancelled.json"))
     sample["id"] = order_id
+    sample["admin_graphql_api_id"] = f"gid://shopify/Order/{order_id}"
     sample.update(changes)
     return sample
+
+
+def fulfilled_order(fulfillment_status="fulfilled", order_id=ORDER_ID, **changes) -> dict:
+    """The published order sample as orders/fulfilled (or, with "partial",
+    orders/partially_fulfilled) carries it: not cancelled, with that fulfillment_status."""
+    return cancelled_order(order_id, cancelled_at=None, cancel_reason=None,
+                           fulfillment_status=fulfillment_status, **changes)
 
 
 def fulfillment(order_id=ORDER_ID, status="success", fulfillment_id=123456, **changes) -> dict:
@@ -79,6 +88,19 @@ def app_uninstalled(shop=SHOP) -> dict:
             "domain": None, "myshopify_domain": shop, "plan_name": "basic"}
 
 
+def order_detail(admin, order) -> dict:
+    return admin.get(f"/orders/{order['id']}")
+
+
+def delivery(admin, response) -> dict:
+    """The stored delivery an intake answer names."""
+    return admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+
+
+def deliveries(admin) -> list:
+    return admin.get("/deliveries")
+
+
 class ShopifyStandin:
     """A Shopify shop as far as orderhooks is concerned: the GraphQL Admin API's webhook
     subscriptions (stored in ``subscriptions``), and signed deliveries to our intake."""
@@ -100,15 +122,38 @@ class ShopifyStandin:
         self.token = TOKEN
         self.endpoint = f"{base}/admin/api/{version}/graphql.json"
         api.add_callback(responses.POST, self.endpoint, callback=self._graphql)
+        #: False once the merchant uninstalled the app: Shopify then refuses the token.
+        self.installed = True
+        self.shop_endpoint = f"{base}/admin/api/{version}/shop.json"
+        api.add_callback(responses.GET, self.shop_endpoint, callback=self._shop)
         self.webhook_ids = itertools.count(1)
 
     # GraphQL stand-in ---------------------------------------------------------------------
     def graphql_calls(self):
         return [c for c in self.api.calls if c.request.url.endswith("/graphql.json")]
 
+    def _refused(self, request):
+        if not self.installed or request.headers.get("X-Shopify-Access-Token") != self.token:
+            return 401, {}, json.dumps({"errors": "[API] Invalid API key or access token "
+                                                  "(unrecognized login or wrong password)"})
+        return None
+
+    def shop_calls(self):
+        return [c for c in self.api.calls if c.request.url.endswith("/shop.json")]
+
+    def uninstall(self):
+        """The merchant uninstalls the app: the token is revoked and subscriptions dropped."""
+        self.installed = False
+        self.subscriptions.clear()
+
+    def _shop(self, request):
+        return self._refused(request) or (200, {}, json.dumps({"shop": {
+            "id": 548380009, "name": "Super Toys", "myshopify_domain": SHOP}}))
+
     def _graphql(self, request):
-        if request.headers.get("X-Shopify-Access-Token") != self.token:
-            return 401, {}, json.dumps({"errors": "[API] Invalid API key or access token"})
+        refused = self._refused(request)
+        if refused:
+            return refused
         body = json.loads(request.body)
         query, variables = body["query"], body.get("variables") or {}
         operation = re.search(r"(webhookSubscriptionCreate|webhookSubscriptionDelete|"

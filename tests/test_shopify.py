@@ -5,26 +5,15 @@ import json
 
 import pytest
 
-from tests.shopify_helpers import (CUSTOMER_EMAIL, CUSTOMER_ID, OLD_SECRET, ORDER_ID, SECRET,
-                                   SHOP, app_uninstalled, cancelled_order,
-                                   customers_data_request, customers_redact, fulfillment,
-                                   shop_redact, sign)
+from tests.shopify_helpers import (API_VERSION, CUSTOMER_EMAIL, CUSTOMER_ID, OLD_SECRET,
+                                   ORDER_ID, SECRET, SHOP, TOKEN, app_uninstalled, cancelled_order,
+                                   customers_data_request, customers_redact, fulfilled_order,
+                                   fulfillment, shop_redact, sign)
+from tests.shopify_helpers import deliveries, delivery, order_detail
 from tests.shopify_helpers import shopify  # noqa: F401  (fixture)
 
 T1 = "2026-03-01T10:00:00.000000000Z"
 T2 = "2026-03-01T11:00:00.123456789Z"
-
-
-def order_detail(admin, order):
-    return admin.get(f"/orders/{order['id']}")
-
-
-def delivery(admin, response):
-    return admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
-
-
-def deliveries(admin):
-    return admin.get("/deliveries")
 
 
 # -- authentication ---------------------------------------------------------------------------
@@ -109,7 +98,7 @@ def test_headers_without_the_x_prefix_are_accepted(shopify, admin, make_order, w
     assert response.status_code == 200, response.get_json()
     stored = delivery(admin, response)
     assert stored["topic"] == "orders/cancelled"
-    assert stored["dedupe_key"] == "webhook-id:no-prefix-1"
+    assert stored["headers"]["shopify-webhook-id"] == "no-prefix-1"
     assert stored["headers"]["shopify-topic"] == "orders/cancelled"
     worker.run_until_idle()
     assert order_detail(admin, order)["status"] == "CANCELLED"
@@ -120,7 +109,8 @@ def test_header_names_are_case_insensitive(shopify, admin):
     body = json.dumps(cancelled_order()).encode()
     response = shopify.client.post(shopify.url, data=body, headers={
         "content-type": "application/json", "x-SHOPIFY-topic": "orders/cancelled",
-        "X-SHOPIFY-HMAC-SHA256": sign(body), "x-shopify-webhook-id": "mixed-1"})
+        "X-SHOPIFY-HMAC-SHA256": sign(body), "x-shopify-webhook-id": "mixed-1",
+        "X-Shopify-SHOP-DOMAIN": SHOP.upper()})
     assert response.status_code == 200, response.get_json()
     assert delivery(admin, response)["topic"] == "orders/cancelled"
 
@@ -241,8 +231,7 @@ def test_fulfillment_then_orders_fulfilled_ships_the_order_once(shopify, admin, 
     order = make_order(channel["id"], ORDER_ID)
     shipped = fulfillment(status="success")
     shopify.send("fulfillments/create", shipped, triggered_at=T1, event_id="ev-9")
-    shopify.send("orders/fulfilled", cancelled_order(fulfillments=[shipped],
-                                                     cancelled_at=None, cancel_reason=None),
+    shopify.send("orders/fulfilled", fulfilled_order(fulfillments=[shipped]),
                  triggered_at=T1, event_id="ev-9")
     worker.run_until_idle()
     detail = order_detail(admin, order)
@@ -278,11 +267,25 @@ def test_fulfillment_status_is_case_insensitive(shopify, admin, make_order, work
     assert len(order_detail(admin, order)["shipments"]) == 1
 
 
-def test_orders_fulfilled_sample_ships_the_order(shopify, admin, make_order, worker):
-    """The published orders/* sample has no fulfillments: SHIPPED, with no shipments."""
+def test_orders_fulfilled_sample_is_not_a_fulfilled_order_so_ignored(shopify, admin, make_order,
+                                                                   worker):
+    """The published orders/* sample, as published, has fulfillment_status null: the body does
+    not show a fulfilled order, so orders/fulfilled with it does nothing."""
     channel = shopify.create()
     order = make_order(channel["id"], ORDER_ID)
     response = shopify.send("orders/fulfilled", cancelled_order())
+    worker.run_until_idle()
+    stored = delivery(admin, response)
+    assert stored["outcome"] == "ignored"
+    assert "fulfillment_status null, not fulfilled" in stored["reason"]
+    assert order_detail(admin, order)["status"] == "AWAITING_SHIPMENT"
+
+
+def test_orders_fulfilled_without_fulfillments_ships_the_order(shopify, admin, make_order,
+                                                               worker):
+    channel = shopify.create()
+    order = make_order(channel["id"], ORDER_ID)
+    response = shopify.send("orders/fulfilled", fulfilled_order())
     worker.run_until_idle()
     detail = order_detail(admin, order)
     assert detail["status"] == "SHIPPED" and detail["shipments"] == []
@@ -292,7 +295,7 @@ def test_orders_fulfilled_sample_ships_the_order(shopify, admin, make_order, wor
 def test_orders_fulfilled_records_only_shipped_fulfillments(shopify, admin, make_order, worker):
     channel = shopify.create()
     order = make_order(channel["id"], ORDER_ID)
-    payload = cancelled_order(fulfillments=[
+    payload = fulfilled_order(fulfillments=[
         fulfillment(status="success", fulfillment_id=1, tracking_number="T1",
                     tracking_numbers=["T1"]),
         fulfillment(status="cancelled", fulfillment_id=2, tracking_number="T2",
@@ -308,7 +311,7 @@ def test_orders_fulfilled_for_an_order_in_an_unselected_status_is_ignored(shopif
                                                                           make_order, worker):
     channel = shopify.create(fulfill=["AWAITING_SHIPMENT"])
     order = make_order(channel["id"], ORDER_ID, "PENDING_FULFILLMENT")
-    shopify.send("orders/fulfilled", cancelled_order())
+    shopify.send("orders/fulfilled", fulfilled_order())
     worker.run_until_idle()
     assert order_detail(admin, order)["status"] == "PENDING_FULFILLMENT"
     assert "not a valid fulfillment status" in deliveries(admin)[0]["reason"]
@@ -318,8 +321,8 @@ def test_orders_partially_fulfilled_records_shipments_and_keeps_status(shopify, 
                                                                        make_order, worker):
     channel = shopify.create()
     order = make_order(channel["id"], ORDER_ID)
-    response = shopify.send("orders/partially_fulfilled", cancelled_order(
-        fulfillments=[fulfillment(status="success")]))
+    response = shopify.send("orders/partially_fulfilled", fulfilled_order(
+        "partial", fulfillments=[fulfillment(status="success")]))
     worker.run_until_idle()
     detail = order_detail(admin, order)
     assert detail["status"] == "AWAITING_SHIPMENT"
@@ -331,7 +334,7 @@ def test_orders_partially_fulfilled_sample_without_shipped_fulfillment_is_ignore
         shopify, admin, make_order, worker):
     channel = shopify.create()
     order = make_order(channel["id"], ORDER_ID)
-    response = shopify.send("orders/partially_fulfilled", cancelled_order())
+    response = shopify.send("orders/partially_fulfilled", fulfilled_order("partial"))
     worker.run_until_idle()
     stored = delivery(admin, response)
     assert stored["outcome"] == "ignored" and "no shipped fulfillment" in stored["reason"]
@@ -345,11 +348,11 @@ def test_partial_then_complete_fulfilment(shopify, admin, make_order, worker):
                         tracking_numbers=["A"])
     second = fulfillment(status="success", fulfillment_id=2, tracking_number="B",
                          tracking_numbers=["B"])
-    shopify.send("orders/partially_fulfilled", cancelled_order(fulfillments=[first]),
+    shopify.send("orders/partially_fulfilled", fulfilled_order("partial", fulfillments=[first]),
                  triggered_at="2026-03-01T10:00:00Z")
     worker.run_until_idle()
     assert order_detail(admin, order)["status"] == "AWAITING_SHIPMENT"
-    shopify.send("orders/fulfilled", cancelled_order(fulfillments=[first, second]),
+    shopify.send("orders/fulfilled", fulfilled_order(fulfillments=[first, second]),
                  triggered_at="2026-03-02T10:00:00Z")
     worker.run_until_idle()
     detail = order_detail(admin, order)
@@ -378,7 +381,7 @@ def test_translate_makes_no_api_call(shopify, api, make_order, worker):
     calls = len(api.calls)
     shopify.send("orders/cancelled", cancelled_order())
     shopify.send("fulfillments/create", fulfillment())
-    shopify.send("orders/fulfilled", cancelled_order())
+    shopify.send("orders/fulfilled", fulfilled_order())
     worker.run_until_idle()
     assert len(api.calls) == calls
 
@@ -406,12 +409,13 @@ def test_duplicate_webhook_id_is_stored_once_and_applied_once(shopify, admin, ma
 
 
 def test_without_webhook_id_the_body_hash_dedupes(shopify, admin):
+    from plugins.shopify.plugin import dedupe_key
     shopify.create()
     body = json.dumps(cancelled_order()).encode()
     first = shopify.send("orders/cancelled", body=body, drop=["X-Shopify-Webhook-Id"])
     second = shopify.send("orders/cancelled", body=body, drop=["X-Shopify-Webhook-Id"])
     assert second.get_json()["status"] == "duplicate"
-    assert delivery(admin, first)["dedupe_key"].startswith("sha256:orders/cancelled:")
+    assert delivery(admin, first)["dedupe_key"] == dedupe_key("orders/cancelled", body)
     # the same body under another topic is another event
     other = shopify.send("orders/updated", body=body, drop=["X-Shopify-Webhook-Id"])
     assert other.get_json()["status"] == "accepted"
@@ -421,7 +425,7 @@ def test_same_event_id_different_webhook_ids_are_both_kept(shopify, admin):
     """X-Shopify-Event-Id is shared by the deliveries of one merchant action (several topics):
     it is kept, not deduped on."""
     shopify.create()
-    a = shopify.send("orders/fulfilled", cancelled_order(), event_id="ev-7")
+    a = shopify.send("orders/fulfilled", fulfilled_order(), event_id="ev-7")
     b = shopify.send("fulfillments/create", fulfillment(), event_id="ev-7")
     assert a.get_json()["status"] == b.get_json()["status"] == "accepted"
 
@@ -442,7 +446,7 @@ def test_older_fulfilment_after_newer_cancel_is_stale(shopify, admin, make_order
 def test_older_cancel_after_newer_fulfilment_is_stale(shopify, admin, make_order, worker):
     channel = shopify.create(cancel=["AWAITING_SHIPMENT", "SHIPPED"])
     order = make_order(channel["id"], ORDER_ID)
-    shopify.send("orders/fulfilled", cancelled_order(), triggered_at=T2)
+    shopify.send("orders/fulfilled", fulfilled_order(), triggered_at=T2)
     worker.run_until_idle()
     late = shopify.send("orders/cancelled", cancelled_order(), triggered_at=T1)
     worker.run_until_idle()
@@ -456,7 +460,8 @@ def test_older_partial_after_newer_cancel_is_stale(shopify, admin, make_order, w
     shopify.send("orders/cancelled", cancelled_order(), triggered_at=T2)
     worker.run_until_idle()
     late = shopify.send("orders/partially_fulfilled",
-                        cancelled_order(fulfillments=[fulfillment()]), triggered_at=T1)
+                        fulfilled_order("partial", fulfillments=[fulfillment()]),
+                        triggered_at=T1)
     worker.run_until_idle()
     assert order_detail(admin, order)["shipments"] == []
     assert "stale" in delivery(admin, late)["reason"]
@@ -488,7 +493,7 @@ def test_out_of_order_deliveries_end_in_the_newest_state(shopify, admin, make_or
     channel = shopify.create()
     order = make_order(channel["id"], ORDER_ID)
     shopify.send("orders/cancelled", cancelled_order(), triggered_at=T2)
-    shopify.send("orders/fulfilled", cancelled_order(fulfillments=[fulfillment()]),
+    shopify.send("orders/fulfilled", fulfilled_order(fulfillments=[fulfillment()]),
                  triggered_at=T1)
     worker.run_until_idle()
     detail = order_detail(admin, order)
@@ -503,7 +508,7 @@ def test_retry_with_stale_payload_after_newer_event(shopify, admin, make_order, 
     shopify.send("orders/cancelled", cancelled_order(), triggered_at=T2, webhook_id="c1")
     worker.run_until_idle()
     for attempt in range(2):
-        shopify.send("orders/fulfilled", cancelled_order(), triggered_at=T1, webhook_id="f1")
+        shopify.send("orders/fulfilled", fulfilled_order(), triggered_at=T1, webhook_id="f1")
         worker.run_until_idle()
     assert order_detail(admin, order)["status"] == "CANCELLED"
     assert len(deliveries(admin)) == 2
@@ -512,15 +517,18 @@ def test_retry_with_stale_payload_after_newer_event(shopify, admin, make_order, 
 # -- lifecycle: app/uninstalled ---------------------------------------------------------------
 
 
-def test_app_uninstalled_deactivates_the_channel_without_api_calls(shopify, admin, api, worker):
+def test_app_uninstalled_deactivates_the_channel_once_shopify_confirms(shopify, admin, api,
+                                                                        worker):
     channel = shopify.create()
     assert len(shopify.subscriptions) == 6
+    shopify.uninstall()
     calls = len(api.calls)
     response = shopify.send("app/uninstalled", app_uninstalled())
     assert response.status_code == 200
     worker.run_until_idle()
-    worker.housekeeping(force=True)  # the periodic subscription check must not call either
-    assert len(api.calls) == calls, [c.request.body for c in api.calls[calls:]]
+    worker.housekeeping(force=True)  # the periodic subscription check must not call
+    # one call only: the confirmation that Shopify refuses the token
+    assert [c.request.url for c in api.calls[calls:]] == [shopify.shop_endpoint]
     detail = admin.get(f"/channels/{channel['id']}")
     assert detail["active"] is False
     assert detail["subscriptions"] == []
@@ -534,10 +542,10 @@ def test_app_uninstalled_deactivates_the_channel_without_api_calls(shopify, admi
 
 def test_reinstall_reactivates_and_resubscribes(shopify, admin, worker):
     channel = shopify.create()
+    shopify.uninstall()
     shopify.send("app/uninstalled", app_uninstalled())
     worker.run_until_idle()
-    shopify.subscriptions.clear()  # Shopify drops an uninstalled app's subscriptions
-    shopify.token = "shpat_new_token"
+    shopify.installed, shopify.token = True, "shpat_new_token"
     detail = admin.patch(f"/channels/{channel['id']}", {
         "active": True, "credentials": {"access_token": "shpat_new_token"}})
     assert detail["active"] is True
@@ -605,15 +613,19 @@ def test_customers_redact_finds_orders_by_customer_id_too(shopify, admin, make_o
 
 def test_customers_redact_for_another_shop_redacts_nothing(shopify, admin, make_order, worker):
     channel, john, *_ = _two_customers(shopify, make_order, worker)
+    before = len(deliveries(admin))
     response = shopify.send("customers/redact",
                             customers_redact(shop="someone-else.myshopify.com"))
+    assert response.status_code == 400
+    assert "someone-else.myshopify.com" in response.get_json()["message"]
     worker.run_until_idle()
-    assert delivery(admin, response)["outcome"] == "ignored"
+    assert len(deliveries(admin)) == before
     assert order_detail(admin, john)["customer"] is not None
 
 
 def test_shop_redact_removes_everything(shopify, admin, make_order, worker):
     channel, john, other, johns, others = _two_customers(shopify, make_order, worker)
+    shopify.uninstall()  # the channel is still active: Shopify confirms the token is revoked
     response = shopify.send("shop/redact", shop_redact())
     worker.run_until_idle()
     stored = delivery(admin, response)
@@ -630,6 +642,7 @@ def test_shop_redact_48h_after_uninstall_is_still_accepted(shopify, admin, make_
     """shop/redact arrives after app/uninstalled deactivated the channel: still verified, 200,
     and carried out; order topics to the inactive channel stay 404."""
     channel, john, other, johns, others = _two_customers(shopify, make_order, worker)
+    shopify.uninstall()
     shopify.send("app/uninstalled", app_uninstalled())
     worker.run_until_idle()
     assert admin.get(f"/channels/{channel['id']}")["active"] is False
@@ -664,17 +677,20 @@ def test_parse_time(value, expected):
                                    "fulfillments/update", "orders/fulfilled",
                                    "orders/partially_fulfilled", "app/uninstalled",
                                    "customers/data_request", "customers/redact", "shop/redact"])
-def test_translate_survives_odd_payloads(topic):
+def test_translate_survives_odd_payloads(topic, api):
     """Authentic but odd payloads (a value of the wrong type anywhere) give intents or
     InvalidDelivery — never another exception that would retry the delivery until it is dead."""
     import random
+    import responses
+    api.add(responses.GET, f"https://{SHOP}/admin/api/{API_VERSION}/shop.json", status=401)
     from core.channels import Channel, Delivery, Headers
     from core.errors import InvalidDelivery
     from core.intents import to_dict
     from plugins.shopify.plugin import ShopifyAdapter
     adapter = ShopifyAdapter()
     channel = Channel(id=1, type="shopify", name="s", active=True,
-                      credentials={"shop_domain": SHOP, "client_secret": SECRET},
+                      credentials={"shop_domain": SHOP, "client_secret": SECRET,
+                                   "access_token": TOKEN},
                       webhook_secret="x", webhook_url="https://o.example/webhooks/shopify/1")
     base = {"orders/cancelled": cancelled_order(), "orders/fulfilled": cancelled_order(
                 fulfillments=[fulfillment()]),

@@ -17,12 +17,23 @@ Topic rule (documented in docs/shopify.md):
   fulfillments.
 * ``orders/partially_fulfilled`` → Fulfill ``complete=False``: the shipped fulfillments are
   recorded and the order keeps its status (ignored when no fulfillment in it has shipped).
-* ``app/uninstalled`` → DeactivateChannel (the token is already dead: no API call).
+* ``app/uninstalled`` → DeactivateChannel, once Shopify confirms it: the channel's access token
+  must be refused (``GET /admin/api/<version>/shop.json`` answers 401). A token that still works
+  means the app is installed: ignored, with the reason.
 * ``customers/data_request`` → ignored (the request is stored and visible in the inbox);
   ``customers/redact`` → RedactPersonalData for that customer and ``orders_to_redact``;
-  ``shop/redact`` → RedactPersonalData of everything. These three and ``app/uninstalled`` are
-  accepted even once the channel is inactive (``shop/redact`` arrives 48 h after an uninstall).
+  ``shop/redact`` → RedactPersonalData of everything, on an inactive channel or once Shopify
+  refuses the access token (a genuine one comes 48 h after an uninstall). These three and
+  ``app/uninstalled`` are accepted even once the channel is inactive.
 * Any other topic → ignored, with the topic named.
+
+Only the body is signed; the topic and shop domain are headers anyone who captured a delivery can
+change. So a body must look like its topic (:func:`shape_problem`: an order for an order topic, a
+fulfillment for a fulfillment topic, a shop for ``app/uninstalled``, a redact request of the right
+kind for a privacy topic) and name the channel's shop wherever it names one, or the intake refuses
+it (400); the worker checks again and ignores what does not fit. The de-duplication key is the
+SHA-256 of topic and raw body, not the (unsigned) webhook id: a captured body re-sent under a new
+webhook id is a duplicate.
 
 Every Cancel and Fulfill carries ``occurred_at`` (``X-Shopify-Triggered-At``, else the payload's
 ``updated_at``): the core keeps a per-order high-water mark, so a late retry of an older event
@@ -42,7 +53,7 @@ from marshmallow import Schema, fields, post_load, validate
 from core import hookimpl
 from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, RemoteSubscription,
                            SubscriptionSpec)
-from core.errors import AuthenticationError, InvalidDelivery
+from core.errors import AuthenticationError, ChannelAPIError, InvalidDelivery, RetryLater
 from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
                           Shipment, ShipmentItem)
 
@@ -76,6 +87,8 @@ CUSTOMERS_DATA_REQUEST = "customers/data_request"
 CUSTOMERS_REDACT = "customers/redact"
 SHOP_REDACT = "shop/redact"
 
+ORDER_TOPICS = (ORDERS_CANCELLED, ORDERS_FULFILLED, ORDERS_PARTIALLY_FULFILLED)
+FULFILLMENT_TOPICS = (FULFILLMENTS_CREATE, FULFILLMENTS_UPDATE)
 PRIVACY_TOPICS = (CUSTOMERS_DATA_REQUEST, CUSTOMERS_REDACT, SHOP_REDACT)
 #: Topics an inactive (e.g. uninstalled) channel still accepts and processes.
 LIFECYCLE_TOPICS = (APP_UNINSTALLED, *PRIVACY_TOPICS)
@@ -95,6 +108,8 @@ SHIPPED_STATUSES = frozenset({"success"})
 NOT_YET_SHIPPED_STATUSES = frozenset({"pending", "open"})
 #: Will never ship.
 FAILED_STATUSES = frozenset({"cancelled", "error", "failure"})
+#: The order's ``fulfillment_status`` that shows each order fulfilment topic's event.
+FULFILLMENT_STATUS_OF = {ORDERS_FULFILLED: "fulfilled", ORDERS_PARTIALLY_FULFILLED: "partial"}
 
 
 class CredentialsSchema(Schema):
@@ -166,9 +181,14 @@ class ShopifyAdapter(ChannelAdapter):
             matched |= hmac.compare_digest(expected, given_bytes)
         if not matched:
             raise AuthenticationError("X-Shopify-Hmac-Sha256 does not match the raw body")
-        shop = delivery.headers.first(*SHOP_HEADER)
-        expected_shop = str(channel.credentials.get("shop_domain") or "").lower()
-        if shop and expected_shop and shop.strip().lower() != expected_shop:
+        # The HMAC does not cover the header, and one app secret may sign for several shops:
+        # a delivery must name this channel's shop.
+        shop = (delivery.headers.first(*SHOP_HEADER) or "").strip().lower()
+        expected_shop = _shop(channel)
+        if not shop:
+            raise AuthenticationError("missing X-Shopify-Shop-Domain header: a delivery must "
+                                      f"name the channel's shop {expected_shop}")
+        if shop != expected_shop:
             raise AuthenticationError(f"the delivery is for shop {shop}, not for this channel's "
                                       f"shop {expected_shop}")
 
@@ -179,14 +199,15 @@ class ShopifyAdapter(ChannelAdapter):
         topic = _topic(delivery)
         if not topic:
             raise InvalidDelivery("missing X-Shopify-Topic header")
-        # Only the fields inspect needs: a full order payload is read by the worker.
-        payload = _payload(delivery, "id", "order_id", "updated_at")
-        webhook_id = (delivery.headers.first(*WEBHOOK_ID_HEADER) or "").strip()
-        if len(webhook_id) > 200:  # Shopify's are UUIDs; keep the key within its column
-            webhook_id = "sha256:" + hashlib.sha256(webhook_id.encode()).hexdigest()
-        key = (f"webhook-id:{webhook_id}" if webhook_id
-               else f"sha256:{topic}:{hashlib.sha256(delivery.body).hexdigest()}")
+        # An order or fulfillment: only the few top-level fields inspect needs (a full order
+        # payload is read by the worker). Lifecycle and privacy bodies are small: whole.
+        payload = (_payload(delivery, *SHAPE_FIELDS) if topic not in LIFECYCLE_TOPICS
+                   else _payload(delivery))
+        problem = shape_problem(topic, payload, _shop(channel))
+        if problem:
+            raise InvalidDelivery(problem)
         order_id = _order_id(topic, payload)
+        key = dedupe_key(topic, delivery.body)
         return DeliveryInfo(key=key, topic=topic, channel_order_id=order_id,
                             occurred_at=occurred_at(delivery, payload))
 
@@ -195,25 +216,69 @@ class ShopifyAdapter(ChannelAdapter):
     def translate(self, delivery: Delivery, channel: Channel):
         topic = _topic(delivery)
         payload = _payload(delivery)
+        # Checked again here: a delivery stored before these checks, or replayed, is held to
+        # the same rule as a new one.
+        problem = shape_problem(topic, payload, _shop(channel))
+        if problem:
+            return [Ignore(f"not carried out: {problem}")]
         when = occurred_at(delivery, payload)
         if topic == ORDERS_CANCELLED:
             order_id = _order_id(topic, payload)
-            if order_id is None:
-                return [Ignore(f"{topic} delivery names no order")]
+            if payload.get("cancelled_at") in (None, ""):
+                return [Ignore(f"{topic}: order {order_id} has no cancelled_at, so the body is "
+                               "not a cancelled order; nothing done")]
             return [Cancel(order_id, reason=_text(payload.get("cancel_reason")),
                            occurred_at=when)]
-        if topic in (FULFILLMENTS_CREATE, FULFILLMENTS_UPDATE):
+        if topic in FULFILLMENT_TOPICS:
             return [_fulfillment_intent(topic, payload, when)]
         if topic in (ORDERS_FULFILLED, ORDERS_PARTIALLY_FULFILLED):
             return [_order_fulfillment_intent(topic, payload, when)]
         if topic == APP_UNINSTALLED:
-            shop = payload.get("myshopify_domain") or payload.get("domain") or \
-                channel.credentials.get("shop_domain")
-            return [DeactivateChannel(f"the app was uninstalled from Shopify shop {shop}")]
+            return [self._uninstall_intent(channel)]
+        if topic == SHOP_REDACT and channel.active:
+            # An inactive channel is one whose uninstall was confirmed (or that its operator
+            # stopped); an active one must first be confirmed uninstalled.
+            still_installed = self._still_installed(topic, channel)
+            if still_installed is not None:
+                return [still_installed]
         if topic in PRIVACY_TOPICS:
             return [_privacy_intent(topic, payload, channel)]
         return [Ignore(f"Shopify topic {topic or '(none)'} does not concern cancellations or "
                        "fulfilments")]
+
+    def _uninstall_intent(self, channel: Channel):
+        """Deactivate only once Shopify confirms the uninstall: its body (a shop object) and
+        topic header could come from any captured shop delivery (``shop/update`` carries the
+        same object), but Shopify revokes the access token before it sends app/uninstalled."""
+        shop = _shop(channel)
+        still_installed = self._still_installed(APP_UNINSTALLED, channel)
+        if still_installed is not None:
+            return still_installed
+        return DeactivateChannel(f"the app was uninstalled from Shopify shop {shop} (confirmed: "
+                                 "Shopify refuses the channel's access token)")
+
+    def _still_installed(self, topic: str, channel: Channel) -> Ignore | None:
+        """None when Shopify refuses the channel's access token (401: the app is uninstalled);
+        an Ignore naming why when the token still works. Any other answer raises: RetryLater on
+        429, ChannelAPIError otherwise (the delivery is retried, and ends dead with the reason).
+        """
+        client = self.client(channel)
+        path = f"/admin/api/{client.version}/shop.json"
+        response = client.http.request("GET", path, allow_redirects=False)
+        status = response.status_code
+        if status == 401:
+            return None
+        if 200 <= status < 300:
+            return Ignore(f"{topic} not carried out: Shopify still accepts this "
+                          f"channel's access token (GET {path} answered {status}), so the app "
+                          f"is installed in {_shop(channel)}; Shopify revokes the token before "
+                          "it sends app/uninstalled or shop/redact")
+        if status == 429:
+            raise RetryLater(f"Shopify shop {_shop(channel)} is throttling GET {path}",
+                             delay=_seconds(response.headers.get("Retry-After"), 2.0))
+        raise ChannelAPIError(f"cannot confirm with Shopify that the app is uninstalled: GET "
+                              f"{path} answered {status} (only 401, the token refused, "
+                              "confirms it)")
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -264,8 +329,11 @@ def _fulfillment_intent(topic: str, fulfillment: dict, when: datetime | None):
 
 def _order_fulfillment_intent(topic: str, order: dict, when: datetime | None):
     order_id = _id(order.get("id"))
-    if order_id is None:
-        return Ignore(f"{topic} delivery names no order")
+    state = _text(order.get("fulfillment_status"))
+    wanted = FULFILLMENT_STATUS_OF[topic]
+    if (state or "").lower() != wanted:
+        return Ignore(f"{topic}: order {order_id} has fulfillment_status {state or 'null'}, not "
+                      f"{wanted}, so the body is not a {wanted} order; nothing done")
     fulfillments = [f for f in _list(order.get("fulfillments")) if isinstance(f, dict)]
     shipped = tuple(_shipment(f) for f in fulfillments
                     if str(f.get("status") or "").lower() in SHIPPED_STATUSES)
@@ -300,11 +368,7 @@ def _shipment(fulfillment: dict) -> Shipment:
 
 
 def _privacy_intent(topic: str, payload: dict, channel: Channel):
-    shop = str(payload.get("shop_domain") or "").lower()
-    expected = str(channel.credentials.get("shop_domain") or "").lower()
-    if shop and expected and shop != expected:
-        return Ignore(f"{topic} is for shop {shop}, not this channel's shop {expected}; "
-                      "nothing redacted")
+    """For a payload :func:`shape_problem` accepted (its shop is the channel's)."""
     customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
     if topic == CUSTOMERS_DATA_REQUEST:
         requested = ", ".join(o for o in map(_id, _list(payload.get("orders_requested")))
@@ -324,7 +388,174 @@ def _privacy_intent(topic: str, payload: dict, channel: Channel):
     return RedactPersonalData(everything=True)
 
 
+# -- what each topic's body must look like --------------------------------------------------------
+
+#: The top-level fields the intake reads of an order or fulfillment body: enough to tell the
+#: kinds of Shopify objects apart and to name the order, not the whole 15 kB document.
+SHAPE_FIELDS = ("id", "admin_graphql_api_id", "order_id", "order_number", "updated_at")
+#: Keys of a customer's privacy request; a shop/redact carries none of them.
+CUSTOMER_REQUEST_KEYS = ("customer", "orders_to_redact", "orders_requested", "data_request")
+#: Keys a shop object (app/uninstalled) never has: they belong to orders, fulfillments and
+#: privacy requests.
+NOT_IN_A_SHOP = ("order_id", "order_number", "line_items", "shop_id", "shop_domain", "customer")
+
+_EXPECTED = {
+    "order": "an order (an id, its admin_graphql_api_id gid://shopify/Order/<id> or an "
+             "order_number, and no order_id)",
+    "fulfillment": "a fulfillment (an id, the order_id, admin_graphql_api_id "
+                   "gid://shopify/Fulfillment/<id> when present, and no order_number)",
+    APP_UNINSTALLED: "a shop object (an id and myshopify_domain)",
+    SHOP_REDACT: "{shop_id, shop_domain} and nothing about a customer",
+    CUSTOMERS_REDACT: "{shop_id, shop_domain, customer, orders_to_redact}",
+    CUSTOMERS_DATA_REQUEST: "{shop_id, shop_domain, customer, orders_requested, data_request}",
+}
+
+
+def shape_problem(topic: str, payload: dict, shop: str) -> str | None:
+    """Why ``payload`` cannot be a ``topic`` delivery of shop ``shop``, or None when it can.
+
+    Only the body is signed: a captured body re-sent under another topic header (an order as
+    ``shop/redact``, a ``shop/update`` as ``app/uninstalled``) must not be acted on as that
+    topic. Reads only :data:`SHAPE_FIELDS` of an order or fulfillment (what the intake parses);
+    topics orderhooks does not act on are not checked."""
+    if topic in ORDER_TOPICS:
+        kind, why = "order", _order_problem(payload)
+    elif topic in FULFILLMENT_TOPICS:
+        kind, why = "fulfillment", _fulfillment_problem(payload)
+    elif topic == APP_UNINSTALLED:
+        kind, why = topic, _shop_object_problem(payload, shop)
+    elif topic in PRIVACY_TOPICS:
+        kind, why = topic, _privacy_problem(topic, payload, shop)
+    else:
+        return None
+    if why is None:
+        return None
+    return (f"the body does not look like {topic}: that topic carries {_EXPECTED[kind]}, "
+            f"but {why}")
+
+
+def _object_problem(payload: dict, kind: str) -> str | None:
+    """Why ``payload`` is not a Shopify ``kind`` object (``Order``, ``Fulfillment``, ``Shop``)
+    by its id and, when present, its ``admin_graphql_api_id`` (which names the object's kind)."""
+    object_id = _shopify_id(payload.get("id"), kind)
+    if object_id is None:
+        return f"its id is not a Shopify {kind.lower()} id"
+    gid = payload.get("admin_graphql_api_id")
+    if gid is not None and gid != f"gid://shopify/{kind}/{object_id}":
+        return f"its admin_graphql_api_id is {_quote(gid)}"
+    return None
+
+
+def _order_problem(order: dict) -> str | None:
+    if order.get("order_id") is not None:
+        return "it has an order_id, as a fulfillment or a refund does"
+    if order.get("admin_graphql_api_id") is None and order.get("order_number") is None:
+        return "it has neither an admin_graphql_api_id nor an order_number"
+    return _object_problem(order, "Order")
+
+
+def _fulfillment_problem(fulfillment: dict) -> str | None:
+    if _shopify_id(fulfillment.get("order_id"), "Order") is None:
+        return "it names no order (order_id)"
+    if fulfillment.get("order_number") is not None:
+        return "it has an order_number, as an order does"
+    return _object_problem(fulfillment, "Fulfillment")
+
+
+def _shop_object_problem(payload: dict, shop: str) -> str | None:
+    if "myshopify_domain" not in payload:
+        return "it has no myshopify_domain"
+    extra = [key for key in NOT_IN_A_SHOP if key in payload]
+    if extra:
+        return f"it has {', '.join(extra)}, which a shop object does not"
+    problem = _object_problem(payload, "Shop")
+    if problem:
+        return problem
+    # The shop's own domain must be the channel's; ``domain`` is the shop's primary domain,
+    # comparable only when it is its myshopify.com one (a custom domain says nothing).
+    for key in ("myshopify_domain", "domain"):
+        value = payload.get(key)
+        if key == "domain" and not (isinstance(value, str)
+                                    and value.lower().endswith(".myshopify.com")):
+            continue
+        if value is not None and _domain(value) != shop:
+            return f"its {key} {_quote(value)} is not this channel's shop {shop}"
+    return None
+
+
+def _privacy_problem(topic: str, payload: dict, shop: str) -> str | None:
+    if _shopify_id(payload.get("shop_id"), "Shop") is None:
+        return "it has no shop_id"
+    if payload.get("shop_domain") is None:
+        return "it has no shop_domain"
+    if _domain(payload["shop_domain"]) != shop:
+        return (f"its shop_domain {_quote(payload['shop_domain'])} is not this channel's shop "
+                f"{shop}")
+    if topic == SHOP_REDACT:
+        extra = [key for key in CUSTOMER_REQUEST_KEYS if key in payload]
+        return f"it has {', '.join(extra)}: a customer's request" if extra else None
+    customer = payload.get("customer")
+    if not isinstance(customer, dict):
+        return "it names no customer"
+    if topic == CUSTOMERS_REDACT:
+        extra = [key for key in ("orders_requested", "data_request") if key in payload]
+        if extra:
+            return f"it has {', '.join(extra)}: a customers/data_request"
+        if "orders_to_redact" in payload and not isinstance(payload["orders_to_redact"], list):
+            return "its orders_to_redact is not a list"
+    return None
+
+
+def _shopify_id(value, kind: str) -> str | None:
+    """A Shopify id (a positive 64-bit integer, its digits, or ``gid://shopify/<kind>/<n>``)
+    as digits; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if 0 < value < 2 ** 64 else None
+    if isinstance(value, str):
+        text = value.strip()
+        prefix = f"gid://shopify/{kind}/"
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+        if text.isascii() and text.isdigit() and len(text) <= 20 and int(text) > 0:
+            return text
+    return None
+
+
+def _domain(value) -> str:
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+def _quote(value) -> str:
+    """An outside value in a message: bounded."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def dedupe_key(topic: str, body: bytes) -> str:
+    """SHA-256 of topic and raw body. Shopify's retries repeat the body byte for byte (only the
+    body is signed: the webhook id is a header anyone can change), and a new event has a new
+    body, so the same body under the same topic is the same delivery."""
+    digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\n")
+    digest.update(body)
+    return "sha256:" + digest.hexdigest()
+
+
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _shop(channel: Channel) -> str:
+    return str(channel.credentials.get("shop_domain") or "").lower()
+
+
+def _seconds(value, default: float) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return default
+    return seconds if 0 <= seconds < 3600 else default
+
 
 
 def _topic(delivery: Delivery) -> str:
