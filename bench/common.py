@@ -19,7 +19,7 @@ GUNICORN_CONF = ROOT / "core" / "gunicorn_conf.py"
 PY = sys.executable  # the real interpreter (py-spy cannot follow pyenv shims)
 
 ADMIN_TOKEN = "bench-admin-token"
-SECRET_KEY = "bench-secret-key"
+SECRET_KEY = "IhDc0D2_do2FOlK7fTDXx1H2NKTnG-mHAXIYZeE5JKc="  # a fixed Fernet key, benchmark only
 PUBLIC_BASE_URL = "https://bench.example.com"
 
 

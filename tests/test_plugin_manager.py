@@ -21,6 +21,7 @@ from core import hookimpl
 from core.channels import ChannelAdapter
 from core.cli import main as cli
 from core.plugins import PluginError, load_channels
+from core.testing import SECRET_KEY
 
 ADAPTER_SOURCE = """
 from core import hookimpl
@@ -394,6 +395,7 @@ def test_orderhooks_plugins_command(broken_dist, site, tmp_path):
     """The installed console script, in a process of its own, with the broken distribution on
     its path: lenient lists it as failed; strict refuses to start."""
     env = {**os.environ, "ORDERHOOKS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+           "ORDERHOOKS_SECRET_KEY": SECRET_KEY,
            "ORDERHOOKS_LOG_LEVEL": "CRITICAL",
            "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent.parent),
                                           os.environ.get("PYTHONPATH", "")])}
