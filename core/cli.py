@@ -70,22 +70,24 @@ def with_appcontext(f):
     def command(ctx, /, *args, **kwargs):
         info = ctx.find_object(ScriptInfo)
         app = info.load_app() if info is not None else create_app()
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        database = app.extensions["orderhooks.db"]
         with app.app_context():
-            if ctx.command.name not in _NO_SCHEMA_CHECK:
-                _check_database(app.extensions["orderhooks.db"])
-            return ctx.invoke(f, *args, **kwargs)
+            try:
+                if ctx.command.name not in _NO_SCHEMA_CHECK:
+                    _check_database(database)
+                return ctx.invoke(f, *args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:  # cannot connect, or lost it
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                raise ConfigError(f"cannot use the database ORDERHOOKS_DATABASE_URL="
+                                  f"{_safe_url(database.url)}: {reason}; check the URL and that "
+                                  f"the server is running") from None
     return functools.update_wrapper(command, f)
 
 
 def _check_database(database) -> None:
-    from sqlalchemy.exc import DBAPIError
     url = _safe_url(database.url)
-    try:
-        current, newest = database.revision(), database.newest_revision()
-    except DBAPIError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise ConfigError(f"cannot use the database ORDERHOOKS_DATABASE_URL={url}: {reason}; "
-                          f"check the URL and that the server is running") from None
+    current, newest = database.revision(), database.newest_revision()
     if current is None:
         raise ConfigError(f"the database {url} (ORDERHOOKS_DATABASE_URL) has no orderhooks "
                           f"schema: run `orderhooks db upgrade` first")

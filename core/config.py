@@ -13,8 +13,9 @@ import os
 SETTINGS: dict[str, tuple[object, type, str]] = {
     "DATABASE_URL": ("", str, "SQLAlchemy URL; default: SQLite file instance/orderhooks.db "
                               "(use postgresql+psycopg://... to scale out)"),
-    "INSTANCE_PATH": ("", str, "Folder of the SQLite database and its generated key file; "
-                               "default: instance/ beside the code"),
+    "INSTANCE_PATH": ("", str, "Folder of the default SQLite database and its generated key "
+                               "file; default: Flask's instance folder (instance/ in a "
+                               "checkout)"),
     "ADMIN_TOKEN": ("", str, "Bearer token for /api/v1, at least 16 characters (the admin API "
                              "answers 401 without it; unset: the admin API refuses every "
                              "request)"),

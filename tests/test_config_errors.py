@@ -46,8 +46,10 @@ def test_a_wrong_setting_is_one_line_naming_it(variable, value, expected, migrat
      "cannot use the database ORDERHOOKS_DATABASE_URL=postgresql+psycopg://orderhooks:***@"
      "127.0.0.1:1/orderhooks: connection failed"),
 ])
-def test_a_wrong_database_url_is_one_line_without_its_password(url, expected, migrated):
-    done = run_cli(["worker", "--once"], {**migrated, "ORDERHOOKS_DATABASE_URL": url})
+@pytest.mark.parametrize("command", [["worker", "--once"], ["db", "upgrade"]])
+def test_a_wrong_database_url_is_one_line_without_its_password(url, expected, command,
+                                                               migrated):
+    done = run_cli(command, {**migrated, "ORDERHOOKS_DATABASE_URL": url})
     line = one_line_error(done)
     assert expected in line and ":pw@" not in line
 

@@ -22,6 +22,7 @@ from core.channels import ChannelAdapter
 from core.cli import main as cli
 from core.plugins import PluginError, load_channels
 from core.testing import SECRET_KEY
+from tests.conftest import log_records
 
 ADAPTER_SOURCE = """
 from core import hookimpl
@@ -72,14 +73,9 @@ def broken_dist(site):
 
 @pytest.fixture
 def plugin_log():
-    """Records of the orderhooks.plugins logger (which does not propagate to the root)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append
-    logger = logging.getLogger("orderhooks.plugins")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
+    """Records of the orderhooks.plugins logger."""
+    with log_records("orderhooks.plugins") as records:
+        yield records
 
 
 def make_app(config: dict):

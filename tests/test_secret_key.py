@@ -5,7 +5,6 @@ refused too."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import stat
@@ -25,6 +24,7 @@ from core.config import ConfigError
 from core.crypto import Box, WrongKey, instance_key, is_key, key_from_passphrase
 from core.models import SalesChannel
 from core.testing import ADMIN_TOKEN, SECRET_KEY, channel_view
+from tests.conftest import log_records
 from tests.reliability.live import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,13 +36,8 @@ UNREACHABLE_POSTGRES = "postgresql+psycopg://orderhooks@127.0.0.1:1/orderhooks"
 
 @pytest.fixture
 def crypto_log():
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append
-    logger = logging.getLogger("orderhooks.crypto")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
+    with log_records("orderhooks.crypto") as records:
+        yield records
 
 
 def _sqlite_app(instance: Path, **settings):
