@@ -54,7 +54,6 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
 }
 
 
-
 class ConfigError(Exception):
     """A setting is wrong; the message is one line that names the variable and the fix."""
 
