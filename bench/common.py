@@ -20,7 +20,7 @@ GUNICORN_CONF = ROOT / "core" / "gunicorn_conf.py"
 PY = sys.executable  # the real interpreter (py-spy cannot follow pyenv shims)
 
 ADMIN_TOKEN = "bench-admin-token"
-SECRET_KEY = "bench-secret-key"
+SECRET_KEY = "IhDc0D2_do2FOlK7fTDXx1H2NKTnG-mHAXIYZeE5JKc="  # a fixed Fernet key, benchmark only
 PUBLIC_BASE_URL = "https://bench.example.com"
 #: The stand-ins run on loopback, on free ports: the operator's allowance for them.
 ALLOWED_API_BASE_URLS = "http://127.0.0.1:*"

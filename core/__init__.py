@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask, Response, jsonify
 from flask.sessions import SessionInterface
@@ -18,22 +19,36 @@ log = logging.getLogger("orderhooks")
 def create_app(test_config: dict | None = None) -> Flask:
     """The app factory. ``test_config`` overrides settings read from ``ORDERHOOKS_*``; it may
     also hold ``PLUGINS``: extra ``(name, plugin)`` pairs registered beside the entry points."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from . import api, db, intake, logs, plugins
-    from .crypto import Box
+    from .crypto import Box, secret_keys
     from .http import APIBaseURLs
 
-    app = Flask(__name__, instance_relative_config=True)
-    app.config.update(config_module.from_env())
-    if test_config:
-        app.config.update(test_config)
+    settings = config_module.from_env()
+    settings.update(test_config or {})
+    config_module.check(settings)
+    instance_path = settings.get("INSTANCE_PATH")
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=os.path.abspath(instance_path) if instance_path else None)
+    app.config.update(settings)
     logs.configure(app.config["LOG_LEVEL"])
     app.json.sort_keys = False
 
-    app.extensions["orderhooks.box"] = box = Box(app.config["SECRET_KEY"])
-    if box.using_development_key:
-        log.warning("config.development_secret_key", extra={
-            "detail": "ORDERHOOKS_SECRET_KEY is not set: credentials are encrypted with a "
-                       "development key"})
+    if not app.config.get("DATABASE_URL"):
+        # The default database lives in the instance folder, beside its generated key: a folder
+        # only its owner can enter.
+        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    try:
+        database = db.init_app(app)  # the engine only: nothing is connected yet
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        # Never the URL itself in the message: it may hold a password.
+        raise config_module.ConfigError(
+            f"ORDERHOOKS_DATABASE_URL is not a database URL this installation can open "
+            f"({str(exc).splitlines()[0]}); use postgresql+psycopg://user:password@host:5432/name"
+            f" or sqlite:////absolute/path.db") from None
+    app.extensions["orderhooks.box"] = Box(secret_keys(
+        app.config["SECRET_KEY"], sqlite=database.is_sqlite, instance_path=app.instance_path))
     app.extensions["orderhooks.channels"] = plugins.load_channels(
         extra=app.config.get("PLUGINS", ()),
         disabled=app.config["DISABLED_PLUGINS"],
@@ -50,9 +65,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         adapter.allowed_api_base_urls = allowed
     app.extensions["orderhooks.channel_cache"] = intake.ChannelCache(
         app.config.get("CHANNEL_CACHE_SECONDS", 5.0))
-    db.init_app(app)
     if app.config.get("AUTO_MIGRATE"):
-        app.extensions["orderhooks.db"].upgrade()
+        database.upgrade()
 
     # The service keeps no cookie sessions: skip Flask's session work on every request.
     app.session_interface = _NoSessions()

@@ -1,6 +1,7 @@
 """The ``orderhooks`` command."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,17 +13,88 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo
 
 from . import create_app
+from .config import ConfigError
 
 GUNICORN_CONFIG = Path(__file__).with_name("gunicorn_conf.py")
 
+#: Commands that need no migrated database: ``serve`` and ``db upgrade`` migrate it themselves,
+#: ``plugins`` reads no table. Every other command that opens the app first checks that the
+#: database answers and is at the newest revision.
+_NO_SCHEMA_CHECK = {"serve", "upgrade", "plugins"}
 
-@click.group(cls=FlaskGroup, create_app=lambda: create_app(), add_default_commands=False,
-             add_version_option=False)
+
+class _Group(click.Group):
+    """A configuration mistake ends the command with one line naming the variable and the fix
+    (``Error: ...`` on stderr, exit status 1), not a traceback."""
+
+    def invoke(self, ctx):
+        from .plugins import PluginError
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, PluginError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+# A plain click group rather than Flask's: none of flask's options (--app, --debug, --env-file)
+# mean anything here, and no .env file is read behind the operator's back.
+@click.group(cls=_Group)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+              help="Show the version and exit.")
 def main():
     """orderhooks: keep routed orders in step with their sales channels."""
+
+
+def _print_version(ctx) -> None:
+    """The installed distribution's version; in a checkout that is not installed, setup.cfg's."""
+    from importlib import metadata
+    try:
+        version = metadata.version("orderhooks")
+    except metadata.PackageNotFoundError:
+        import configparser
+        setup = configparser.ConfigParser()
+        setup.read(Path(__file__).parent.parent / "setup.cfg")
+        version = setup.get("metadata", "version", fallback="unknown")
+    click.echo(f"orderhooks {version}")
+    ctx.exit()
+
+
+def with_appcontext(f):
+    """Run the command inside the app's context: the app made from ``ORDERHOOKS_*``, or the
+    one a test's ``app.test_cli_runner()`` passes; then check its database (see
+    ``_NO_SCHEMA_CHECK``)."""
+    @click.pass_context
+    def command(ctx, /, *args, **kwargs):
+        info = ctx.find_object(ScriptInfo)
+        app = info.load_app() if info is not None else create_app()
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        database = app.extensions["orderhooks.db"]
+        with app.app_context():
+            try:
+                if ctx.command.name not in _NO_SCHEMA_CHECK:
+                    _check_database(database)
+                return ctx.invoke(f, *args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:  # cannot connect, or lost it
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                raise ConfigError(f"cannot use the database ORDERHOOKS_DATABASE_URL="
+                                  f"{_safe_url(database.url)}: {reason}; check the URL and that "
+                                  f"the server is running") from None
+    return functools.update_wrapper(command, f)
+
+
+def _check_database(database) -> None:
+    url = _safe_url(database.url)
+    current, newest = database.revision(), database.newest_revision()
+    if current is None:
+        raise ConfigError(f"the database {url} (ORDERHOOKS_DATABASE_URL) has no orderhooks "
+                          f"schema: run `orderhooks db upgrade` first")
+    if current != newest:
+        raise ConfigError(f"the database {url} (ORDERHOOKS_DATABASE_URL) is at schema revision "
+                          f"{current}, this orderhooks needs {newest}: run "
+                          f"`orderhooks db upgrade` first")
 
 
 def _db():
@@ -157,12 +229,18 @@ def subscriptions():
 @with_appcontext
 def subscriptions_check(channel_id):
     """Check every channel's subscriptions now and repair them."""
+    from .models import SalesChannel
     from .subscriptions import PublicURLMissing, check_all, public_base_url, reconcile
     app = current_app._get_current_object()
     try:
         public_base_url(app.config)
     except PublicURLMissing as exc:
         raise click.ClickException(str(exc)) from None  # one line, exit status 1
+    if channel_id is not None:
+        with _db().Session() as session:
+            if session.get(SalesChannel, channel_id) is None:
+                raise click.ClickException(f"there is no channel {channel_id} "
+                                           f"(GET /api/v1/channels lists them)")
     results = {channel_id: reconcile(app, channel_id)} if channel_id else check_all(app)
     failed = False
     for cid, events in results.items():
@@ -181,7 +259,8 @@ def deliveries():
 
 
 @deliveries.command("purge")
-@click.option("--days", type=int, default=None, help="Override ORDERHOOKS_RETENTION_DAYS.")
+@click.option("--days", type=click.IntRange(min=0), default=None,
+              help="Override ORDERHOOKS_RETENTION_DAYS.")
 @with_appcontext
 def deliveries_purge(days):
     """Drop raw bodies of processed deliveries older than the retention period."""
@@ -215,20 +294,48 @@ def plugins_cmd(as_json):
 
 @main.group()
 def secrets():
-    """Encryption of stored credentials."""
+    """Keys and tokens: generate them, re-encrypt stored credentials."""
+
+
+@secrets.command("generate-key")
+@click.option("--from-passphrase", is_flag=True,
+              help="Print instead the key an old passphrase stood for (read from stdin), to "
+                   "list after a new key and rotate away from.")
+def secrets_generate_key(from_passphrase):
+    """Print a new key for ORDERHOOKS_SECRET_KEY (a Fernet key)."""
+    from .crypto import generate_key, key_from_passphrase
+    if from_passphrase:
+        passphrase = click.get_text_stream("stdin").read().rstrip("\n")
+        if not passphrase:
+            raise click.ClickException("no passphrase on stdin")
+        click.echo(key_from_passphrase(passphrase))
+    else:
+        click.echo(generate_key())
+
+
+@secrets.command("generate-token")
+def secrets_generate_token():
+    """Print a new random ORDERHOOKS_ADMIN_TOKEN (43 characters)."""
+    import secrets as random
+    click.echo(random.token_urlsafe(32))
 
 
 @secrets.command("rotate")
 @with_appcontext
 def secrets_rotate():
     """Re-encrypt credentials with the first key of ORDERHOOKS_SECRET_KEY."""
+    from .crypto import WrongKey
     from .models import SalesChannel
     box = current_app.extensions["orderhooks.box"]
-    with _db().session() as session:
-        rows = session.query(SalesChannel).all()
-        for row in rows:
-            row.credentials_sealed = box.rotate(row.credentials_sealed)
-            row.webhook_secret_sealed = box.rotate(row.webhook_secret_sealed)
+    try:
+        with _db().session() as session:  # one transaction: all re-encrypted, or none
+            rows = session.query(SalesChannel).all()
+            for row in rows:
+                channel_id = row.id
+                row.credentials_sealed = box.rotate(row.credentials_sealed)
+                row.webhook_secret_sealed = box.rotate(row.webhook_secret_sealed)
+    except WrongKey as exc:
+        raise click.ClickException(f"channel {channel_id}: {exc}; nothing was changed") from None
     click.echo(f"re-encrypted the secrets of {len(rows)} channel(s)")
 
 

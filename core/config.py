@@ -1,6 +1,8 @@
 """Settings, from ``ORDERHOOKS_*`` environment variables, with defaults that run on SQLite.
 
 Every variable is listed (with its default) in the README; ``SETTINGS`` below is the source.
+A wrong value stops start-up with a :class:`ConfigError`: one line naming the variable and
+the fix.
 """
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import os
 SETTINGS: dict[str, tuple[object, type, str]] = {
     "DATABASE_URL": ("", str, "SQLAlchemy URL; default: SQLite file instance/orderhooks.db "
                               "(use postgresql+psycopg://... to scale out)"),
-    "ADMIN_TOKEN": ("", str, "Bearer token for /api/v1 (the admin API answers 401 without it; "
-                             "unset: the admin API refuses every request)"),
+    "INSTANCE_PATH": ("", str, "Folder of the default SQLite database and its generated key "
+                               "file; default: Flask's instance folder (instance/ in a "
+                               "checkout)"),
+    "ADMIN_TOKEN": ("", str, "Bearer token for /api/v1, at least 16 characters (the admin API "
+                             "answers 401 without it; unset: the admin API refuses every "
+                             "request)"),
     "PUBLIC_BASE_URL": ("", str,
                         "Public URL channels deliver webhooks to (https on port 443 for "
                         "BigCommerce); required to create, check or repair subscriptions"),
@@ -21,8 +27,11 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
                               "(https://api.bigcommerce.com, https://<shop>.myshopify.com): "
                               "comma-separated URL prefixes or hosts, e.g. a stand-in "
                               "http://127.0.0.1:8001 (http only where listed)"),
-    "SECRET_KEY": ("", str, "Key that encrypts channel credentials and webhook secrets at rest; "
-                            "comma-separated to rotate (first encrypts, all decrypt)"),
+    "SECRET_KEY": ("", str, "Fernet key that encrypts channel credentials and webhook secrets "
+                            "at rest (`orderhooks secrets generate-key`); comma-separated to "
+                            "rotate (first encrypts, all decrypt). Required unless the "
+                            "database is SQLite, whose key is generated into "
+                            "instance/secret.key"),
     "MAX_BODY_BYTES": (1024 * 1024, int, "Largest webhook body accepted (413 beyond)"),
     "WORKER_BATCH": (50, int, "Deliveries a worker claims at once"),
     "WORKER_IDLE_SECONDS": (0.5, float, "Worker sleep when the inbox is empty"),
@@ -52,15 +61,64 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
 }
 
 
-def _parse(kind: type, raw: str):
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that names the variable and the fix."""
+
+
+#: Numbers that must be above zero (a count, a size, a timeout); every other number may be 0
+#: but not negative.
+_POSITIVE = {"MAX_BODY_BYTES", "WORKER_BATCH", "CLAIM_SECONDS", "MAX_ATTEMPTS",
+             "HTTP_TIMEOUT_SECONDS", "SUBSCRIPTION_CHECK_SECONDS"}
+#: Settings with a fixed set of values (upper case; SQLite also takes 0-3 for synchronous).
+_CHOICES = {"SQLITE_SYNCHRONOUS": ("OFF", "NORMAL", "FULL", "EXTRA", "0", "1", "2", "3"),
+            "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+#: Shorter admin tokens are refused: the token is the whole of the admin API's protection.
+ADMIN_TOKEN_MIN_LENGTH = 16
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def _parse(name: str, kind: type, raw: str):
     if kind is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    return kind(raw)
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+    else:
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    default = SETTINGS[name][0]
+    raise ConfigError(f"ORDERHOOKS_{name}={raw!r} is not {_KIND_WORDS.get(kind, kind.__name__)}; "
+                      f"set it to one (default {default!r}) or unset it")
 
 
 def from_env(environ=os.environ) -> dict:
     config = {}
     for name, (default, kind, _help) in SETTINGS.items():
         raw = environ.get(f"ORDERHOOKS_{name}")
-        config[name] = default if raw is None or raw == "" else _parse(kind, raw)
+        config[name] = default if raw is None or raw == "" else _parse(name, kind, raw)
     return config
+
+
+def check(config: dict) -> None:
+    """Refuse values of the right type that are still wrong (a negative count, a short admin
+    token, an unknown log level...)."""
+    for name, (default, kind, _help) in SETTINGS.items():
+        value = config.get(name, default)
+        if kind in (int, float) and isinstance(value, (int, float)):
+            if name in _POSITIVE and value <= 0:
+                raise ConfigError(f"ORDERHOOKS_{name}={value} must be above 0 "
+                                  f"(default {default})")
+            if value < 0:
+                raise ConfigError(f"ORDERHOOKS_{name}={value} must not be negative "
+                                  f"(default {default})")
+        if name in _CHOICES and str(value).upper() not in _CHOICES[name]:
+            raise ConfigError(f"ORDERHOOKS_{name}={value!r} is not one of "
+                              f"{', '.join(c for c in _CHOICES[name] if not c.isdigit())}")
+    token = config.get("ADMIN_TOKEN") or ""
+    if token and len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        raise ConfigError(
+            f"ORDERHOOKS_ADMIN_TOKEN is {len(token)} characters long; use at least "
+            f"{ADMIN_TOKEN_MIN_LENGTH} random ones (`orderhooks secrets generate-token` "
+            f"prints one)")

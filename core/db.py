@@ -50,6 +50,16 @@ class Database:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None: no orderhooks schema)."""
+        from alembic.runtime.migration import MigrationContext
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def newest_revision(self) -> str:
+        from alembic.script import ScriptDirectory
+        return ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -26,6 +26,8 @@ import pytest
 from sqlalchemy import text
 
 ADMIN_TOKEN = "test-admin-token"
+#: A fixed Fernet key, for tests only (real keys come from ``orderhooks secrets generate-key``).
+SECRET_KEY = "MqDvFf3M93ioP7o64p_e_cqu8Hjx9u3rtM1YZRK1Q1A="
 PUBLIC_BASE_URL = "https://orderhooks.example.com"
 
 
@@ -84,7 +86,7 @@ def database_url(_schema, tmp_path) -> str:
 def app_config(database_url) -> dict:
     """Override to change settings; ``PLUGINS`` adds ``(name, plugin)`` pairs."""
     return {"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-            "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SECRET_KEY": "test-secret-key",
+            "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SECRET_KEY": SECRET_KEY,
             "CHANNEL_CACHE_SECONDS": 0, "TESTING": True, "RETRY_BASE_SECONDS": 10.0,
             "LOG_LEVEL": "WARNING"}
 

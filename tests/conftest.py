@@ -1,6 +1,8 @@
 import copy
 import hashlib
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,21 @@ def app_config(app_config):
 
 def load_fixture(*parts):
     return json.loads((REFERENCE.joinpath(*parts)).read_text())
+
+
+@contextmanager
+def log_records(logger_name: str):
+    """The records one logger handles meanwhile (the orderhooks loggers do not propagate to the
+    root, so caplog does not see them)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture

@@ -103,9 +103,9 @@ def test_discovered_through_its_entry_point(app, admin, manual_installed):
 
 def test_without_the_distribution_there_is_no_manual_channel(database_url):
     from core import create_app
-    from core.testing import ADMIN_TOKEN
+    from core.testing import ADMIN_TOKEN, SECRET_KEY
     app = create_app({"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-                      "SECRET_KEY": "k", "TESTING": True, "LOG_LEVEL": "WARNING"})
+                      "SECRET_KEY": SECRET_KEY, "TESTING": True, "LOG_LEVEL": "WARNING"})
     try:
         assert "manual" not in app.extensions["orderhooks.channels"]
         client = app.test_client()

@@ -21,6 +21,8 @@ from core import hookimpl
 from core.channels import ChannelAdapter
 from core.cli import main as cli
 from core.plugins import PluginError, load_channels
+from core.testing import SECRET_KEY
+from tests.conftest import log_records
 
 ADAPTER_SOURCE = """
 from core import hookimpl
@@ -71,14 +73,9 @@ def broken_dist(site):
 
 @pytest.fixture
 def plugin_log():
-    """Records of the orderhooks.plugins logger (which does not propagate to the root)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append
-    logger = logging.getLogger("orderhooks.plugins")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
+    """Records of the orderhooks.plugins logger."""
+    with log_records("orderhooks.plugins") as records:
+        yield records
 
 
 def make_app(config: dict):
@@ -394,6 +391,7 @@ def test_orderhooks_plugins_command(broken_dist, site, tmp_path):
     """The installed console script, in a process of its own, with the broken distribution on
     its path: lenient lists it as failed; strict refuses to start."""
     env = {**os.environ, "ORDERHOOKS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+           "ORDERHOOKS_SECRET_KEY": SECRET_KEY,
            "ORDERHOOKS_LOG_LEVEL": "CRITICAL",
            "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent.parent),
                                           os.environ.get("PYTHONPATH", "")])}

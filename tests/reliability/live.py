@@ -21,7 +21,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "reliability-admin-token"
-SECRET_KEY = "reliability-secret-key"
+SECRET_KEY = "FFs5Qg11-F2repoJlnpVdrpReWh-96reeVAGnD_JDlg="  # a fixed Fernet key, tests only
 PUBLIC_BASE_URL = "https://orderhooks.example.com"
 SECRET_HEADER = "X-Orderhooks-Secret"
 

@@ -136,12 +136,12 @@ def test_a_real_hung_api_times_out_after_the_configured_seconds(database_url, tm
     import time
 
     from core import create_app
-    from core.testing import ADMIN_TOKEN, PUBLIC_BASE_URL
+    from core.testing import ADMIN_TOKEN, PUBLIC_BASE_URL, SECRET_KEY
     from core.worker import Worker
     with Stack(database_url, tmp_path / "live") as stack:
         stack.start_standin(default_status=5)
         app = create_app({"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-                          "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SECRET_KEY": "k",
+                          "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SECRET_KEY": SECRET_KEY,
                           "ALLOWED_API_BASE_URLS": stack.standin_url,
                           "HTTP_TIMEOUT_SECONDS": 0.5, "CHANNEL_CACHE_SECONDS": 0,
                           "LOG_LEVEL": "WARNING"})

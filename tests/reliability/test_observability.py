@@ -18,7 +18,8 @@ EVENTS = {
     "subscription.created", "subscription.ok", "subscription.reactivated",
     "subscription.recreated", "subscription.deleted", "subscription.failed",
     "subscription.check_failed", "retention.purged", "plugin.loaded", "plugin.failed",
-    "plugin.disabled", "plugin.unknown_hook", "config.development_secret_key",
+    "plugin.disabled", "plugin.unknown_hook", "config.secret_key_generated",
+    "config.secret_key_file_not_private",
     "readyz.database_unavailable", "http.database_unavailable", "http.unexpected_error",
     "metrics.lag_unavailable", "gunicorn.error", "gunicorn.access",
 }

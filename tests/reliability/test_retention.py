@@ -47,8 +47,7 @@ def test_purge_command_drops_old_bodies_and_keeps_outcomes(bc, make_order, worke
     before = _rows(app)
     env = {"ORDERHOOKS_DATABASE_URL": app_config["DATABASE_URL"],
            "ORDERHOOKS_SECRET_KEY": app_config["SECRET_KEY"], "ORDERHOOKS_RETENTION_DAYS": "30",
-           "ORDERHOOKS_LOG_LEVEL": "ERROR",
-           "FLASK_RUN_FROM_CLI": None}  # restored after the run (flask's CLI sets it)
+           "ORDERHOOKS_LOG_LEVEL": "ERROR"}
     from core.cli import main
     result = CliRunner().invoke(main, ["deliveries", "purge"], env=env)
     assert result.exit_code == 0, result.output

@@ -17,11 +17,13 @@ from sqlalchemy import MetaData, select
 from core.crypto import Box
 from core.logs import JsonFormatter
 from core.models import SalesChannel
-from core.testing import ADMIN_TOKEN, channel_view
+from core.testing import ADMIN_TOKEN, SECRET_KEY, channel_view
 from tests.conftest import BC_STORE
 
 ACCESS_TOKEN = "bc-access-token-PLAINTEXT-9f27c1"
 CLIENT_SECRET = "bc-client-secret-PLAINTEXT-44d0aa"
+OLD_KEY, NEW_KEY = ("8Vp1fyEetqbNK82Ac57BrnfNFzg6mUfs0Fp9iwiinhY=",
+                    "ZiKeYgIOAJWObU-QkBiSZYRQO5JGq_eJaQRVtsMjMN8=")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                     "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
                     "Content-Security-Policy": "default-src 'none'"}
@@ -120,7 +122,7 @@ def test_credentials_and_webhook_secrets_are_encrypted_at_rest_never_returned_or
     with app.extensions["orderhooks.db"].Session() as session:
         row = session.get(SalesChannel, channel["id"])
         assert row.credentials_sealed.startswith("gAAAA")  # Fernet tokens
-        assert Box("test-secret-key").open(row.credentials_sealed)["access_token"] == \
+        assert Box(SECRET_KEY).open(row.credentials_sealed)["access_token"] == \
             ACCESS_TOKEN + "-2"
 
     answers = json.dumps([admin.get("/channels"), admin.get(f"/channels/{channel['id']}"),
@@ -142,7 +144,7 @@ def test_secret_rotation_re_encrypts_everything_with_the_first_key(make_channel,
     from core.cli import main
     api.add(responses.GET, f"{BC_STORE}/v3/hooks", json={"data": [], "meta": {}})
     api.add(responses.POST, f"{BC_STORE}/v3/hooks", json={"data": {"id": 1}, "meta": {}})
-    old = create_app({**app_config, "SECRET_KEY": "old-key"})
+    old = create_app({**app_config, "SECRET_KEY": OLD_KEY})
     client = old.test_client()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     channel = client.post("/api/v1/channels", headers=headers, json={
@@ -155,22 +157,21 @@ def test_secret_rotation_re_encrypts_everything_with_the_first_key(make_channel,
     old.extensions["orderhooks.db"].dispose()
 
     env = {"ORDERHOOKS_DATABASE_URL": app_config["DATABASE_URL"],
-           "ORDERHOOKS_SECRET_KEY": "new-key,old-key", "ORDERHOOKS_LOG_LEVEL": "ERROR",
-           "FLASK_RUN_FROM_CLI": None}  # restored after the run (flask's CLI sets it)
+           "ORDERHOOKS_SECRET_KEY": f"{NEW_KEY},{OLD_KEY}", "ORDERHOOKS_LOG_LEVEL": "ERROR"}
     result = CliRunner().invoke(main, ["secrets", "rotate"], env=env)
     assert result.exit_code == 0, result.output
     assert "re-encrypted the secrets of 1 channel" in result.output
 
-    new = create_app({**app_config, "SECRET_KEY": "new-key"})  # the old key is gone
+    new = create_app({**app_config, "SECRET_KEY": NEW_KEY})  # the old key is gone
     view = channel_view(new, channel["id"])
     assert view.credentials["access_token"] == ACCESS_TOKEN and view.webhook_secret == secret
     with new.extensions["orderhooks.db"].Session() as session:
         row = session.get(SalesChannel, channel["id"])
         assert row.credentials_sealed != before
         with pytest.raises(ValueError):
-            Box("old-key").open(row.credentials_sealed)
+            Box(OLD_KEY).open(row.credentials_sealed)
         with pytest.raises(ValueError):
-            Box("old-key").open(row.webhook_secret_sealed)
+            Box(OLD_KEY).open(row.webhook_secret_sealed)
     answer = new.test_client().post(f"/webhooks/bigcommerce/{channel['id']}",
                                     headers={"X-Orderhooks-Secret": secret},
                                     data=json.dumps({"scope": "store/order/statusUpdated",
@@ -181,10 +182,10 @@ def test_secret_rotation_re_encrypts_everything_with_the_first_key(make_channel,
 
 
 def test_a_wrong_key_fails_loudly_not_silently():
-    sealed = Box("right-key").seal({"access_token": "x"})
+    sealed = Box(OLD_KEY).seal({"access_token": "x"})
     with pytest.raises(ValueError, match="ORDERHOOKS_SECRET_KEY"):
-        Box("wrong-key").open(sealed)
-    assert Box("wrong-key,right-key").open(sealed) == {"access_token": "x"}
+        Box(NEW_KEY).open(sealed)
+    assert Box(f"{NEW_KEY},{OLD_KEY}").open(sealed) == {"access_token": "x"}
 
 
 # -- Standard Webhooks timestamps -------------------------------------------------------------------
