@@ -19,6 +19,7 @@ try:  # reads a few fields of a large body without building it (see Delivery.fie
 except ImportError:  # pragma: no cover — a platform without its wheel: Delivery.json instead
     simdjson = None
 
+from .errors import InvalidDelivery
 from .intents import Intent
 
 
@@ -96,6 +97,19 @@ class Delivery:
                 return found
         payload = self.json()
         return {key: payload.get(key) for key in keys} if isinstance(payload, dict) else None
+
+    def json_object(self, *keys: str) -> dict[str, Any]:
+        """The body as a JSON object (a dict) — only ``keys`` of it when named, read the way
+        :meth:`fields` reads them — or :class:`core.errors.InvalidDelivery` saying what is wrong
+        with it. The check every adapter's ``inspect`` starts with: a body that is not JSON, or
+        JSON but not an object, is the channel's fault, never a 5xx."""
+        try:
+            payload = self.fields(*keys) if keys else self.json()
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise InvalidDelivery("the body is not JSON") from exc
+        if not isinstance(payload, dict):
+            raise InvalidDelivery("the body is not a JSON object")
+        return payload
 
 
 #: Each thread's simdjson parser (one document at a time per parser).

@@ -7,8 +7,7 @@ import time
 
 import requests
 
-from core.errors import ChannelAPIError, RetryLater
-from core.http import ChannelHTTP
+from orderhooks import ChannelAPIError, ChannelHTTP, RetryLater
 
 DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
 #: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled (and the

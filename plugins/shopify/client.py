@@ -23,8 +23,7 @@ from typing import Any
 
 import requests
 
-from core.errors import ChannelAPIError, RetryLater, SubscriptionError
-from core.http import ChannelHTTP
+from orderhooks import ChannelAPIError, ChannelHTTP, RetryLater, SubscriptionError
 
 DEFAULT_API_VERSION = "2026-07"
 #: Longest we sleep in-process for a rate limit; beyond it RetryLater is raised.

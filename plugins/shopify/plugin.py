@@ -39,12 +39,10 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, post_load, validate
 
-from core import hookimpl
-from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, RemoteSubscription,
-                           SubscriptionSpec)
-from core.errors import AuthenticationError, InvalidDelivery
-from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
-                          Shipment, ShipmentItem)
+from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, DeactivateChannel,
+                        Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery,
+                        RedactPersonalData, RemoteSubscription, Shipment, ShipmentItem,
+                        SubscriptionSpec, hookimpl)
 
 from .client import ShopifyClient, ShopPacer
 
@@ -170,7 +168,7 @@ class ShopifyAdapter(ChannelAdapter):
         if not topic:
             raise InvalidDelivery("missing X-Shopify-Topic header")
         # Only the fields inspect needs: a full order payload is read by the worker.
-        payload = _payload(delivery, "id", "order_id", "updated_at")
+        payload = delivery.json_object("id", "order_id", "updated_at")
         webhook_id = (delivery.headers.first(*WEBHOOK_ID_HEADER) or "").strip()
         if len(webhook_id) > 200:  # Shopify's are UUIDs; keep the key within its column
             webhook_id = "sha256:" + hashlib.sha256(webhook_id.encode()).hexdigest()
@@ -184,7 +182,7 @@ class ShopifyAdapter(ChannelAdapter):
 
     def translate(self, delivery: Delivery, channel: Channel):
         topic = _topic(delivery)
-        payload = _payload(delivery)
+        payload = delivery.json_object()
         when = occurred_at(delivery, payload)
         if topic == ORDERS_CANCELLED:
             order_id = _order_id(topic, payload)
@@ -317,17 +315,6 @@ def _privacy_intent(topic: str, payload: dict, channel: Channel):
 
 def _topic(delivery: Delivery) -> str:
     return (delivery.headers.first(*TOPIC_HEADER) or "").strip().lower()
-
-
-def _payload(delivery: Delivery, *fields: str) -> dict:
-    """The body as a dict; only ``fields`` of it when named (Delivery.fields)."""
-    try:
-        payload = delivery.fields(*fields) if fields else delivery.json()
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidDelivery("the body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise InvalidDelivery("a Shopify delivery is a JSON object")
-    return payload
 
 
 def _order_id(topic: str, payload: dict) -> str | None:

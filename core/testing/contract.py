@@ -1,378 +1,16 @@
-"""pytest plugin for orderhooks and for channel plugin authors.
-
-Enable it in your ``conftest.py``::
-
-    pytest_plugins = ["core.testing"]
-
-It gives: ``app`` (a fresh app on a fresh database: SQLite by default,
-``ORDERHOOKS_TEST_DATABASE_URL`` for another), ``client``, ``admin`` (an admin API client that
-sends the bearer token), ``worker`` (runs the worker in-process until idle), ``make_channel``,
-``make_order``, ``deliver`` (posts a delivery to a channel's intake), and
-:class:`AdapterContract`, a contract test any channel adapter runs against itself.
-
-Builders for signed deliveries: :func:`json_body`, :func:`hmac_signature` (HMAC of the raw body,
-base64 or hex), :class:`StandardWebhooksSigner` / :func:`standard_webhooks_headers` and
-:func:`new_standard_webhooks_secret` (the ``standardwebhooks`` library). Helpers:
-:func:`channel_view` (the decrypted channel a plugin sees), :func:`delivery_count`,
-:func:`webhook_path`, :func:`utc`. See ``docs/plugins.md``.
-"""
+"""The adapter contract: a test class every channel adapter runs against itself, through the
+real app (see :class:`AdapterContract`)."""
 from __future__ import annotations
 
-import os
-import shutil
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import text
 
-ADMIN_TOKEN = "test-admin-token"
-PUBLIC_BASE_URL = "https://orderhooks.example.com"
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "postgres_only: runs only against PostgreSQL")
-
-
-def test_database_url() -> str | None:
-    return os.environ.get("ORDERHOOKS_TEST_DATABASE_URL") or None
-
-
-test_database_url.__test__ = False  # not a test
-
-
-@pytest.fixture(scope="session")
-def _schema(tmp_path_factory):
-    """Migrate a database once per session: a template SQLite file, or the PostgreSQL schema
-    dropped and re-created."""
-    from .db import Database
-    url = test_database_url()
-    if url is None:
-        template = tmp_path_factory.mktemp("db") / "template.db"
-        db = Database(f"sqlite:///{template}")
-        db.upgrade()
-        db.dispose()
-        return {"kind": "sqlite", "template": template}
-    db = Database(url)
-    with db.engine.begin() as conn:
-        if db.is_sqlite:
-            raise pytest.UsageError("ORDERHOOKS_TEST_DATABASE_URL is for server databases")
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    db.upgrade()
-    db.dispose()
-    return {"kind": "server", "url": url}
-
-
-@pytest.fixture
-def database_url(_schema, tmp_path) -> str:
-    """A migrated, empty database for this test."""
-    if _schema["kind"] == "sqlite":
-        path = tmp_path / "orderhooks.db"
-        shutil.copy(_schema["template"], path)
-        return f"sqlite:///{path}"
-    from .db import Database
-    from .models import Base
-    db = Database(_schema["url"])
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    with db.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    db.dispose()
-    return _schema["url"]
-
-
-@pytest.fixture
-def app_config(database_url) -> dict:
-    """Override to change settings; ``PLUGINS`` adds ``(name, plugin)`` pairs."""
-    return {"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-            "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SECRET_KEY": "test-secret-key",
-            "CHANNEL_CACHE_SECONDS": 0, "TESTING": True, "RETRY_BASE_SECONDS": 10.0,
-            "LOG_LEVEL": "WARNING"}
-
-
-@pytest.fixture
-def app(app_config):
-    from . import create_app
-    app = create_app(app_config)
-    yield app
-    app.extensions["orderhooks.db"].dispose()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-class AdminClient:
-    """The admin API with the bearer token; methods return the parsed JSON and check status."""
-
-    def __init__(self, client):
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-    def request(self, method: str, path: str, expect: int | None = None, **kwargs):
-        response = self.client.open(f"/api/v1{path}", method=method, headers=self.headers,
-                                    **kwargs)
-        if expect is not None:
-            assert response.status_code == expect, (response.status_code, response.get_json())
-        return response
-
-    def get(self, path, expect=200, **kw):
-        return self.request("GET", path, expect, **kw).get_json()
-
-    def post(self, path, json=None, expect=201, **kw):
-        return self.request("POST", path, expect, json=json, **kw).get_json()
-
-    def patch(self, path, json=None, expect=200, **kw):
-        return self.request("PATCH", path, expect, json=json, **kw).get_json()
-
-
-@pytest.fixture
-def admin(client) -> AdminClient:
-    return AdminClient(client)
-
-
-@pytest.fixture
-def worker(app):
-    """The worker, in-process: ``worker.run_until_idle()`` processes everything due."""
-    from .worker import Worker
-    return Worker(app, name="test-worker")
-
-
-@pytest.fixture
-def make_channel(admin):
-    def make(type: str, credentials: dict, *, cancel=("AWAITING_SHIPMENT",),
-             fulfill=("AWAITING_SHIPMENT",), name=None, expect=201) -> dict:
-        return admin.post("/channels", {
-            "type": type, "name": name or f"{type} test store", "credentials": credentials,
-            "valid_cancellation_statuses": list(cancel),
-            "valid_fulfillment_statuses": list(fulfill)}, expect=expect)
-    return make
-
-
-@pytest.fixture
-def make_order(admin):
-    def make(channel_id: int, channel_order_id, status="AWAITING_SHIPMENT", **extra) -> dict:
-        return admin.post("/orders", {"channel_id": channel_id,
-                                      "channel_order_id": str(channel_order_id),
-                                      "status": status, **extra})
-    return make
-
-
-def channel_view(app, channel_id: int):
-    """The decrypted :class:`core.channels.Channel` for ``channel_id`` (e.g. its secret)."""
-    from .models import SalesChannel
-    from .saleschannels import view
-    with app.extensions["orderhooks.db"].Session() as session:
-        row = session.get(SalesChannel, channel_id)
-        return view(row, app.extensions["orderhooks.box"], app.config["PUBLIC_BASE_URL"])
-
-
-def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
-
-
-# -- signed deliveries ------------------------------------------------------------------------
-#
-# Builders for the signature schemes channels commonly use. A plugin's own tests build its
-# channel's deliveries with these (or with its own helpers) and post them with ``deliver``.
-
-
-def json_body(payload) -> bytes:
-    """``payload`` as compact JSON bytes, the way most channels send it."""
-    import json
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def hmac_signature(secret: str | bytes, body: bytes, *, digest: str = "sha256",
-                   encoding: str = "base64") -> str:
-    """HMAC of the raw body with ``secret``, as ``base64`` or ``hex`` — e.g. Shopify's
-    ``X-Shopify-Hmac-Sha256`` is ``hmac_signature(client_secret, body)``."""
-    import base64
-    import hashlib
-    import hmac
-    key = secret.encode() if isinstance(secret, str) else secret
-    mac = hmac.new(key, body, getattr(hashlib, digest)).digest()
-    if encoding == "base64":
-        return base64.b64encode(mac).decode()
-    if encoding == "hex":
-        return mac.hex()
-    raise ValueError(f"encoding is 'base64' or 'hex', not {encoding!r}")
-
-
-def new_standard_webhooks_secret() -> str:
-    """A fresh random Standard Webhooks secret, ``whsec_<base64 of 24 bytes>``."""
-    import base64
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
-class StandardWebhooksSigner:
-    """Signs bodies the way a Standard Webhooks sender does (the ``standardwebhooks`` library),
-    producing the ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers::
-
-        signer = StandardWebhooksSigner("whsec_...")
-        headers = signer.headers(body)                   # a new message id each call
-        headers = signer.headers(body, msg_id="msg_1")  # a retry of msg_1
-    """
-
-    def __init__(self, secret: str):
-        from standardwebhooks.webhooks import Webhook
-        self.secret = secret
-        self.webhook = Webhook(secret)
-        self._count = 0
-
-    def headers(self, body: bytes | str, *, msg_id: str | None = None,
-                timestamp: datetime | int | float | None = None) -> dict[str, str]:
-        import base64
-        import hashlib
-        import hmac
-        if msg_id is None:
-            self._count += 1
-            msg_id = f"msg_{os.urandom(6).hex()}_{self._count}"
-        if timestamp is None:
-            timestamp = datetime.now(timezone.utc)
-        elif not isinstance(timestamp, datetime):
-            timestamp = datetime.fromtimestamp(timestamp, timezone.utc)
-        raw = body.encode() if isinstance(body, str) else body
-        try:
-            signature = self.webhook.sign(msg_id=msg_id, timestamp=timestamp,
-                                          data=raw.decode())
-        except UnicodeDecodeError:
-            # The library signs text; sign the raw bytes the same way (receivers will refuse
-            # them as the library does, which is what a test of such a body wants to see).
-            stamp = str(int(timestamp.timestamp())).encode()
-            mac = hmac.new(self.webhook._whsecret, msg_id.encode() + b"." + stamp + b"." + raw,
-                           hashlib.sha256).digest()
-            signature = "v1," + base64.b64encode(mac).decode()
-        return {"webhook-id": msg_id, "webhook-timestamp": str(int(timestamp.timestamp())),
-                "webhook-signature": signature}
-
-
-def standard_webhooks_headers(secret: str, body: bytes | str, *, msg_id: str | None = None,
-                              timestamp: datetime | int | float | None = None) -> dict[str, str]:
-    """One-off :meth:`StandardWebhooksSigner.headers`."""
-    return StandardWebhooksSigner(secret).headers(body, msg_id=msg_id, timestamp=timestamp)
-
-
-def webhook_path(channel) -> str:
-    """The intake path of a channel (a :class:`core.channels.Channel` or an admin API dict)."""
-    if isinstance(channel, dict):
-        return f"/webhooks/{channel['type']}/{channel['id']}"
-    return f"/webhooks/{channel.type}/{channel.id}"
-
-
-@pytest.fixture
-def deliver(client):
-    """``deliver(channel, body, headers) -> response``: POST a delivery to the channel's intake
-    (``channel`` a :class:`core.channels.Channel` or the admin API's channel dict)."""
-    def send(channel, body: bytes | str, headers: dict | None = None):
-        return client.post(webhook_path(channel), data=body, headers=dict(headers or {}))
-    return send
-
-
-def delivery_count(app, channel_id: int | None = None) -> int:
-    """How many deliveries are stored (for ``channel_id``, or in all)."""
-    from sqlalchemy import func, select
-    from .models import Delivery
-    query = select(func.count()).select_from(Delivery)
-    if channel_id is not None:
-        query = query.where(Delivery.channel_id == channel_id)
-    with app.extensions["orderhooks.db"].Session() as session:
-        return session.execute(query).scalar_one()
-
-
-# -- the adapter contract ---------------------------------------------------------------------
+from .fixtures import channel_view, delivery_count, webhook_path
+from .fuzz import garbage_bodies, garbage_headers, garble
 
 #: Every intent a ``translate`` may yield.
 INTENT_TYPES = ("Cancel", "Fulfill", "DeactivateChannel", "RedactPersonalData", "Ignore")
-
-
-def _garble(value: str) -> str:
-    """The same length and alphabet, every letter and digit changed (``""`` becomes ``"x"``)."""
-    out = []
-    for ch in value:
-        if ch.isascii() and ch.isdigit():
-            out.append(str((int(ch) + 3) % 10))
-        elif ch.isascii() and ch.islower():
-            out.append(chr((ord(ch) - 97 + 7) % 26 + 97))
-        elif ch.isascii() and ch.isupper():
-            out.append(chr((ord(ch) - 65 + 7) % 26 + 65))
-        else:
-            out.append(ch)
-    garbled = "".join(out)
-    return garbled if garbled != value else value + "x"
-
-
-def _garbage_cases(body: bytes, seed: int, rounds: int) -> list[bytes]:
-    """Bodies that are not a valid delivery: random bytes, other JSON, mutations of ``body``."""
-    import json
-    import random
-    rng = random.Random(seed)
-    cases = [b"", b"{", b"}", b"null", b"[]", b"{}", b"0", b'"x"', b"true", b"\xff\xfe\x00",
-             b"NaN", b'{"a": NaN}', b"[" * 64 + b"]" * 64, b"[" * 50_000 + b"]" * 50_000,
-             "{\"\u00e9\": \"\u2603\"}".encode(), b"\x00" * 64, b" " * 1000,
-             body[: len(body) // 2], body + b"\x00", body.replace(b"{", b"[", 1)]
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    odd_values = [None, True, False, 0, -1, 2**63, 10**30, 1.5e308, -1e308, "", "x" * 300,
-                  "\u0000", "\ud83d\ude00", [], {}, [None], {"": None}, [[[]]]]
-
-    def mutate(node, depth=0):
-        """The same JSON with one value, somewhere, replaced by an odd one (or dropped)."""
-        if isinstance(node, dict) and node and depth < 6:
-            key = rng.choice(sorted(node))
-            copy_ = dict(node)
-            if rng.random() < 0.25:
-                copy_.pop(key)
-            elif rng.random() < 0.5 and isinstance(node[key], (dict, list)):
-                copy_[key] = mutate(node[key], depth + 1)
-            else:
-                copy_[key] = rng.choice(odd_values)
-            return copy_
-        if isinstance(node, list) and node and depth < 6:
-            copy_ = list(node)
-            index = rng.randrange(len(node))
-            copy_[index] = (mutate(node[index], depth + 1) if rng.random() < 0.5
-                            else rng.choice(odd_values))
-            return copy_
-        return rng.choice(odd_values)
-
-    for _ in range(rounds):
-        kind = rng.random()
-        if parsed is not None and kind < 0.6:
-            cases.append(json.dumps(mutate(parsed)).encode())
-        elif kind < 0.8:
-            cases.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))))
-        else:
-            mutated = bytearray(body)
-            for _ in range(rng.randrange(1, 5)):
-                if mutated:
-                    mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-            cases.append(bytes(mutated))
-    return cases
-
-
-def _garbage_headers(headers: dict, seed: int, rounds: int) -> list[dict]:
-    import random
-    import string
-    rng = random.Random(seed)
-    alphabet = string.ascii_letters + string.digits + string.punctuation + " \t" + "éß"
-    cases = [{}, {"Content-Type": "application/json"},
-             {k: "" for k in headers}, {k: _garble(v) for k, v in headers.items()},
-             {k: v * 50 for k, v in headers.items()}]
-    for _ in range(rounds):
-        case = dict(headers)
-        for key in list(case):
-            roll = rng.random()
-            if roll < 0.3:
-                case[key] = "".join(rng.choice(alphabet)
-                                    for _ in range(rng.randrange(0, 120))).strip()
-            elif roll < 0.4:
-                case.pop(key)
-        case[f"X-Junk-{rng.randrange(1000)}"] = "".join(rng.choice(alphabet) for _ in range(20))
-        cases.append(case)
-    return cases
 
 
 class AdapterContract:
@@ -381,7 +19,7 @@ class AdapterContract:
     Subclass it in your adapter's test module (the class name must start with ``Test``) and
     provide the fixtures below; every ``test_*`` method then runs against your adapter::
 
-        pytest_plugins = ["core.testing"]          # in conftest.py
+        pytest_plugins = ["orderhooks.testing"]    # in conftest.py
 
         class TestManualContract(AdapterContract):
             channel_type = "manual"
@@ -465,14 +103,14 @@ class AdapterContract:
 
     @staticmethod
     def _incoming(body: bytes, headers: dict):
-        from .channels import Delivery, Headers
+        from core.channels import Delivery, Headers
         return Delivery(body=body, headers=Headers(headers), received_at=datetime.now(timezone.utc))
 
     # -- the contract --------------------------------------------------------------------------
 
     def test_type_name_is_valid_and_registered(self, app, adapter):
-        from .channels import ChannelAdapter
-        from .plugins import ENTRY_POINT_GROUP, TYPE_NAME
+        from core.channels import ChannelAdapter
+        from core.plugins import ENTRY_POINT_GROUP, TYPE_NAME
         from importlib import metadata
         assert isinstance(adapter, ChannelAdapter)
         assert adapter.type == self.channel_type
@@ -506,7 +144,7 @@ class AdapterContract:
         answer = response.get_json()
         assert answer["status"] == "accepted" and isinstance(answer["delivery_id"], int)
         assert delivery_count(app, contract_channel.id) == 1
-        from .models import Delivery
+        from core.models import Delivery
         with app.extensions["orderhooks.db"].Session() as session:
             row = session.get(Delivery, answer["delivery_id"])
             assert bytes(row.body) == body, "the raw body is stored as received"
@@ -535,7 +173,7 @@ class AdapterContract:
         body, headers = valid_delivery(contract_channel)
         auth = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         assert auth, "valid_delivery returns no authentication headers"
-        everything = {k: (v if k.lower() == "content-type" else _garble(v))
+        everything = {k: (v if k.lower() == "content-type" else garble(v))
                       for k, v in headers.items()}
         response = self._send(client, contract_channel, body, everything)
         assert response.status_code == 401, response.get_json()
@@ -543,7 +181,7 @@ class AdapterContract:
         assert delivery_count(app) == 0
         refused = []
         for name in auth:
-            for value in (_garble(headers[name]), ""):
+            for value in (garble(headers[name]), ""):
                 before = delivery_count(app)
                 response = self._send(client, contract_channel, body, {**headers, name: value})
                 assert response.status_code in (200, 400, 401), (name, response.status_code)
@@ -579,7 +217,7 @@ class AdapterContract:
             if response.status_code >= 500 or not response.is_json:
                 failures.append((what, response.status_code, b[:80], h))
 
-        for index, garbage in enumerate(_garbage_cases(body, self.garbage_seed,
+        for index, garbage in enumerate(garbage_bodies(body, self.garbage_seed,
                                                        self.garbage_rounds)):
             check(f"body {index} with the valid headers", garbage, headers)
             check(f"body {index} without headers", garbage, {})
@@ -587,13 +225,13 @@ class AdapterContract:
                 signed = {"Content-Type": "application/json",
                           **sign(contract_channel, garbage)}
                 check(f"body {index}, signed", garbage, signed)
-        for index, garbage in enumerate(_garbage_headers(headers, self.garbage_seed,
+        for index, garbage in enumerate(garbage_headers(headers, self.garbage_seed,
                                                          self.garbage_rounds)):
             check(f"headers {index}", body, garbage)
         assert not failures, failures[:5]
 
     def test_inspect_is_deterministic(self, adapter, contract_channel, valid_delivery):
-        from .channels import DeliveryInfo
+        from core.channels import DeliveryInfo
         body, headers = valid_delivery(contract_channel)
         first = adapter.inspect(self._incoming(body, headers), contract_channel)
         second = adapter.inspect(self._incoming(body, headers), contract_channel)
@@ -611,7 +249,7 @@ class AdapterContract:
 
     def test_subscriptions_deliver_to_the_channels_webhook_url(self, adapter, contract_channel):
         import dataclasses
-        from .channels import SubscriptionSpec
+        from core.channels import SubscriptionSpec
         for cancel, fulfill in ((("AWAITING_SHIPMENT",), ()), ((), ("AWAITING_SHIPMENT",)),
                                 (("AWAITING_SHIPMENT",), ("AWAITING_SHIPMENT",))):
             channel = dataclasses.replace(contract_channel, valid_cancellation_statuses=cancel,
@@ -638,8 +276,8 @@ class AdapterContract:
 
     def test_translate_returns_only_intents(self, adapter, contract_channel, valid_delivery,
                                             mock_channel_api):
-        from . import intents as intent_module
-        from .intents import Fulfill, Shipment
+        from core import intents as intent_module
+        from core.intents import Fulfill, Shipment
         body, headers = valid_delivery(contract_channel)
         result = adapter.translate(self._incoming(body, headers), contract_channel)
         assert result is not None, "translate returns an iterable of intents (maybe empty)"
