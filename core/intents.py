@@ -86,7 +86,6 @@ class Ignore:
     reason: str
 
 
-OrderIntent = Cancel | Fulfill
 Intent = Cancel | Fulfill | DeactivateChannel | RedactPersonalData | Ignore
 
 
