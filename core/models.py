@@ -8,6 +8,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, 
                         LargeBinary, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .outcomes import DeliveryState, Outcome
+
 # BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -92,7 +94,7 @@ class OrderChange(Base):
 
 
 #: What a processed delivery's ``outcome`` may be (None: not processed yet).
-DELIVERY_OUTCOMES = ("applied", "ignored", "deferred", "failed", "dead")
+DELIVERY_OUTCOMES = tuple(Outcome)
 
 
 class Delivery(Base):
@@ -119,9 +121,9 @@ class Delivery(Base):
     #: The raw body, byte for byte; None once purged (retention) or redacted.
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     body_purged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    #: pending (waiting, or waiting to be retried) | processing (claimed) | done
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    #: None (not processed yet) | applied | ignored | deferred | failed | dead
+    #: A DeliveryState: pending (waiting, or waiting to be retried) | processing (claimed) | done
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
+    #: An Outcome, None until processed: applied | ignored | deferred | failed | dead
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     intents: Mapped[list | None] = mapped_column(JSON, nullable=True)

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from ..db import get_session
 from ..models import Delivery, SalesChannel
+from ..outcomes import DeliveryState
 from ..rules import _naive
 from ..worker import replay
 from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
@@ -34,8 +35,9 @@ class Deliveries(MethodView):
             query = query.where(Delivery.channel_id == args["channel_id"])
         if args.get("channel_order_id") is not None:
             query = query.where(Delivery.channel_order_id == args["channel_order_id"])
-        if args.get("outcome") == "pending":
-            query = query.where(Delivery.state.in_(("pending", "processing")))
+        if args.get("outcome") == DeliveryState.PENDING:  # not processed yet, or being retried
+            query = query.where(Delivery.state.in_((DeliveryState.PENDING,
+                                                    DeliveryState.PROCESSING)))
         elif args.get("outcome"):
             query = query.where(Delivery.outcome == args["outcome"])
         return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
@@ -59,7 +61,7 @@ class DeliveryReplay(MethodView):
         """Process a delivery again from its stored body"""
         session = get_session()
         row = _get(session, delivery_id)
-        if row.state == "processing":
+        if row.state == DeliveryState.PROCESSING:
             abort(409, message="the delivery is being processed right now; try again shortly")
         replay(session, row)
         session.commit()
@@ -82,7 +84,7 @@ class ReplayWindow(MethodView):
         # now, from attempt 0. Only deliveries a worker holds right now are left alone.
         rows = session.scalars(select(Delivery).where(
             Delivery.channel_id == data["channel_id"], Delivery.received_at >= since,
-            Delivery.received_at <= until, Delivery.state != "processing",
+            Delivery.received_at <= until, Delivery.state != DeliveryState.PROCESSING,
             Delivery.outcome.in_(data["outcome"])).order_by(Delivery.id)).all()
         for row in rows:
             replay(session, row)

@@ -7,6 +7,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from .. import statuses
 from ..models import DELIVERY_OUTCOMES
+from ..outcomes import DeliveryState, Outcome
 
 STATUS = validate.OneOf(list(statuses.STATUSES))
 
@@ -183,7 +184,7 @@ class DeliveryQuerySchema(Schema):
         unknown = EXCLUDE
 
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
-    outcome = fields.String(validate=validate.OneOf(OUTCOMES + ["pending"]))
+    outcome = fields.String(validate=validate.OneOf(OUTCOMES + [DeliveryState.PENDING]))
     channel_order_id = fields.String(validate=validate.Length(max=128))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
@@ -218,9 +219,8 @@ class ReplayWindowSchema(StrictSchema):
     channel_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**62))
     since = UTCDateTime(required=True)
     until = UTCDateTime(required=True)
-    outcome = fields.List(fields.String(validate=validate.OneOf(["failed", "dead", "ignored",
-                                                                 "applied", "deferred"])),
-                          load_default=lambda: ["failed", "dead"])
+    outcome = fields.List(fields.String(validate=validate.OneOf(OUTCOMES)),
+                          load_default=lambda: [Outcome.FAILED, Outcome.DEAD])
 
 
 class ReplayResultSchema(Schema):

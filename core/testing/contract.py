@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from core.outcomes import DeliveryState, Outcome
+
 from .fixtures import channel_view, delivery_count, webhook_path
 from .fuzz import garbage_bodies, garbage_headers, garble
 
@@ -306,5 +308,6 @@ class AdapterContract:
         assert response.status_code == 200, response.get_json()
         worker.run_until_idle()
         delivery = admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
-        assert delivery["state"] == "done", delivery
-        assert delivery["outcome"] in ("applied", "ignored", "deferred"), delivery
+        assert delivery["state"] == DeliveryState.DONE, delivery
+        assert delivery["outcome"] in (Outcome.APPLIED, Outcome.IGNORED,
+                                       Outcome.DEFERRED), delivery
