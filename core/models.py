@@ -1,4 +1,4 @@
-"""The tables. The inbox (``Delivery``) and the order history (``OrderChange``) are the spine:
+"""The tables. The inbox (``StoredDelivery``) and the order history (``OrderChange``) are the spine:
 together they answer "why did (or didn't) order 250 cancel?"."""
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class OrderChange(Base):
 DELIVERY_OUTCOMES = tuple(Outcome)
 
 
-class Delivery(Base):
+class StoredDelivery(Base):
     """The inbox: one row per webhook delivery, stored before it is acknowledged."""
     __tablename__ = "deliveries"
     __table_args__ = (

@@ -146,9 +146,9 @@ class AdapterContract:
         answer = response.get_json()
         assert answer["status"] == "accepted" and isinstance(answer["delivery_id"], int)
         assert delivery_count(app, contract_channel.id) == 1
-        from core.models import Delivery
+        from core.models import StoredDelivery
         with app.extensions["orderhooks.db"].Session() as session:
-            row = session.get(Delivery, answer["delivery_id"])
+            row = session.get(StoredDelivery, answer["delivery_id"])
             assert bytes(row.body) == body, "the raw body is stored as received"
             info = adapter.inspect(self._incoming(body, headers), contract_channel)
             assert row.dedupe_key == info.key[:255]

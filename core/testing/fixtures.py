@@ -180,10 +180,10 @@ def deliver(client):
 def delivery_count(app, channel_id: int | None = None) -> int:
     """How many deliveries are stored (for ``channel_id``, or in all)."""
     from sqlalchemy import func, select
-    from core.models import Delivery
-    query = select(func.count()).select_from(Delivery)
+    from core.models import StoredDelivery
+    query = select(func.count()).select_from(StoredDelivery)
     if channel_id is not None:
-        query = query.where(Delivery.channel_id == channel_id)
+        query = query.where(StoredDelivery.channel_id == channel_id)
     with app.extensions["orderhooks.db"].Session() as session:
         return session.execute(query).scalar_one()
 
