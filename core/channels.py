@@ -100,7 +100,7 @@ class Delivery:
 
     def json_object(self, *keys: str) -> dict[str, Any]:
         """The body as a JSON object (a dict) — only ``keys`` of it when named, read the way
-        :meth:`fields` reads them — or :class:`core.errors.InvalidDelivery` saying what is wrong
+        :meth:`fields` reads them — or :class:`orderhooks.InvalidDelivery` saying what is wrong
         with it. The check every adapter's ``inspect`` starts with: a body that is not JSON, or
         JSON but not an object, is the channel's fault, never a 5xx."""
         try:
@@ -227,7 +227,7 @@ class ChannelAdapter:
         ``url``. Called before subscriptions are created."""
 
     def authenticate(self, delivery: Delivery, channel: Channel) -> None:
-        """Raise :class:`core.errors.AuthenticationError` unless the delivery is authentic.
+        """Raise :class:`orderhooks.AuthenticationError` unless the delivery is authentic.
 
         Runs on the raw body before anything is parsed or stored. Compare secrets in constant
         time (``hmac.compare_digest``)."""
@@ -242,13 +242,13 @@ class ChannelAdapter:
     def inspect(self, delivery: Delivery, channel: Channel) -> DeliveryInfo:
         """Name the delivery: its de-duplication key, topic and order. Runs at intake after
         :meth:`authenticate`; must not call the channel's API. Raise
-        :class:`core.errors.InvalidDelivery` for a body that makes no sense."""
+        :class:`orderhooks.InvalidDelivery` for a body that makes no sense."""
         raise NotImplementedError
 
     def translate(self, delivery: Delivery, channel: Channel) -> Iterable[Intent]:
-        """Turn a stored delivery into intents (:mod:`core.intents`). Runs in the worker and may
-        call the channel's API. Raise :class:`core.errors.RetryLater` when throttled and
-        :class:`core.errors.ChannelAPIError` when the API fails."""
+        """Turn a stored delivery into intents (``orderhooks.Cancel``, ``Fulfill``...). Runs in
+        the worker and may call the channel's API. Raise :class:`orderhooks.RetryLater` when
+        throttled and :class:`orderhooks.ChannelAPIError` when the API fails."""
         raise NotImplementedError
 
     def translate_many(self, deliveries: list[Delivery],

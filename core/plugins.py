@@ -184,7 +184,7 @@ def _known_hooks() -> list[str]:
 def _check_adapter(adapter: object, known: dict[str, ChannelAdapter]) -> None:
     """Refuse an adapter the core could not use, at start-up rather than at the first delivery."""
     if not isinstance(adapter, ChannelAdapter):
-        raise TypeError(f"{adapter!r} is not a core.channels.ChannelAdapter")
+        raise TypeError(f"{adapter!r} is not an orderhooks.ChannelAdapter")
     if not isinstance(adapter.type, str) or not TYPE_NAME.fullmatch(adapter.type):
         raise ValueError(f"adapter {adapter!r} has no valid type name ({adapter.type!r}): "
                          "lower-case letters, digits, '-' and '_', starting with a letter, "

@@ -198,7 +198,7 @@ def _bad_schema(register):
 REGISTER_FAILURES = {
     "raises": (_plugin(_raises), "RuntimeError: cannot read my settings"),
     "not an adapter": (_plugin(lambda register: register(NotAnAdapter())),
-                       "is not a core.channels.ChannelAdapter"),
+                       "is not an orderhooks.ChannelAdapter"),
     "bad type name": (_plugin(lambda register: register(_adapter("Bad Name/1"))),
                       "no valid type name"),
     "type taken": (_plugin(lambda register: register(_adapter("bigcommerce"))),
