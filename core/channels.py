@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover — a platform without its wheel: Delive
     simdjson = None
 
 from .http import APIBaseURLs
+from .errors import InvalidDelivery
 from .intents import Intent
 
 
@@ -97,6 +98,19 @@ class Delivery:
                 return found
         payload = self.json()
         return {key: payload.get(key) for key in keys} if isinstance(payload, dict) else None
+
+    def json_object(self, *keys: str) -> dict[str, Any]:
+        """The body as a JSON object (a dict) — only ``keys`` of it when named, read the way
+        :meth:`fields` reads them — or :class:`orderhooks.InvalidDelivery` saying what is wrong
+        with it. The check every adapter's ``inspect`` starts with: a body that is not JSON, or
+        JSON but not an object, is the channel's fault, never a 5xx."""
+        try:
+            payload = self.fields(*keys) if keys else self.json()
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise InvalidDelivery("the body is not JSON") from exc
+        if not isinstance(payload, dict):
+            raise InvalidDelivery("the body is not a JSON object")
+        return payload
 
 
 #: Each thread's simdjson parser (one document at a time per parser).
@@ -238,7 +252,7 @@ class ChannelAdapter:
         ``url``. Called before subscriptions are created."""
 
     def authenticate(self, delivery: Delivery, channel: Channel) -> None:
-        """Raise :class:`core.errors.AuthenticationError` unless the delivery is authentic.
+        """Raise :class:`orderhooks.AuthenticationError` unless the delivery is authentic.
 
         Runs on the raw body before anything is parsed or stored. Compare secrets in constant
         time (``hmac.compare_digest``)."""
@@ -253,13 +267,13 @@ class ChannelAdapter:
     def inspect(self, delivery: Delivery, channel: Channel) -> DeliveryInfo:
         """Name the delivery: its de-duplication key, topic and order. Runs at intake after
         :meth:`authenticate`; must not call the channel's API. Raise
-        :class:`core.errors.InvalidDelivery` for a body that makes no sense."""
+        :class:`orderhooks.InvalidDelivery` for a body that makes no sense."""
         raise NotImplementedError
 
     def translate(self, delivery: Delivery, channel: Channel) -> Iterable[Intent]:
-        """Turn a stored delivery into intents (:mod:`core.intents`). Runs in the worker and may
-        call the channel's API. Raise :class:`core.errors.RetryLater` when throttled and
-        :class:`core.errors.ChannelAPIError` when the API fails."""
+        """Turn a stored delivery into intents (``orderhooks.Cancel``, ``Fulfill``...). Runs in
+        the worker and may call the channel's API. Raise :class:`orderhooks.RetryLater` when
+        throttled and :class:`orderhooks.ChannelAPIError` when the API fails."""
         raise NotImplementedError
 
     def translate_many(self, deliveries: list[Delivery],

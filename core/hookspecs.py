@@ -11,24 +11,27 @@ See ``docs/plugins.md`` for a full walkthrough.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
+
+if TYPE_CHECKING:
+    from .channels import ChannelAdapter
 
 hookspec = pluggy.HookspecMarker("orderhooks")
 hookimpl = pluggy.HookimplMarker("orderhooks")
 
 
 @hookspec
-def register_channels(register: Callable[["core.channels.ChannelAdapter"], None]) -> None:  # noqa: F821
+def register_channels(register: Callable[[ChannelAdapter], None]) -> None:
     """Register the plugin's channel adapters.
 
     Call ``register(adapter)`` once per channel type the plugin provides, with an instance of
-    :class:`core.channels.ChannelAdapter`. The adapter:
+    :class:`orderhooks.ChannelAdapter`. The adapter:
 
     (a) authenticates a delivery from its raw body and headers (``authenticate``);
     (b) names the delivery's id for de-duplication (``inspect``);
-    (c) translates a delivery into zero or more :mod:`core.intents` — ``Cancel`` and ``Fulfill``
+    (c) translates a delivery into zero or more intents — ``orderhooks.Cancel`` and ``Fulfill``
         addressed by the channel's own order id — and may call the channel's API to do so
         (``translate``);
     (d) says which webhook subscriptions a channel needs for its settings and creates, lists,

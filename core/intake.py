@@ -27,9 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
 from .api import unstorable_text
-from .channels import Delivery as IncomingDelivery, Headers
+from .channels import Delivery, Headers
 from .errors import AuthenticationError, InvalidDelivery
-from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH, Delivery,
+from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH, StoredDelivery,
                      SalesChannel, utcnow)
 from .rules import _naive
 from .saleschannels import view
@@ -175,7 +175,7 @@ class Intake:
             metrics.rejected(channel_type, "database_unavailable")
             return _unavailable()
         sent = _headers(environ)
-        delivery = IncomingDelivery(body=body, headers=Headers.from_lowercase(sent),
+        delivery = Delivery(body=body, headers=Headers.from_lowercase(sent),
                                     received_at=utcnow())
         if channel is None or channel.type != channel_type or not (
                 channel.active or _accepted_while_inactive(adapter, delivery, channel)):
@@ -378,7 +378,7 @@ class Writer:
         self.raw_cursor = None if self.sqlite else getattr(dbapi, "RawCursor", None)
         # Each column's value as the ORM would bind it (SQLite's DATETIME text, JSON, bytes...):
         # SQLAlchemy's own processors for this dialect, so the rows read back alike.
-        dialect, columns = db.engine.dialect, Delivery.__table__.c
+        dialect, columns = db.engine.dialect, StoredDelivery.__table__.c
         self.processors = [
             (index, processor) for index, name in enumerate(_COLUMNS)
             if (processor := columns[name].type.dialect_impl(dialect).bind_processor(dialect))]

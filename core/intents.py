@@ -130,7 +130,6 @@ class Ignore:
     reason: str
 
 
-OrderIntent = Cancel | Fulfill
 Intent = Cancel | Fulfill | DeactivateChannel | RedactPersonalData | Ignore
 
 

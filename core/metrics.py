@@ -62,14 +62,14 @@ def update_lag(db) -> None:
     worker runs — which is exactly when it matters."""
     from sqlalchemy import func, select
 
-    from .models import Delivery, SalesChannel, utcnow
+    from .models import StoredDelivery, SalesChannel, utcnow
     now = utcnow()
     with db.Session() as session:
         # channel_id IN / state IN / next_attempt_at <=: ranges of ix_deliveries_claim, so the
         # scrape reads the waiting rows only, never the processed history.
-        oldest = session.scalar(select(func.min(Delivery.received_at)).where(
-            Delivery.channel_id.in_(select(SalesChannel.id)),
-            Delivery.state.in_(("pending", "processing")), Delivery.next_attempt_at <= now))
+        oldest = session.scalar(select(func.min(StoredDelivery.received_at)).where(
+            StoredDelivery.channel_id.in_(select(SalesChannel.id)),
+            StoredDelivery.state.in_(("pending", "processing")), StoredDelivery.next_attempt_at <= now))
     LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
 

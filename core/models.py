@@ -1,4 +1,4 @@
-"""The tables. The inbox (``Delivery``) and the order history (``OrderChange``) are the spine:
+"""The tables. The inbox (``StoredDelivery``) and the order history (``OrderChange``) are the spine:
 together they answer "why did (or didn't) order 250 cancel?"."""
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
                         LargeBinary, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .outcomes import DeliveryState, Outcome
 
 #: Column limits for values that come from outside. Every path that takes one checks it against
 #: these (the intake, the intents plugins build, the admin API), so no value reaches a column it
@@ -99,10 +101,10 @@ class OrderChange(Base):
 
 
 #: What a processed delivery's ``outcome`` may be (None: not processed yet).
-DELIVERY_OUTCOMES = ("applied", "ignored", "deferred", "failed", "dead")
+DELIVERY_OUTCOMES = tuple(Outcome)
 
 
-class Delivery(Base):
+class StoredDelivery(Base):
     """The inbox: one row per webhook delivery, stored before it is acknowledged."""
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -127,9 +129,9 @@ class Delivery(Base):
     #: The raw body, byte for byte; None once purged (retention) or redacted.
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     body_purged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    #: pending (waiting, or waiting to be retried) | processing (claimed) | done
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    #: None (not processed yet) | applied | ignored | deferred | failed | dead
+    #: A DeliveryState: pending (waiting, or waiting to be retried) | processing (claimed) | done
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
+    #: An Outcome, None until processed: applied | ignored | deferred | failed | dead
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     intents: Mapped[list | None] = mapped_column(JSON, nullable=True)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from . import rules
 from . import statuses as st
 from .intents import Cancel, Fulfill, Shipment, from_dict, to_dict
-from .models import Delivery, Order, OrderChange, PendingIntent, SalesChannel, utcnow
+from .models import StoredDelivery, Order, OrderChange, PendingIntent, SalesChannel, utcnow
 
 log = logging.getLogger("orderhooks.orders")
 
@@ -188,7 +188,7 @@ def _set_delivery_outcome(session: Session, delivery_id: int | None, outcome: st
                           deferred_until=None) -> None:
     if delivery_id is None:
         return
-    delivery = session.get(Delivery, delivery_id)
+    delivery = session.get(StoredDelivery, delivery_id)
     if delivery is not None:
         delivery.outcome, delivery.reason = outcome, reason
         delivery.deferred_until = deferred_until

@@ -46,9 +46,7 @@ class PluginInfo:
 class Channels:
     """The loaded channel adapters, by type: a typed facade so the core never touches pluggy."""
 
-    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo],
-                 adapters: dict[str, ChannelAdapter]):
-        self.pm = pm
+    def __init__(self, plugins: list[PluginInfo], adapters: dict[str, ChannelAdapter]):
         self.plugins = plugins
         self._adapters = adapters
 
@@ -139,8 +137,14 @@ def load_channels(*, extra: Iterable[tuple[str, object]] = (), disabled: Iterabl
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             fail(info, exc, "register")
             continue
-        unknown = _unknown_hooks(pm, plugin)
-        if unknown:
+        try:
+            # pluggy's own check, after each plugin: the ones registered before passed it, so
+            # what it finds is this plugin's (a misspelt register_channels would otherwise load
+            # a plugin that silently does nothing).
+            pm.check_pending()
+        except pluggy.PluginValidationError:
+            unknown = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()
+                             if not caller.has_spec())
             pm.unregister(plugin)
             fail(info, pluggy.PluginValidationError(
                 plugin, f"unknown hook(s) {', '.join(unknown)}; orderhooks has: "
@@ -169,7 +173,7 @@ def load_channels(*, extra: Iterable[tuple[str, object]] = (), disabled: Iterabl
         if info.status == "loaded":
             log.info("plugin.loaded", extra={"plugin": info.name, "version": info.version,
                                              "channel_types": info.channel_types})
-    return Channels(pm, infos, adapters)
+    return Channels(infos, adapters)
 
 
 def _known_hooks() -> list[str]:
@@ -177,24 +181,10 @@ def _known_hooks() -> list[str]:
                   if getattr(getattr(hookspecs, name), "orderhooks_spec", None) is not None)
 
 
-def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
-    """Hooks ``plugin`` implements that orderhooks does not specify (a misspelt
-    ``register_channels`` would otherwise load a plugin that silently does nothing)."""
-    names = []
-    for name in list(vars(pm.hook)):
-        caller = getattr(pm.hook, name)
-        if name.startswith("_") or not hasattr(caller, "has_spec") or caller.has_spec():
-            continue
-        if any(impl.plugin is plugin and not impl.optionalhook
-               for impl in caller.get_hookimpls()):
-            names.append(name)
-    return sorted(names)
-
-
 def _check_adapter(adapter: object, known: dict[str, ChannelAdapter]) -> None:
     """Refuse an adapter the core could not use, at start-up rather than at the first delivery."""
     if not isinstance(adapter, ChannelAdapter):
-        raise TypeError(f"{adapter!r} is not a core.channels.ChannelAdapter")
+        raise TypeError(f"{adapter!r} is not an orderhooks.ChannelAdapter")
     if not isinstance(adapter.type, str) or not TYPE_NAME.fullmatch(adapter.type):
         raise ValueError(f"adapter {adapter!r} has no valid type name ({adapter.type!r}): "
                          "lower-case letters, digits, '-' and '_', starting with a letter, "

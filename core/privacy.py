@@ -5,23 +5,23 @@ import orjson
 from sqlalchemy import select, update
 
 from .intents import RedactPersonalData
-from .models import Delivery, Order, OrderChange, SalesChannel, utcnow
+from .models import StoredDelivery, Order, OrderChange, SalesChannel, utcnow
 
 
 def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
            exclude_delivery: int | None = None) -> str:
     """Blank stored delivery bodies and order customer data concerned. Returns what was done."""
     orders_q = select(Order).where(Order.channel_id == channel.id)
-    deliveries_q = update(Delivery).where(Delivery.channel_id == channel.id,
-                                          Delivery.body.is_not(None))
+    deliveries_q = update(StoredDelivery).where(StoredDelivery.channel_id == channel.id,
+                                          StoredDelivery.body.is_not(None))
     if exclude_delivery is not None:
-        deliveries_q = deliveries_q.where(Delivery.id != exclude_delivery)
+        deliveries_q = deliveries_q.where(StoredDelivery.id != exclude_delivery)
     if not request.everything:
         ids = [str(i) for i in request.channel_order_ids]
         orders = [o for o in session.scalars(orders_q.execution_options(yield_per=1000))
                   if o.channel_order_id in ids or _matches(o.customer, request)]
         ids = sorted({*ids, *(o.channel_order_id for o in orders)})
-        deliveries_q = deliveries_q.where(Delivery.channel_order_id.in_(ids))
+        deliveries_q = deliveries_q.where(StoredDelivery.channel_order_id.in_(ids))
     else:
         orders = list(session.scalars(orders_q))
     for order in orders:
@@ -55,17 +55,17 @@ def _redact_unaddressed(session, channel: SalesChannel, request: RedactPersonalD
     customer's body merely containing the same digits or a longer address is left alone."""
     if not (request.customer_ids or request.emails):
         return 0
-    query = select(Delivery.id, Delivery.body).where(
-        Delivery.channel_id == channel.id, Delivery.channel_order_id.is_(None),
-        Delivery.body.is_not(None))
+    query = select(StoredDelivery.id, StoredDelivery.body).where(
+        StoredDelivery.channel_id == channel.id, StoredDelivery.channel_order_id.is_(None),
+        StoredDelivery.body.is_not(None))
     if exclude_delivery is not None:
-        query = query.where(Delivery.id != exclude_delivery)
+        query = query.where(StoredDelivery.id != exclude_delivery)
     ids = set(request.customer_ids)
     emails = {e.strip().lower() for e in request.emails if e.strip()}
     hits = [delivery_id for delivery_id, body in session.execute(query)
             if _names_customer(body, ids, emails)]
     if hits:
-        session.execute(update(Delivery).where(Delivery.id.in_(hits))
+        session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(hits))
                         .values(body=None, body_purged_at=utcnow()))
     return len(hits)
 

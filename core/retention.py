@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import literal, select, update
 
-from .models import DELIVERY_OUTCOMES, Delivery, SalesChannel, utcnow
+from .models import DELIVERY_OUTCOMES, StoredDelivery, SalesChannel, utcnow
 
 log = logging.getLogger("orderhooks.retention")
 
@@ -18,10 +18,10 @@ def purge_bodies(db, days: int) -> int:
         # channel_id IN / outcome IN / received_at <: a range of ix_deliveries_channel_outcome
         # per channel and outcome, not a walk over every processed row (ix_deliveries_claim,
         # which "state = 'done'" would otherwise pick: "state || ''" keeps the planner off it).
-        result = session.execute(update(Delivery).where(
-            Delivery.channel_id.in_(select(SalesChannel.id)),
-            Delivery.outcome.in_(DELIVERY_OUTCOMES), Delivery.received_at < cutoff,
-            Delivery.body.is_not(None), Delivery.state + literal("") == "done")
+        result = session.execute(update(StoredDelivery).where(
+            StoredDelivery.channel_id.in_(select(SalesChannel.id)),
+            StoredDelivery.outcome.in_(DELIVERY_OUTCOMES), StoredDelivery.received_at < cutoff,
+            StoredDelivery.body.is_not(None), StoredDelivery.state + literal("") == "done")
             .values(body=None, body_purged_at=utcnow()))
     if result.rowcount:
         log.info("retention.purged", extra={"count": result.rowcount, "older_than_days": days})

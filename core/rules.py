@@ -21,15 +21,16 @@ from datetime import datetime, timezone
 
 from . import statuses as st
 from .intents import Cancel, Fulfill
+from .outcomes import Outcome
 
-APPLIED = "applied"
-IGNORED = "ignored"
-DEFERRED = "deferred"
+APPLIED = Outcome.APPLIED
+IGNORED = Outcome.IGNORED
+DEFERRED = Outcome.DEFERRED
 
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: str
+    outcome: Outcome
     reason: str
     #: The status the order moves to (None: it stays where it is).
     new_status: str | None = None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import secrets
 
-from flask import current_app
 from sqlalchemy.orm import Session
 
 from . import statuses
@@ -29,11 +28,6 @@ def view(row: SalesChannel, box: Box, base_url: str) -> Channel:
         valid_cancellation_statuses=tuple(row.valid_cancellation_statuses or ()),
         valid_fulfillment_statuses=tuple(row.valid_fulfillment_statuses or ()),
     )
-
-
-def app_view(row: SalesChannel) -> Channel:
-    return view(row, current_app.extensions["orderhooks.box"],
-                current_app.config["PUBLIC_BASE_URL"])
 
 
 def create(session: Session, box: Box, *, type: str, name: str, credentials: dict,

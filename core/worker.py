@@ -20,12 +20,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import StatementError
 
 from . import metrics, orders, rules
-from .channels import Delivery as IncomingDelivery, Headers
+from .channels import Delivery, Headers
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
                       RedactPersonalData, to_dict)
-from .models import Delivery, Order, SalesChannel, WorkerState, utcnow
+from .models import StoredDelivery, Order, SalesChannel, WorkerState, utcnow
 from .saleschannels import view
 
 log = logging.getLogger("orderhooks.worker")
@@ -58,9 +58,9 @@ class Worker:
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
             # (channel_id IN / state =: ranges of ix_deliveries_claim, not a scan of the inbox.)
-            expired = select(Delivery.id, Delivery.attempts).where(
-                Delivery.channel_id.in_(select(SalesChannel.id)),
-                Delivery.state == "processing", Delivery.claimed_until < now).limit(limit)
+            expired = select(StoredDelivery.id, StoredDelivery.attempts).where(
+                StoredDelivery.channel_id.in_(select(SalesChannel.id)),
+                StoredDelivery.state == "processing", StoredDelivery.claimed_until < now).limit(limit)
             for delivery_id, attempts in session.execute(self._lock_query(expired)).all():
                 values = dict(attempts=attempts + 1, claimed_by=None, claimed_until=None,
                               reason="the worker that claimed it stopped before finishing")
@@ -70,7 +70,7 @@ class Worker:
                                          "stopped before finishing each time")
                 else:
                     claimed.append(delivery_id)
-                session.execute(update(Delivery).where(Delivery.id == delivery_id)
+                session.execute(update(StoredDelivery).where(StoredDelivery.id == delivery_id)
                                 .values(**values))
             channel_ids = self._channels_with_work(session, now)
             # Rounds of equal shares; channels that filled their share may take more.
@@ -81,18 +81,18 @@ class Worker:
                     want = min(share, limit - len(claimed))
                     if want <= 0:
                         break
-                    query = (select(Delivery.id)
-                             .where(Delivery.channel_id == channel_id,
-                                    Delivery.state == "pending", Delivery.next_attempt_at <= now,
-                                    Delivery.id.not_in(claimed))
-                             .order_by(Delivery.next_attempt_at, Delivery.id).limit(want))
+                    query = (select(StoredDelivery.id)
+                             .where(StoredDelivery.channel_id == channel_id,
+                                    StoredDelivery.state == "pending", StoredDelivery.next_attempt_at <= now,
+                                    StoredDelivery.id.not_in(claimed))
+                             .order_by(StoredDelivery.next_attempt_at, StoredDelivery.id).limit(want))
                     got = list(session.scalars(self._lock_query(query)))
                     claimed += got
                     if len(got) == want:
                         hungry.append(channel_id)
                 channel_ids = hungry
             if claimed:
-                session.execute(update(Delivery).where(Delivery.id.in_(claimed)).values(
+                session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(claimed)).values(
                     state="processing", claimed_by=self.name,
                     claimed_until=now + timedelta(seconds=self.config["CLAIM_SECONDS"])))
         return claimed
@@ -104,9 +104,9 @@ class Worker:
         """Channels with due deliveries, in a rotating order, minus blocked ones."""
         blocked_now = time.monotonic()
         # One index probe per channel (ix_deliveries_claim), not a scan of the backlog.
-        due = select(Delivery.id).where(Delivery.channel_id == SalesChannel.id,
-                                        Delivery.state == "pending",
-                                        Delivery.next_attempt_at <= now).exists()
+        due = select(StoredDelivery.id).where(StoredDelivery.channel_id == SalesChannel.id,
+                                        StoredDelivery.state == "pending",
+                                        StoredDelivery.next_attempt_at <= now).exists()
         ids = [cid for cid in session.scalars(select(SalesChannel.id).where(due)
                                               .order_by(SalesChannel.id))
                if self.blocked.get(cid, 0) <= blocked_now]
@@ -120,9 +120,9 @@ class Worker:
         if not ids:
             return
         with self.db.session() as session:
-            session.execute(update(Delivery).where(
-                Delivery.id.in_(ids), Delivery.claimed_by == self.name,
-                Delivery.state == "processing").values(state="pending", claimed_by=None,
+            session.execute(update(StoredDelivery).where(
+                StoredDelivery.id.in_(ids), StoredDelivery.claimed_by == self.name,
+                StoredDelivery.state == "processing").values(state="pending", claimed_by=None,
                                                        claimed_until=None))
 
     # -- processing -------------------------------------------------------------------------
@@ -161,11 +161,11 @@ class Worker:
         transaction), then record every outcome in one transaction: one commit per batch."""
         started = time.perf_counter()
         with self.db.Session() as session:
-            rows = session.scalars(select(Delivery).where(
-                Delivery.id.in_(ids), Delivery.claimed_by == self.name,
-                Delivery.state == "processing").order_by(Delivery.id)).all()
+            rows = session.scalars(select(StoredDelivery).where(
+                StoredDelivery.id.in_(ids), StoredDelivery.claimed_by == self.name,
+                StoredDelivery.state == "processing").order_by(StoredDelivery.id)).all()
             work = [(r.id, r.channel_id, r.channel_type, r.attempts,
-                     IncomingDelivery(body=r.body or b"", headers=Headers(r.headers or {}),
+                     Delivery(body=r.body or b"", headers=Headers(r.headers or {}),
                                       received_at=r.received_at, id=r.id),
                      r.body is None) for r in rows]
             channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
@@ -268,7 +268,7 @@ class Worker:
 
     def _record_failure(self, delivery_id: int, exc: Exception) -> str | None:
         with self.db.session() as session:
-            query = select(Delivery).where(Delivery.id == delivery_id)
+            query = select(StoredDelivery).where(StoredDelivery.id == delivery_id)
             if not self.db.is_sqlite:
                 query = query.with_for_update()
             row = session.scalars(query).first()
@@ -282,7 +282,7 @@ class Worker:
         with self.db.session() as session, session.no_autoflush:
             # Our own claimed rows: wait for a lock (no SKIP LOCKED), or a row briefly locked by
             # someone else (e.g. a redaction) would look like a lost claim.
-            query = select(Delivery).where(Delivery.id.in_([w[0] for w in work]))
+            query = select(StoredDelivery).where(StoredDelivery.id.in_([w[0] for w in work]))
             if not self.db.is_sqlite:
                 query = query.with_for_update()
             rows = {r.id: r for r in session.scalars(query)}
@@ -333,7 +333,7 @@ class Worker:
                 cache[(channel_id, order.channel_order_id)] = order
         return cache
 
-    def _apply(self, session, row: Delivery, channel_row: SalesChannel, intents: list,
+    def _apply(self, session, row: StoredDelivery, channel_row: SalesChannel, intents: list,
                cache: dict | None) -> str:
         decisions: list[tuple[str, str]] = []
         deferred_until = None
@@ -373,13 +373,13 @@ class Worker:
         row.processed_at = utcnow()
         return outcome
 
-    def _reschedule(self, row: Delivery, delay: float, reason: str, now) -> None:
+    def _reschedule(self, row: StoredDelivery, delay: float, reason: str, now) -> None:
         """Throttled: try again later without counting an attempt."""
         row.state, row.claimed_by, row.claimed_until = "pending", None, None
         row.reason = reason
         row.next_attempt_at = now + timedelta(seconds=delay)
 
-    def _failed(self, row: Delivery, exc: Exception, now) -> str:
+    def _failed(self, row: StoredDelivery, exc: Exception, now) -> str:
         """Count a failed attempt: retried with backoff, dead after MAX_ATTEMPTS; dead at once
         when no retry can succeed (an intent the service cannot hold)."""
         row.attempts = (row.attempts or 0) + 1
@@ -519,7 +519,7 @@ def deactivate(session, channel_row: SalesChannel, reason: str) -> str:
     return f"channel deactivated: {reason}"
 
 
-def replay(session, deliveries: list[Delivery]) -> None:
+def replay(session, deliveries: list[StoredDelivery]) -> None:
     """Queue deliveries to be processed again from their stored bodies, from attempt 0: a few
     statements for the lot (one UPDATE per previous outcome, one DELETE of their held intents),
     not a round trip per delivery."""
@@ -529,7 +529,7 @@ def replay(session, deliveries: list[Delivery]) -> None:
     for delivery in deliveries:
         by_outcome.setdefault(delivery.outcome, []).append(delivery.id)
     for outcome, ids in by_outcome.items():
-        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
+        session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(ids)).values(
             state="pending", attempts=0, next_attempt_at=now, claimed_by=None,
             claimed_until=None, deferred_until=None, outcome=None,
             reason=f"replay requested at {now.isoformat()}Z; previously: "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import responses
 
-pytest_plugins = ["core.testing"]
+pytest_plugins = ["orderhooks.testing"]
 
 REFERENCE = Path(__file__).parent / "fixtures"
 BC_API = "https://bc.test"

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from core import intents, orders
-from core.models import (CHANNEL_ORDER_ID_LENGTH, Delivery, Order, OrderChange, PendingIntent,
+from core.models import (CHANNEL_ORDER_ID_LENGTH, StoredDelivery, Order, OrderChange, PendingIntent,
                          utcnow)
 from core.testing import test_database_url
 from tests.shopify_helpers import ORDER_ID, cancelled_order
@@ -45,7 +45,7 @@ def _status(admin, channel_id, channel_order_id) -> str:
 
 def _make_due(app, delivery_id) -> None:
     with app.extensions["orderhooks.db"].session() as session:
-        session.execute(update(Delivery).where(Delivery.id == delivery_id)
+        session.execute(update(StoredDelivery).where(StoredDelivery.id == delivery_id)
                         .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
 
 
@@ -183,7 +183,7 @@ def test_an_intent_refuses_an_order_id_the_tables_cannot_hold():
             intents.Fulfill(bad)
     assert intents.Cancel("1" * CHANNEL_ORDER_ID_LENGTH).channel_order_id
     # The limit is the tables' own.
-    for table in (Order, Delivery, PendingIntent):
+    for table in (Order, StoredDelivery, PendingIntent):
         assert table.__table__.c.channel_order_id.type.length == CHANNEL_ORDER_ID_LENGTH
 
 

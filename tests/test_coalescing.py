@@ -44,9 +44,9 @@ def test_small_store_is_served_while_big_store_has_a_backlog(bc, admin, make_ord
     bc.client.post(f"/webhooks/bigcommerce/{small['id']}", json=bc.payload(order_id=7),
                    headers={"X-Orderhooks-Secret": secret})
     claimed = worker.claim()
-    from core.models import Delivery
+    from core.models import StoredDelivery
     with app.extensions["orderhooks.db"].Session() as session:
-        channels = {session.get(Delivery, i).channel_id for i in claimed}
+        channels = {session.get(StoredDelivery, i).channel_id for i in claimed}
     assert len(claimed) == 10
     assert channels == {big["id"], small["id"]}
 

@@ -1,7 +1,7 @@
-"""The adapter contract (core.testing.AdapterContract), run against the BigCommerce adapter."""
+"""The adapter contract (orderhooks.testing.AdapterContract) run against the BigCommerce one."""
 import pytest
 
-from core.testing import AdapterContract, json_body
+from orderhooks.testing import AdapterContract, json_body
 from tests.conftest import BC_API, STORE
 
 

@@ -1,9 +1,9 @@
-"""The adapter contract (core.testing.AdapterContract), run against the Shopify adapter."""
+"""The adapter contract (orderhooks.testing.AdapterContract) run against the Shopify adapter."""
 import json
 
 import pytest
 
-from core.testing import AdapterContract
+from orderhooks.testing import AdapterContract
 from tests.shopify_helpers import SECRET, SHOP, TOKEN, cancelled_order, shopify  # noqa: F401
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from core import channels
 from core.channels import Delivery, Headers
+from core.errors import InvalidDelivery
 from tests.shopify_helpers import cancelled_order
 
 
@@ -99,3 +100,26 @@ def test_a_big_body_is_read_with_a_parser_of_its_own():
     assert channels._parsers.parser is None  # the thread keeps no parser grown to its size
     assert delivery(b'{"id": 1}').fields("id") == {"id": 1}
     assert channels._parsers.parser is not None
+
+
+# -- Delivery.json_object: the body as a dict, or InvalidDelivery --------------------------------
+
+@pytest.mark.parametrize("body", [b'', b'{"id": 1', b'\xff\xfe', b'[' * 100_000 + b']' * 100_000])
+def test_json_object_refuses_a_body_that_is_not_json(body):
+    for keys in ((), ("id",)):
+        with pytest.raises(InvalidDelivery, match="^the body is not JSON$"):
+            delivery(body).json_object(*keys)
+
+
+@pytest.mark.parametrize("body", [b'[1, 2]', b'"text"', b'12', b'null'])
+def test_json_object_refuses_json_that_is_not_an_object(body):
+    for keys in ((), ("id",)):
+        with pytest.raises(InvalidDelivery, match="^the body is not a JSON object$"):
+            delivery(body).json_object(*keys)
+
+
+def test_json_object_is_the_whole_object_or_the_named_fields():
+    body = json.dumps(cancelled_order()).encode()
+    assert delivery(body).json_object() == cancelled_order()
+    assert delivery(body).json_object("id", "missing") == {"id": cancelled_order()["id"],
+                                                          "missing": None}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import core.testing
+import orderhooks
+import orderhooks.testing
 from core import errors, hookspecs, intents
 from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, Headers,
                            RemoteSubscription, SubscriptionSpec)
@@ -53,7 +54,7 @@ INTENTS = [intents.Cancel, intents.Fulfill, intents.Shipment, intents.ShipmentIt
 ERRORS = sorted(name for name, value in vars(errors).items()
                 if isinstance(value, type) and issubclass(value, Exception)
                 and value.__module__ == errors.__name__)
-FIXTURES = sorted(name for name, value in vars(core.testing).items()
+FIXTURES = sorted(name for name, value in vars(orderhooks.testing).items()
                   if type(value).__name__ == "FixtureFunctionDefinition"
                   and not name.startswith("_"))
 
@@ -104,13 +105,13 @@ def test_every_error_is_documented(doc, name):
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_every_fixture_of_the_pytest_plugin_is_documented(doc, name):
-    assert f"`{name}`" in doc, f"the core.testing fixture {name} is not in docs/plugins.md"
+    assert f"`{name}`" in doc, f"the orderhooks.testing fixture {name} is not in docs/plugins.md"
 
 
 def test_contract_options_are_documented(doc):
     options = ["channel_type", "plugin_name", "signs_body", "cancellation_statuses",
                "fulfillment_statuses", "garbage_rounds", "garbage_seed"]
-    assert all(hasattr(core.testing.AdapterContract, o) for o in options)
+    assert all(hasattr(orderhooks.testing.AdapterContract, o) for o in options)
     fixtures = ["channel_credentials", "valid_delivery", "sign", "mock_channel_api", "adapter"]
     for name in options + fixtures:
         assert f"`{name}`" in doc, name
@@ -120,3 +121,17 @@ def test_settings_named_in_the_doc_exist(doc):
     from core.config import SETTINGS
     for name in set(re.findall(r"ORDERHOOKS_([A-Z_]+)", doc)):
         assert name in SETTINGS or name == "TEST_DATABASE_URL", name
+
+
+@pytest.mark.parametrize("name", orderhooks.__all__)
+def test_every_name_of_the_plugin_surface_is_documented(doc, name):
+    section = doc.split("\n## What a plugin imports\n", 1)[1].split("\n## ", 1)[0]
+    assert re.search(rf"\b{name}\b", section), (
+        f"orderhooks.{name} is not listed under 'What a plugin imports' in docs/plugins.md")
+
+
+def test_the_documented_surface_is_all_there(doc):
+    section = doc.split("\n## What a plugin imports\n", 1)[1].split("\n## ", 1)[0]
+    listed = section.split("from orderhooks import (", 1)[1].split(")", 1)[0]
+    names = re.findall(r"\b([A-Za-z_]\w*),", listed)
+    assert sorted(names) == sorted(orderhooks.__all__)

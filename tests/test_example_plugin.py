@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.testing import (AdapterContract, StandardWebhooksSigner, delivery_count, json_body,
+from orderhooks.testing import (AdapterContract, StandardWebhooksSigner, delivery_count, json_body,
                           new_standard_webhooks_secret)
 
 SOURCE = Path(__file__).parent / "example_plugin"

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from core import intake
 from core.channels import DeliveryInfo
-from core.models import Delivery
+from core.models import StoredDelivery
 
 THREADS = 6
 
@@ -108,7 +108,7 @@ def run_held(writer, held, calls):
 
 def rows(app):
     with app.extensions["orderhooks.db"].Session() as session:
-        return {d.dedupe_key: d.id for d in session.scalars(select(Delivery))}
+        return {d.dedupe_key: d.id for d in session.scalars(select(StoredDelivery))}
 
 
 def test_waiting_deliveries_share_one_commit(app, writer, channel, monkeypatch):
@@ -128,7 +128,7 @@ def test_waiting_deliveries_share_one_commit(app, writer, channel, monkeypatch):
     for i, result in enumerate(results):
         assert result == (stored[f"k{i}"], False), result
     with app.extensions["orderhooks.db"].Session() as session:
-        body = session.scalar(select(Delivery.body).where(Delivery.dedupe_key == "k3"))
+        body = session.scalar(select(StoredDelivery.body).where(StoredDelivery.dedupe_key == "k3"))
     assert body == b'{"n": 3}'
 
 
@@ -359,7 +359,7 @@ def test_a_batch_of_several_statements_stores_every_value(app, writer, channel, 
     assert results[100] == (results[10][0], True)  # the later one of the key: a duplicate
     assert len({r[0] for r in results}) == count - 1
     with app.extensions["orderhooks.db"].Session() as session:
-        stored = {d.id: d for d in session.scalars(select(Delivery))}
+        stored = {d.id: d for d in session.scalars(select(StoredDelivery))}
     for i, (row_id, duplicate) in enumerate(results):
         row = stored[row_id]
         n = 10 if i == 100 else i

@@ -14,7 +14,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from core import hookimpl
 from core.channels import ChannelAdapter, DeliveryInfo
 from core.db import Database
-from core.models import Delivery
+from core.models import StoredDelivery
 
 CLIENT_SECRET = "bc-client-secret-123"
 
@@ -54,7 +54,7 @@ def assert_error(response, status, code=None):
 
 def stored_count(app):
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.scalar(select(func.count()).select_from(Delivery))
+        return session.scalar(select(func.count()).select_from(StoredDelivery))
 
 
 def standard_headers(body: str, secret=CLIENT_SECRET, msg_id="msg_1", when=None):

@@ -195,7 +195,7 @@ def _bad_schema(register):
 REGISTER_FAILURES = {
     "raises": (_plugin(_raises), "RuntimeError: cannot read my settings"),
     "not an adapter": (_plugin(lambda register: register(NotAnAdapter())),
-                       "is not a core.channels.ChannelAdapter"),
+                       "is not an orderhooks.ChannelAdapter"),
     "bad type name": (_plugin(lambda register: register(_adapter("Bad Name/1"))),
                       "no valid type name"),
     "type taken": (_plugin(lambda register: register(_adapter("bigcommerce"))),
@@ -220,6 +220,32 @@ def test_plugin_failing_to_register(case):
     assert "halfway" not in channels and "twice" not in channels and "typo" not in channels
     assert channels.get("bigcommerce").__class__.__name__ == "BigCommerceAdapter"
     assert next(p for p in channels.plugins if p.name == "bigcommerce").status == "loaded"
+
+
+def test_unknown_hooks_fail_their_plugin_only_and_are_all_named():
+    """pluggy's check_pending covers the whole manager; each plugin is checked as it registers,
+    so a misspelt hook fails that plugin alone, before or after healthy ones."""
+    typos = types.ModuleType("typos")
+    typos.register_channel = hookimpl(lambda register: register(_adapter("typo")))
+    typos.register_chanels = hookimpl(lambda register: register(_adapter("typo2")))
+    channels = load_channels(entry_points=False, extra=[
+        ("before", _plugin(lambda register: register(_adapter("before")))),
+        ("typos", typos),
+        ("after", _plugin(lambda register: register(_adapter("after"))))])
+    by_name = {p.name: p for p in channels.plugins}
+    assert by_name["typos"].status == "failed"
+    assert by_name["typos"].error == (
+        "register: PluginValidationError: unknown hook(s) register_chanels, register_channel; "
+        "orderhooks has: register_channels")
+    assert (by_name["before"].status, by_name["after"].status) == ("loaded", "loaded")
+    assert channels.types == ["after", "before"]
+
+
+def test_an_optional_hook_orderhooks_does_not_specify_is_allowed():
+    module = _plugin(lambda register: register(_adapter("optional")))
+    module.register_products = hookimpl(optionalhook=True)(lambda register: None)
+    channels = load_channels(entry_points=False, extra=[("optional", module)])
+    assert channels.plugins[0].status == "loaded" and channels.types == ["optional"]
 
 
 class TestRegisterFailureThroughTheApp:

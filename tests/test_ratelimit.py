@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 import responses
 
-from core.models import Delivery, utcnow
+from core.models import StoredDelivery, utcnow
 from core.worker import Worker
 from plugins.bigcommerce import client as bc_client
 from tests.conftest import BC_STORE
@@ -52,9 +52,9 @@ def calls_to(api, url):
     return sum(1 for c in api.calls if c.request.url.split("?")[0] == url)
 
 
-def row(app, delivery_id) -> Delivery:
+def row(app, delivery_id) -> StoredDelivery:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.get(Delivery, delivery_id)
+        return session.get(StoredDelivery, delivery_id)
 
 
 def setup_cancel(bc, make_order):
@@ -135,7 +135,7 @@ def test_long_retry_after_reschedules_without_failing(bc, api, admin, make_order
     # Time passes: the window is over and the delivery is due again.
     clock.advance(31)
     with app.extensions["orderhooks.db"].session() as session:
-        session.get(Delivery, delivery_id).next_attempt_at = utcnow() - timedelta(seconds=1)
+        session.get(StoredDelivery, delivery_id).next_attempt_at = utcnow() - timedelta(seconds=1)
     later = Worker(app, name="later-worker")
     assert later.run_until_idle() == 1
     delivery = admin.get(f"/deliveries/{delivery_id}")
@@ -151,7 +151,7 @@ def test_429_every_time_reschedules_never_fails(bc, api, admin, make_order, work
         stored = row(app, delivery_id)
         assert stored.state == "pending" and stored.outcome is None and stored.attempts == 0
         with app.extensions["orderhooks.db"].session() as session:
-            session.get(Delivery, delivery_id).next_attempt_at = utcnow() - timedelta(seconds=1)
+            session.get(StoredDelivery, delivery_id).next_attempt_at = utcnow() - timedelta(seconds=1)
         worker = Worker(app, name=f"w{_}")
     assert calls_to(api, order_url()) >= 5
 

@@ -683,10 +683,12 @@ def test_translate_survives_odd_payloads(topic, api):
     import random
     import responses
     api.add(responses.GET, f"https://{SHOP}/admin/api/{API_VERSION}/shop.json", status=401)
-    from core.channels import Channel, Delivery, Headers
+    from core.channels import Channel, Delivery, DeliveryInfo, Headers
     from core.errors import InvalidDelivery
-    from core.intents import to_dict
+    from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
+                              to_dict)
     from plugins.shopify.plugin import ShopifyAdapter
+    INTENTS = (Cancel, Fulfill, DeactivateChannel, RedactPersonalData, Ignore)
     adapter = ShopifyAdapter()
     channel = Channel(id=1, type="shopify", name="s", active=True,
                       credentials={"shop_domain": SHOP, "client_secret": SECRET,
@@ -716,18 +718,28 @@ def test_translate_survives_odd_payloads(topic, api):
             return copy_
         return rng.choice(odd)
 
+    translated = refused = 0
     for _ in range(150):
         payload = mutate(base)
         body = json.dumps(payload).encode()
         delivery = Delivery(body=body, headers=Headers({"X-Shopify-Topic": topic,
                                                         "X-Shopify-Triggered-At": T1}))
         try:
-            adapter.inspect(delivery, channel)
+            info = adapter.inspect(delivery, channel)
             intents = list(adapter.translate(delivery, channel))
         except InvalidDelivery:
+            refused += 1
             continue
+        translated += 1
+        assert isinstance(info, DeliveryInfo) and isinstance(info.key, str) and info.key
+        assert all(isinstance(i, INTENTS) for i in intents), intents
         for intent in intents:
-            json.dumps(to_dict(intent))
+            if hasattr(intent, "channel_order_id"):
+                assert isinstance(intent.channel_order_id, str) and intent.channel_order_id
+            if isinstance(intent, (Cancel, Fulfill)):  # stored as JSON when deferred
+                assert json.loads(json.dumps(to_dict(intent)))["kind"] == type(intent).__name__
+    # the odd payloads reached translate, not only inspect's refusals
+    assert translated > 0, (translated, refused)
 
 
 def test_customers_redact_also_blanks_an_earlier_data_request_naming_the_customer(shopify, admin,

@@ -166,13 +166,23 @@ def test_listing_is_paginated(shopify, admin):
 
 
 def test_deleting_a_subscription_already_gone_is_fine(shopify, app):
+    """Shopify answers a userError ("does not exist") for a subscription already deleted: the
+    adapter asked, and counts the subscription gone rather than raising SubscriptionError."""
     channel = shopify.create()
     from core.channels import RemoteSubscription
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
     adapter = app.extensions["orderhooks.channels"].get("shopify")
-    adapter.delete_subscription(view, RemoteSubscription(
-        "gid://shopify/WebhookSubscription/999999", "ORDERS_CANCELLED", channel["webhook_url"]))
+    before = dict(shopify.subscriptions)
+    shopify.operations.clear()
+    gone = "gid://shopify/WebhookSubscription/999999"
+    assert gone not in shopify.subscriptions
+    assert adapter.delete_subscription(view, RemoteSubscription(
+        gone, "ORDERS_CANCELLED", channel["webhook_url"])) is None
+    assert shopify.operations == ["webhookSubscriptionDelete"]
+    sent = json.loads(shopify.graphql_calls()[-1].request.body)
+    assert sent["variables"]["id"] == gone
+    assert shopify.subscriptions == before  # the others are untouched
 
 
 def test_activate_recreates(shopify, app):
@@ -348,8 +358,13 @@ class TestPlainHttpPublicUrl:
         assert "https" in response["message"]
         assert shopify.graphql_calls() == []
 
-    def test_channel_without_statuses_is_fine(self, shopify):
-        shopify.create(cancel=(), fulfill=())
+    def test_channel_without_statuses_is_fine(self, shopify, admin):
+        """No status selected: no subscription is needed, so the plain-http URL is no
+        obstacle and Shopify is not called at all."""
+        channel = shopify.create(cancel=(), fulfill=())
+        assert channel["subscriptions"] == []
+        assert shopify.graphql_calls() == [] and shopify.subscriptions == {}
+        assert admin.get(f"/channels/{channel['id']}")["active"] is True
 
 
 VALID = {"shop_domain": SHOP, "access_token": TOKEN, "client_secret": "s"}

@@ -6,16 +6,16 @@ import pytest
 import requests
 import responses
 
-from core.models import Delivery, utcnow
+from core.models import StoredDelivery, utcnow
 from core.worker import Worker
 from tests.conftest import BC_STORE
 
 ORDER_URL = f"{BC_STORE}/v2/orders/250"
 
 
-def row(app, delivery_id) -> Delivery:
+def row(app, delivery_id) -> StoredDelivery:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.get(Delivery, delivery_id)
+        return session.get(StoredDelivery, delivery_id)
 
 
 def order_calls(api, url=ORDER_URL):
@@ -166,7 +166,7 @@ def test_expired_claim_is_reclaimed_by_another_worker(bc, api, admin, app, cance
     assert crashed.claim() == [delivery_id]
     assert rescuer.claim() == []  # the lease is still valid
     with app.extensions["orderhooks.db"].session() as session:  # ...until it expires
-        session.get(Delivery, delivery_id).claimed_until = utcnow() - timedelta(seconds=1)
+        session.get(StoredDelivery, delivery_id).claimed_until = utcnow() - timedelta(seconds=1)
     assert rescuer.run_until_idle() == 1
     assert row(app, delivery_id).outcome == "applied"
     # the crashed worker coming back does nothing more
@@ -206,7 +206,7 @@ def test_claim_lost_mid_translation_is_not_recorded_twice(bc, api, admin, app, c
         if not taken_over:
             taken_over.append(True)
             with app.extensions["orderhooks.db"].session() as session:
-                session.get(Delivery, delivery_id).claimed_until = utcnow() - \
+                session.get(StoredDelivery, delivery_id).claimed_until = utcnow() - \
                     timedelta(seconds=1)
             assert fast.run_until_idle() == 1
         return result
@@ -245,7 +245,7 @@ def test_concurrent_claims_never_overlap(bc, app, make_order):
 def test_unknown_plugin_type_fails_instead_of_crashing(bc, admin, app, worker, cancel_setup):
     _channel, _order, delivery_id = cancel_setup
     with app.extensions["orderhooks.db"].session() as session:
-        session.get(Delivery, delivery_id).channel_type = "gone"
+        session.get(StoredDelivery, delivery_id).channel_type = "gone"
     worker.run_until_idle()
     stored = row(app, delivery_id)
     assert stored.outcome == "failed" and "gone" in stored.reason

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 
 from ..db import get_session
-from ..models import Delivery, SalesChannel
+from ..models import StoredDelivery, SalesChannel
 from ..worker import replay
 from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
                       ReplayResultSchema, ReplayWindowSchema)
@@ -16,8 +16,8 @@ PREFIX = "/deliveries"
 blp = Blueprint("deliveries", __name__, description="Webhook deliveries and their outcomes")
 
 
-def _get(session, delivery_id: int) -> Delivery:
-    row = session.get(Delivery, delivery_id) if delivery_id < 2**62 else None
+def _get(session, delivery_id: int) -> StoredDelivery:
+    row = session.get(StoredDelivery, delivery_id) if delivery_id < 2**62 else None
     if row is None:
         abort(404, message=f"no delivery {delivery_id}")
     return row
@@ -29,15 +29,15 @@ class Deliveries(MethodView):
     @blp.response(200, DeliverySchema(many=True))
     def get(self, args):
         """Deliveries, newest first; filter by channel, outcome (or pending) and order"""
-        query = select(Delivery).order_by(Delivery.id.desc())
+        query = select(StoredDelivery).order_by(StoredDelivery.id.desc())
         if args.get("channel_id") is not None:
-            query = query.where(Delivery.channel_id == args["channel_id"])
+            query = query.where(StoredDelivery.channel_id == args["channel_id"])
         if args.get("channel_order_id") is not None:
-            query = query.where(Delivery.channel_order_id == args["channel_order_id"])
+            query = query.where(StoredDelivery.channel_order_id == args["channel_order_id"])
         if args.get("outcome") == "pending":
-            query = query.where(Delivery.state.in_(("pending", "processing")))
+            query = query.where(StoredDelivery.state.in_(("pending", "processing")))
         elif args.get("outcome"):
-            query = query.where(Delivery.outcome == args["outcome"])
+            query = query.where(StoredDelivery.outcome == args["outcome"])
         return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
 
 
@@ -47,7 +47,7 @@ class DeliveryById(MethodView):
     def get(self, delivery_id):
         """A delivery with its headers, raw body, intents and outcome"""
         row = _get(get_session(), delivery_id)
-        data = {c.key: getattr(row, c.key) for c in Delivery.__table__.columns}
+        data = {c.key: getattr(row, c.key) for c in StoredDelivery.__table__.columns}
         data["body"] = row.body.decode("utf-8", "replace") if row.body is not None else None
         return data
 
@@ -86,11 +86,11 @@ class ReplayWindow(MethodView):
                     current_app.config["REPLAY_MAX_DELIVERIES"])
         # A failed delivery waits (state pending) for its next attempt: replaying it retries it
         # now, from attempt 0. Only deliveries a worker holds right now are left alone.
-        rows = session.scalars(select(Delivery).where(
-            Delivery.channel_id == data["channel_id"], Delivery.received_at >= since,
-            Delivery.received_at <= until, Delivery.state != "processing",
-            Delivery.outcome.in_(data["outcome"]), Delivery.id > data["after_id"])
-            .order_by(Delivery.id).limit(limit + 1)).all()
+        rows = session.scalars(select(StoredDelivery).where(
+            StoredDelivery.channel_id == data["channel_id"], StoredDelivery.received_at >= since,
+            StoredDelivery.received_at <= until, StoredDelivery.state != "processing",
+            StoredDelivery.outcome.in_(data["outcome"]), StoredDelivery.id > data["after_id"])
+            .order_by(StoredDelivery.id).limit(limit + 1)).all()
         more = len(rows) > limit
         rows = rows[:limit]
         ids = [r.id for r in rows]

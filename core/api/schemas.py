@@ -8,6 +8,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from .. import statuses
 from ..intents import InvalidIntent, check_channel_order_id
 from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
+from ..outcomes import DeliveryState, Outcome
 
 STATUS = validate.OneOf(list(statuses.STATUSES))
 
@@ -205,7 +206,7 @@ class DeliveryQuerySchema(Schema):
         unknown = EXCLUDE
 
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
-    outcome = fields.String(validate=validate.OneOf(OUTCOMES + ["pending"]))
+    outcome = fields.String(validate=validate.OneOf(OUTCOMES + [DeliveryState.PENDING]))
     channel_order_id = fields.String(validate=validate.Length(max=CHANNEL_ORDER_ID_LENGTH))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
@@ -244,7 +245,7 @@ class ReplayWindowSchema(StrictSchema):
     since = UTCDateTime(required=True)
     until = UTCDateTime(required=True)
     outcome = fields.List(fields.String(validate=validate.OneOf(REPLAYABLE)),
-                          load_default=lambda: ["failed", "dead"])
+                          load_default=lambda: [Outcome.FAILED, Outcome.DEAD])
     after_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**62),
                               metadata={"description": "Continue after this delivery id: the "
                                                        "previous answer's next.after_id"})

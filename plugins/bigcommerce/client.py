@@ -7,8 +7,7 @@ import time
 
 import requests
 
-from core.errors import ChannelAPIError, RetryLater
-from core.http import APIBaseURLs, ChannelHTTP, segment
+from orderhooks import APIBaseURLs, ChannelAPIError, ChannelHTTP, RetryLater, segment
 
 DEFAULT_API_BASE_URL = "https://api.bigcommerce.com"
 #: Longest we sleep in-process for a rate limit; beyond it the delivery is rescheduled (and the

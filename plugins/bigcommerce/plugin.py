@@ -26,11 +26,9 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, validate
 
-from core import hookimpl
-from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, RemoteSubscription,
-                           SubscriptionSpec)
-from core.errors import AuthenticationError, ChannelAPIError, InvalidDelivery, RetryLater
-from core.intents import Cancel, Fulfill, Ignore, Shipment, ShipmentItem
+from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, Delivery,
+                        DeliveryInfo, Fulfill, Ignore, InvalidDelivery, RemoteSubscription,
+                        Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
 
 from . import client as api
 from .client import BigCommerceClient
@@ -303,11 +301,8 @@ def _timestamp(value) -> datetime | None:
 
 
 def _payload(delivery: Delivery) -> dict:
-    try:
-        payload = delivery.json()
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidDelivery("the body is not JSON") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("scope"), str):
+    payload = delivery.json_object()
+    if not isinstance(payload.get("scope"), str):
         raise InvalidDelivery("a BigCommerce delivery is a JSON object with a 'scope'")
     if payload.get("data") is not None and not isinstance(payload["data"], dict):
         raise InvalidDelivery("'data' must be an object")

@@ -25,8 +25,7 @@ from typing import Any
 
 import requests
 
-from core.errors import ChannelAPIError, RetryLater, SubscriptionError
-from core.http import APIBaseURLs, ChannelHTTP
+from orderhooks import APIBaseURLs, ChannelAPIError, ChannelHTTP, RetryLater, SubscriptionError
 
 log = logging.getLogger("orderhooks.shopify")
 

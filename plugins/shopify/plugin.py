@@ -50,12 +50,10 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, post_load, validate
 
-from core import hookimpl
-from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, RemoteSubscription,
-                           SubscriptionSpec)
-from core.errors import AuthenticationError, ChannelAPIError, InvalidDelivery, RetryLater
-from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
-                          Shipment, ShipmentItem)
+from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, DeactivateChannel,
+                        Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery,
+                        RedactPersonalData, RemoteSubscription, Shipment, ShipmentItem,
+                        SubscriptionSpec, hookimpl)
 
 from . import client as api
 from .client import ShopifyClient, ShopPacer
@@ -201,8 +199,8 @@ class ShopifyAdapter(ChannelAdapter):
             raise InvalidDelivery("missing X-Shopify-Topic header")
         # An order or fulfillment: only the few top-level fields inspect needs (a full order
         # payload is read by the worker). Lifecycle and privacy bodies are small: whole.
-        payload = (_payload(delivery, *SHAPE_FIELDS) if topic not in LIFECYCLE_TOPICS
-                   else _payload(delivery))
+        payload = (delivery.json_object(*SHAPE_FIELDS) if topic not in LIFECYCLE_TOPICS
+                   else delivery.json_object())
         problem = shape_problem(topic, payload, _shop(channel))
         if problem:
             raise InvalidDelivery(problem)
@@ -215,7 +213,7 @@ class ShopifyAdapter(ChannelAdapter):
 
     def translate(self, delivery: Delivery, channel: Channel):
         topic = _topic(delivery)
-        payload = _payload(delivery)
+        payload = delivery.json_object()
         # Checked again here: a delivery stored before these checks, or replayed, is held to
         # the same rule as a new one.
         problem = shape_problem(topic, payload, _shop(channel))
@@ -560,17 +558,6 @@ def _seconds(value, default: float) -> float:
 
 def _topic(delivery: Delivery) -> str:
     return (delivery.headers.first(*TOPIC_HEADER) or "").strip().lower()
-
-
-def _payload(delivery: Delivery, *fields: str) -> dict:
-    """The body as a dict; only ``fields`` of it when named (Delivery.fields)."""
-    try:
-        payload = delivery.fields(*fields) if fields else delivery.json()
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidDelivery("the body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise InvalidDelivery("a Shopify delivery is a JSON object")
-    return payload
 
 
 def _order_id(topic: str, payload: dict) -> str | None:

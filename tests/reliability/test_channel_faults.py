@@ -11,7 +11,7 @@ import requests
 import responses
 from sqlalchemy import update
 
-from core.models import Delivery, utcnow
+from core.models import StoredDelivery, utcnow
 from core.worker import backoff
 from tests.conftest import BC_STORE
 
@@ -37,15 +37,15 @@ def fresh_pacer():
     PACER._blocked_until.clear()
 
 
-def _delivery(app, delivery_id) -> Delivery:
+def _delivery(app, delivery_id) -> StoredDelivery:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.get(Delivery, delivery_id)
+        return session.get(StoredDelivery, delivery_id)
 
 
 def _make_due(app, worker=None) -> None:
     """Fast-forward: every waiting delivery is due now (instead of sleeping through backoff)."""
     with app.extensions["orderhooks.db"].session() as session:
-        session.execute(update(Delivery).where(Delivery.state == "pending").values(
+        session.execute(update(StoredDelivery).where(StoredDelivery.state == "pending").values(
             next_attempt_at=utcnow() - timedelta(seconds=1)))
     if worker is not None:
         worker.blocked.clear()
@@ -224,10 +224,10 @@ def test_replay_window_replays_failed_and_dead_deliveries_of_one_channel(
     ids = {n: bc.send(order_id=n).get_json()["delivery_id"] for n in range(310, 316)}
     worker.run_until_idle()  # all failed once
     with app.extensions["orderhooks.db"].session() as session:  # 312, 313: dead
-        session.execute(update(Delivery).where(Delivery.id.in_([ids[312], ids[313]])).values(
+        session.execute(update(StoredDelivery).where(StoredDelivery.id.in_([ids[312], ids[313]])).values(
             state="done", outcome="dead", attempts=MAX_ATTEMPTS))
         # 315 arrived long ago: outside the window
-        session.execute(update(Delivery).where(Delivery.id == ids[315]).values(
+        session.execute(update(StoredDelivery).where(StoredDelivery.id == ids[315]).values(
             received_at=utcnow() - timedelta(days=3), state="done", outcome="dead"))
     for n in range(310, 316):
         bc.order(n, status_id=5)  # the channel recovers

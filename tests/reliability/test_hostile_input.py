@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select as sql_select
 
-from core.models import Delivery
+from core.models import StoredDelivery
 
 from .live import ADMIN_TOKEN, SECRET_HEADER, Stack, db_engine, delivery_body, scalar
 
@@ -84,12 +84,12 @@ EXTRA_HEADERS = st.dictionaries(
 
 def _count(app) -> int:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.scalar(sql_select(func.count()).select_from(Delivery))
+        return session.scalar(sql_select(func.count()).select_from(StoredDelivery))
 
 
 def _stored_body(app, delivery_id) -> bytes:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.get(Delivery, delivery_id).body
+        return session.get(StoredDelivery, delivery_id).body
 
 
 def _check(app, response, sent_body, authentic: bool, before: int) -> None:

@@ -8,21 +8,21 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from core.models import Delivery, WorkerState, utcnow
+from core.models import StoredDelivery, WorkerState, utcnow
 from core.worker import Worker
 
 KEPT = ("outcome", "reason", "intents", "dedupe_key", "topic", "channel_order_id",
         "received_at", "processed_at", "state", "headers")
 
 
-def _rows(app) -> dict[int, Delivery]:
+def _rows(app) -> dict[int, StoredDelivery]:
     with app.extensions["orderhooks.db"].Session() as session:
-        return {r.id: r for r in session.query(Delivery).all()}
+        return {r.id: r for r in session.query(StoredDelivery).all()}
 
 
 def _age(app, ids, days) -> None:
     with app.extensions["orderhooks.db"].session() as session:
-        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
+        session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(ids)).values(
             received_at=utcnow() - timedelta(days=days)))
 
 

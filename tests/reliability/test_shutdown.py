@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from core.models import Delivery, utcnow
+from core.models import StoredDelivery, utcnow
 from core.worker import Worker
 
 import requests
@@ -66,7 +66,7 @@ def test_a_stopping_worker_releases_what_it_claimed(bc, make_order, worker, app)
     worker.stopping.set()  # SIGTERM arrives between claiming and processing
     assert worker.run_once() == 0
     with app.extensions["orderhooks.db"].Session() as session:
-        states = session.query(Delivery.state, Delivery.claimed_by, Delivery.outcome).all()
+        states = session.query(StoredDelivery.state, StoredDelivery.claimed_by, StoredDelivery.outcome).all()
     assert states == [("pending", None, None)] * 3
     assert Worker(app, name="other").run_until_idle() == 3
 
@@ -85,7 +85,7 @@ def test_claims_expire_so_nothing_stays_claimed_forever(bc, make_order, app, adm
     assert len(claimed) == 3
     assert survivor.run_until_idle() == 0  # leased: nobody else touches them
     with app.extensions["orderhooks.db"].session() as session:  # ...until the lease ends
-        session.execute(update(Delivery).values(claimed_until=utcnow() - timedelta(seconds=1)))
+        session.execute(update(StoredDelivery).values(claimed_until=utcnow() - timedelta(seconds=1)))
     assert survivor.run_until_idle() == 3
     late = crashed.process_batch(claimed)  # the "dead" worker wakes up: its claim is gone
     assert all(outcome is None for outcome in late.values())
