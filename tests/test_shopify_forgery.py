@@ -201,7 +201,7 @@ def test_an_uninstall_shopify_does_not_confirm_leaves_the_channel_on(shopify, ad
     worker.run_once()
     got = delivery(admin, response)
     assert got["state"] == "pending" and got["outcome"] != "applied", got
-    assert (f"answered {status}" if outcome == "failed" else "throttl") in got["reason"]
+    assert (f"{status}" if outcome == "failed" else "throttl") in got["reason"]
     assert admin.get(f"/channels/{channel['id']}")["active"] is True
 
 

@@ -26,9 +26,10 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, validate
 
-from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, Delivery,
-                        DeliveryInfo, Fulfill, Ignore, InvalidDelivery, RemoteSubscription,
-                        Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
+from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, ChannelAPIError,
+                        Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery,
+                        RemoteSubscription, RetryLater, Shipment, ShipmentItem,
+                        SubscriptionSpec, hookimpl)
 
 from . import client as api
 from .client import BigCommerceClient

@@ -50,10 +50,10 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, post_load, validate
 
-from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, DeactivateChannel,
-                        Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery,
-                        RedactPersonalData, RemoteSubscription, Shipment, ShipmentItem,
-                        SubscriptionSpec, hookimpl)
+from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, ChannelAPIError,
+                        DeactivateChannel, Delivery, DeliveryInfo, Fulfill, Ignore,
+                        InvalidDelivery, RedactPersonalData, RemoteSubscription, RetryLater,
+                        Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
 
 from . import client as api
 from .client import ShopifyClient, ShopPacer
@@ -262,7 +262,7 @@ class ShopifyAdapter(ChannelAdapter):
         """
         client = self.client(channel)
         path = f"/admin/api/{client.version}/shop.json"
-        response = client.http.request("GET", path, allow_redirects=False)
+        response = client.http.request("GET", path)  # never follows a redirect
         status = response.status_code
         if status == 401:
             return None
