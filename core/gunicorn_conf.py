@@ -1,13 +1,18 @@
 """gunicorn settings for orderhooks (``orderhooks web`` / ``orderhooks serve``)."""
 import multiprocessing
 import os
+import re
+import tempfile
 
 bind = os.environ.get("ORDERHOOKS_BIND", "127.0.0.1:8000")
 # Threaded workers: a process's threads share one intake transaction at a time (group commit,
 # see core/intake.py), and keep-alive connections are kept (sync workers close each one).
 workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS", multiprocessing.cpu_count()))
 threads = int(os.environ.get("ORDERHOOKS_WEB_THREADS", 8))
-worker_class = "core.gunicorn_ext.ThreadWorker"  # gthread, balanced (see there)
+# gthread, balanced, and a thread gets a request only once it has arrived whole (see there).
+worker_class = "core.gunicorn_ext.ThreadWorker"
+# Connections a process holds, slow or not (each costs a socket and the bytes of its request).
+worker_connections = 1000
 # No access log, and no per-request work for one (gunicorn formats its atoms otherwise).
 logger_class = "core.gunicorn_ext.GunicornLogger"
 # Webhook senders give us seconds, not minutes.
@@ -33,6 +38,20 @@ logconfig_dict = {
                 "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"],
                                     "propagate": False, "qualname": "gunicorn.access"}},
 }
+
+
+def on_starting(server):
+    """Each gunicorn instance gets a control socket of its own (gunicorn's default path is one per
+    user, so a second instance took it over and stopping either removed it): the path named by
+    ORDERHOOKS_CONTROL_SOCKET, else one per bind address in the user's runtime directory."""
+    path = os.environ.get("ORDERHOOKS_CONTROL_SOCKET")
+    if not path:
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(
+            tempfile.gettempdir(), f"orderhooks-{os.getuid()}")
+        os.makedirs(runtime, mode=0o700, exist_ok=True)
+        address = re.sub(r"[^A-Za-z0-9.]+", "_", "+".join(server.cfg.bind)).strip("_")
+        path = os.path.join(runtime, f"orderhooks-web-{address}.ctl")
+    server.cfg.set("control_socket", path)
 
 
 def child_exit(server, worker):

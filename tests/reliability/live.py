@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -179,10 +180,11 @@ class Stack:
                  what="the stand-in")
         return self.standin_url
 
-    def start_web(self, workers: int = 3, timeout: float = 60.0) -> str:
+    def start_web(self, workers: int = 3, timeout: float = 60.0, args: tuple = ()) -> str:
         port = free_port()
         cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "core" / "gunicorn_conf.py"),
-               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "core:create_app()"]
+               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *args,
+               "core:create_app()"]
         self.web = self._start("web", cmd)
         self.web_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=2).ok, timeout,
@@ -321,3 +323,57 @@ def processed_log_counts(stack: Stack) -> dict[int, list[str]]:
             if entry.get("event") == "worker.processed":
                 seen.setdefault(int(entry["delivery_id"]), []).append(proc.name)
     return seen
+
+
+class SlowClients:
+    """``count`` connections that send a request head one byte every ``interval`` seconds (a
+    slow-loris attack), until :meth:`close`; a connection the server closes is opened again, so
+    ``count`` stay open. One thread drives them all; its loop is bounded by ``max_seconds``."""
+
+    HEAD = (b"POST /webhooks/bigcommerce/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nX-Padding: " + b"x" * 4000)
+
+    def __init__(self, host: str, port: int, count: int, interval: float = 3.0,
+                 max_seconds: float = 120.0):
+        self.address = (host, port)
+        self.sockets: list[socket.socket] = []
+        self.refused = 0
+        for _ in range(count):
+            self._connect()
+        self.interval, self.deadline = interval, time.monotonic() + max_seconds
+        self.sent = 0
+        self.closed_by_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self._thread.start()
+
+    def _trickle(self) -> None:
+        position = 0
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            byte = self.HEAD[position % len(self.HEAD):position % len(self.HEAD) + 1]
+            for sock in list(self.sockets):
+                try:
+                    sock.send(byte)
+                    self.sent += 1
+                except OSError:
+                    self.sockets.remove(sock)
+                    sock.close()
+                    self.closed_by_server += 1
+                    self._connect()
+            position += 1
+            self._stop.wait(self.interval)
+
+    def _connect(self) -> None:
+        try:
+            self.sockets.append(socket.create_connection(self.address, timeout=5))
+        except OSError:
+            self.refused += 1
+
+    def open(self) -> int:
+        return len(self.sockets)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for sock in self.sockets:
+            sock.close()
