@@ -54,6 +54,12 @@ def on_starting(server):
     server.cfg.set("control_socket", path)
 
 
+def post_worker_init(worker):
+    """One line when a process has loaded the application and takes requests: what a supervisor
+    or a test waits on (a process's boot takes seconds, more on a busy machine)."""
+    worker.log.info("web.worker_ready pid=%s", worker.pid)
+
+
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
