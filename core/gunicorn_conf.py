@@ -40,16 +40,18 @@ logconfig_dict = {
 }
 
 
-def on_starting(server):
+def when_ready(server):
     """Each gunicorn instance gets a control socket of its own (gunicorn's default path is one per
     user, so a second instance took it over and stopping either removed it): the path named by
-    ORDERHOOKS_CONTROL_SOCKET, else one per bind address in the user's runtime directory."""
+    ORDERHOOKS_CONTROL_SOCKET, else one per listening address (the bound one: port 0 included)
+    in the user's runtime directory. gunicorn opens it after this hook."""
     path = os.environ.get("ORDERHOOKS_CONTROL_SOCKET")
     if not path:
         runtime = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(
             tempfile.gettempdir(), f"orderhooks-{os.getuid()}")
         os.makedirs(runtime, mode=0o700, exist_ok=True)
-        address = re.sub(r"[^A-Za-z0-9.]+", "_", "+".join(server.cfg.bind)).strip("_")
+        listening = "+".join(str(listener) for listener in server.LISTENERS)
+        address = re.sub(r"[^A-Za-z0-9.]+", "_", listening.replace("http://", "")).strip("_")
         path = os.path.join(runtime, f"orderhooks-web-{address}.ctl")
     server.cfg.set("control_socket", path)
 
