@@ -484,3 +484,21 @@ def timed_deliveries(stack: "Stack", channel: dict, base_url: str, seconds: floa
         results.append((time.monotonic() - started, outcome))
         time.sleep(gap)
     return results
+
+
+def assert_answered_under_slow_clients(stack: "Stack", channel: dict, base_url: str,
+                                       sockets: int = 200, seconds: float = 12.0) -> None:
+    """``sockets`` slow-loris connections on ``base_url`` for ``seconds`` (one header byte every
+    2 s, re-opened when closed), while genuine deliveries go one after another: every delivery
+    answered 200 within 1 s, all through the attack, with every slow socket still open."""
+    port = int(base_url.rsplit(":", 1)[1])
+    slow = SlowClients("127.0.0.1", port, sockets, interval=2.0, max_seconds=seconds + 60)
+    try:
+        results = timed_deliveries(stack, channel, base_url, seconds)
+        still_open = slow.open()
+    finally:
+        slow.close()
+    assert still_open == sockets and slow.refused == 0, (still_open, slow.refused)
+    assert {outcome for _, outcome in results} == {200}, results
+    assert max(answered for answered, _ in results) < 1.0, results
+    assert len(results) >= seconds  # deliveries went on through the whole attack

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from core import cli
 
-from .live import ROOT, Stack, delivery_body, free_port, metric_sum, wait_for, wait_processed
+from .live import (ROOT, Stack, db_engine, delivery_body, free_port, metric_sum, wait_for,
+                   wait_processed)
 
 
 @pytest.fixture
@@ -87,7 +88,6 @@ def test_a_standalone_worker_serves_its_own_metrics(stack, database_url):
     env["ORDERHOOKS_WORKER_METRICS_BIND"] = f"127.0.0.1:{port}"
     stack.workers.append(stack._start("worker-alone", [sys.executable, "-m", "core.cli", "worker"],
                                       env))
-    from .live import db_engine
     engine = db_engine(database_url)
     assert wait_processed(engine, 1, 120) == 1
     engine.dispose()
