@@ -50,6 +50,8 @@ REQUEST_SECONDS = float(os.environ.get("ORDERHOOKS_WEB_REQUEST_SECONDS") or 15)
 HEAD_BYTES = 64 * 1024
 #: Longest a thread spends reading from a client in all, for what the event loop did not hold.
 THREAD_READ_SECONDS = 5.0
+#: Longest a thread waits on a client that does not read its answer (gunicorn's own ``timeout``).
+WRITE_SECONDS = 30.0
 _READ_BYTES = 65536
 
 
@@ -78,6 +80,8 @@ class _DeadlineUnreader(SocketUnreader):
             return super().chunk(size_hint)
         except TimeoutError:
             raise ReadDeadline() from None
+        finally:
+            self.sock.settimeout(WRITE_SECONDS)  # what the answer's writes get
 
 
 class _Conn(gthread.TConn):
