@@ -102,6 +102,7 @@ def _refuse_taken(bind: str) -> None:
 @with_appcontext
 def web(bind, workers, threads):
     """Start the web service (gunicorn) alone."""
+    _refuse_taken(bind)
     env = dict(os.environ)
     _metrics_dir(env)
     os.chdir(Path(__file__).parent.parent)

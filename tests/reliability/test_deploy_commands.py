@@ -34,12 +34,13 @@ def _bind_of(argv: list[str]) -> str:
 
 def test_web_listens_where_orderhooks_bind_says_and_the_option_wins(exec_calls):
     runner = CliRunner()
-    result = runner.invoke(cli.main, ["web"], env={"ORDERHOOKS_BIND": "127.0.0.1:8123"})
+    from_env, from_option = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    result = runner.invoke(cli.main, ["web"], env={"ORDERHOOKS_BIND": from_env})
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli.main, ["web", "--bind", "127.0.0.1:8124"],
-                           env={"ORDERHOOKS_BIND": "127.0.0.1:8123"})
+    result = runner.invoke(cli.main, ["web", "--bind", from_option],
+                           env={"ORDERHOOKS_BIND": from_env})
     assert result.exit_code == 0, result.output
-    assert [_bind_of(argv) for argv in exec_calls] == ["127.0.0.1:8123", "127.0.0.1:8124"]
+    assert [_bind_of(argv) for argv in exec_calls] == [from_env, from_option]
 
 
 def _control_socket(stack: Stack) -> Path:
