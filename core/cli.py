@@ -133,15 +133,48 @@ def _metrics_dir(env: dict) -> None:
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="orderhooks-metrics-")
 
 
+def _web_options(command):
+    """The options ``web`` and ``serve`` share; each also reads its environment variable."""
+    options = [
+        click.option("--bind", envvar="ORDERHOOKS_BIND", default="127.0.0.1:8000",
+                     show_default=True, show_envvar=True, help="HOST:PORT (or unix:PATH)"),
+        click.option("--workers", type=int, default=None,
+                     help="gunicorn worker processes (default: ORDERHOOKS_WEB_WORKERS, else one "
+                          "per core)"),
+        click.option("--threads", type=int, default=None,
+                     help="threads per worker process (default: ORDERHOOKS_WEB_THREADS, else 8)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _refuse_taken(bind: str) -> None:
+    """Exit with one line when ``bind`` cannot be listened on, before anything starts."""
+    import socket
+    if bind.startswith(("unix:", "fd://")):
+        return
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            probe.bind((host, int(port)))
+    except ValueError:
+        raise click.UsageError(f"--bind {bind!r} is not HOST:PORT") from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {bind}: {exc.strerror}; stop what is using it (another orderhooks "
+            f"serve/web?) or choose another address with --bind or ORDERHOOKS_BIND") from None
+
+
 @main.command()
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
-@click.option("--workers", type=int, default=None,
-              help="gunicorn worker processes (default: ORDERHOOKS_WEB_WORKERS, else one per core)")
-@click.option("--threads", type=int, default=None,
-              help="threads per worker process (default: ORDERHOOKS_WEB_THREADS, else 8)")
+@_web_options
 @with_appcontext
 def web(bind, workers, threads):
     """Start the web service (gunicorn) alone."""
+    _refuse_taken(bind)
     env = dict(os.environ)
     _metrics_dir(env)
     os.chdir(Path(__file__).parent.parent)
@@ -150,9 +183,13 @@ def web(bind, workers, threads):
 
 @main.command()
 @click.option("--once", is_flag=True, help="Process what is due, then exit.")
+@click.option("--metrics-bind", envvar="ORDERHOOKS_WORKER_METRICS_BIND", default=None,
+              show_envvar=True, help="HOST:PORT to serve this worker's /metrics on (a worker "
+              "that shares no PROMETHEUS_MULTIPROC_DIR with a web process has no other)")
 @with_appcontext
-def worker(once):
+def worker(once, metrics_bind):
     """Start a worker: processes deliveries, checks subscriptions, purges old bodies."""
+    from . import metrics
     from .worker import Worker, tune_for_long_run
     app = current_app._get_current_object()
     w = Worker(app)
@@ -160,6 +197,9 @@ def worker(once):
         w.housekeeping(force=True)
         click.echo(f"processed {w.run_until_idle()} deliveries")
         return
+    if metrics_bind:
+        _refuse_taken(metrics_bind)
+        metrics.serve(metrics_bind)
     tune_for_long_run(app)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: w.stopping.set())
@@ -167,18 +207,16 @@ def worker(once):
 
 
 @main.command()
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
-@click.option("--workers", type=int, default=None,
-              help="gunicorn worker processes (default: ORDERHOOKS_WEB_WORKERS, else one per core)")
-@click.option("--threads", type=int, default=None,
-              help="threads per worker process (default: ORDERHOOKS_WEB_THREADS, else 8)")
+@_web_options
 @with_appcontext
 def serve(bind, workers, threads):
     """Start web and worker together (one box); migrates the database first.
     A worker process that dies is restarted."""
+    _refuse_taken(bind)
     _db().upgrade()
     env = dict(os.environ)
     env["ORDERHOOKS_DATABASE_URL"] = current_app.config["DATABASE_URL"]
+    env.pop("ORDERHOOKS_WORKER_METRICS_BIND", None)  # the web's /metrics has the worker's
     _metrics_dir(env)
     root = Path(__file__).parent.parent
     web_proc = subprocess.Popen(_gunicorn_cmd(bind, workers, threads), env=env, cwd=root)

@@ -73,11 +73,24 @@ def update_lag(db) -> None:
     LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
 
-def render() -> tuple[bytes, str]:
+def _registry():
+    """Every process's metrics when they share ``PROMETHEUS_MULTIPROC_DIR``, else this one's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
     from prometheus_client import REGISTRY
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return REGISTRY
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def serve(address: str) -> None:
+    """Serve /metrics on ``HOST:PORT`` from a thread of this process (a standalone worker's:
+    its counters are not in any web process's /metrics unless they share the directory)."""
+    from prometheus_client import start_http_server
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=_registry())

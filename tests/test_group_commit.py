@@ -8,6 +8,7 @@ other threads have queued behind it."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -266,10 +267,11 @@ def balanced_worker(monkeypatch, threads=2):
         if not keep:
             self.nr_conns -= 1
 
-    monkeypatch.setattr(gthread.ThreadWorker, "accept", accept)
+    monkeypatch.setattr(ThreadWorker, "accept", accept)
     monkeypatch.setattr(gthread.ThreadWorker, "finish_request", finish_request)
     worker = ThreadWorker.__new__(ThreadWorker)
     worker.cfg = SimpleNamespace(threads=threads, keepalive=5)
+    worker.reading = deque()  # requests the event loop is reading: none here
     worker.nr_conns, worker.keepalive_max, worker.max_keepalived = 0, 998, 998
     return worker
 

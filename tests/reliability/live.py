@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -181,16 +182,38 @@ class Stack:
                  what="the stand-in")
         return self.standin_url
 
-    def start_web(self, workers: int = 3, timeout: float = 60.0) -> str:
-        port = free_port()
+    def start_web(self, workers: int = 3, args: tuple = (), bind: str = "127.0.0.1:0") -> str:
+        """Start gunicorn and wait until it is ready: bound (on a port of its own choosing, read
+        from its log, so no other process can take the port in between) and every worker
+        process loaded. The wait follows gunicorn's own lines and ends when it exits; its bound
+        (``BOOT_LIMIT``) is only a backstop, far above any boot seen."""
         cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "core" / "gunicorn_conf.py"),
-               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "core:create_app()"]
+               "--bind", bind, "--workers", str(workers), *args, "core:create_app()"]
         self.web = self._start("web", cmd)
-        self.web_url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=2).ok, timeout,
-                 what="gunicorn")
-        wait_for(lambda: len(self.web_workers()) >= workers, timeout, what="gunicorn workers")
+        listening = self._wait_log(self.web, "Listening at: ", lambda found: found >= 1)
+        self.web_url = listening[-1].split("Listening at: ", 1)[1].split()[0]
+        self._wait_log(self.web, "web.worker_ready", lambda found: found >= workers)
+        wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=10).ok, 30,
+                 what="gunicorn's /healthz")
         return self.web_url
+
+    BOOT_LIMIT = 600.0
+
+    def _wait_log(self, proc: Proc, marker: str, enough) -> list[str]:
+        deadline = time.monotonic() + self.BOOT_LIMIT
+        while True:
+            messages = []
+            for entry in proc.json_logs():
+                message = str(entry.get("message", ""))
+                if marker in message:
+                    messages.append(message)
+            if enough(len(messages)):
+                return messages
+            if not proc.alive() or time.monotonic() > deadline:
+                tail = "\n".join(proc.log_lines()[-20:])
+                raise RuntimeError(f"{proc.name} exited or did not log {marker!r} "
+                                   f"({len(messages)} seen); its log ends:\n{tail}")
+            time.sleep(0.1)
 
     def web_workers(self) -> list[int]:
         return children(self.web.pid) if self.web and self.web.alive() else []
@@ -323,3 +346,161 @@ def processed_log_counts(stack: Stack) -> dict[int, list[str]]:
             if entry.get("event") == "worker.processed":
                 seen.setdefault(int(entry["delivery_id"]), []).append(proc.name)
     return seen
+
+
+class SlowClients:
+    """``count`` connections that send a request head one byte every ``interval`` seconds (a
+    slow-loris attack), until :meth:`close`; a connection the server closes is opened again, so
+    ``count`` stay open. One thread drives them all; its loop is bounded by ``max_seconds``."""
+
+    HEAD = (b"POST /webhooks/bigcommerce/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nX-Padding: " + b"x" * 4000)
+
+    def __init__(self, host: str, port: int, count: int, interval: float = 3.0,
+                 max_seconds: float = 120.0):
+        self.address = (host, port)
+        self.sockets: list[socket.socket] = []
+        self.refused = 0
+        for _ in range(count):
+            self._connect()
+        self.interval, self.deadline = interval, time.monotonic() + max_seconds
+        self.sent = 0
+        self.closed_by_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self._thread.start()
+
+    def _trickle(self) -> None:
+        position = 0
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            byte = self.HEAD[position % len(self.HEAD):position % len(self.HEAD) + 1]
+            for sock in list(self.sockets):
+                try:
+                    sock.send(byte)
+                    self.sent += 1
+                except OSError:
+                    self.sockets.remove(sock)
+                    sock.close()
+                    self.closed_by_server += 1
+                    self._connect()
+            position += 1
+            self._stop.wait(self.interval)
+
+    def _connect(self) -> None:
+        try:
+            self.sockets.append(socket.create_connection(self.address, timeout=5))
+        except OSError:
+            self.refused += 1
+
+    def open(self) -> int:
+        return len(self.sockets)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for sock in self.sockets:
+            sock.close()
+
+
+NGINX_CONF = ROOT / "deploy" / "nginx" / "orderhooks.conf"
+
+
+class Nginx:
+    """Debian's nginx running ``deploy/nginx/orderhooks.conf`` in front of ``upstream`` (HOST:PORT),
+    in a directory of its own; only the file's two addresses are rewritten."""
+
+    def __init__(self, upstream: str, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        site = NGINX_CONF.read_text()
+        assert "server 127.0.0.1:8000 " in site and "listen 80;" in site
+        site = site.replace("server 127.0.0.1:8000 ", f"server {upstream} ")
+        site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        (self.dir / "orderhooks.conf").write_text(site)
+        temp = "\n".join(f"  {kind}_temp_path {self.dir / kind};"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        user = "user root;\n" if os.getuid() == 0 else ""
+        (self.dir / "nginx.conf").write_text(
+            f"{user}worker_processes 1;\npid {self.dir / 'nginx.pid'};\n"
+            f"error_log {self.dir / 'error.log'} warn;\ndaemon off;\n"
+            "events { worker_connections 2048; }\n"
+            f"http {{\n  access_log off;\n{temp}\n  include {self.dir / 'orderhooks.conf'};\n}}\n")
+        self.log = open(self.dir / "nginx.out", "ab")
+        self.popen = subprocess.Popen(
+            [nginx_binary(), "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
+             "-e", str(self.dir / "error.log")],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: self.popen.poll() is None and _connects(self.port), 30, what="nginx")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGQUIT)  # graceful
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        self.log.close()
+
+
+def _connects(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def nginx_binary() -> str | None:
+    import shutil
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+
+
+def install_nginx() -> str | None:
+    """nginx's path, installed by scripts/install-nginx if missing; None when it cannot be."""
+    if nginx_binary() is None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-nginx")], check=False,
+                       timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return nginx_binary()
+
+
+def timed_deliveries(stack: "Stack", channel: dict, base_url: str, seconds: float,
+                     gap: float = 0.25, timeout: float = 10.0) -> list[tuple[float, object]]:
+    """Genuine deliveries, one after another for ``seconds``: (seconds to answer, status code or
+    the error's name) each."""
+    results = []
+    end, n = time.monotonic() + seconds, 0
+    salt = str(time.monotonic_ns())
+    while time.monotonic() < end:
+        body, _key = delivery_body(channel["store"], n, salt=salt)
+        n += 1
+        started = time.monotonic()
+        try:
+            answer = requests.post(
+                f"{base_url}/webhooks/bigcommerce/{channel['id']}", data=body, timeout=timeout,
+                headers={"Content-Type": "application/json", SECRET_HEADER: channel["secret"]})
+            outcome = answer.status_code
+        except requests.RequestException as exc:
+            outcome = type(exc).__name__
+        results.append((time.monotonic() - started, outcome))
+        time.sleep(gap)
+    return results
+
+
+def assert_answered_under_slow_clients(stack: "Stack", channel: dict, base_url: str,
+                                       sockets: int = 200, seconds: float = 12.0) -> None:
+    """``sockets`` slow-loris connections on ``base_url`` for ``seconds`` (one header byte every
+    2 s, re-opened when closed), while genuine deliveries go one after another: every delivery
+    answered 200 within 1 s, all through the attack, with every slow socket still open."""
+    port = int(base_url.rsplit(":", 1)[1])
+    slow = SlowClients("127.0.0.1", port, sockets, interval=2.0, max_seconds=seconds + 60)
+    try:
+        results = timed_deliveries(stack, channel, base_url, seconds)
+        still_open = slow.open()
+    finally:
+        slow.close()
+    assert still_open == sockets and slow.refused == 0, (still_open, slow.refused)
+    assert {outcome for _, outcome in results} == {200}, results
+    assert max(answered for answered, _ in results) < 1.0, results
+    assert len(results) >= seconds  # deliveries went on through the whole attack
