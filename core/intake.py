@@ -22,7 +22,9 @@ import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
@@ -61,20 +63,49 @@ class ChannelCache:
     replaces (stale by the few milliseconds of that query): every thread of a busy process
     arriving at once used to query the database together (likely past the pool's size, so
     with connections opened and closed again), which showed as latency spikes every ``ttl``
-    seconds under load (up to 173 ms on PostgreSQL at 650 req/s, measured)."""
+    seconds under load (up to 173 ms on PostgreSQL at 650 req/s, measured).
 
-    def __init__(self, ttl: float = 5.0):
+    Ids come from unauthenticated URLs, so what they can cost is bounded:
+
+    * at most ``size`` entries, "no such channel" included; the least recently used goes first;
+    * an id above the highest channel id (the ceiling, read at most once every
+      ``ceiling_interval`` seconds — 1, or ``ttl`` if shorter — and at once after
+      :meth:`clear`) is no channel, answered without a query and without an entry. Only ids
+      below it that name no channel (gaps left by failed inserts) cost a query, each at most
+      once per ``ttl``. A channel created in another process is found once the ceiling is
+      next read."""
+
+    def __init__(self, ttl: float = 5.0, size: int = 4096,
+                 ceiling_interval: float | None = None):
         self.ttl = ttl
-        self._entries: dict[int, tuple[float, object]] = {}
+        self.size = size
+        self.ceiling_interval = min(1.0, ttl) if ceiling_interval is None else ceiling_interval
+        self._entries: OrderedDict[int, tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
         self._refreshing: set[int] = set()
         self._generation = 0  # clear() bumps it: a load that began before is not kept
+        self._ceiling = 0
+        self._ceiling_due = float("-inf")  # when the ceiling may be read again
+        self._ceiling_loading = False
 
-    def get(self, channel_id: int, load):
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, channel_id: int, load, highest=None):
+        """The channel ``channel_id`` (None when there is none), from ``load()`` when it is
+        not cached; with ``highest`` (a function returning the highest channel id), ids above
+        it are None without calling ``load``."""
         now = time.monotonic()
         entry = self._entries.get(channel_id)
         if entry is not None and entry[0] > now:
+            try:
+                self._entries.move_to_end(channel_id)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
             return entry[1]
+        if entry is None and highest is not None and channel_id > self._ceiling \
+                and not self._raise_ceiling(highest, now, channel_id):
+            return None
         with self._lock:
             if entry is not None and channel_id in self._refreshing:
                 return entry[1]  # another thread is reloading it
@@ -89,11 +120,35 @@ class ChannelCache:
                 self._refreshing.discard(channel_id)
                 if value is not _UNLOADED and generation == self._generation:
                     self._entries[channel_id] = (now + self.ttl, value)
+                    self._entries.move_to_end(channel_id)
+                    while len(self._entries) > self.size:
+                        self._entries.popitem(last=False)
+
+    def _raise_ceiling(self, highest, now: float, channel_id: int) -> bool:
+        """Whether ``channel_id`` is at most the highest channel id, reading that id again if
+        it is due (one thread at a time; the others keep the value it replaces)."""
+        with self._lock:
+            if self._ceiling_loading or now < self._ceiling_due:
+                return channel_id <= self._ceiling
+            self._ceiling_loading = True
+            generation = self._generation
+        ceiling = None
+        try:
+            ceiling = int(highest() or 0)
+        finally:
+            with self._lock:
+                self._ceiling_loading = False
+                if ceiling is not None:
+                    self._ceiling = ceiling
+                    if generation == self._generation:
+                        self._ceiling_due = now + self.ceiling_interval
+        return channel_id <= self._ceiling
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._generation += 1
+            self._ceiling_due = float("-inf")
 
 
 class Intake:
@@ -144,69 +199,96 @@ class Intake:
         if environ.get("REQUEST_METHOD") != "POST":
             return _error(405, "method_not_allowed", "webhooks are delivered with POST",
                           extra=(("Allow", "POST"),))
+        adapter = self.channels.get(channel_type)
+        # Metric labels come from the installed channel types only: a type taken from the URL
+        # would add a time series per name anyone cares to send.
+        label = channel_type if adapter is not None else "unknown"
         limit = self.limit
         length = _length(environ)
         if length is None:
             return _error(400, "invalid_request", "the Content-Length header is not a number")
         if length > limit:
-            metrics.rejected(channel_type, "too_large")
+            metrics.rejected(label, "too_large")
             return _error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
-        adapter = self.channels.get(channel_type)
         if (adapter is None or not (channel_id.isascii() and channel_id.isdigit())
                 or len(channel_id) > 18):
-            metrics.rejected(channel_type, "unknown_channel")
+            metrics.rejected(label, "unknown_channel")
             return _error(404, "unknown_channel", f"no {channel_type} channel {channel_id} here")
         stream = environ["wsgi.input"]
-        if length >= 0:
-            body = stream.read(length) if length else b""
-        elif environ.get("wsgi.input_terminated"):  # chunked: read no more than the cap
-            body = stream.read(limit + 1)
-        else:
-            body = b""
+        try:
+            if length >= 0:
+                body = stream.read(length) if length else b""
+            elif environ.get("wsgi.input_terminated"):  # chunked: read no more than the cap
+                body = stream.read(limit + 1)
+            else:
+                body = b""
+        except Exception as exc:  # noqa: BLE001 — see below
+            # Whatever the server's reader raises here (gunicorn's bad chunk size or
+            # terminator, a body cut short, a reset) is the sender breaking HTTP framing: a
+            # 400 and one line, before any lookup. The server closes the connection, since
+            # where the next request would start is unknown.
+            log.info("intake.malformed_body", extra={"channel_type": label,
+                                                     "error": type(exc).__name__})
+            metrics.rejected(label, "malformed_body")
+            return _error(400, "malformed_body",
+                          "the request body does not follow HTTP framing (chunked encoding or "
+                          "Content-Length); send it again whole")
+        if 0 < length != len(body):
+            # The connection ended before the announced Content-Length: a truncated body is
+            # not the delivery that was sent, so it is neither stored nor acknowledged.
+            log.info("intake.incomplete_body", extra={"channel_type": label,
+                                                      "announced": length,
+                                                      "received": len(body)})
+            metrics.rejected(label, "malformed_body")
+            return _error(400, "incomplete_body",
+                          f"the body ended after {len(body)} of the {length} bytes its "
+                          "Content-Length announced; send it again whole")
         if len(body) > limit:
-            metrics.rejected(channel_type, "too_large")
+            metrics.rejected(label, "too_large")
             return _error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
 
         try:
-            channel = self.cache.get(int(channel_id), lambda: self._load_channel(int(channel_id)))
+            number = int(channel_id)
+            channel = self.cache.get(number, lambda: self._load_channel(number),
+                                     self._highest_channel_id)
         except SQLAlchemyError:
             log.exception("intake.database_unavailable", extra={"channel_id": channel_id})
-            metrics.rejected(channel_type, "database_unavailable")
+            metrics.rejected(label, "database_unavailable")
             return _unavailable()
         sent = _headers(environ)
         delivery = IncomingDelivery(body=body, headers=Headers.from_lowercase(sent),
                                     received_at=utcnow())
         if channel is None or channel.type != channel_type or not (
                 channel.active or _accepted_while_inactive(adapter, delivery, channel)):
-            metrics.rejected(channel_type, "unknown_channel")
+            metrics.rejected(label, "unknown_channel")
             return _error(404, "unknown_channel",
                           f"no active {channel_type} channel {channel_id} here")
         try:
             adapter.authenticate(delivery, channel)
         except AuthenticationError as exc:
             log.info("intake.unauthenticated", extra={"channel_id": channel.id, "error": str(exc)})
-            metrics.rejected(channel_type, "unauthenticated")
+            metrics.rejected(label, "unauthenticated")
             return _error(401, "unauthenticated",
                           str(exc) or "the delivery's signature is not valid")
         except Exception as exc:  # noqa: BLE001 — a verifier choking on garbage is still a 401
             log.info("intake.unauthenticated", extra={"channel_id": channel.id,
                                                       "error": repr(exc)})
-            metrics.rejected(channel_type, "unauthenticated")
+            metrics.rejected(label, "unauthenticated")
             return _error(401, "unauthenticated", "the delivery's signature could not be verified")
         try:
             info = adapter.inspect(delivery, channel)
         except (InvalidDelivery, ValueError, TypeError, KeyError, AttributeError) as exc:
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery", f"the delivery cannot be read: {exc}")
         except Exception as exc:  # noqa: BLE001 — a reader choking on odd input is still a 400
             log.warning("intake.unreadable", extra={"channel_id": channel.id, "error": repr(exc)})
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery",
                           f"the delivery cannot be read ({type(exc).__name__})")
         if unstorable_text([info.key, info.topic, info.channel_order_id]):
             # NUL characters or lone surrogates: no database column takes them (PostgreSQL would
             # fail the insert, and the sender would retry a 503 for ever).
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery", "the delivery's identifiers are not valid text")
 
         kept = self.kept[channel_type]
@@ -217,11 +299,11 @@ class Intake:
         except Unstorable as exc:
             # The database refused the values themselves: sending it again will not help.
             log.warning("intake.unstorable", extra={"channel_id": channel.id, "error": str(exc)})
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery", "the delivery's fields cannot be stored")
         except Unavailable:
             log.exception("intake.database_unavailable", extra={"channel_id": channel.id})
-            metrics.rejected(channel_type, "database_unavailable")
+            metrics.rejected(label, "database_unavailable")
             return _unavailable()
         if duplicate:
             log.info("intake.duplicate", extra={"channel_id": channel.id,
@@ -233,6 +315,10 @@ class Intake:
                                          "topic": info.topic})
         metrics.received(channel_type, "stored")
         return 200, {"status": "accepted", "delivery_id": delivery_id}, ()
+
+    def _highest_channel_id(self) -> int:
+        with self.db.Session() as session:
+            return session.scalar(select(func.max(SalesChannel.id))) or 0
 
     def _load_channel(self, channel_id: int):
         with self.db.Session() as session:
