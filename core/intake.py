@@ -1,8 +1,9 @@
 """Webhook intake: read the raw body (capped), authenticate, store durably, acknowledge.
 
 One status per failure: 404 unknown or inactive channel (never 410: senders disable endpoints on
-410), 413 too large, 401 not authentic, 400 authentic but unreadable, 503 database unavailable (the
-channel retries). 200 only once the delivery is committed; a duplicate gets 200 and no second row.
+410), 413 too large, 400 a body that breaks HTTP framing (read before anything else), 401 not
+authentic, 400 authentic but unreadable, 503 database unavailable (the channel retries). 200 only
+once the delivery is committed; a duplicate gets 200 and no second row.
 
 This is the service's hot path, so it is a thin WSGI layer in front of the Flask app
 (:class:`Intake`, installed by ``create_app``) rather than a Flask view: no request context, no
@@ -53,6 +54,8 @@ COMMON_HEADERS = ("content-type", "user-agent", "webhook-id", "webhook-timestamp
 
 
 _UNLOADED = object()
+#: Channel ids up to this many above the highest one are looked up (see ChannelCache).
+MIN_REACH = 1024
 
 
 class ChannelCache:
@@ -67,44 +70,47 @@ class ChannelCache:
 
     Ids come from unauthenticated URLs, so what they can cost is bounded:
 
-    * at most ``size`` entries, "no such channel" included; the least recently used goes first;
-    * an id above the highest channel id (the ceiling, read at most once every
-      ``ceiling_interval`` seconds — 1, or ``ttl`` if shorter — and at once after
-      :meth:`clear`) is no channel, answered without a query and without an entry. Only ids
-      below it that name no channel (gaps left by failed inserts) cost a query, each at most
-      once per ``ttl``. A channel created in another process is found once the ceiling is
-      next read."""
+    * at most ``size`` channels and, apart, at most ``missing_size`` "no such channel" answers,
+      each table dropping its least recently used entry first: ids made up by a stranger never
+      push a real channel out;
+    * an id beyond the reach of the highest channel id (twice it, and at least 1,024 more; the
+      highest is read at most once every ``ceiling_interval`` seconds — 1, or ``ttl`` if
+      shorter) is no channel, answered without a query and without an entry. The margin lets
+      channels created in other processes since be found at once. An id within reach that
+      names no channel costs one primary-key read, at most once per ``ttl`` while its answer
+      stays among the ``missing_size`` kept."""
 
-    def __init__(self, ttl: float = 5.0, size: int = 4096,
+    def __init__(self, ttl: float = 5.0, size: int = 4096, missing_size: int = 1024,
                  ceiling_interval: float | None = None):
         self.ttl = ttl
-        self.size = size
+        self.size, self.missing_size = size, missing_size
         self.ceiling_interval = min(1.0, ttl) if ceiling_interval is None else ceiling_interval
         self._entries: OrderedDict[int, tuple[float, object]] = OrderedDict()
+        self._missing: OrderedDict[int, tuple[float, None]] = OrderedDict()
         self._lock = threading.Lock()
         self._refreshing: set[int] = set()
         self._generation = 0  # clear() bumps it: a load that began before is not kept
-        self._ceiling = 0
-        self._ceiling_due = float("-inf")  # when the ceiling may be read again
+        self._reach = MIN_REACH
+        self._ceiling_due = float("-inf")  # when the highest id may be read again
         self._ceiling_loading = False
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._missing)
 
     def get(self, channel_id: int, load, highest=None):
         """The channel ``channel_id`` (None when there is none), from ``load()`` when it is
-        not cached; with ``highest`` (a function returning the highest channel id), ids above
-        it are None without calling ``load``."""
+        not cached; with ``highest`` (a function returning the highest channel id), ids beyond
+        its reach are None without calling ``load``."""
         now = time.monotonic()
-        entry = self._entries.get(channel_id)
+        entry = self._entries.get(channel_id) or self._missing.get(channel_id)
         if entry is not None and entry[0] > now:
             try:
-                self._entries.move_to_end(channel_id)
-            except KeyError:  # evicted by another thread meanwhile
+                (self._missing if entry[1] is None else self._entries).move_to_end(channel_id)
+            except KeyError:  # dropped by another thread meanwhile
                 pass
             return entry[1]
-        if entry is None and highest is not None and channel_id > self._ceiling \
-                and not self._raise_ceiling(highest, now, channel_id):
+        if entry is None and highest is not None and channel_id > self._reach \
+                and not self._within_reach(highest, now, channel_id):
             return None
         with self._lock:
             if entry is not None and channel_id in self._refreshing:
@@ -119,34 +125,40 @@ class ChannelCache:
             with self._lock:
                 self._refreshing.discard(channel_id)
                 if value is not _UNLOADED and generation == self._generation:
-                    self._entries[channel_id] = (now + self.ttl, value)
-                    self._entries.move_to_end(channel_id)
-                    while len(self._entries) > self.size:
-                        self._entries.popitem(last=False)
+                    keep, other, bound = ((self._missing, self._entries, self.missing_size)
+                                          if value is None else
+                                          (self._entries, self._missing, self.size))
+                    other.pop(channel_id, None)
+                    keep[channel_id] = (now + self.ttl, value)
+                    keep.move_to_end(channel_id)
+                    while len(keep) > bound:
+                        keep.popitem(last=False)
 
-    def _raise_ceiling(self, highest, now: float, channel_id: int) -> bool:
-        """Whether ``channel_id`` is at most the highest channel id, reading that id again if
-        it is due (one thread at a time; the others keep the value it replaces)."""
+    def _within_reach(self, highest, now: float, channel_id: int) -> bool:
+        """Whether ``channel_id`` is within reach of the highest channel id, reading that id
+        again if it is due (one thread at a time; the others keep the reach it replaces)."""
         with self._lock:
             if self._ceiling_loading or now < self._ceiling_due:
-                return channel_id <= self._ceiling
+                return channel_id <= self._reach
             self._ceiling_loading = True
             generation = self._generation
-        ceiling = None
+        reach = None
         try:
             ceiling = int(highest() or 0)
+            reach = ceiling + max(MIN_REACH, ceiling)
         finally:
             with self._lock:
                 self._ceiling_loading = False
-                if ceiling is not None:
-                    self._ceiling = ceiling
+                if reach is not None:
+                    self._reach = reach
                     if generation == self._generation:
                         self._ceiling_due = now + self.ceiling_interval
-        return channel_id <= self._ceiling
+        return channel_id <= self._reach
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._missing.clear()
             self._generation += 1
             self._ceiling_due = float("-inf")
 

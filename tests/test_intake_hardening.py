@@ -5,8 +5,8 @@
   ``webhook-id`` / ``webhook-timestamp``) — leaving the signature out no longer skips the
   timestamp check;
 * requests to made-up channel types and ids leave the server's state bounded: metric labels
-  only from installed channel types, a size-bounded channel cache, no query for an id above
-  the highest channel id.
+  only from installed channel types, a size-bounded channel cache, no query for an id beyond
+  reach of the highest channel id.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select
 from standardwebhooks.webhooks import Webhook
 
-from core.intake import ChannelCache
+from core.intake import MIN_REACH, ChannelCache
 from core.models import Delivery, SalesChannel
 
 CLIENT_SECRET = "bc-client-secret-hardening"
@@ -188,41 +188,50 @@ def test_random_types_and_ids_leave_metrics_and_the_channel_cache_bounded(bc, ap
     # Counter values grow by a digit or two; no series is added.
     assert len(text) - size_before < 200, (size_before, len(text))
     # Only the one real channel is cached, and no id cost a query (the channel was cached and
-    # the ceiling read during the warm-up; /metrics reads the worker lag).
+    # the highest id read during the warm-up; /metrics reads the worker lag).
     assert len(cache) == 1
     channel_queries = [q for q in queries if "sales_channels" in q and "deliveries" not in q]
     assert channel_queries == [], channel_queries[:3]
 
 
-def test_ids_above_the_highest_channel_cost_no_query_and_no_entry(bc, app, client):
+def test_ids_beyond_reach_of_the_highest_channel_cost_no_query_and_no_entry(bc, app, client):
     channel = bc.create()
     cache = app.extensions["orderhooks.channel_cache"]
     cache.ttl = cache.ceiling_interval = 3600
-    assert bc.send(order_id=250).status_code == 200  # reads the ceiling and the channel
-    queries = []
+    assert bc.send(order_id=250).status_code == 200  # reads the channel
+    beyond = channel["id"] + MIN_REACH + 1
+    assert client.post(f"/webhooks/bigcommerce/{beyond}", data=b"{}").status_code == 404
+    queries = []  # the highest id has been read: from here on, nothing is
     event.listen(app.extensions["orderhooks.db"].engine, "before_cursor_execute",
                  lambda *args: queries.append(args[2]))
-    for number in range(channel["id"] + 1, channel["id"] + 2001):
+    for number in range(beyond, beyond + 2000):
         response = client.post(f"/webhooks/bigcommerce/{number}", data=b"{}")
         assert response.status_code == 404 and response.get_json()["error"] == "unknown_channel"
     assert queries == [] and len(cache) == 1
 
 
-def test_a_channel_created_here_is_found_at_once(bc, app):
-    """Creating a channel through the admin API clears this process's cache, ceiling included:
-    its first delivery is not refused as above the highest id."""
+def test_a_channel_created_elsewhere_since_the_highest_id_was_read_is_found(bc, app):
+    """Another process (here: a row written behind the cache's back) creates channels after this
+    one read the highest id: their deliveries are stored at once, not refused as made up."""
     bc.create()
-    app.extensions["orderhooks.channel_cache"].ttl = 3600
-    app.extensions["orderhooks.channel_cache"].ceiling_interval = 3600
+    cache = app.extensions["orderhooks.channel_cache"]
+    cache.ttl = cache.ceiling_interval = 3600
     assert bc.send(order_id=250).status_code == 200
-    bc.create()  # a second channel, with a higher id
-    assert bc.send(order_id=251).status_code == 200
+    assert bc.send(order_id=250, channel_id=MIN_REACH + 500).status_code == 404  # reads it
+    with app.extensions["orderhooks.db"].Session() as session:
+        row = session.get(SalesChannel, bc.channel["id"])
+        copy = {column.key: getattr(row, column.key)
+                for column in SalesChannel.__table__.columns if column.key != "id"}
+        session.add(SalesChannel(id=bc.channel["id"] + 1, **copy))
+        session.commit()
+    assert bc.send(order_id=251, channel_id=bc.channel["id"] + 1).status_code == 200
 
 
-def test_ids_below_the_highest_that_name_no_channel_are_bounded_by_the_cache_size(
+def test_ids_within_reach_that_name_no_channel_are_bounded_and_never_evict_a_channel(
         bc, app, client):
-    """Gaps below the highest id (here a copy of the channel at id 1,000,000) each cost one
-    primary-key read per ``ttl``, and their "no such channel" entries stay within the size."""
+    """Ids below the highest (here a copy of the channel at id 1,000,000) that name no channel
+    each cost one primary-key read; their answers are kept apart, within ``missing_size``, and
+    the real channel stays cached throughout."""
     channel = bc.create()
     with app.extensions["orderhooks.db"].Session() as session:
         row = session.get(SalesChannel, channel["id"])
@@ -232,31 +241,40 @@ def test_ids_below_the_highest_that_name_no_channel_are_bounded_by_the_cache_siz
         session.commit()
     cache = app.extensions["orderhooks.channel_cache"]
     cache.clear()
-    cache.ttl, cache.size = 3600, 64
+    cache.ttl, cache.size, cache.missing_size = 3600, 4, 64
+    assert bc.send(order_id=250).status_code == 200  # the real channel, cached
     rng = random.Random(6)
     for _ in range(1000):
         number = rng.randint(2, 999_999)
         assert client.post(f"/webhooks/bigcommerce/{number}", data=b"{}").status_code == 404
-        assert len(cache) <= 64
+        assert len(cache) <= 1 + 64
+    secret = bc.secret  # (a read of the channel by the test itself)
+    queries = []
+    event.listen(app.extensions["orderhooks.db"].engine, "before_cursor_execute",
+                 lambda *args: queries.append(args[2]))
+    assert bc.send(order_id=251, secret=secret).status_code == 200
+    assert not [q for q in queries if "sales_channels" in q], queries
 
 
 # -- the cache on its own ----------------------------------------------------------------------
 
 def test_the_cache_keeps_at_most_size_entries_dropping_the_least_recently_used():
-    cache = ChannelCache(ttl=3600, size=3)
+    cache = ChannelCache(ttl=3600, size=3, missing_size=5)
     for number in (1, 2, 3):
         cache.get(number, lambda n=number: f"channel {n}")
     cache.get(1, lambda: "reloaded")  # a hit: 1 becomes the most recently used
-    cache.get(4, lambda: "channel 4")  # evicts 2, the least recently used
+    cache.get(4, lambda: "channel 4")  # drops 2, the least recently used
     assert len(cache) == 3
     assert cache.get(1, lambda: "reloaded") == "channel 1"
     assert cache.get(2, lambda: "loaded again") == "loaded again"
-    for number in range(5, 5005):
+    for number in range(5, 5005):  # "no such channel" answers: kept apart, never evict one
         cache.get(number, lambda: None)
-        assert len(cache) <= 3
+        assert len(cache) <= 3 + 5
+    assert [cache.get(n, lambda: "evicted") for n in (1, 2, 4)] == [
+        "channel 1", "loaded again", "channel 4"]
 
 
-def test_the_ceiling_is_read_once_per_interval_whatever_the_number_of_ids():
+def test_the_highest_id_is_read_once_per_interval_whatever_the_number_of_ids():
     cache = ChannelCache(ttl=3600, ceiling_interval=3600)
     reads, loads = [], []
 
@@ -264,10 +282,12 @@ def test_the_ceiling_is_read_once_per_interval_whatever_the_number_of_ids():
         reads.append(1)
         return 10
 
-    for number in range(11, 5011):
+    reach = 10 + MIN_REACH
+    for number in range(reach + 1, reach + 5001):
         assert cache.get(number, lambda: loads.append(1), highest) is None
     assert reads == [1] and loads == [] and len(cache) == 0
-    assert cache.get(10, lambda: "channel 10", highest) == "channel 10"
-    cache.clear()  # an admin edit: the next id above the ceiling reads it again
-    assert cache.get(11, lambda: "channel 11", lambda: reads.append(1) or 11) == "channel 11"
+    # Within reach: looked up (a channel another process created since is found).
+    assert cache.get(11, lambda: "channel 11", highest) == "channel 11"
+    cache.clear()  # an admin edit: the next id beyond reach reads the highest id again
+    assert cache.get(reach + 1, lambda: "created here", highest) is None
     assert len(reads) == 2
