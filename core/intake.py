@@ -1,8 +1,9 @@
 """Webhook intake: read the raw body (capped), authenticate, store durably, acknowledge.
 
 One status per failure: 404 unknown or inactive channel (never 410: senders disable endpoints on
-410), 413 too large, 401 not authentic, 400 authentic but unreadable, 503 database unavailable (the
-channel retries). 200 only once the delivery is committed; a duplicate gets 200 and no second row.
+410), 413 too large, 400 a body that breaks HTTP framing (read before anything else), 401 not
+authentic, 400 authentic but unreadable, 503 database unavailable (the channel retries). 200 only
+once the delivery is committed; a duplicate gets 200 and no second row.
 
 This is the service's hot path, so it is a thin WSGI layer in front of the Flask app
 (:class:`Intake`, installed by ``create_app``) rather than a Flask view: no request context, no
@@ -22,7 +23,9 @@ import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
@@ -52,6 +55,8 @@ COMMON_HEADERS = ("content-type", "user-agent", "webhook-id", "webhook-timestamp
 
 
 _UNLOADED = object()
+#: Channel ids up to this many above the highest one are looked up (see ChannelCache).
+MIN_REACH = 1024
 
 
 class ChannelCache:
@@ -62,20 +67,52 @@ class ChannelCache:
     replaces (stale by the few milliseconds of that query): every thread of a busy process
     arriving at once used to query the database together (likely past the pool's size, so
     with connections opened and closed again), which showed as latency spikes every ``ttl``
-    seconds under load (up to 173 ms on PostgreSQL at 650 req/s, measured)."""
+    seconds under load (up to 173 ms on PostgreSQL at 650 req/s, measured).
 
-    def __init__(self, ttl: float = 5.0):
+    Ids come from unauthenticated URLs, so what they can cost is bounded:
+
+    * at most ``size`` channels and, apart, at most ``missing_size`` "no such channel" answers,
+      each table dropping its least recently used entry first: ids made up by a stranger never
+      push a real channel out;
+    * an id beyond the reach of the highest channel id (twice it, and at least 1,024 more; the
+      highest is read at most once every ``ceiling_interval`` seconds — 1, or ``ttl`` if
+      shorter) is no channel, answered without a query and without an entry. The margin lets
+      channels created in other processes since be found at once. An id within reach that
+      names no channel costs one primary-key read, at most once per ``ttl`` while its answer
+      stays among the ``missing_size`` kept."""
+
+    def __init__(self, ttl: float = 5.0, size: int = 4096, missing_size: int = 1024,
+                 ceiling_interval: float | None = None):
         self.ttl = ttl
-        self._entries: dict[int, tuple[float, object]] = {}
+        self.size, self.missing_size = size, missing_size
+        self.ceiling_interval = min(1.0, ttl) if ceiling_interval is None else ceiling_interval
+        self._entries: OrderedDict[int, tuple[float, object]] = OrderedDict()
+        self._missing: OrderedDict[int, tuple[float, None]] = OrderedDict()
         self._lock = threading.Lock()
         self._refreshing: set[int] = set()
         self._generation = 0  # clear() bumps it: a load that began before is not kept
+        self._reach = MIN_REACH
+        self._ceiling_due = float("-inf")  # when the highest id may be read again
+        self._ceiling_loading = False
 
-    def get(self, channel_id: int, load):
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._missing)
+
+    def get(self, channel_id: int, load, highest=None):
+        """The channel ``channel_id`` (None when there is none), from ``load()`` when it is
+        not cached; with ``highest`` (a function returning the highest channel id), ids beyond
+        its reach are None without calling ``load``."""
         now = time.monotonic()
-        entry = self._entries.get(channel_id)
+        entry = self._entries.get(channel_id) or self._missing.get(channel_id)
         if entry is not None and entry[0] > now:
+            try:
+                (self._missing if entry[1] is None else self._entries).move_to_end(channel_id)
+            except KeyError:  # dropped by another thread meanwhile
+                pass
             return entry[1]
+        if entry is None and highest is not None and channel_id > self._reach \
+                and not self._within_reach(highest, now, channel_id):
+            return None
         with self._lock:
             if entry is not None and channel_id in self._refreshing:
                 return entry[1]  # another thread is reloading it
@@ -89,12 +126,42 @@ class ChannelCache:
             with self._lock:
                 self._refreshing.discard(channel_id)
                 if value is not _UNLOADED and generation == self._generation:
-                    self._entries[channel_id] = (now + self.ttl, value)
+                    keep, other, bound = ((self._missing, self._entries, self.missing_size)
+                                          if value is None else
+                                          (self._entries, self._missing, self.size))
+                    other.pop(channel_id, None)
+                    keep[channel_id] = (now + self.ttl, value)
+                    keep.move_to_end(channel_id)
+                    while len(keep) > bound:
+                        keep.popitem(last=False)
+
+    def _within_reach(self, highest, now: float, channel_id: int) -> bool:
+        """Whether ``channel_id`` is within reach of the highest channel id, reading that id
+        again if it is due (one thread at a time; the others keep the reach it replaces)."""
+        with self._lock:
+            if self._ceiling_loading or now < self._ceiling_due:
+                return channel_id <= self._reach
+            self._ceiling_loading = True
+            generation = self._generation
+        reach = None
+        try:
+            ceiling = int(highest() or 0)
+            reach = ceiling + max(MIN_REACH, ceiling)
+        finally:
+            with self._lock:
+                self._ceiling_loading = False
+                if reach is not None:
+                    self._reach = reach
+                    if generation == self._generation:
+                        self._ceiling_due = now + self.ceiling_interval
+        return channel_id <= self._reach
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._missing.clear()
             self._generation += 1
+            self._ceiling_due = float("-inf")
 
 
 class Intake:
@@ -145,69 +212,96 @@ class Intake:
         if environ.get("REQUEST_METHOD") != "POST":
             return _error(405, "method_not_allowed", "webhooks are delivered with POST",
                           extra=(("Allow", "POST"),))
+        adapter = self.channels.get(channel_type)
+        # Metric labels come from the installed channel types only: a type taken from the URL
+        # would add a time series per name anyone cares to send.
+        label = channel_type if adapter is not None else "unknown"
         limit = self.limit
         length = _length(environ)
         if length is None:
             return _error(400, "invalid_request", "the Content-Length header is not a number")
         if length > limit:
-            metrics.rejected(channel_type, "too_large")
+            metrics.rejected(label, "too_large")
             return _error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
-        adapter = self.channels.get(channel_type)
         if (adapter is None or not (channel_id.isascii() and channel_id.isdigit())
                 or len(channel_id) > 18):
-            metrics.rejected(channel_type, "unknown_channel")
+            metrics.rejected(label, "unknown_channel")
             return _error(404, "unknown_channel", f"no {channel_type} channel {channel_id} here")
         stream = environ["wsgi.input"]
-        if length >= 0:
-            body = stream.read(length) if length else b""
-        elif environ.get("wsgi.input_terminated"):  # chunked: read no more than the cap
-            body = stream.read(limit + 1)
-        else:
-            body = b""
+        try:
+            if length >= 0:
+                body = stream.read(length) if length else b""
+            elif environ.get("wsgi.input_terminated"):  # chunked: read no more than the cap
+                body = stream.read(limit + 1)
+            else:
+                body = b""
+        except Exception as exc:  # noqa: BLE001 — see below
+            # Whatever the server's reader raises here (gunicorn's bad chunk size or
+            # terminator, a body cut short, a reset) is the sender breaking HTTP framing: a
+            # 400 and one line, before any lookup. The server closes the connection, since
+            # where the next request would start is unknown.
+            log.info("intake.malformed_body", extra={"channel_type": label,
+                                                     "error": type(exc).__name__})
+            metrics.rejected(label, "malformed_body")
+            return _error(400, "malformed_body",
+                          "the request body does not follow HTTP framing (chunked encoding or "
+                          "Content-Length); send it again whole")
+        if 0 < length != len(body):
+            # The connection ended before the announced Content-Length: a truncated body is
+            # not the delivery that was sent, so it is neither stored nor acknowledged.
+            log.info("intake.incomplete_body", extra={"channel_type": label,
+                                                      "announced": length,
+                                                      "received": len(body)})
+            metrics.rejected(label, "malformed_body")
+            return _error(400, "incomplete_body",
+                          f"the body ended after {len(body)} of the {length} bytes its "
+                          "Content-Length announced; send it again whole")
         if len(body) > limit:
-            metrics.rejected(channel_type, "too_large")
+            metrics.rejected(label, "too_large")
             return _error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
 
         try:
-            channel = self.cache.get(int(channel_id), lambda: self._load_channel(int(channel_id)))
+            number = int(channel_id)
+            channel = self.cache.get(number, lambda: self._load_channel(number),
+                                     self._highest_channel_id)
         except SQLAlchemyError:
             log.exception("intake.database_unavailable", extra={"channel_id": channel_id})
-            metrics.rejected(channel_type, "database_unavailable")
+            metrics.rejected(label, "database_unavailable")
             return _unavailable()
         sent = _headers(environ)
         delivery = Delivery(body=body, headers=Headers.from_lowercase(sent),
                                     received_at=utcnow())
         if channel is None or channel.type != channel_type or not (
                 channel.active or _accepted_while_inactive(adapter, delivery, channel)):
-            metrics.rejected(channel_type, "unknown_channel")
+            metrics.rejected(label, "unknown_channel")
             return _error(404, "unknown_channel",
                           f"no active {channel_type} channel {channel_id} here")
         try:
             adapter.authenticate(delivery, channel)
         except AuthenticationError as exc:
             log.info("intake.unauthenticated", extra={"channel_id": channel.id, "error": str(exc)})
-            metrics.rejected(channel_type, "unauthenticated")
+            metrics.rejected(label, "unauthenticated")
             return _error(401, "unauthenticated",
                           str(exc) or "the delivery's signature is not valid")
         except Exception as exc:  # noqa: BLE001 — a verifier choking on garbage is still a 401
             log.info("intake.unauthenticated", extra={"channel_id": channel.id,
                                                       "error": repr(exc)})
-            metrics.rejected(channel_type, "unauthenticated")
+            metrics.rejected(label, "unauthenticated")
             return _error(401, "unauthenticated", "the delivery's signature could not be verified")
         try:
             info = adapter.inspect(delivery, channel)
         except (InvalidDelivery, ValueError, TypeError, KeyError, AttributeError) as exc:
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery", f"the delivery cannot be read: {exc}")
         except Exception as exc:  # noqa: BLE001 — a reader choking on odd input is still a 400
             log.warning("intake.unreadable", extra={"channel_id": channel.id, "error": repr(exc)})
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery",
                           f"the delivery cannot be read ({type(exc).__name__})")
         if unstorable_text([info.key, info.topic, info.channel_order_id]):
             # NUL characters or lone surrogates: no database column takes them (PostgreSQL would
             # fail the insert, and the sender would retry a 503 for ever).
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery", "the delivery's identifiers are not valid text")
 
         kept = self.kept[channel_type]
@@ -218,11 +312,11 @@ class Intake:
         except Unstorable as exc:
             # The database refused the values themselves: sending it again will not help.
             log.warning("intake.unstorable", extra={"channel_id": channel.id, "error": str(exc)})
-            metrics.rejected(channel_type, "invalid")
+            metrics.rejected(label, "invalid")
             return _error(400, "invalid_delivery", "the delivery's fields cannot be stored")
         except Unavailable:
             log.exception("intake.database_unavailable", extra={"channel_id": channel.id})
-            metrics.rejected(channel_type, "database_unavailable")
+            metrics.rejected(label, "database_unavailable")
             return _unavailable()
         if duplicate:
             log.info("intake.duplicate", extra={"channel_id": channel.id,
@@ -234,6 +328,10 @@ class Intake:
                                          "topic": info.topic})
         metrics.received(channel_type, "stored")
         return 200, {"status": "accepted", "delivery_id": delivery_id}, ()
+
+    def _highest_channel_id(self) -> int:
+        with self.db.Session() as session:
+            return session.scalar(select(func.max(SalesChannel.id))) or 0
 
     def _load_channel(self, channel_id: int):
         with self.db.Session() as session:

@@ -34,12 +34,16 @@ COMMIT_BATCH = Histogram("orderhooks_intake_commit_batch_size",
                          buckets=(1, 2, 4, 8, 16, 32, 64))
 
 
+# The labelled children are kept (``labels`` takes a lock each time). Their channel_type is an
+# installed adapter's type, or "unknown" for any other name a URL gives (the intake's rule): a
+# label value taken from outside would be a new time series per name sent, a size /metrics and
+# every scrape carry for ever. Reasons and results are the intake's own words; so both dicts
+# stay small.
 _received: dict[tuple[str, str], object] = {}
+_rejected: dict[tuple[str, str], object] = {}
 
 
 def received(channel_type: str, result: str) -> None:
-    # Once per stored delivery: the labelled child is kept (``labels`` takes a lock each time).
-    # channel_type is a loaded adapter's type here, so the dict stays small.
     child = _received.get((channel_type, result))
     if child is None:
         child = _received[(channel_type, result)] = DELIVERIES.labels(channel_type, result)
@@ -47,9 +51,10 @@ def received(channel_type: str, result: str) -> None:
 
 
 def rejected(channel_type: str, reason: str) -> None:
-    # channel_type comes from the URL: only known shapes become label values.
-    label = channel_type if channel_type.isalnum() and len(channel_type) <= 32 else "invalid"
-    REJECTED.labels(label, reason).inc()
+    child = _rejected.get((channel_type, reason))
+    if child is None:
+        child = _rejected[(channel_type, reason)] = REJECTED.labels(channel_type, reason)
+    child.inc()
 
 
 def api_call(channel_type: str, status) -> None:

@@ -1,12 +1,13 @@
 """The admin API: auth, OpenAPI document, channels (credentials write-only, edit history),
 orders, deliveries, statuses, health, and JSON errors everywhere."""
+import base64
 import json
 import logging
 
 import pytest
 
 from core.logs import JsonFormatter
-from core.testing import ADMIN_TOKEN
+from core.testing import ADMIN_TOKEN, standard_webhooks_headers
 from tests.conftest import BC_API, STORE
 
 ACCESS_TOKEN = "super-secret-access-token-3f9a"
@@ -169,7 +170,10 @@ def test_credentials_are_never_returned_or_logged(bc, admin, client, make_order,
     order = make_order(cid, 250)
     bc.channel = channel
     bc.order(250, status_id=5)
-    delivery_id = bc.send(order_id=250).get_json()["delivery_id"]
+    # The channel has the client secret, so its deliveries are signed (Standard Webhooks).
+    body = json.dumps(bc.payload(order_id=250))
+    signature = standard_webhooks_headers(base64.b64encode(CLIENT_SECRET.encode()).decode(), body)
+    delivery_id = bc.send(body=body, headers=signature).get_json()["delivery_id"]
     worker.run_until_idle()
     admin.get(f"/orders/{order['id']}")
     admin.get("/deliveries")

@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import lru_cache
 from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, validate
@@ -119,8 +120,11 @@ class BigCommerceAdapter(ChannelAdapter):
         given = delivery.headers.get(SECRET_HEADER)
         if not given or not hmac.compare_digest(given.encode(), channel.webhook_secret.encode()):
             raise AuthenticationError(f"missing or wrong {SECRET_HEADER} header")
+        # A channel that has the app's client secret can check Standard Webhooks signatures,
+        # so it requires one on every delivery: were an unsigned delivery let through, leaving
+        # the signature out would skip its timestamp check, and a capture of any age would pass.
         client_secret = channel.credentials.get("client_secret")
-        if client_secret and delivery.headers.get("webhook-signature"):
+        if client_secret:
             verify_standard_webhook(delivery, client_secret)
 
     def inspect(self, delivery: Delivery, channel: Channel) -> DeliveryInfo:
@@ -311,14 +315,31 @@ def _payload(delivery: Delivery) -> dict:
 
 
 def verify_standard_webhook(delivery: Delivery, client_secret: str) -> None:
-    """Standard Webhooks signature, keyed with base64 of the app's client secret."""
-    from standardwebhooks.webhooks import Webhook
-    headers = {k: delivery.headers.get(k) or "" for k in
-               ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    """Standard Webhooks signature, keyed with base64 of the app's client secret: the
+    ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers are all required, the
+    timestamp within the library's tolerance (5 minutes) and the signature over the raw body."""
+    headers = {name: delivery.headers.get(name) or "" for name in STANDARD_HEADERS}
+    missing = [name for name, value in headers.items() if not value.strip()]
+    if missing:
+        raise AuthenticationError(
+            "this channel verifies Standard Webhooks signatures (it has the app's client "
+            f"secret): the {', '.join(missing)} header{'s' if len(missing) > 1 else ''} "
+            f"{'are' if len(missing) > 1 else 'is'} missing")
     try:
-        Webhook(base64.b64encode(client_secret.encode()).decode()).verify(delivery.body, headers, json_parse=False)
+        _verifier(client_secret).verify(delivery.body, headers, json_parse=False)
     except Exception as exc:  # noqa: BLE001 — the verifier raises several types on garbage
         raise AuthenticationError(f"Standard Webhooks signature rejected: {exc}") from exc
+
+
+#: The headers of a Standard Webhooks delivery, all required to verify it.
+STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+@lru_cache(maxsize=256)
+def _verifier(client_secret: str):
+    """The library's verifier for one client secret (kept: it decodes the key once)."""
+    from standardwebhooks.webhooks import Webhook
+    return Webhook(base64.b64encode(client_secret.encode()).decode())
 
 
 @hookimpl

@@ -110,7 +110,8 @@ def test_credentials_and_webhook_secrets_are_encrypted_at_rest_never_returned_or
     secret = bc.secret
     make_order(channel["id"], 250)
     api.upsert(responses.GET, f"{BC_STORE}/v2/orders/250", status=500, json={})
-    assert bc.send(order_id=250).status_code == 200
+    body = json.dumps(bc.payload(order_id=250)).encode()
+    assert bc.send(body=body, headers=_signed(body, datetime.now(timezone.utc))).status_code == 200
     assert bc.send(order_id=251, secret="wrong").status_code == 401
     worker.run_until_idle()  # a failed API call: errors are logged
     admin.patch(f"/channels/{channel['id']}", {"credentials": {
