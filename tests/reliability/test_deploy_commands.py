@@ -13,6 +13,7 @@ import requests
 from click.testing import CliRunner
 
 from core import cli
+from core.testing import SECRET_KEY
 
 from .live import (ROOT, Stack, db_engine, delivery_body, free_port, metric_sum, wait_for,
                    wait_processed)
@@ -25,6 +26,7 @@ def exec_calls(monkeypatch, database_url):
     monkeypatch.setattr(cli.os, "execvpe", lambda path, argv, env: calls.append(argv))
     monkeypatch.setattr(cli.os, "chdir", lambda path: None)
     monkeypatch.setenv("ORDERHOOKS_DATABASE_URL", database_url)
+    monkeypatch.setenv("ORDERHOOKS_SECRET_KEY", SECRET_KEY)  # a server database needs its own
     return calls
 
 
