@@ -62,7 +62,8 @@ def update_lag(db) -> None:
     worker runs — which is exactly when it matters."""
     from sqlalchemy import func, select
 
-    from .models import StoredDelivery, SalesChannel, utcnow
+    from .clock import utcnow
+    from .models import StoredDelivery, SalesChannel
     now = utcnow()
     with db.Session() as session:
         # channel_id IN / state IN / next_attempt_at <=: ranges of ix_deliveries_claim, so the

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import literal, select, update
 
-from .models import DELIVERY_OUTCOMES, StoredDelivery, SalesChannel, utcnow
+from .clock import utcnow
+from .models import DELIVERY_OUTCOMES, StoredDelivery, SalesChannel
 
 log = logging.getLogger("orderhooks.retention")
 

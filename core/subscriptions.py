@@ -8,8 +8,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from . import metrics
+from .clock import utcnow
 from .errors import ChannelAPIError, RetryLater, SubscriptionError
-from .models import SalesChannel, Subscription, SubscriptionEvent, utcnow
+from .models import SalesChannel, Subscription, SubscriptionEvent
 from .saleschannels import view
 
 log = logging.getLogger("orderhooks.subscriptions")

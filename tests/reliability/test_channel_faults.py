@@ -11,7 +11,8 @@ import requests
 import responses
 from sqlalchemy import update
 
-from core.models import StoredDelivery, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery
 from core.worker import backoff
 from tests.conftest import BC_STORE
 

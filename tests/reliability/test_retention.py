@@ -8,7 +8,8 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from core.models import StoredDelivery, WorkerState, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery, WorkerState
 from core.worker import Worker
 
 KEPT = ("outcome", "reason", "intents", "dedupe_key", "topic", "channel_order_id",

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from core.models import StoredDelivery, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery
 from core.worker import Worker
 
 import requests
