@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
 from .validation import unstorable_text
-from .channels import Delivery, Headers
+from .adapters import Delivery, Headers
 from .errors import AuthenticationError, InvalidDelivery
 from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH, StoredDelivery,
                      SalesChannel, utcnow)

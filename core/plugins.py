@@ -16,7 +16,7 @@ import pluggy
 from marshmallow import Schema
 
 from . import hookspecs
-from .channels import ChannelAdapter
+from .adapters import ChannelAdapter
 
 log = logging.getLogger("orderhooks.plugins")
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import statuses
-from .channels import Channel
+from .adapters import Channel
 from .crypto import Box
 from .models import ChannelChange, SalesChannel, Subscription
 

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 
 from . import metrics, orders
-from .channels import Delivery, Headers
+from .adapters import Delivery, Headers
 from .clock import utcnow
 from .db import Database
 from .errors import ChannelAPIError, RetryLater

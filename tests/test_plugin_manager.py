@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from core import hookimpl
-from core.channels import ChannelAdapter
+from core.adapters import ChannelAdapter
 from core.cli import main as cli
 from core.plugins import PluginError, load_channels
 from core.testing import SECRET_KEY
@@ -26,7 +26,7 @@ from tests.conftest import log_records
 
 ADAPTER_SOURCE = """
 from core import hookimpl
-from core.channels import ChannelAdapter
+from core.adapters import ChannelAdapter
 
 class Adapter(ChannelAdapter):
     type = {type!r}
