@@ -32,7 +32,7 @@ from .errors import AuthenticationError, InvalidDelivery
 from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH, StoredDelivery,
                      SalesChannel, utcnow)
 from .clock import naive_utc as _naive
-from .saleschannels import view
+from .channel_store import view
 
 log = logging.getLogger("orderhooks.intake")
 

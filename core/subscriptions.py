@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from . import metrics
+from .channel_store import view
 from .clock import utcnow
 from .errors import ChannelAPIError, RetryLater, SubscriptionError
 from .models import SalesChannel, Subscription, SubscriptionEvent
-from .saleschannels import view
 
 log = logging.getLogger("orderhooks.subscriptions")
 

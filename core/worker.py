@@ -21,6 +21,7 @@ from sqlalchemy.exc import StatementError
 
 from . import metrics, orders
 from .adapters import Delivery, Headers
+from .channel_store import deactivate, view
 from .clock import utcnow
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
@@ -30,7 +31,6 @@ from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
 from .models import StoredDelivery, Order, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
-from .saleschannels import deactivate, view
 
 log = logging.getLogger("orderhooks.worker")
 

@@ -151,7 +151,7 @@ def make_order(admin):
 def channel_view(app, channel_id: int):
     """The decrypted :class:`core.adapters.Channel` for ``channel_id`` (e.g. its secret)."""
     from core.models import SalesChannel
-    from core.saleschannels import view
+    from core.channel_store import view
     with app.extensions["orderhooks.db"].Session() as session:
         row = session.get(SalesChannel, channel_id)
         return view(row, app.extensions["orderhooks.box"], app.config["PUBLIC_BASE_URL"])
