@@ -59,7 +59,7 @@ class Worker:
         self.app = app
         self.config = app.config
         self.db: Database = app.extensions["orderhooks.db"]
-        self.channels = app.extensions["orderhooks.channels"]
+        self.channel_types = app.extensions["orderhooks.channels"]
         self.box = app.extensions["orderhooks.box"]
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
         self.stopping = threading.Event()
@@ -233,7 +233,7 @@ class Worker:
             else:
                 results[item.id] = routed
         for channel_id, items in by_channel.items():
-            adapter = self.channels.get(items[0].channel_type)
+            adapter = self.channel_types.get(items[0].channel_type)
             for item, result in zip(items, self._translate(adapter, items, views[channel_id])):
                 results[item.id] = result
                 if isinstance(result, RetryLater):
@@ -248,7 +248,7 @@ class Worker:
     def _route(self, item: Claimed, channel):
         """What becomes of a delivery before its plugin translates it: a result (an exception
         or intents) when it is settled here, None when the plugin must translate it."""
-        adapter = self.channels.get(item.channel_type)
+        adapter = self.channel_types.get(item.channel_type)
         if adapter is None:
             return ChannelAPIError(f"no plugin provides channel type {item.channel_type!r}")
         if item.body_missing:
