@@ -1,4 +1,4 @@
-"""Channel faults (issue 4, item 3): the channel's API answering 500, timing out, or 429 with and
+"""Channel faults: the channel's API answering 500, timing out, or 429 with and
 without retry headers. Deliveries are retried with exponential backoff and jitter, never marked
 applied on a failed read, dead only after the configured attempts, and replayable — one, or a
 channel's failed/dead deliveries in a time window."""

@@ -1,4 +1,4 @@
-"""Retention (issue 4, item 8): raw delivery bodies (customers' personal data) older than
+"""Retention: raw delivery bodies (customers' personal data) older than
 ORDERHOOKS_RETENTION_DAYS are dropped — by ``orderhooks deliveries purge`` and by the worker on a
 timer — while the outcome metadata stays."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Graceful shutdown (issue 4, item 5): SIGTERM lets in-flight requests finish; a worker's claimed
+"""Graceful shutdown: SIGTERM lets in-flight requests finish; a worker's claimed
 deliveries finish or are released; nothing stays claimed forever (claims are leases)."""
 from __future__ import annotations
 
