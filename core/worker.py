@@ -4,6 +4,9 @@ rules and record the outcome on the delivery.
 Claims are leases (``claimed_until``): a worker killed mid-batch leaves rows that any worker
 re-claims once the lease expires. On PostgreSQL several workers claim with ``FOR UPDATE SKIP
 LOCKED``; on SQLite every transaction is ``BEGIN IMMEDIATE``, so claims serialise.
+
+Between batches the loop runs the periodic jobs (:mod:`core.housekeeping`); a worker process is
+tuned for its long run by :mod:`core.tuning`.
 """
 from __future__ import annotations
 
@@ -177,6 +180,8 @@ class Worker:
         return total
 
     def run_forever(self) -> None:
+        """The worker process's loop: housekeeping when due, then a batch, or a short wait when
+        nothing is due, until ``stopping`` is set."""
         log.info("worker.started", extra={"worker": self.name})
         while not self.stopping.is_set():
             try:
@@ -187,7 +192,6 @@ class Worker:
                 log.exception("worker.error")
                 self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
         log.info("worker.stopped", extra={"worker": self.name})
-
 
     def housekeeping(self, force: bool = False) -> None:
         """The periodic jobs (:mod:`core.housekeeping`), when due."""
