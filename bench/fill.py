@@ -1,4 +1,4 @@
-"""Filling a database fast: channels (in-process, through ``core.saleschannels``), orders and
+"""Filling a database fast: channels (in-process, through ``core.channel_store``), orders and
 their history generated in SQL (a recursive CTE on SQLite, ``generate_series`` on PostgreSQL),
 and pending deliveries built exactly as the intake would (the adapter's ``inspect``, the headers it
 keeps) but inserted in bulk (executemany on SQLite, COPY on PostgreSQL)."""
@@ -30,25 +30,26 @@ def make_app(database_url: str, **config):
 
 def create_channel(app, channel_type: str, name: str, credentials: dict) -> tuple[int, str]:
     """A channel created in-process (no subscription calls). Returns (id, webhook secret)."""
-    from core import saleschannels
+    from core import channel_store
     adapter = app.extensions["orderhooks.channels"].get(channel_type)
     if adapter.credentials_schema is not None:
         credentials = adapter.credentials_schema().load(credentials)
     db = app.extensions["orderhooks.db"]
     with app.app_context(), db.session() as session:
-        row = saleschannels.create(session, app.extensions["orderhooks.box"], type=channel_type,
+        row = channel_store.create(session, app.extensions["orderhooks.box"], type=channel_type,
                                    name=name, credentials=credentials,
                                    valid_cancellation_statuses=[VALID],
                                    valid_fulfillment_statuses=[VALID])
         session.flush()
-        view = saleschannels.view(row, app.extensions["orderhooks.box"], PUBLIC_BASE_URL)
+        view = channel_store.view(row, app.extensions["orderhooks.box"], PUBLIC_BASE_URL)
         return row.id, view.webhook_secret
 
 
 def quiet_housekeeping(app) -> None:
     """Mark the hourly jobs (subscription check, body purge) as just done, so benchmark workers
     do not call channel APIs for subscriptions in the middle of a measurement."""
-    from core.models import WorkerState, utcnow
+    from core.clock import utcnow
+    from core.models import WorkerState
     db = app.extensions["orderhooks.db"]
     with db.session() as session:
         for key in ("subscriptions_checked_at", "bodies_purged_at"):
@@ -116,9 +117,9 @@ def delivery_rows(app, channel_id: int, channel_type: str,
     """Rows for the deliveries table from (headers, body) pairs, named by the adapter's own
     ``inspect`` as the intake names them. The channel is read now (not lazily inside the bulk
     insert's transaction, which on SQLite holds the write lock)."""
-    from core.channels import Delivery, Headers
+    from core.adapters import Delivery, Headers
     from core.intake import COMMON_HEADERS
-    from core.saleschannels import view
+    from core.channel_store import view
     from core.models import SalesChannel
     adapter = app.extensions["orderhooks.channels"].get(channel_type)
     db = app.extensions["orderhooks.db"]

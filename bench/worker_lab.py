@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE",
                    help="an SQLite pragma for the worker's connections (repeatable)")
     args = p.parse_args(argv)
-    from core.worker import Worker, tune_for_long_run
+    from core.tuning import tune_for_long_run
+    from core.worker import Worker
 
     url, channel_id = database(Path(args.dir), args.orders)
     filler = fill.make_app(url)  # its own engine: its checkpoints are not the worker's

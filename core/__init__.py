@@ -49,7 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             f" or sqlite:////absolute/path.db") from None
     app.extensions["orderhooks.box"] = Box(secret_keys(
         app.config["SECRET_KEY"], sqlite=database.is_sqlite, instance_path=app.instance_path))
-    app.extensions["orderhooks.channels"] = plugins.load_channels(
+    app.extensions["orderhooks.channels"] = plugins.load_channel_types(
         extra=app.config.get("PLUGINS", ()),
         disabled=app.config["DISABLED_PLUGINS"],
         strict=bool(app.config["STRICT_PLUGINS"]),

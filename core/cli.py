@@ -190,7 +190,8 @@ def web(bind, workers, threads):
 def worker(once, metrics_bind):
     """Start a worker: processes deliveries, checks subscriptions, purges old bodies."""
     from . import metrics
-    from .worker import Worker, tune_for_long_run
+    from .tuning import tune_for_long_run
+    from .worker import Worker
     app = current_app._get_current_object()
     w = Worker(app)
     if once:

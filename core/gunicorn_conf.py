@@ -34,7 +34,7 @@ logconfig_dict = {
     "root": {"level": "WARNING", "handlers": ["stderr"]},
     "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False,
                                    "qualname": "gunicorn.error"},
-                # no access log (as before): the app logs what matters, with delivery ids
+                # no access log: the app logs what matters, with delivery ids
                 "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"],
                                     "propagate": False, "qualname": "gunicorn.access"}},
 }

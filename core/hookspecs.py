@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from .channels import ChannelAdapter
+    from .adapters import ChannelAdapter
 
 hookspec = pluggy.HookspecMarker("orderhooks")
 hookimpl = pluggy.HookimplMarker("orderhooks")

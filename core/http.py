@@ -103,7 +103,7 @@ class ChannelHTTP:
     """Thin wrapper over ``requests.Session``; plugins add their channel's auth and throttling.
 
     ``own`` names the channel's real API base URLs and ``allowed`` the operator's allowance
-    (:attr:`core.channels.ChannelAdapter.allowed_api_base_urls`): a base URL outside both raises
+    (:attr:`core.adapters.ChannelAdapter.allowed_api_base_urls`): a base URL outside both raises
     ChannelAPIError here, before any header is sent."""
 
     def __init__(self, channel_type: str, base_url: str, headers: dict, timeout: float = 10.0,

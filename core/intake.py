@@ -29,13 +29,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
-from .api import unstorable_text
-from .channels import Delivery, Headers
+from .validation import unstorable_text
+from .adapters import Delivery, Headers
 from .errors import AuthenticationError, InvalidDelivery
 from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH, StoredDelivery,
                      SalesChannel, utcnow)
-from .rules import _naive
-from .saleschannels import view
+from .clock import naive_utc as _naive
+from .channel_store import view
 
 log = logging.getLogger("orderhooks.intake")
 

@@ -35,8 +35,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = "[redacted]" if key.lower() in _SECRET_KEYS else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        # orjson (json.dumps builds an encoder on every call once given a ``default``): with the
-        # flags set in configure(), a stored delivery's line costs 9 us instead of 15 (measured).
+        # orjson, because json.dumps builds an encoder on every call once given a ``default``
+        # (docs/performance.md, "Measured choices on the hot paths", has the figure).
         # Anything it cannot write natively (a Decimal, a set...) becomes str().
         try:
             return orjson.dumps(entry, default=str).decode()

@@ -67,14 +67,17 @@ def update_lag(db) -> None:
     worker runs — which is exactly when it matters."""
     from sqlalchemy import func, select
 
-    from .models import StoredDelivery, SalesChannel, utcnow
+    from .clock import utcnow
+    from .models import StoredDelivery, SalesChannel
+    from .outcomes import DeliveryState
     now = utcnow()
     with db.Session() as session:
         # channel_id IN / state IN / next_attempt_at <=: ranges of ix_deliveries_claim, so the
         # scrape reads the waiting rows only, never the processed history.
         oldest = session.scalar(select(func.min(StoredDelivery.received_at)).where(
             StoredDelivery.channel_id.in_(select(SalesChannel.id)),
-            StoredDelivery.state.in_(("pending", "processing")), StoredDelivery.next_attempt_at <= now))
+            StoredDelivery.state.in_((DeliveryState.PENDING, DeliveryState.PROCESSING)),
+            StoredDelivery.next_attempt_at <= now))
     LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
 

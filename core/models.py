@@ -2,12 +2,13 @@
 together they answer "why did (or didn't) order 250 cancel?"."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
                         LargeBinary, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .clock import utcnow
 from .outcomes import DeliveryState, Outcome
 
 #: Column limits for values that come from outside. Every path that takes one checks it against
@@ -19,11 +20,6 @@ DEDUPE_KEY_LENGTH = 255
 
 # BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    """Naive UTC: every timestamp in the database is UTC."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from . import rules
 from . import statuses as st
+from .clock import naive_utc, utcnow
 from .intents import Cancel, Fulfill, Shipment, from_dict, to_dict
-from .models import StoredDelivery, Order, OrderChange, PendingIntent, SalesChannel, utcnow
+from .models import StoredDelivery, Order, OrderChange, PendingIntent, SalesChannel
 
 log = logging.getLogger("orderhooks.orders")
 
@@ -106,7 +107,7 @@ def _carry_out(session: Session, order: Order, intent, decision: rules.Decision,
         # Only status changes move the high-water mark: recording a parcel must not make an
         # earlier "order fulfilled" look stale.
         if decision.new_status and intent.occurred_at is not None:
-            moment = rules._naive(intent.occurred_at)
+            moment = naive_utc(intent.occurred_at)
             if order.last_event_at is None or moment > order.last_event_at:
                 order.last_event_at = moment
         event = {st.CANCELLED: "cancelled", st.SHIPPED: "shipped"}.get(decision.new_status or "",

@@ -16,7 +16,7 @@ import pluggy
 from marshmallow import Schema
 
 from . import hookspecs
-from .channels import ChannelAdapter
+from .adapters import ChannelAdapter
 
 log = logging.getLogger("orderhooks.plugins")
 
@@ -43,8 +43,9 @@ class PluginInfo:
                 "status": self.status, "error": self.error}
 
 
-class Channels:
-    """The loaded channel adapters, by type: a typed facade so the core never touches pluggy."""
+class ChannelTypes:
+    """The loaded channel adapters by channel type: a typed facade, so the core never touches
+    pluggy."""
 
     def __init__(self, plugins: list[PluginInfo], adapters: dict[str, ChannelAdapter]):
         self.plugins = plugins
@@ -61,8 +62,9 @@ class Channels:
         return sorted(self._adapters)
 
 
-def load_channels(*, extra: Iterable[tuple[str, object]] = (), disabled: Iterable[str] = (),
-                  strict: bool = False, entry_points: bool = True) -> Channels:
+def load_channel_types(*, extra: Iterable[tuple[str, object]] = (),
+                       disabled: Iterable[str] = (), strict: bool = False,
+                       entry_points: bool = True) -> ChannelTypes:
     """Build the plugin manager: entry points of the ``orderhooks`` group, then ``extra``
     ``(name, plugin)`` pairs (tests and embedders), minus the ``disabled`` names.
 
@@ -173,7 +175,7 @@ def load_channels(*, extra: Iterable[tuple[str, object]] = (), disabled: Iterabl
         if info.status == "loaded":
             log.info("plugin.loaded", extra={"plugin": info.name, "version": info.version,
                                              "channel_types": info.channel_types})
-    return Channels(infos, adapters)
+    return ChannelTypes(infos, adapters)
 
 
 def _known_hooks() -> list[str]:

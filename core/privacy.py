@@ -4,8 +4,9 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import select, update
 
+from .clock import utcnow
 from .intents import RedactPersonalData
-from .models import StoredDelivery, Order, OrderChange, SalesChannel, utcnow
+from .models import StoredDelivery, Order, OrderChange, SalesChannel
 
 
 def redact(session, channel: SalesChannel, request: RedactPersonalData, *,

@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import literal, select, update
 
-from .models import DELIVERY_OUTCOMES, StoredDelivery, SalesChannel, utcnow
+from .clock import utcnow
+from .models import DELIVERY_OUTCOMES, StoredDelivery, SalesChannel
+from .outcomes import DeliveryState
 
 log = logging.getLogger("orderhooks.retention")
 
@@ -21,7 +23,8 @@ def purge_bodies(db, days: int) -> int:
         result = session.execute(update(StoredDelivery).where(
             StoredDelivery.channel_id.in_(select(SalesChannel.id)),
             StoredDelivery.outcome.in_(DELIVERY_OUTCOMES), StoredDelivery.received_at < cutoff,
-            StoredDelivery.body.is_not(None), StoredDelivery.state + literal("") == "done")
+            StoredDelivery.body.is_not(None),
+            StoredDelivery.state + literal("") == DeliveryState.DONE)
             .values(body=None, body_purged_at=utcnow()))
     if result.rowcount:
         log.info("retention.purged", extra={"count": result.rowcount, "older_than_days": days})

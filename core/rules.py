@@ -17,9 +17,10 @@ any other status       IGNORED, with the reason
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from . import statuses as st
+from .clock import naive_utc
 from .intents import Cancel, Fulfill
 from .outcomes import Outcome
 
@@ -61,7 +62,7 @@ def decide(intent: Cancel | Fulfill, order_status: str | None, *,
                             record_shipments=True)
         return Decision(IGNORED, "order is already SHIPPED with these shipments; nothing to change")
     occurred_at = intent.occurred_at
-    if occurred_at and last_event_at and _naive(occurred_at) < _naive(last_event_at):
+    if occurred_at and last_event_at and naive_utc(occurred_at) < naive_utc(last_event_at):
         return Decision(IGNORED, f"stale {what}: it happened at {occurred_at.isoformat()}, before "
                                  f"the order's last channel event at {last_event_at.isoformat()}")
     if order_status == st.UNPROCESSED:
@@ -81,10 +82,3 @@ def decide(intent: Cancel | Fulfill, order_status: str | None, *,
                         record_shipments=True)
     return Decision(APPLIED, f"order was {order_status}; shipped", new_status=st.SHIPPED,
                     record_shipments=True)
-
-
-def _naive(moment: datetime) -> datetime:
-    """Compare aware and naive datetimes alike (naive ones are UTC throughout the service)."""
-    if moment.tzinfo is not None:
-        return moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment

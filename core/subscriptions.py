@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from . import metrics
+from .channel_store import view
+from .clock import utcnow
 from .errors import ChannelAPIError, RetryLater, SubscriptionError
-from .models import SalesChannel, Subscription, SubscriptionEvent, utcnow
-from .saleschannels import view
+from .models import SalesChannel, Subscription, SubscriptionEvent
 
 log = logging.getLogger("orderhooks.subscriptions")
 

@@ -10,7 +10,7 @@ The pytest plugin for plugin authors is :mod:`orderhooks.testing`. See ``docs/pl
 """
 from __future__ import annotations
 
-from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, Headers,
+from core.adapters import (Channel, ChannelAdapter, Delivery, DeliveryInfo, Headers,
                            RemoteSubscription, SubscriptionSpec)
 from core.errors import (AuthenticationError, ChannelAPIError, InvalidDelivery, RetryLater,
                          SubscriptionError)

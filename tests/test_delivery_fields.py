@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from core import channels
-from core.channels import Delivery, Headers
+from core import adapters
+from core.adapters import Delivery, Headers
 from core.errors import InvalidDelivery
 from tests.shopify_helpers import cancelled_order
 
@@ -55,21 +55,21 @@ def test_a_body_that_is_not_json_raises_value_error_as_json_does(body):
 
 def test_fields_do_not_build_the_document():
     item = delivery(json.dumps(cancelled_order()).encode())
-    if channels.simdjson is None:
+    if adapters.simdjson is None:
         pytest.skip("pysimdjson is not installed")
     assert item.fields("id")["id"] == cancelled_order()["id"]
     assert item._parsed is None  # json() was never called
 
 
 def test_a_parser_still_held_by_an_earlier_document_is_replaced():
-    if channels.simdjson is None:
+    if adapters.simdjson is None:
         pytest.skip("pysimdjson is not installed")
-    parser = channels.simdjson.Parser()
+    parser = adapters.simdjson.Parser()
     held = parser.parse(b'{"keep": {"me": 1}}')["keep"]  # a live proxy: the parser is busy
-    channels._parsers.parser = parser
+    adapters._parsers.parser = parser
     body = b'{"id": 3}'
     assert delivery(body).fields("id") == {"id": 3}  # read by json() this time
-    assert channels._parsers.parser is None          # a fresh parser next time
+    assert adapters._parsers.parser is None          # a fresh parser next time
     assert delivery(body).fields("id") == {"id": 3}
     assert held["me"] == 1
 
@@ -92,14 +92,14 @@ def test_threads_read_their_own_documents():
 
 
 def test_a_big_body_is_read_with_a_parser_of_its_own():
-    if channels.simdjson is None:
+    if adapters.simdjson is None:
         pytest.skip("pysimdjson is not installed")
-    channels._parsers.parser = None
-    body = json.dumps({"id": 9, "pad": "x" * (channels._KEEP_PARSER_BYTES + 1)}).encode()
+    adapters._parsers.parser = None
+    body = json.dumps({"id": 9, "pad": "x" * (adapters._KEEP_PARSER_BYTES + 1)}).encode()
     assert delivery(body).fields("id") == {"id": 9}
-    assert channels._parsers.parser is None  # the thread keeps no parser grown to its size
+    assert adapters._parsers.parser is None  # the thread keeps no parser grown to its size
     assert delivery(b'{"id": 1}').fields("id") == {"id": 1}
-    assert channels._parsers.parser is not None
+    assert adapters._parsers.parser is not None
 
 
 # -- Delivery.json_object: the body as a dict, or InvalidDelivery --------------------------------

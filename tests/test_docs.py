@@ -13,7 +13,7 @@ import pytest
 import orderhooks
 import orderhooks.testing
 from core import errors, hookspecs, intents
-from core.channels import (Channel, ChannelAdapter, Delivery, DeliveryInfo, Headers,
+from core.adapters import (Channel, ChannelAdapter, Delivery, DeliveryInfo, Headers,
                            RemoteSubscription, SubscriptionSpec)
 
 DOC = Path(__file__).parent.parent / "docs" / "plugins.md"

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from core import intake
-from core.channels import DeliveryInfo
+from core.adapters import DeliveryInfo
 from core.models import StoredDelivery
 
 THREADS = 6

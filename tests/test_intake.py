@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from core import hookimpl
-from core.channels import ChannelAdapter, DeliveryInfo
+from core.adapters import ChannelAdapter, DeliveryInfo
 from core.db import Database
 from core.models import StoredDelivery
 

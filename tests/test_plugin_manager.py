@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from core import hookimpl
-from core.channels import ChannelAdapter
+from core.adapters import ChannelAdapter
 from core.cli import main as cli
-from core.plugins import PluginError, load_channels
+from core.plugins import PluginError, load_channel_types
 from core.testing import SECRET_KEY
 from tests.conftest import log_records
 
 ADAPTER_SOURCE = """
 from core import hookimpl
-from core.channels import ChannelAdapter
+from core.adapters import ChannelAdapter
 
 class Adapter(ChannelAdapter):
     type = {type!r}
@@ -103,9 +103,9 @@ def test_bigcommerce_is_discovered_through_its_entry_point(app, admin):
 
 def test_without_entry_points_only_extra_plugins_load():
     from plugins.bigcommerce import plugin as bigcommerce
-    channels = load_channels(entry_points=False)
+    channels = load_channel_types(entry_points=False)
     assert channels.types == [] and channels.plugins == []
-    channels = load_channels(entry_points=False, extra=[("bc", bigcommerce)])
+    channels = load_channel_types(entry_points=False, extra=[("bc", bigcommerce)])
     assert channels.types == ["bigcommerce"]
 
 
@@ -113,7 +113,7 @@ def test_a_fake_distribution_is_discovered_with_its_version(site):
     module = f"good_plugin_{uuid.uuid4().hex[:8]}"
     fake_distribution(site, "good-plugin", "2.0.1", {"good": module},
                       {module: ADAPTER_SOURCE.format(type="goodchan")})
-    channels = load_channels()
+    channels = load_channel_types()
     info = next(p for p in channels.plugins if p.name == "good")
     assert (info.version, info.status, info.channel_types) == ("2.0.1", "loaded", ["goodchan"])
     assert "goodchan" in channels and "bigcommerce" in channels
@@ -142,7 +142,7 @@ def test_broken_plugin_does_not_take_the_service_down(broken_dist, app, client, 
 
 
 def test_broken_plugin_is_logged_with_its_name_and_error(broken_dist, plugin_log):
-    channels = load_channels()
+    channels = load_channel_types()
     assert "bigcommerce" in channels
     failed = [r for r in plugin_log if r.getMessage() == "plugin.failed"]
     assert len(failed) == 1
@@ -156,7 +156,7 @@ def test_plugin_exiting_at_import_does_not_exit_the_service(site):
     module = f"exiting_plugin_{uuid.uuid4().hex[:8]}"
     fake_distribution(site, "exiting-plugin", "0.1", {"exiting": module},
                       {module: "import sys\nsys.exit(3)\n"})
-    channels = load_channels()
+    channels = load_channel_types()
     info = next(p for p in channels.plugins if p.name == "exiting")
     assert info.status == "failed" and "SystemExit" in info.error
 
@@ -212,7 +212,7 @@ REGISTER_FAILURES = {
 @pytest.mark.parametrize("case", REGISTER_FAILURES)
 def test_plugin_failing_to_register(case):
     plugin, message = REGISTER_FAILURES[case]
-    channels = load_channels(extra=[("faulty", plugin)])
+    channels = load_channel_types(extra=[("faulty", plugin)])
     info = next(p for p in channels.plugins if p.name == "faulty")
     assert info.status == "failed", info
     assert info.error.startswith("register: ") and message in info.error, info.error
@@ -228,7 +228,7 @@ def test_unknown_hooks_fail_their_plugin_only_and_are_all_named():
     typos = types.ModuleType("typos")
     typos.register_channel = hookimpl(lambda register: register(_adapter("typo")))
     typos.register_chanels = hookimpl(lambda register: register(_adapter("typo2")))
-    channels = load_channels(entry_points=False, extra=[
+    channels = load_channel_types(entry_points=False, extra=[
         ("before", _plugin(lambda register: register(_adapter("before")))),
         ("typos", typos),
         ("after", _plugin(lambda register: register(_adapter("after"))))])
@@ -244,7 +244,7 @@ def test_unknown_hooks_fail_their_plugin_only_and_are_all_named():
 def test_an_optional_hook_orderhooks_does_not_specify_is_allowed():
     module = _plugin(lambda register: register(_adapter("optional")))
     module.register_products = hookimpl(optionalhook=True)(lambda register: None)
-    channels = load_channels(entry_points=False, extra=[("optional", module)])
+    channels = load_channel_types(entry_points=False, extra=[("optional", module)])
     assert channels.plugins[0].status == "loaded" and channels.types == ["optional"]
 
 
@@ -263,7 +263,7 @@ class TestRegisterFailureThroughTheApp:
 def test_stored_headers_are_matched_lower_case():
     adapter = _adapter("headers")
     adapter.stored_headers = ("X-Some-Header",)
-    channels = load_channels(entry_points=False,
+    channels = load_channel_types(entry_points=False,
                              extra=[("h", _plugin(lambda register: register(adapter)))])
     assert channels.get("headers").stored_headers == ("x-some-header",)
 
@@ -350,7 +350,7 @@ def test_blocked_plugin_is_never_imported(site, plugin_log):
     module = f"never_imported_{uuid.uuid4().hex[:8]}"
     fake_distribution(site, "never-plugin", "1.0", {"never": module},
                       {module: "raise SystemExit('must not be imported')\n"})
-    channels = load_channels(disabled=["never", "typo-in-name"])
+    channels = load_channel_types(disabled=["never", "typo-in-name"])
     info = next(p for p in channels.plugins if p.name == "never")
     assert (info.status, info.version, info.error) == ("disabled", "1.0", None)
     assert module not in sys.modules
@@ -361,7 +361,7 @@ def test_blocked_plugin_is_never_imported(site, plugin_log):
 
 def test_blocking_a_plugin_given_in_plugins():
     from plugins.bigcommerce import plugin as bigcommerce
-    channels = load_channels(entry_points=False, extra=[("bc", bigcommerce)], disabled="bc")
+    channels = load_channel_types(entry_points=False, extra=[("bc", bigcommerce)], disabled="bc")
     assert channels.types == [] and channels.plugins[0].status == "disabled"
 
 
@@ -373,7 +373,7 @@ def test_two_distributions_claiming_one_name_keep_the_first(site, plugin_log):
                       {second: ADAPTER_SOURCE.format(type="dupb")})
     sys.path[:0] = [str(site / "a"), str(site / "b")]
     try:
-        channels = load_channels()
+        channels = load_channel_types()
     finally:
         sys.path.remove(str(site / "a"))
         sys.path.remove(str(site / "b"))

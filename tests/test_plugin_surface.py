@@ -46,7 +46,7 @@ def test_plugins_do_not_import_the_core(path):
 
 
 @pytest.mark.parametrize("source", [
-    "from core.channels import Delivery",
+    "from core.adapters import Delivery",
     "import core.errors",
     "from core import hookimpl",
     "def f():\n    from core.intents import Cancel\n",
@@ -68,10 +68,10 @@ def test_the_core_does_not_import_the_surface():
 
 
 def test_the_surface_is_the_cores_own_objects():
-    from core import channels, errors, hookspecs, intents
+    from core import adapters, errors, hookspecs, intents
     assert orderhooks.hookimpl is hookspecs.hookimpl
-    assert orderhooks.ChannelAdapter is channels.ChannelAdapter
-    assert orderhooks.Delivery is channels.Delivery
+    assert orderhooks.ChannelAdapter is adapters.ChannelAdapter
+    assert orderhooks.Delivery is adapters.Delivery
     assert orderhooks.InvalidDelivery is errors.InvalidDelivery
     assert orderhooks.Cancel is intents.Cancel
     missing = [name for name in orderhooks.__all__ if not hasattr(orderhooks, name)]

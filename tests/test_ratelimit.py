@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 import responses
 
-from core.models import StoredDelivery, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery
 from core.worker import Worker
 from plugins.bigcommerce import client as bc_client
 from tests.conftest import BC_STORE

@@ -683,7 +683,7 @@ def test_translate_survives_odd_payloads(topic, api):
     import random
     import responses
     api.add(responses.GET, f"https://{SHOP}/admin/api/{API_VERSION}/shop.json", status=401)
-    from core.channels import Channel, Delivery, DeliveryInfo, Headers
+    from core.adapters import Channel, Delivery, DeliveryInfo, Headers
     from core.errors import InvalidDelivery
     from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, RedactPersonalData,
                               to_dict)

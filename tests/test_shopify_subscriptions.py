@@ -169,7 +169,7 @@ def test_deleting_a_subscription_already_gone_is_fine(shopify, app):
     """Shopify answers a userError ("does not exist") for a subscription already deleted: the
     adapter asked, and counts the subscription gone rather than raising SubscriptionError."""
     channel = shopify.create()
-    from core.channels import RemoteSubscription
+    from core.adapters import RemoteSubscription
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
     adapter = app.extensions["orderhooks.channels"].get("shopify")
@@ -187,7 +187,7 @@ def test_deleting_a_subscription_already_gone_is_fine(shopify, app):
 
 def test_activate_recreates(shopify, app):
     channel = shopify.create()
-    from core.channels import RemoteSubscription
+    from core.adapters import RemoteSubscription
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
     adapter = app.extensions["orderhooks.channels"].get("shopify")
@@ -326,7 +326,7 @@ def test_low_bucket_paces_the_next_call(shopify, app, api):
 
 def test_subscription_error_type(shopify, app):
     channel = shopify.create(cancel=(), fulfill=())
-    from core.channels import SubscriptionSpec
+    from core.adapters import SubscriptionSpec
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
     adapter = app.extensions["orderhooks.channels"].get("shopify")

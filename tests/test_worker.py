@@ -6,7 +6,8 @@ import pytest
 import requests
 import responses
 
-from core.models import StoredDelivery, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery
 from core.worker import Worker
 from tests.conftest import BC_STORE
 

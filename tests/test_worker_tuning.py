@@ -5,7 +5,7 @@ import gc
 from sqlalchemy import text
 
 from core.db import Database
-from core.worker import GC_THRESHOLDS, tune_gc
+from core.tuning import GC_THRESHOLDS, tune_gc
 
 
 def test_sqlite_autocheckpoint_applies_to_every_connection(tmp_path):

@@ -10,6 +10,8 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from ..validation import unstorable_text
+
 API_PREFIX = "/api/v1"
 
 
@@ -147,27 +149,6 @@ def _non_finite_number(value, limit: int = 100_000) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
-
-
-def unstorable_text(value, limit: int = 100_000) -> str | None:
-    """The first string (key or value) in ``value`` that the database cannot store, if any."""
-    stack, seen = [value], 0
-    while stack and seen < limit:
-        item = stack.pop()
-        seen += 1
-        if isinstance(item, str):
-            if "\x00" in item:
-                return item
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return item.encode("utf-8", "backslashreplace").decode()
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return None
 
 
 def _unprocessable(message: str, details: dict | None = None):

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
 from sqlalchemy import select
 
-from .. import saleschannels
+from .. import channel_store
 from ..db import get_session
 from ..models import ChannelChange, SalesChannel, Subscription, SubscriptionEvent
 from ..subscriptions import PublicURLMissing, public_base_url, reconcile
@@ -86,7 +86,7 @@ def _require_resent(adapter, moved: list[str], new: dict) -> None:
 def _check_destination(adapter, row_type: str, channel_id: int, wants_hooks: bool) -> None:
     if not wants_hooks:
         return
-    url = saleschannels.webhook_url(_public_base_url(), row_type, channel_id)
+    url = channel_store.webhook_url(_public_base_url(), row_type, channel_id)
     try:
         adapter.check_destination(url)
     except ValueError as exc:
@@ -100,7 +100,7 @@ def _out(session, row: SalesChannel) -> dict:
                                             "valid_cancellation_statuses",
                                             "valid_fulfillment_statuses", "created_at",
                                             "updated_at")},
-            "webhook_url": saleschannels.webhook_url(current_app.config["PUBLIC_BASE_URL"],
+            "webhook_url": channel_store.webhook_url(current_app.config["PUBLIC_BASE_URL"],
                                                      row.type, row.id),
             "subscriptions": subs}
 
@@ -141,7 +141,7 @@ class Channels(MethodView):
         _check_api_base_url(adapter, credentials)
         session = get_session()
         try:
-            row = saleschannels.create(session, current_app.extensions["orderhooks.box"],
+            row = channel_store.create(session, current_app.extensions["orderhooks.box"],
                                        type=data["type"], name=data["name"],
                                        credentials=credentials, active=data["active"],
                                        valid_cancellation_statuses=data[
@@ -181,7 +181,7 @@ class ChannelById(MethodView):
             _require_resent(adapter, moved, new)
             _check_api_base_url(adapter, {**current, **new})
         try:
-            saleschannels.update(session, box, row, data, renew_webhook_secret=bool(moved))
+            channel_store.update(session, box, row, data, renew_webhook_secret=bool(moved))
         except ValueError as exc:
             abort(422, message=str(exc))
         _check_destination(adapter, row.type, row.id, row.active and bool(

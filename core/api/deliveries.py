@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ..db import get_session
 from ..models import StoredDelivery, SalesChannel
-from ..worker import replay
+from ..deliveries import replay
 from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
                       ReplayResultSchema, ReplayWindowSchema)
 

@@ -57,7 +57,7 @@ class StrictSchema(Schema):
 
 class StatusList(fields.List):
     def __init__(self, **kwargs):
-        # The enum documents the selectable statuses; saleschannels checks them (its messages
+        # The enum documents the selectable statuses; channel_store checks them (its messages
         # say why UNPROCESSED and CANCELLED cannot be picked).
         super().__init__(fields.String(metadata={"enum": list(statuses.SELECTABLE)}), **kwargs)
 

@@ -40,7 +40,7 @@ class AdapterContract:
 
     Required: ``channel_type`` and the fixtures ``channel_credentials`` (a dict the adapter's
     ``credentials_schema`` accepts) and ``valid_delivery`` (a function ``channel -> (body,
-    headers)`` returning a correctly signed delivery for that :class:`core.channels.Channel`).
+    headers)`` returning a correctly signed delivery for that :class:`core.adapters.Channel`).
 
     Optional: ``sign`` (a function ``(channel, body) -> headers`` that signs any body: the
     garbage checks then also send *authentic* garbage, which reaches ``inspect``),
@@ -105,13 +105,13 @@ class AdapterContract:
 
     @staticmethod
     def _incoming(body: bytes, headers: dict):
-        from core.channels import Delivery, Headers
+        from core.adapters import Delivery, Headers
         return Delivery(body=body, headers=Headers(headers), received_at=datetime.now(timezone.utc))
 
     # -- the contract --------------------------------------------------------------------------
 
     def test_type_name_is_valid_and_registered(self, app, adapter):
-        from core.channels import ChannelAdapter
+        from core.adapters import ChannelAdapter
         from core.plugins import ENTRY_POINT_GROUP, TYPE_NAME
         from importlib import metadata
         assert isinstance(adapter, ChannelAdapter)
@@ -233,7 +233,7 @@ class AdapterContract:
         assert not failures, failures[:5]
 
     def test_inspect_is_deterministic(self, adapter, contract_channel, valid_delivery):
-        from core.channels import DeliveryInfo
+        from core.adapters import DeliveryInfo
         body, headers = valid_delivery(contract_channel)
         first = adapter.inspect(self._incoming(body, headers), contract_channel)
         second = adapter.inspect(self._incoming(body, headers), contract_channel)
@@ -251,7 +251,7 @@ class AdapterContract:
 
     def test_subscriptions_deliver_to_the_channels_webhook_url(self, adapter, contract_channel):
         import dataclasses
-        from core.channels import SubscriptionSpec
+        from core.adapters import SubscriptionSpec
         for cancel, fulfill in ((("AWAITING_SHIPMENT",), ()), ((), ("AWAITING_SHIPMENT",)),
                                 (("AWAITING_SHIPMENT",), ("AWAITING_SHIPMENT",))):
             channel = dataclasses.replace(contract_channel, valid_cancellation_statuses=cancel,

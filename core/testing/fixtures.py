@@ -149,9 +149,9 @@ def make_order(admin):
 
 
 def channel_view(app, channel_id: int):
-    """The decrypted :class:`core.channels.Channel` for ``channel_id`` (e.g. its secret)."""
+    """The decrypted :class:`core.adapters.Channel` for ``channel_id`` (e.g. its secret)."""
     from core.models import SalesChannel
-    from core.saleschannels import view
+    from core.channel_store import view
     with app.extensions["orderhooks.db"].Session() as session:
         row = session.get(SalesChannel, channel_id)
         return view(row, app.extensions["orderhooks.box"], app.config["PUBLIC_BASE_URL"])
@@ -163,7 +163,7 @@ def utc(*args) -> datetime:
 
 
 def webhook_path(channel) -> str:
-    """The intake path of a channel (a :class:`core.channels.Channel` or an admin API dict)."""
+    """The intake path of a channel (a :class:`core.adapters.Channel` or an admin API dict)."""
     if isinstance(channel, dict):
         return f"/webhooks/{channel['type']}/{channel['id']}"
     return f"/webhooks/{channel.type}/{channel.id}"
@@ -172,7 +172,7 @@ def webhook_path(channel) -> str:
 @pytest.fixture
 def deliver(client):
     """``deliver(channel, body, headers) -> response``: POST a delivery to the channel's intake
-    (``channel`` a :class:`core.channels.Channel` or the admin API's channel dict)."""
+    (``channel`` a :class:`core.adapters.Channel` or the admin API's channel dict)."""
     def send(channel, body: bytes | str, headers: dict | None = None):
         return client.post(webhook_path(channel), data=body, headers=dict(headers or {}))
     return send

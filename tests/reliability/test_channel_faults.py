@@ -1,4 +1,4 @@
-"""Channel faults (issue 4, item 3): the channel's API answering 500, timing out, or 429 with and
+"""Channel faults: the channel's API answering 500, timing out, or 429 with and
 without retry headers. Deliveries are retried with exponential backoff and jitter, never marked
 applied on a failed read, dead only after the configured attempts, and replayable — one, or a
 channel's failed/dead deliveries in a time window."""
@@ -11,7 +11,8 @@ import requests
 import responses
 from sqlalchemy import update
 
-from core.models import StoredDelivery, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery
 from core.worker import backoff
 from tests.conftest import BC_STORE
 

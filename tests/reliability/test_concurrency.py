@@ -1,4 +1,4 @@
-"""Concurrency (issue 4, item 2): several gunicorn workers behind a real socket and several
+"""Concurrency: several gunicorn workers behind a real socket and several
 ``orderhooks worker`` processes against one database."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Database faults (issue 4, item 4): PostgreSQL stopped and restarted during intake. Requests
+"""Database faults: PostgreSQL stopped and restarted during intake. Requests
 answer 503 while it is down (never 2xx), and the same running service — gunicorn and the worker,
 not restarted — recovers by itself afterwards.
 

@@ -1,4 +1,4 @@
-"""Durability (issue 4, item 1), CI version: a burst over several channels while gunicorn workers
+"""Durability (CI version): a burst over several channels while gunicorn workers
 and worker processes are killed with SIGKILL at random; the long version is ``python -m
 bench.chaos`` (2,000 deliveries; figures in docs/reliability.md)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile and broken input (issue 4, item 6): property-based fuzzing of each channel's intake,
+"""Hostile and broken input: property-based fuzzing of each channel's intake,
 schemathesis against the admin API's own OpenAPI document, and oversized bodies refused before
 they are read whole."""
 from __future__ import annotations

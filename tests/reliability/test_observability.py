@@ -1,4 +1,4 @@
-"""Observability for the bad day (issue 4, item 9): /metrics in Prometheus format adding up every
+"""Observability for the bad day: /metrics in Prometheus format adding up every
 gunicorn worker and worker process, with the metrics the issue lists; structured JSON logs with
 stable event names and the delivery id."""
 from __future__ import annotations

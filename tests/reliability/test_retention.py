@@ -1,4 +1,4 @@
-"""Retention (issue 4, item 8): raw delivery bodies (customers' personal data) older than
+"""Retention: raw delivery bodies (customers' personal data) older than
 ORDERHOOKS_RETENTION_DAYS are dropped — by ``orderhooks deliveries purge`` and by the worker on a
 timer — while the outcome metadata stays."""
 from __future__ import annotations
@@ -8,7 +8,8 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from core.models import StoredDelivery, WorkerState, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery, WorkerState
 from core.worker import Worker
 
 KEPT = ("outcome", "reason", "intents", "dedupe_key", "topic", "channel_order_id",

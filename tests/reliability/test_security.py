@@ -1,4 +1,4 @@
-"""Security (issue 4, item 7): the admin token compared in constant time; channel credentials and
+"""Security: the admin token compared in constant time; channel credentials and
 webhook secrets encrypted at rest (rotation included) and never returned or logged; the Standard
 Webhooks timestamp tolerance; no stack trace or SQL to a client; security headers."""
 from __future__ import annotations

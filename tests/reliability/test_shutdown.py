@@ -1,4 +1,4 @@
-"""Graceful shutdown (issue 4, item 5): SIGTERM lets in-flight requests finish; a worker's claimed
+"""Graceful shutdown: SIGTERM lets in-flight requests finish; a worker's claimed
 deliveries finish or are released; nothing stays claimed forever (claims are leases)."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from core.models import StoredDelivery, utcnow
+from core.clock import utcnow
+from core.models import StoredDelivery
 from core.worker import Worker
 
 import requests

@@ -87,7 +87,7 @@ class Delivery:
         """Some top-level fields of a JSON object body (missing ones are None), without
         building the whole document: for an adapter's ``inspect``, on the intake's hot path,
         where a full order payload's thousands of Python objects cost more than the rest of the
-        request (measured: 14-22 % of the intake's throughput on a 11 KB Shopify order).
+        request (docs/performance.md, "Measured choices on the hot paths", has the figure).
         The body is still validated whole (simdjson), and the answer is what :meth:`json`
         would give: anything simdjson does not read the same way (a repeated key, an integer
         beyond 64 bits, NaN...) is read by :meth:`json` instead. None if the body is JSON but

@@ -1,14 +1,16 @@
-"""Sales channels: creating, editing (with an edit history) and the view plugins get."""
+"""Sales channels: creating, editing and deactivating them (with an edit history), and the view
+plugins get."""
 from __future__ import annotations
 
 import secrets
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import statuses
-from .channels import Channel
+from .adapters import Channel
 from .crypto import Box
-from .models import ChannelChange, SalesChannel
+from .models import ChannelChange, SalesChannel, Subscription
 
 #: Settings whose changes are recorded in the edit history (credentials: only that they changed).
 TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses")
@@ -82,6 +84,18 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
                                           actor=actor))
     session.add_all(recorded)
     return recorded
+
+
+def deactivate(session: Session, row: SalesChannel, reason: str) -> str:
+    """Deactivate a channel whose credentials are dead (its plugin said so) and forget its
+    subscriptions; no API call is made. Returns the reason the delivery records."""
+    if row.active:
+        row.active = False
+        session.add(ChannelChange(channel_id=row.id, field="active", old_value=True,
+                                  new_value=False, actor="channel"))
+    for sub in session.scalars(select(Subscription).where(Subscription.channel_id == row.id)):
+        session.delete(sub)
+    return f"channel deactivated: {reason}"
 
 
 def _value(row: SalesChannel, field: str):
