@@ -10,6 +10,8 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from . import reference
+
 API_PREFIX = "/api/v1"
 
 
@@ -35,6 +37,9 @@ def http_error_response(error: HTTPException):
     response.status_code = error.code or 500
     for key, value in (data.get("headers") or {}).items():
         response.headers[key] = value
+    if error.code == 405 and getattr(error, "valid_methods", None):
+        # RFC 9110: a 405 names the methods the resource does take.
+        response.headers["Allow"] = ", ".join(error.valid_methods)
     if error.code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="orderhooks"'
     return response
@@ -59,9 +64,11 @@ def _summarise(details) -> str:
 
 
 def require_admin():
-    """Bearer token check, in constant time; the OpenAPI document stays public."""
-    if (not request.path.startswith(API_PREFIX + "/")
-            or request.path == f"{API_PREFIX}/openapi.json" or request.method == "OPTIONS"):
+    """Bearer token check, in constant time; the OpenAPI document and its reference page stay
+    public (they hold no data)."""
+    if (not request.path.startswith(API_PREFIX + "/") or request.method == "OPTIONS"
+            or request.path == f"{API_PREFIX}/openapi.json"
+            or request.path.startswith(reference.PATH)):
         return None
     expected = current_app.config.get("ADMIN_TOKEN") or ""
     header = request.headers.get("Authorization", "")
@@ -71,6 +78,32 @@ def require_admin():
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
                                                              expected.encode()):
         return _unauthorized("send 'Authorization: Bearer <ORDERHOOKS_ADMIN_TOKEN>'")
+    return None
+
+
+def require_json_body():
+    """A request body must be JSON, said so by its Content-Type (415 otherwise), and readable as
+    JSON (400 naming JSON otherwise): a form or a typo is answered as what it is, not as a list
+    of missing fields."""
+    if (not request.path.startswith(API_PREFIX + "/")
+            or request.method not in ("POST", "PUT", "PATCH", "DELETE")):
+        return None
+    has_body = (request.content_length or 0) > 0 or bool(
+        request.environ.get("wsgi.input_terminated") and request.get_data(cache=True))
+    if not has_body:
+        return None
+    if not request.is_json:
+        sent = request.mimetype or "none"
+        return error_response(415, "unsupported_media_type",
+                              f"the body must be JSON sent with 'Content-Type: application/json' "
+                              f"(this request's Content-Type: {sent[:100]})")
+    try:
+        json.loads(request.get_data(cache=True))
+    except RecursionError:
+        return None  # refuse_unstorable_text answers it, as for every too-deep JSON
+    except ValueError as exc:  # UnicodeDecodeError too
+        return error_response(400, "invalid_json",
+                              f"the body is not valid JSON: {str(exc)[:200]}")
     return None
 
 
@@ -170,18 +203,22 @@ def unstorable_text(value, limit: int = 100_000) -> str | None:
     return None
 
 
-def _unprocessable(message: str, details: dict | None = None):
-    body = {"error": "unprocessable_entity", "message": message}
+def error_response(status: int, code: str, message: str, details: dict | None = None):
+    """The one shape of an error answered before a view runs."""
+    body = {"error": code, "message": message}
     if details:
         body["details"] = details
     response = jsonify(body)
-    response.status_code = 422
+    response.status_code = status
     return response
 
 
+def _unprocessable(message: str, details: dict | None = None):
+    return error_response(422, "unprocessable_entity", message, details)
+
+
 def _unauthorized(message: str):
-    response = jsonify({"error": "unauthorized", "message": message})
-    response.status_code = 401
+    response = error_response(401, "unauthorized", message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="orderhooks"'
     return response
 
@@ -204,10 +241,14 @@ def init_app(app) -> Api:
     # Ids in paths: at most 18 digits (every id is below 2^62), so a path of thousands of digits
     # is a 404, not Python's ValueError for integers over 4,300 digits.
     app.url_map.converters["int"] = BoundedIntegerConverter
+    reference.configure(app)
     api = OrderhooksApi(app)
-    from . import channels, deliveries, meta, orders
+    from . import channels, deliveries, meta, orders, spec
     app.before_request(require_admin)
+    app.before_request(require_json_body)
     app.before_request(refuse_unstorable_text)
     for module in (channels, orders, deliveries, meta):
         api.register_blueprint(module.blp, url_prefix=API_PREFIX + module.PREFIX)
+    spec.document(api, app)
+    reference.init_app(app)
     return api
