@@ -246,6 +246,8 @@ def test_the_openapi_document_is_valid_and_complete(client):
     assert intake["security"] == []
     for path in ("/healthz", "/readyz", "/metrics"):
         assert "get" in spec["paths"][path]
+    if_match = spec["components"]["parameters"]["IF_MATCH"]
+    assert if_match["required"] is False  # an edit without If-Match is applied as it is
     assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     channel_ops = spec["paths"]["/api/v1/channels/{channel_id}"]
     assert "delete" in channel_ops

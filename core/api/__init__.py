@@ -68,7 +68,7 @@ def require_admin():
     public (they hold no data)."""
     if (not request.path.startswith(API_PREFIX + "/") or request.method == "OPTIONS"
             or request.path == f"{API_PREFIX}/openapi.json"
-            or request.path.startswith(reference.PATH)):
+            or request.path == reference.PATH or request.path.startswith(reference.ASSETS)):
         return None
     expected = current_app.config.get("ADMIN_TOKEN") or ""
     header = request.headers.get("Authorization", "")
@@ -236,7 +236,12 @@ def init_app(app) -> Api:
     app.config.setdefault("API_SPEC_OPTIONS", {
         "security": [{"bearerAuth": []}],
         "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
-        "info": {"description": "Configure sales channels, inspect orders and deliveries."},
+        "info": {"description": (
+            "Configure sales channels, inspect orders and deliveries. Bodies are JSON "
+            "(415 otherwise). Lists answer at most `limit` items and, when more follow, a "
+            "`Link: <url>; rel=\"next\"` header for the next page. A channel's ETag, sent "
+            "back as If-Match, guards its edits (412 when stale). Errors are "
+            "`{\"error\": code, \"message\": ...}`.")},
     })
     # Ids in paths: at most 18 digits (every id is below 2^62), so a path of thousands of digits
     # is a 404, not Python's ValueError for integers over 4,300 digits.

@@ -14,6 +14,7 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 def document(api, app) -> None:
     channels = app.extensions["orderhooks.channels"]
     _credentials_per_type(api.spec, channels)
+    _optional_if_match(api.spec)
     _intake(api.spec, channels.types, app.config["MAX_BODY_BYTES"])
     _health(api.spec)
 
@@ -21,6 +22,16 @@ def document(api, app) -> None:
 def _path(spec, rule: str, operations: dict) -> None:
     """A path that is no flask-smorest view: its plugin reads the path from a werkzeug rule."""
     spec.path(rule=next(Map([Rule(rule, defaults={})]).iter_rules()), operations=operations)
+
+
+def _optional_if_match(spec) -> None:
+    """If-Match guards an edit when sent; an edit without it is applied as it is."""
+    if_match = spec.components.parameters.get("IF_MATCH")
+    if if_match is not None:
+        if_match["required"] = False
+        if_match["description"] = ("The ETag of the version you read (GET): the change is "
+                                   "made only if it is still current, else 412. Without it, "
+                                   "the change is made as it is (last writer wins).")
 
 
 def _component_name(channel_type: str, suffix: str) -> str:
