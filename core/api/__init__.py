@@ -5,7 +5,7 @@ import hmac
 import json
 import math
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
@@ -98,7 +98,7 @@ def require_json_body():
                               f"the body must be JSON sent with 'Content-Type: application/json' "
                               f"(this request's Content-Type: {sent[:100]})")
     try:
-        json.loads(request.get_data(cache=True))
+        _json_body()
     except RecursionError:
         return None  # refuse_unstorable_text answers it, as for every too-deep JSON
     except ValueError as exc:  # UnicodeDecodeError too
@@ -117,6 +117,8 @@ def refuse_unstorable_text():
         body = _json_body()
     except RecursionError:
         return _unprocessable("the JSON body is nested too deeply")
+    except ValueError:  # not JSON (an empty body): the schema's parser says what is missing
+        body = None
     where = _integer_out_of_range(body)
     if where is not None:
         # Python reads at most 4,300 digits (more raises ValueError) and bigint holds 64 bits.
@@ -144,13 +146,15 @@ def _read_integer(literal: str):
 
 
 def _json_body():
-    """The request's JSON body (None if it is not JSON), integers beyond 64 bits marked."""
+    """The request's JSON body (None if it says it is not JSON), integers beyond 64 bits
+    marked; read once per request. Raises ValueError (UnicodeDecodeError too) when it is not
+    JSON after all."""
     if not request.is_json:
         return None
-    try:
-        return json.loads(request.get_data(cache=True), parse_int=_read_integer)
-    except ValueError:  # not JSON (UnicodeDecodeError too): the schema's parser says so
-        return None
+    if "orderhooks_json_body" not in g:
+        g.orderhooks_json_body = json.loads(request.get_data(cache=True),
+                                            parse_int=_read_integer)
+    return g.orderhooks_json_body
 
 
 def _integer_out_of_range(value, limit: int = 100_000) -> str | None:

@@ -165,6 +165,15 @@ def _locked(session, channel_id: int) -> SalesChannel:
     return _get(session, channel_id)
 
 
+def _save(session, adapter, row: SalesChannel) -> None:
+    """Commit a created or edited channel — once its webhook URL is known to be usable when it
+    wants hooks — and bring its subscriptions in line."""
+    _check_destination(adapter, row.type, row.id, row.active and bool(
+        row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
+    session.commit()
+    _after_change(row.id)
+
+
 def _after_change(channel_id: int) -> None:
     current_app.extensions["orderhooks.channel_cache"].clear()
     try:
@@ -209,12 +218,9 @@ class Channels(MethodView):
                                            "valid_fulfillment_statuses"])
         except ValueError as exc:
             abort(422, message=str(exc))
-        _check_destination(adapter, row.type, row.id, row.active and bool(
-            row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
-        session.commit()
-        _after_change(row.id)
+        _save(session, adapter, row)
         return _out(session, row), {"Location": url_for("channels.ChannelById",
-                                                        channel_id=row.id, _external=False)}
+                                                        channel_id=row.id)}
 
 
 @blp.route("/<int:channel_id>")
@@ -250,10 +256,7 @@ class ChannelById(MethodView):
             saleschannels.update(session, box, row, data, renew_webhook_secret=bool(moved))
         except ValueError as exc:
             abort(422, message=str(exc))
-        _check_destination(adapter, row.type, row.id, row.active and bool(
-            row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
-        session.commit()
-        _after_change(row.id)
+        _save(session, adapter, row)
         blp.set_etag(_version(row))
         return _out(session, row)
 
