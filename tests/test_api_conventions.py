@@ -12,6 +12,7 @@ from openapi_spec_validator import validate as validate_spec
 
 from core import hookimpl
 from core.channels import ChannelAdapter, DeliveryInfo
+from core.subscriptions import check_all
 from core.testing import ADMIN_TOKEN
 from tests.conftest import BC_STORE
 from tests.test_admin_api import assert_json_error, channel_body
@@ -93,7 +94,8 @@ def test_deleting_a_channel_unsubscribes_it_and_keeps_its_history_readable(
         "channel_id": channel["id"], "channel_order_id": "253"}), 422)["message"]
 
 
-def test_a_hook_that_cannot_be_removed_is_reported_and_does_not_block_the_delete(bc, admin, api):
+def test_a_hook_that_cannot_be_removed_is_reported_and_does_not_block_the_delete(
+        app, bc, admin, api):
     channel = bc.create()
     (hook_id,) = bc.hooks
     api.upsert(responses.DELETE, f"{BC_STORE}/v3/hooks/{hook_id}", status=500,
@@ -101,9 +103,17 @@ def test_a_hook_that_cannot_be_removed_is_reported_and_does_not_block_the_delete
     deleted = admin.request("DELETE", f"/channels/{channel['id']}", expect=200).get_json()
     assert deleted["deleted_at"]
     (left,) = deleted["subscriptions"]
-    assert left["status"] == "failed" and "DELETE" in left["last_error"] and "500" in left["last_error"]
-    assert hook_id in bc.hooks  # still at BigCommerce: the periodic check tries again
+    assert left["status"] == "failed"
+    assert "DELETE" in left["last_error"] and "500" in left["last_error"]
+    assert hook_id in bc.hooks  # still at BigCommerce
     assert channel["id"] not in [c["id"] for c in admin.get("/channels")]
+    # The periodic check tries again, and removes it once BigCommerce takes the DELETE.
+    api.remove(responses.DELETE, f"{BC_STORE}/v3/hooks/{hook_id}")
+    api.add_callback(responses.DELETE, f"{BC_STORE}/v3/hooks/{hook_id}",
+                     callback=bc._delete_hook)
+    check_all(app)
+    assert hook_id not in bc.hooks
+    assert admin.get(f"/channels/{channel['id']}/subscriptions")["subscriptions"] == []
 
 
 # -- Location, Allow ---------------------------------------------------------------------------
