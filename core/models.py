@@ -40,6 +40,9 @@ class SalesChannel(Base):
     valid_fulfillment_statuses: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    #: Set when the channel is deleted: it is then inactive for good and gone from the lists,
+    #: while its orders, deliveries and histories stay (they answer "why did order 250 cancel?").
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ChannelChange(Base):

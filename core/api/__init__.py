@@ -5,12 +5,13 @@ import hmac
 import json
 import math
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from ..validation import unstorable_text
+from . import reference
 
 API_PREFIX = "/api/v1"
 
@@ -37,6 +38,9 @@ def http_error_response(error: HTTPException):
     response.status_code = error.code or 500
     for key, value in (data.get("headers") or {}).items():
         response.headers[key] = value
+    if error.code == 405 and getattr(error, "valid_methods", None):
+        # RFC 9110: a 405 names the methods the resource does take.
+        response.headers["Allow"] = ", ".join(error.valid_methods)
     if error.code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="orderhooks"'
     return response
@@ -61,9 +65,11 @@ def _summarise(details) -> str:
 
 
 def require_admin():
-    """Bearer token check, in constant time; the OpenAPI document stays public."""
-    if (not request.path.startswith(API_PREFIX + "/")
-            or request.path == f"{API_PREFIX}/openapi.json" or request.method == "OPTIONS"):
+    """Bearer token check, in constant time; the OpenAPI document and its reference page stay
+    public (they hold no data)."""
+    if (not request.path.startswith(API_PREFIX + "/") or request.method == "OPTIONS"
+            or request.path == f"{API_PREFIX}/openapi.json"
+            or request.path == reference.PATH or request.path.startswith(reference.ASSETS)):
         return None
     expected = current_app.config.get("ADMIN_TOKEN") or ""
     header = request.headers.get("Authorization", "")
@@ -73,6 +79,32 @@ def require_admin():
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
                                                              expected.encode()):
         return _unauthorized("send 'Authorization: Bearer <ORDERHOOKS_ADMIN_TOKEN>'")
+    return None
+
+
+def require_json_body():
+    """A request body must be JSON, said so by its Content-Type (415 otherwise), and readable as
+    JSON (400 naming JSON otherwise): a form or a typo is answered as what it is, not as a list
+    of missing fields."""
+    if (not request.path.startswith(API_PREFIX + "/")
+            or request.method not in ("POST", "PUT", "PATCH", "DELETE")):
+        return None
+    has_body = (request.content_length or 0) > 0 or bool(
+        request.environ.get("wsgi.input_terminated") and request.get_data(cache=True))
+    if not has_body:
+        return None
+    if not request.is_json:
+        sent = request.mimetype or "none"
+        return error_response(415, "unsupported_media_type",
+                              f"the body must be JSON sent with 'Content-Type: application/json' "
+                              f"(this request's Content-Type: {sent[:100]})")
+    try:
+        _json_body()
+    except RecursionError:
+        return None  # refuse_unstorable_text answers it, as for every too-deep JSON
+    except ValueError as exc:  # UnicodeDecodeError too
+        return error_response(400, "invalid_json",
+                              f"the body is not valid JSON: {str(exc)[:200]}")
     return None
 
 
@@ -86,6 +118,8 @@ def refuse_unstorable_text():
         body = _json_body()
     except RecursionError:
         return _unprocessable("the JSON body is nested too deeply")
+    except ValueError:  # not JSON (an empty body): the schema's parser says what is missing
+        body = None
     where = _integer_out_of_range(body)
     if where is not None:
         # Python reads at most 4,300 digits (more raises ValueError) and bigint holds 64 bits.
@@ -113,13 +147,15 @@ def _read_integer(literal: str):
 
 
 def _json_body():
-    """The request's JSON body (None if it is not JSON), integers beyond 64 bits marked."""
+    """The request's JSON body (None if it says it is not JSON), integers beyond 64 bits
+    marked; read once per request. Raises ValueError (UnicodeDecodeError too) when it is not
+    JSON after all."""
     if not request.is_json:
         return None
-    try:
-        return json.loads(request.get_data(cache=True), parse_int=_read_integer)
-    except ValueError:  # not JSON (UnicodeDecodeError too): the schema's parser says so
-        return None
+    if "orderhooks_json_body" not in g:
+        g.orderhooks_json_body = json.loads(request.get_data(cache=True),
+                                            parse_int=_read_integer)
+    return g.orderhooks_json_body
 
 
 def _integer_out_of_range(value, limit: int = 100_000) -> str | None:
@@ -151,18 +187,22 @@ def _non_finite_number(value, limit: int = 100_000) -> bool:
     return False
 
 
-def _unprocessable(message: str, details: dict | None = None):
-    body = {"error": "unprocessable_entity", "message": message}
+def error_response(status: int, code: str, message: str, details: dict | None = None):
+    """The one shape of an error answered before a view runs."""
+    body = {"error": code, "message": message}
     if details:
         body["details"] = details
     response = jsonify(body)
-    response.status_code = 422
+    response.status_code = status
     return response
 
 
+def _unprocessable(message: str, details: dict | None = None):
+    return error_response(422, "unprocessable_entity", message, details)
+
+
 def _unauthorized(message: str):
-    response = jsonify({"error": "unauthorized", "message": message})
-    response.status_code = 401
+    response = error_response(401, "unauthorized", message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="orderhooks"'
     return response
 
@@ -180,15 +220,24 @@ def init_app(app) -> Api:
     app.config.setdefault("API_SPEC_OPTIONS", {
         "security": [{"bearerAuth": []}],
         "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
-        "info": {"description": "Configure sales channels, inspect orders and deliveries."},
+        "info": {"description": (
+            "Configure sales channels, inspect orders and deliveries. Bodies are JSON "
+            "(415 otherwise). Lists answer at most `limit` items and, when more follow, a "
+            "`Link: <url>; rel=\"next\"` header for the next page. A channel's ETag, sent "
+            "back as If-Match, guards its edits (412 when stale). Errors are "
+            "`{\"error\": code, \"message\": ...}`.")},
     })
     # Ids in paths: at most 18 digits (every id is below 2^62), so a path of thousands of digits
     # is a 404, not Python's ValueError for integers over 4,300 digits.
     app.url_map.converters["int"] = BoundedIntegerConverter
+    reference.configure(app)
     api = OrderhooksApi(app)
-    from . import channels, deliveries, meta, orders
+    from . import channels, deliveries, meta, orders, spec
     app.before_request(require_admin)
+    app.before_request(require_json_body)
     app.before_request(refuse_unstorable_text)
     for module in (channels, orders, deliveries, meta):
         api.register_blueprint(module.blp, url_prefix=API_PREFIX + module.PREFIX)
+    spec.document(api, app)
+    reference.init_app(app)
     return api

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app
+from flask import current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
@@ -11,15 +11,45 @@ from sqlalchemy import select
 
 from .. import channel_store
 from ..db import get_session
+from ..clock import utcnow
 from ..models import ChannelChange, SalesChannel, Subscription, SubscriptionEvent
 from ..subscriptions import PublicURLMissing, public_base_url, reconcile
+from . import paging
 from .schemas import (ChannelChangeSchema, ChannelCreateSchema, ChannelPatchSchema, ChannelSchema,
                       SubscriptionReportSchema)
 
 log = logging.getLogger("orderhooks.api")
 
 PREFIX = "/channels"
-blp = Blueprint("channels", __name__, description="Sales channels and their settings")
+
+
+class SettingsBlueprint(Blueprint):
+    """ETags guard a channel's settings against lost updates: an edit sent with ``If-Match``
+    of a version that is no longer current gets 412. An edit without ``If-Match`` is taken as
+    it is (last writer wins) — what a one-off ``curl`` expects; clients that read, change and
+    write back send ``If-Match``."""
+
+    def _check_precondition(self):
+        return None  # If-Match is optional: no 428
+
+    def _verify_check_etag(self):
+        return None
+
+    def check_etag(self, etag_data, etag_schema=None):
+        if not request.if_match:
+            return
+        if self._generate_etag(etag_data) not in request.if_match:
+            abort(412, message="the channel changed since you read it (If-Match names an older "
+                               "version): GET it again, re-apply your change, and send its new "
+                               "ETag")
+
+    def _prepare_etag_doc(self, doc, doc_info, **kwargs):
+        doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)
+        doc.get("responses", {}).pop(428, None)
+        return doc
+
+
+blp = SettingsBlueprint("channels", __name__, description="Sales channels and their settings")
 
 
 def _adapter(channel_type: str):
@@ -93,23 +123,56 @@ def _check_destination(adapter, row_type: str, channel_id: int, wants_hooks: boo
         abort(422, message=f"ORDERHOOKS_PUBLIC_BASE_URL cannot be used: {exc}")
 
 
+def _version(row: SalesChannel) -> dict:
+    """What a channel's ETag is computed from: its settings and when they last changed (a
+    credentials change moves ``updated_at`` too); not its subscriptions, which the periodic
+    check updates on its own."""
+    return {"id": row.id, "name": row.name, "active": row.active,
+            "valid_cancellation_statuses": list(row.valid_cancellation_statuses or ()),
+            "valid_fulfillment_statuses": list(row.valid_fulfillment_statuses or ()),
+            "updated_at": row.updated_at.isoformat() if row.updated_at else None}
+
+
 def _out(session, row: SalesChannel) -> dict:
     subs = session.scalars(select(Subscription).where(Subscription.channel_id == row.id)
                            .order_by(Subscription.topic)).all()
     return {**{c: getattr(row, c) for c in ("id", "type", "name", "active",
                                             "valid_cancellation_statuses",
                                             "valid_fulfillment_statuses", "created_at",
-                                            "updated_at")},
+                                            "updated_at", "deleted_at")},
             "webhook_url": channel_store.webhook_url(current_app.config["PUBLIC_BASE_URL"],
                                                      row.type, row.id),
             "subscriptions": subs}
 
 
-def _get(session, channel_id: int) -> SalesChannel:
+def _get(session, channel_id: int, deleted: bool = False) -> SalesChannel:
+    """The channel, or 404. ``deleted``: a deleted channel is found too (its histories)."""
     row = session.get(SalesChannel, channel_id) if channel_id < 2**62 else None
     if row is None:
         abort(404, message=f"no channel {channel_id}")
+    if row.deleted_at is not None and not deleted:
+        abort(404, message=f"channel {channel_id} was deleted at "
+                           f"{row.deleted_at.isoformat(timespec='seconds')}Z; its history, "
+                           f"orders and deliveries stay readable")
     return row
+
+
+def _locked(session, channel_id: int) -> SalesChannel:
+    """The channel, its row locked for this transaction (PostgreSQL; SQLite's write
+    transactions are serialised anyway), so an If-Match check and the write it guards see
+    the same version."""
+    row = _get(session, channel_id)
+    session.refresh(row, with_for_update=True)
+    return _get(session, channel_id)
+
+
+def _save(session, adapter, row: SalesChannel) -> None:
+    """Commit a created or edited channel — once its webhook URL is known to be usable when it
+    wants hooks — and bring its subscriptions in line."""
+    _check_destination(adapter, row.type, row.id, row.active and bool(
+        row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
+    session.commit()
+    _after_change(row.id)
 
 
 def _after_change(channel_id: int) -> None:
@@ -123,17 +186,23 @@ def _after_change(channel_id: int) -> None:
                                                         "detail": str(exc)})
 
 
+LOCATION = {"Location": {"description": "The new channel's URL",
+                         "schema": {"type": "string"}}}
+
+
 @blp.route("")
 class Channels(MethodView):
-    @blp.response(200, ChannelSchema(many=True))
-    def get(self):
-        """List sales channels"""
+    @blp.arguments(paging.PageQuerySchema, location="query")
+    @blp.response(200, ChannelSchema(many=True), headers=paging.LINK_HEADER)
+    def get(self, args):
+        """List sales channels, oldest first (deleted ones are not listed)"""
         session = get_session()
-        return [_out(session, r) for r in session.scalars(select(SalesChannel)
-                                                          .order_by(SalesChannel.id))]
+        rows, headers = paging.page(session, select(SalesChannel).where(
+            SalesChannel.deleted_at.is_(None)), SalesChannel.id, args)
+        return [_out(session, r) for r in rows], headers
 
     @blp.arguments(ChannelCreateSchema)
-    @blp.response(201, ChannelSchema)
+    @blp.response(201, ChannelSchema, headers=LOCATION)
     def post(self, data):
         """Create a sales channel; subscribes to its webhooks when statuses are selected"""
         adapter = _adapter(data["type"])
@@ -150,27 +219,31 @@ class Channels(MethodView):
                                            "valid_fulfillment_statuses"])
         except ValueError as exc:
             abort(422, message=str(exc))
-        _check_destination(adapter, row.type, row.id, row.active and bool(
-            row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
-        session.commit()
-        _after_change(row.id)
-        return _out(session, row)
+        _save(session, adapter, row)
+        return _out(session, row), {"Location": url_for("channels.ChannelById",
+                                                        channel_id=row.id)}
 
 
 @blp.route("/<int:channel_id>")
+@blp.etag
 class ChannelById(MethodView):
     @blp.response(200, ChannelSchema)
     def get(self, channel_id):
-        """A sales channel (credentials are never returned)"""
+        """A sales channel (credentials are never returned); its ETag guards edits"""
         session = get_session()
-        return _out(session, _get(session, channel_id))
+        row = _get(session, channel_id)
+        blp.set_etag(_version(row))
+        return _out(session, row)
 
     @blp.arguments(ChannelPatchSchema)
     @blp.response(200, ChannelSchema)
     def patch(self, data, channel_id):
-        """Change name, credentials, status lists or active; every change is recorded"""
+        """Change name, credentials, status lists or active; every change is recorded.
+        With `If-Match: <ETag of GET>` the change is made only if nobody changed the channel
+        since (412 otherwise); without If-Match it is made as it is."""
         session = get_session()
-        row = _get(session, channel_id)
+        row = _locked(session, channel_id)
+        blp.check_etag(_version(row))
         adapter = _adapter(row.type)
         box = current_app.extensions["orderhooks.box"]
         moved = []
@@ -184,31 +257,54 @@ class ChannelById(MethodView):
             channel_store.update(session, box, row, data, renew_webhook_secret=bool(moved))
         except ValueError as exc:
             abort(422, message=str(exc))
-        _check_destination(adapter, row.type, row.id, row.active and bool(
-            row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
+        _save(session, adapter, row)
+        blp.set_etag(_version(row))
+        return _out(session, row)
+
+    @blp.response(200, ChannelSchema)
+    def delete(self, channel_id):
+        """Delete a channel. Its webhooks are unsubscribed at the channel, best effort: the
+        answer's `subscriptions` lists any that could not be removed (with `last_error`), and
+        the periodic check keeps trying. The channel is kept as deleted: gone from the list,
+        no longer editable, its webhook URL answers 404 and its leftover deliveries are ignored
+        by the worker — while its orders, deliveries, edit history and subscription events stay
+        readable, so "why did order 250 cancel?" keeps its answer. `If-Match` is honoured as
+        for PATCH."""
+        session = get_session()
+        row = _locked(session, channel_id)
+        blp.check_etag(_version(row))
+        channel_store.update(session, current_app.extensions["orderhooks.box"], row,
+                             {"active": False})
+        row.deleted_at = utcnow()
+        session.add(ChannelChange(channel_id=row.id, field="deleted", old_value=None,
+                                  new_value={"name": row.name, "type": row.type}))
         session.commit()
         _after_change(row.id)
-        return _out(session, row)
+        session.expire_all()
+        return _out(session, _get(session, channel_id, deleted=True))
 
 
 @blp.route("/<int:channel_id>/history")
 class ChannelHistory(MethodView):
-    @blp.response(200, ChannelChangeSchema(many=True))
-    def get(self, channel_id):
-        """The channel's edit history: what changed, old → new, when"""
+    @blp.arguments(paging.PageQuerySchema, location="query")
+    @blp.response(200, ChannelChangeSchema(many=True), headers=paging.LINK_HEADER)
+    def get(self, args, channel_id):
+        """The channel's edit history, oldest first: what changed, old → new, when (a deleted
+        channel's too)"""
         session = get_session()
-        _get(session, channel_id)
-        return session.scalars(select(ChannelChange).where(ChannelChange.channel_id == channel_id)
-                               .order_by(ChannelChange.id)).all()
+        _get(session, channel_id, deleted=True)
+        return paging.page(session, select(ChannelChange).where(
+            ChannelChange.channel_id == channel_id), ChannelChange.id, args)
 
 
 @blp.route("/<int:channel_id>/subscriptions")
 class ChannelSubscriptions(MethodView):
     @blp.response(200, SubscriptionReportSchema)
     def get(self, channel_id):
-        """Subscriptions as last checked, and what the checks found and did"""
+        """Subscriptions as last checked, and what the checks found and did (a deleted
+        channel's too)"""
         session = get_session()
-        _get(session, channel_id)
+        _get(session, channel_id, deleted=True)
         return _report(session, channel_id)
 
     @blp.response(200, SubscriptionReportSchema)

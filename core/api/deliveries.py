@@ -9,6 +9,7 @@ from sqlalchemy import select
 from ..db import get_session
 from ..models import StoredDelivery, SalesChannel
 from ..deliveries import replay
+from . import paging
 from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
                       ReplayResultSchema, ReplayWindowSchema)
 
@@ -26,10 +27,10 @@ def _get(session, delivery_id: int) -> StoredDelivery:
 @blp.route("")
 class Deliveries(MethodView):
     @blp.arguments(DeliveryQuerySchema, location="query")
-    @blp.response(200, DeliverySchema(many=True))
+    @blp.response(200, DeliverySchema(many=True), headers=paging.LINK_HEADER)
     def get(self, args):
         """Deliveries, newest first; filter by channel, outcome (or pending) and order"""
-        query = select(StoredDelivery).order_by(StoredDelivery.id.desc())
+        query = select(StoredDelivery)
         if args.get("channel_id") is not None:
             query = query.where(StoredDelivery.channel_id == args["channel_id"])
         if args.get("channel_order_id") is not None:
@@ -38,7 +39,7 @@ class Deliveries(MethodView):
             query = query.where(StoredDelivery.state.in_(("pending", "processing")))
         elif args.get("outcome"):
             query = query.where(StoredDelivery.outcome == args["outcome"])
-        return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
+        return paging.page(get_session(), query, StoredDelivery.id, args, newest_first=True)
 
 
 @blp.route("/<int:delivery_id>")
@@ -75,8 +76,10 @@ class ReplayWindow(MethodView):
         most ORDERHOOKS_REPLAY_MAX_DELIVERIES per request, oldest first; ``next`` is the body
         to POST for the rest of the window (null when it is done)"""
         session = get_session()
-        if session.get(SalesChannel, data["channel_id"]) is None:
-            abort(422, message=f"no channel {data['channel_id']}",
+        channel = session.get(SalesChannel, data["channel_id"])
+        if channel is None or channel.deleted_at is not None:
+            abort(422, message=f"no channel {data['channel_id']}"
+                               + (" (it was deleted)" if channel is not None else ""),
                   errors={"json": {"channel_id": ["unknown channel"]}})
         since, until = data["since"], data["until"]
         if until < since:

@@ -1,7 +1,7 @@
 """/api/v1/orders: routed orders, their status and history."""
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import select
@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import orders
 from ..db import get_session
 from ..models import Order, PendingIntent, SalesChannel
+from . import paging
 from .schemas import (OrderCreateSchema, OrderDetailSchema, OrderPatchSchema, OrderQuerySchema,
                       OrderSchema)
 
@@ -36,23 +37,25 @@ def _get(session, order_id: int) -> Order:
 @blp.route("")
 class Orders(MethodView):
     @blp.arguments(OrderQuerySchema, location="query")
-    @blp.response(200, OrderSchema(many=True))
+    @blp.response(200, OrderSchema(many=True), headers=paging.LINK_HEADER)
     def get(self, args):
-        """Find orders by channel, channel order id and status"""
-        query = select(Order).order_by(Order.id)
+        """Find orders by channel, channel order id and status, oldest first"""
+        query = select(Order)
         for name in ("channel_id", "channel_order_id", "status"):
             if args.get(name) is not None:
                 query = query.where(getattr(Order, name) == args[name])
-        return get_session().scalars(query.limit(args["limit"]).offset(args["offset"])).all()
+        return paging.page(get_session(), query, Order.id, args)
 
     @blp.arguments(OrderCreateSchema)
-    @blp.response(201, OrderDetailSchema)
+    @blp.response(201, OrderDetailSchema, headers={"Location": {
+        "description": "The new order's URL", "schema": {"type": "string"}}})
     def post(self, data):
         """Import an order (as the order-routing system downloads it); releases held intents"""
         session = get_session()
         channel = session.get(SalesChannel, data["channel_id"])
-        if channel is None:
-            abort(422, message=f"no channel {data['channel_id']}",
+        if channel is None or channel.deleted_at is not None:
+            abort(422, message=f"no channel {data['channel_id']}"
+                               + (" (it was deleted)" if channel is not None else ""),
                   errors={"json": {"channel_id": ["unknown channel"]}})
         if orders.find_order(session, channel.id, data["channel_order_id"]) is not None:
             abort(409, message=f"order {data['channel_order_id']} already exists on channel "
@@ -67,7 +70,8 @@ class Orders(MethodView):
             session.rollback()
             abort(409, message=f"order {data['channel_order_id']} already exists on channel "
                                f"{data['channel_id']}")
-        return _detail(session, order)
+        return _detail(session, order), {"Location": url_for("orders.OrderById",
+                                                             order_id=order.id)}
 
 
 @blp.route("/<int:order_id>")

@@ -9,6 +9,7 @@ from .. import statuses
 from ..intents import InvalidIntent, check_channel_order_id
 from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
 from ..outcomes import DeliveryState, Outcome
+from .paging import PageQuerySchema
 
 STATUS = validate.OneOf(list(statuses.STATUSES))
 
@@ -114,6 +115,8 @@ class ChannelSchema(Schema):
     webhook_url = fields.String()
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
+    deleted_at = UTCDateTime(allow_none=True, metadata={
+        "description": "When the channel was deleted (null: it is not)"})
     subscriptions = fields.List(fields.Nested(SubscriptionSchema))
 
 
@@ -187,29 +190,32 @@ class OrderDetailSchema(OrderSchema):
     held_intents = fields.List(fields.Nested(HeldIntentSchema))
 
 
-class OrderQuerySchema(Schema):
+OFFSET = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9), metadata={
+    "description": "Skip this many items first. Prefer `cursor`: an offset reads and skips "
+                   "every item before it"})
+
+
+class OrderQuerySchema(PageQuerySchema):
     class Meta:
         unknown = EXCLUDE
 
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
     channel_order_id = fields.String(validate=validate.Length(max=CHANNEL_ORDER_ID_LENGTH))
     status = fields.String(validate=STATUS)
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
+    offset = OFFSET
 
 
 OUTCOMES = list(DELIVERY_OUTCOMES)
 
 
-class DeliveryQuerySchema(Schema):
+class DeliveryQuerySchema(PageQuerySchema):
     class Meta:
         unknown = EXCLUDE
 
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
     outcome = fields.String(validate=validate.OneOf(OUTCOMES + [DeliveryState.PENDING]))
     channel_order_id = fields.String(validate=validate.Length(max=CHANNEL_ORDER_ID_LENGTH))
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9))
+    offset = OFFSET
 
 
 class DeliverySchema(Schema):
