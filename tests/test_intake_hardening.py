@@ -22,7 +22,7 @@ from sqlalchemy import event, func, select
 from standardwebhooks.webhooks import Webhook
 
 from core.intake import MIN_REACH, ChannelCache
-from core.models import Delivery, SalesChannel
+from core.models import StoredDelivery, SalesChannel
 
 CLIENT_SECRET = "bc-client-secret-hardening"
 
@@ -37,7 +37,7 @@ def signed(body: bytes, when: datetime | None = None, secret: str = CLIENT_SECRE
 
 def stored(app) -> int:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.scalar(select(func.count()).select_from(Delivery))
+        return session.scalar(select(func.count()).select_from(StoredDelivery))
 
 
 def assert_refused(response, status=401):
