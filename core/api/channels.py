@@ -15,6 +15,7 @@ from ..clock import utcnow
 from ..models import ChannelChange, SalesChannel, Subscription, SubscriptionEvent
 from ..subscriptions import PublicURLMissing, public_base_url, reconcile
 from . import paging
+from .lookup import get_or_404
 from .schemas import (ChannelChangeSchema, ChannelCreateSchema, ChannelPatchSchema, ChannelSchema,
                       SubscriptionReportSchema)
 
@@ -147,9 +148,7 @@ def _out(session, row: SalesChannel) -> dict:
 
 def _get(session, channel_id: int, deleted: bool = False) -> SalesChannel:
     """The channel, or 404. ``deleted``: a deleted channel is found too (its histories)."""
-    row = session.get(SalesChannel, channel_id) if channel_id < 2**62 else None
-    if row is None:
-        abort(404, message=f"no channel {channel_id}")
+    row = get_or_404(session, SalesChannel, channel_id, "channel")
     if row.deleted_at is not None and not deleted:
         abort(404, message=f"channel {channel_id} was deleted at "
                            f"{row.deleted_at.isoformat(timespec='seconds')}Z; its history, "

@@ -10,6 +10,7 @@ from ..db import get_session
 from ..models import StoredDelivery, SalesChannel
 from ..deliveries import replay
 from . import paging
+from .lookup import get_or_404
 from .schemas import (DeliveryDetailSchema, DeliveryQuerySchema, DeliverySchema,
                       ReplayResultSchema, ReplayWindowSchema)
 
@@ -18,10 +19,7 @@ blp = Blueprint("deliveries", __name__, description="Webhook deliveries and thei
 
 
 def _get(session, delivery_id: int) -> StoredDelivery:
-    row = session.get(StoredDelivery, delivery_id) if delivery_id < 2**62 else None
-    if row is None:
-        abort(404, message=f"no delivery {delivery_id}")
-    return row
+    return get_or_404(session, StoredDelivery, delivery_id, "delivery")
 
 
 @blp.route("")

@@ -11,6 +11,7 @@ from .. import orders
 from ..db import get_session
 from ..models import Order, PendingIntent, SalesChannel
 from . import paging
+from .lookup import get_or_404
 from .schemas import (OrderCreateSchema, OrderDetailSchema, OrderPatchSchema, OrderQuerySchema,
                       OrderSchema)
 
@@ -28,10 +29,7 @@ def _detail(session, order: Order) -> dict:
 
 
 def _get(session, order_id: int) -> Order:
-    order = session.get(Order, order_id) if order_id < 2**62 else None
-    if order is None:
-        abort(404, message=f"no order {order_id}")
-    return order
+    return get_or_404(session, Order, order_id, "order")
 
 
 @blp.route("")
