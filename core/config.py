@@ -58,6 +58,11 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
     "SQLITE_MMAP_BYTES": (268435456, int, "SQLite mmap_size: database pages read through a memory "
                           "map instead of a read() each (0 turns it off)"),
     "LOG_LEVEL": ("INFO", str, "Log level"),
+    "WEB_WORKERS": (0, int, "gunicorn worker processes of `web`/`serve` (0: one per core; "
+                            "`--workers` wins)"),
+    "WEB_THREADS": (8, int, "Threads per gunicorn worker process (`--threads` wins)"),
+    "WEB_REQUEST_SECONDS": (15.0, float, "Time a client has to send a whole request (head and "
+                                         "body) before a 408"),
 }
 
 
@@ -68,7 +73,8 @@ class ConfigError(Exception):
 #: Numbers that must be above zero (a count, a size, a timeout); every other number may be 0
 #: but not negative.
 _POSITIVE = {"MAX_BODY_BYTES", "WORKER_BATCH", "CLAIM_SECONDS", "MAX_ATTEMPTS",
-             "HTTP_TIMEOUT_SECONDS", "SUBSCRIPTION_CHECK_SECONDS"}
+             "HTTP_TIMEOUT_SECONDS", "SUBSCRIPTION_CHECK_SECONDS", "WEB_THREADS",
+             "WEB_REQUEST_SECONDS"}
 #: Settings with a fixed set of values (upper case; SQLite also takes 0-3 for synchronous).
 _CHOICES = {"SQLITE_SYNCHRONOUS": ("OFF", "NORMAL", "FULL", "EXTRA", "0", "1", "2", "3"),
             "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}

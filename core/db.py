@@ -72,10 +72,9 @@ class Database:
         ``pages`` pages (SQLite's default: 1000). Pooled connections are closed, so every
         connection gets it. Nothing on PostgreSQL.
 
-        Measured for the worker (Shopify, 5,000-delivery runs, 4 alternations): 10,000 pages
-        gave +7 % applied/s with 1,000 and with 1,000,000 orders: a page changed again before
-        the next checkpoint is copied to the database once, and the checkpoint's fsync is paid
-        a tenth as often."""
+        A long-running worker checkpoints less often: a page changed again before the next
+        checkpoint is copied to the database once, and the checkpoint's fsync is paid less
+        often (figures: docs/performance.md)."""
         if not self.is_sqlite:
             return
         self.sqlite_pragmas["wal_autocheckpoint"] = int(pages)

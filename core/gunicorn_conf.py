@@ -7,8 +7,9 @@ import tempfile
 bind = os.environ.get("ORDERHOOKS_BIND", "127.0.0.1:8000")
 # Threaded workers: a process's threads share one intake transaction at a time (group commit,
 # see core/intake.py), and keep-alive connections are kept (sync workers close each one).
-workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS", multiprocessing.cpu_count()))
-threads = int(os.environ.get("ORDERHOOKS_WEB_THREADS", 8))
+# The orderhooks command has checked these settings (core/config.py) before gunicorn starts.
+workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS") or 0) or multiprocessing.cpu_count()
+threads = int(os.environ.get("ORDERHOOKS_WEB_THREADS") or 8)
 # gthread, balanced, and a thread gets a request only once it has arrived whole (see there).
 worker_class = "core.gunicorn_ext.ThreadWorker"
 # Connections a process holds, slow or not (each costs a socket and the bytes of its request).

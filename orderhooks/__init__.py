@@ -16,8 +16,9 @@ from core.errors import (AuthenticationError, ChannelAPIError, InvalidDelivery, 
                          SubscriptionError)
 from core.hookspecs import hookimpl
 from core.http import APIBaseURLs, ChannelHTTP, segment
-from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, Intent, RedactPersonalData,
-                          Shipment, ShipmentItem)
+from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, Intent, InvalidIntent,
+                          RedactPersonalData, Shipment, ShipmentItem)
+from core.models import CHANNEL_ORDER_ID_LENGTH
 
 __all__ = [
     "hookimpl",
@@ -26,7 +27,7 @@ __all__ = [
     "RemoteSubscription",
     # intents
     "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "DeactivateChannel",
-    "RedactPersonalData", "Ignore",
+    "RedactPersonalData", "Ignore", "InvalidIntent", "CHANNEL_ORDER_ID_LENGTH",
     # errors
     "AuthenticationError", "InvalidDelivery", "RetryLater", "ChannelAPIError",
     "SubscriptionError",

@@ -31,6 +31,9 @@ def migrated(tmp_path) -> dict:
     ("RETENTION_DAYS", "-1", "ORDERHOOKS_RETENTION_DAYS=-1 must not be negative"),
     ("LOG_LEVEL", "LOUD", "ORDERHOOKS_LOG_LEVEL='LOUD' is not one of DEBUG, INFO"),
     ("SQLITE_SYNCHRONOUS", "FULL; DROP TABLE x", "ORDERHOOKS_SQLITE_SYNCHRONOUS="),
+    ("WEB_WORKERS", "four", "ORDERHOOKS_WEB_WORKERS='four' is not a whole number"),
+    ("WEB_THREADS", "0", "ORDERHOOKS_WEB_THREADS=0 must be above 0"),
+    ("WEB_REQUEST_SECONDS", "soon", "ORDERHOOKS_WEB_REQUEST_SECONDS='soon' is not a number"),
 ])
 def test_a_wrong_setting_is_one_line_naming_it(variable, value, expected, migrated):
     done = run_cli(["worker", "--once"], {**migrated, f"ORDERHOOKS_{variable}": value})

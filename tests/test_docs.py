@@ -135,3 +135,14 @@ def test_the_documented_surface_is_all_there(doc):
     listed = section.split("from orderhooks import (", 1)[1].split(")", 1)[0]
     names = re.findall(r"\b([A-Za-z_]\w*),", listed)
     assert sorted(names) == sorted(orderhooks.__all__)
+
+
+def test_the_readme_configuration_table_is_the_settings():
+    """Every setting has its row in the README, with its default; no row names another."""
+    from core.config import SETTINGS
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `ORDERHOOKS_([A-Z_]+)` \| ([^|]+) \|", readme, re.M))
+    assert set(rows) == set(SETTINGS)
+    for name, (default, _kind, _help) in SETTINGS.items():
+        expected = "(unset)" if default == "" else f"`{default!r}`"
+        assert rows[name].strip() == expected, name

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from ..db import get_session
 from ..models import StoredDelivery, SalesChannel
+from ..outcomes import DeliveryState
 from ..deliveries import replay
 from . import paging
 from .lookup import get_or_404
@@ -33,8 +34,9 @@ class Deliveries(MethodView):
             query = query.where(StoredDelivery.channel_id == args["channel_id"])
         if args.get("channel_order_id") is not None:
             query = query.where(StoredDelivery.channel_order_id == args["channel_order_id"])
-        if args.get("outcome") == "pending":
-            query = query.where(StoredDelivery.state.in_(("pending", "processing")))
+        if args.get("outcome") == DeliveryState.PENDING:  # not processed yet, or being retried
+            query = query.where(StoredDelivery.state.in_((DeliveryState.PENDING,
+                                                          DeliveryState.PROCESSING)))
         elif args.get("outcome"):
             query = query.where(StoredDelivery.outcome == args["outcome"])
         return paging.page(get_session(), query, StoredDelivery.id, args, newest_first=True)
@@ -58,7 +60,7 @@ class DeliveryReplay(MethodView):
         """Process a delivery again from its stored body"""
         session = get_session()
         row = _get(session, delivery_id)
-        if row.state == "processing":
+        if row.state == DeliveryState.PROCESSING:
             abort(409, message="the delivery is being processed right now; try again shortly")
         replay(session, [row])
         session.commit()
@@ -89,7 +91,7 @@ class ReplayWindow(MethodView):
         # now, from attempt 0. Only deliveries a worker holds right now are left alone.
         rows = session.scalars(select(StoredDelivery).where(
             StoredDelivery.channel_id == data["channel_id"], StoredDelivery.received_at >= since,
-            StoredDelivery.received_at <= until, StoredDelivery.state != "processing",
+            StoredDelivery.received_at <= until, StoredDelivery.state != DeliveryState.PROCESSING,
             StoredDelivery.outcome.in_(data["outcome"]), StoredDelivery.id > data["after_id"])
             .order_by(StoredDelivery.id).limit(limit + 1)).all()
         more = len(rows) > limit

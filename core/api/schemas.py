@@ -243,7 +243,7 @@ class DeliveryDetailSchema(DeliverySchema):
     body = fields.String(allow_none=True, metadata={"description": "Raw body as text"})
 
 
-REPLAYABLE = ["failed", "dead", "ignored", "applied", "deferred"]
+REPLAYABLE = [Outcome.FAILED, Outcome.DEAD, Outcome.IGNORED, Outcome.APPLIED, Outcome.DEFERRED]
 
 
 class ReplayWindowSchema(StrictSchema):

@@ -40,8 +40,6 @@ log = logging.getLogger("orderhooks.bigcommerce")
 #: The header the service puts in every hook it creates, carrying the channel's secret.
 SECRET_HEADER = "X-Orderhooks-Secret"
 ORDER_SCOPE = "store/order/statusUpdated"
-#: Standard Webhooks timestamp tolerance (seconds), as the reference library.
-TOLERANCE = 5 * 60
 
 STATUS_LABELS = {0: "Incomplete", 1: "Pending", 2: "Shipped", 3: "Partially Shipped",
                  4: "Refunded", 5: "Cancelled", 6: "Declined", 7: "Awaiting Payment",
