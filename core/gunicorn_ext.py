@@ -231,9 +231,16 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         except OSError:
             data = b""
-        if not data:  # the client went away before its request was complete
+        if not data:
             self._stop_reading(conn)
-            self.nr_conns -= 1
+            if b"\r\n\r\n" in conn.received:
+                # The client stopped sending inside the body (a half-closed connection, a
+                # truncated chunk): a thread reads what there is, and the application answers
+                # 400 for the body it cannot have, so the client learns nothing was stored.
+                conn.complete = True
+                self.enqueue_req(conn)
+                return
+            self.nr_conns -= 1  # the client went away before its request's head was complete
             conn.close()
             return
         conn.received += data
