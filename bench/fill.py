@@ -117,7 +117,7 @@ def delivery_rows(app, channel_id: int, channel_type: str,
     ``inspect`` as the intake names them. The channel is read now (not lazily inside the bulk
     insert's transaction, which on SQLite holds the write lock)."""
     from core.channels import Delivery, Headers
-    from core.intake import COMMON_HEADERS
+    from core.edge import COMMON_HEADERS
     from core.saleschannels import view
     from core.models import SalesChannel
     adapter = app.extensions["orderhooks.channels"].get(channel_type)

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select
 from standardwebhooks.webhooks import Webhook
 
-from core.intake import MIN_REACH, ChannelCache
-from core.models import Delivery, SalesChannel
+from core.channel_cache import MIN_REACH, ChannelCache
+from core.models import SalesChannel, StoredDelivery
 
 CLIENT_SECRET = "bc-client-secret-hardening"
 
@@ -37,7 +37,7 @@ def signed(body: bytes, when: datetime | None = None, secret: str = CLIENT_SECRE
 
 def stored(app) -> int:
     with app.extensions["orderhooks.db"].Session() as session:
-        return session.scalar(select(func.count()).select_from(Delivery))
+        return session.scalar(select(func.count()).select_from(StoredDelivery))
 
 
 def assert_refused(response, status=401):

@@ -10,6 +10,8 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from ..answers import error_body
+
 API_PREFIX = "/api/v1"
 
 
@@ -24,8 +26,8 @@ class OrderhooksApi(Api):
 
 def http_error_response(error: HTTPException):
     data = getattr(error, "data", None) or {}
-    body = {"error": (error.name or "error").lower().replace(" ", "_"),
-            "message": data.get("message") or error.description or error.name}
+    body = error_body((error.name or "error").lower().replace(" ", "_"),
+                      data.get("message") or error.description or error.name)
     details = data.get("messages") or data.get("errors")
     if details:
         body["details"] = details
@@ -171,7 +173,7 @@ def unstorable_text(value, limit: int = 100_000) -> str | None:
 
 
 def _unprocessable(message: str, details: dict | None = None):
-    body = {"error": "unprocessable_entity", "message": message}
+    body = error_body("unprocessable_entity", message)
     if details:
         body["details"] = details
     response = jsonify(body)
@@ -180,7 +182,7 @@ def _unprocessable(message: str, details: dict | None = None):
 
 
 def _unauthorized(message: str):
-    response = jsonify({"error": "unauthorized", "message": message})
+    response = jsonify(error_body("unauthorized", message))
     response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Bearer realm="orderhooks"'
     return response
