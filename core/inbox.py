@@ -67,7 +67,7 @@ def _row(channel, info, key: str, headers: dict, body: bytes, received_at) -> di
 class _Slot:
     """One delivery waiting for the next group commit, and what became of it. ``ready`` is a
     lock taken at creation: the slot's thread blocks on it, whichever thread commits the slot
-    releases it (a plain lock: an Event costs ten times as much, and this is per delivery)."""
+    releases it (a plain lock, the cheapest thing a thread can block on: this is per delivery)."""
     __slots__ = ("values", "channel_id", "key", "result", "error", "ready", "lead")
 
     def __init__(self, values, channel_id, key):
@@ -108,9 +108,9 @@ class Writer:
         self.errors = dbapi.Error
         # PostgreSQL: psycopg's RawCursor with the server's own $n placeholders. With %s, psycopg
         # parses the query text again on every execute once it has more than 50 parameters (its
-        # cache of parsed queries skips those): ~8 % of the intake's CPU under load (py-spy), and
-        # 31 vs 60 us of client CPU per row for 8-row batches, 23 vs 51 for 16 (measured).
-        # (psycopg 3.2 and later; another driver keeps %s.) Set on the writer's own connection.
+        # cache of parsed queries skips those), which every batch of five rows or more has
+        # (docs/performance.md has the cost). psycopg 3.2 and later; another driver keeps %s.
+        # Set on the writer's own connection only.
         self.raw_cursor = None if self.sqlite else getattr(dbapi, "RawCursor", None)
         # Each column's value as the ORM would bind it (SQLite's DATETIME text, JSON, bytes...):
         # SQLAlchemy's own processors for this dialect, so the rows read back alike.
@@ -276,8 +276,8 @@ class Writer:
             cursor = conn.cursor()
             try:
                 # One multi-row INSERT per chunk of the batch: a single statement and round trip
-                # (half the client CPU of psycopg's pipelined executemany, measured). RETURNING
-                # names each new row by its key; a key missing from it was a duplicate.
+                # (less client CPU than psycopg's pipelined executemany). RETURNING names each
+                # new row by its key; a key missing from it was a duplicate.
                 new: dict[tuple[int, str], int] = {}
                 for start in range(0, len(ordered), _CHUNK):
                     chunk = ordered[start:start + _CHUNK]
