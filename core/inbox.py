@@ -52,6 +52,7 @@ PROCESSING_COLUMNS = frozenset({"body_purged_at", "outcome", "reason", "intents"
 COLUMNS = tuple(column.name for column in StoredDelivery.__table__.columns
                 if not column.primary_key and column.name not in PROCESSING_COLUMNS)
 _in_insert_order = itemgetter(*COLUMNS)
+_PENDING = DeliveryState.PENDING.value  # a plain str: what every driver binds as text
 
 
 def _row(channel, info, key: str, headers: dict, body: bytes, received_at) -> dict:
@@ -61,7 +62,7 @@ def _row(channel, info, key: str, headers: dict, body: bytes, received_at) -> di
             "channel_order_id": _text(info.channel_order_id, CHANNEL_ORDER_ID_LENGTH),
             "occurred_at": info.occurred_at and _naive(info.occurred_at),
             "received_at": received_at, "headers": headers, "body": body,
-            "state": DeliveryState.PENDING.value, "attempts": 0, "next_attempt_at": received_at}
+            "state": _PENDING, "attempts": 0, "next_attempt_at": received_at}
 
 
 class _Slot:
