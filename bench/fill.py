@@ -118,8 +118,8 @@ def delivery_rows(app, channel_id: int, channel_type: str,
     ``inspect`` as the intake names them. The channel is read now (not lazily inside the bulk
     insert's transaction, which on SQLite holds the write lock)."""
     from core.adapters import Delivery, Headers
-    from core.intake import COMMON_HEADERS
     from core.channel_store import view
+    from core.edge import COMMON_HEADERS
     from core.models import SalesChannel
     adapter = app.extensions["orderhooks.channels"].get(channel_type)
     db = app.extensions["orderhooks.db"]

@@ -7,6 +7,7 @@ import os
 from flask import Flask, Response, jsonify
 from flask.sessions import SessionInterface
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import config as config_module
 from .hookspecs import hookimpl  # re-exported for plugin authors
@@ -21,7 +22,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     also hold ``PLUGINS``: extra ``(name, plugin)`` pairs registered beside the entry points."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from . import api, db, intake, logs, plugins
+    from . import api, db, logs, plugins
+    from .channel_cache import ChannelCache
+    from .edge import MOUNT, WebhookEdge
+    from .inbox import Writer
     from .crypto import Box, secret_keys
     from .http import APIBaseURLs
 
@@ -63,15 +67,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         if isinstance(getattr(adapter, "timeout", None), (int, float)):
             adapter.timeout = float(app.config["HTTP_TIMEOUT_SECONDS"])
         adapter.allowed_api_base_urls = allowed
-    app.extensions["orderhooks.channel_cache"] = intake.ChannelCache(
+    app.extensions["orderhooks.channel_cache"] = ChannelCache(
         app.config.get("CHANNEL_CACHE_SECONDS", 5.0))
     if app.config.get("AUTO_MIGRATE"):
         database.upgrade()
 
     # The service keeps no cookie sessions: skip Flask's session work on every request.
     app.session_interface = _NoSessions()
-    # The webhook intake is the hot path: a thin WSGI layer in front of Flask (core/intake.py).
-    app.wsgi_app = intake.Intake(app, app.wsgi_app)
+    # The webhook edge is the hot path: a plain WSGI app (core/edge.py) beside Flask, mounted on
+    # its prefix as Flask documents for a non-Flask app; its deliveries go to the inbox.
+    app.extensions["orderhooks.inbox"] = inbox = Writer(database)
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {MOUNT: WebhookEdge(app, inbox)})
     api.init_app(app)
     _register_basics(app)
     return app
@@ -86,9 +92,9 @@ class _NoSessions(SessionInterface):
 
 
 def _register_basics(app: Flask) -> None:
-    from . import metrics
+    from . import answers, metrics
+    from .answers import SECURITY_HEADERS
     from .api import http_error_response
-    from .intake import SECURITY_HEADERS
 
     @app.get("/healthz")
     def healthz():
@@ -123,17 +129,19 @@ def _register_basics(app: Flask) -> None:
         if isinstance(error, (OperationalError, InterfaceError)) or (
                 isinstance(error, DBAPIError) and error.connection_invalidated):
             log.warning("http.database_unavailable", exc_info=error)
-            response = jsonify({"error": "database_unavailable",
-                                "message": "the database is unavailable; try again shortly"})
-            response.status_code = 503
-            response.headers["Retry-After"] = "30"
-            return response
+            return _answer(*answers.database_unavailable())
         log.exception("http.unexpected_error", exc_info=error)
-        return jsonify({"error": "internal_error",
-                        "message": "something went wrong on our side; it has been logged"}), 500
+        return _answer(*answers.internal_error())
 
     @app.after_request
     def security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS:
             response.headers.setdefault(name, value)
         return response
+
+
+def _answer(status: int, body: dict, headers) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.extend(headers)
+    return response

@@ -6,7 +6,7 @@ import tempfile
 
 bind = os.environ.get("ORDERHOOKS_BIND", "127.0.0.1:8000")
 # Threaded workers: a process's threads share one intake transaction at a time (group commit,
-# see core/intake.py), and keep-alive connections are kept (sync workers close each one).
+# see core/inbox.py), and keep-alive connections are kept (sync workers close each one).
 # The orderhooks command has checked these settings (core/config.py) before gunicorn starts.
 workers = int(os.environ.get("ORDERHOOKS_WEB_WORKERS") or 0) or multiprocessing.cpu_count()
 threads = int(os.environ.get("ORDERHOOKS_WEB_THREADS") or 8)

@@ -1,4 +1,4 @@
-"""The intake's channel cache (core/intake.py ``ChannelCache``): an expired entry is reloaded by
+"""The intake's channel cache (core/channel_cache.py ``ChannelCache``): an expired entry is reloaded by
 one thread while the others go on with the value it replaces, and an admin edit (``clear``)
 wins over a load that began before it."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.intake import ChannelCache
+from core.channel_cache import ChannelCache
 
 
 def test_a_fresh_entry_is_not_loaded_again():

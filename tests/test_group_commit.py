@@ -1,4 +1,4 @@
-"""Intake group commit (core/intake.py ``Writer``): the threads of a web process share one
+"""Intake group commit (core/inbox.py ``Writer``): the threads of a web process share one
 transaction at a time. Every delivery is answered only after the commit that holds it, each gets
 its own id (or its own duplicate answer), and one bad delivery or a lost connection costs what it
 must and nothing more. Runs on SQLite and on PostgreSQL like the rest of the suite.
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from core import intake
+from core import inbox
 from core.adapters import DeliveryInfo
 from core.models import StoredDelivery
 
@@ -24,7 +24,7 @@ THREADS = 6
 
 @pytest.fixture
 def writer(app):
-    return app.wsgi_app.writer
+    return app.extensions["orderhooks.inbox"]
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_a_refused_delivery_fails_alone(app, writer, channel, monkeypatch):
     stored = rows(app)
     assert set(stored) == {"lead", "a", "b"}
     assert results[1] == (stored["a"], False) and results[3] == (stored["b"], False)
-    assert isinstance(results[2], intake.Unstorable), results[2]
+    assert isinstance(results[2], inbox.Unstorable), results[2]
 
 
 def test_a_lost_connection_fails_the_whole_batch_then_recovers(app, writer, channel,
@@ -177,7 +177,7 @@ def test_a_lost_connection_fails_the_whole_batch_then_recovers(app, writer, chan
     assert held.sizes == [1, 3]
     stored = rows(app)
     assert results[0] == (stored["k0"], False)
-    assert all(isinstance(r, intake.Unavailable) for r in results[1:]), results
+    assert all(isinstance(r, inbox.Unavailable) for r in results[1:]), results
     assert set(stored) == {"k0"}
     answer = writer.store(channel, info("again"), {}, b"{}", now)
     assert answer == (rows(app)["again"], False)
@@ -233,7 +233,7 @@ def test_an_unexpected_failure_mid_transaction_leaves_nothing_open(app, writer, 
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     writer.store(channel, info("once"), {}, b"{}", now)
     monkeypatch.setattr(writer, "existing", writer.existing.replace("WHERE", "WHERE 1 = 0 AND"))
-    with pytest.raises(intake.Unavailable):
+    with pytest.raises(inbox.Unavailable):
         writer.store(channel, info("once"), {}, b"{}", now)  # a duplicate: row not found
     monkeypatch.undo()
     assert writer._conn is None  # dropped

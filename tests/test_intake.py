@@ -292,7 +292,7 @@ def test_database_failing_when_storing_is_503(bc, app):
     """The channel is read fine, but the insert fails (the server closed the connection: a
     failover, a restart...): 503, and the next delivery opens a new connection."""
     bc.create()
-    writer = app.wsgi_app.writer  # intake's own connection (one per process)
+    writer = app.extensions["orderhooks.inbox"]  # intake's own connection (one per process)
     writer.connection().close()   # as a server that went away leaves it
     response = bc.send(order_id=250)
     body = assert_error(response, 503, "database_unavailable")

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select
 from standardwebhooks.webhooks import Webhook
 
-from core.intake import MIN_REACH, ChannelCache
-from core.models import StoredDelivery, SalesChannel
+from core.channel_cache import MIN_REACH, ChannelCache
+from core.models import SalesChannel, StoredDelivery
 
 CLIENT_SECRET = "bc-client-secret-hardening"
 

@@ -20,15 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("core.config", "core.clock", "core.outcomes", "core.errors", "core.statuses",
                     "core.models", "core.intents", "core.db", "core.logs", "core.metrics",
-                    "core.crypto", "core.http", "core.validation")),
-    ("adapter contract, plugins, rules", ("core.adapters", "core.hookspecs", "core.plugins",
-                                          "core.rules")),
+                    "core.crypto", "core.http", "core.validation", "core.answers")),
+    ("status rules", ("core.rules",)),
+    ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
         "core.orders", "core.channel_store", "core.subscriptions", "core.privacy",
-        "core.retention", "core.deliveries", "core.intake")),
+        "core.retention", "core.deliveries", "core.inbox", "core.channel_cache")),
     ("worker", ("core.worker", "core.housekeeping", "core.tuning")),
-    ("admin API, CLI, app factory, server, test kit", (
-        "core.api", "core.cli", "core", "core.gunicorn_conf", "core.gunicorn_ext",
+    ("webhook edge, admin API, CLI, app factory, server, test kit", (
+        "core.edge", "core.api", "core.cli", "core", "core.gunicorn_conf", "core.gunicorn_ext",
         "core.testing")),
     ("plugin surface", ("orderhooks", "orderhooks.testing")),
 ]
@@ -124,7 +124,8 @@ def test_imports_point_with_the_flow(path):
 @pytest.mark.parametrize("module, source", [
     ("core.rules", "from .worker import Worker\n"),                     # rules -> worker
     ("core.models", "def f():\n    from core.api import deliveries\n"),  # lazy, absolute
-    ("core.intake", "from .api import unstorable_text\n"),              # inbox -> admin API
+    ("core.inbox", "from .api import unstorable_text\n"),               # inbox -> admin API
+    ("core.rules", "from .plugins import ChannelTypes\n"),             # rules -> plugin manager
     ("core.worker", "from plugins.shopify import plugin\n"),            # a plugin's own code
     ("core.orders", "from . import worker\n"),                          # from-package form
     ("core.adapters", "import orderhooks\n"),                           # core -> plugin surface

@@ -68,6 +68,6 @@ def test_intake_statements_use_indexes(app, bc, statements):
     """Intake inserts on its own DBAPI connection; its statements are checked directly."""
     bc.create()
     assert bc.send(order_id=250).status_code == 200
-    writer = app.wsgi_app.writer
+    writer = app.extensions["orderhooks.inbox"]
     probe = [(writer.existing, (1, "k"))]
     assert _scans(app, probe) == []

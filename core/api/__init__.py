@@ -10,6 +10,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from ..answers import error_body
 from ..validation import unstorable_text
 from . import reference
 
@@ -27,8 +28,8 @@ class OrderhooksApi(Api):
 
 def http_error_response(error: HTTPException):
     data = getattr(error, "data", None) or {}
-    body = {"error": (error.name or "error").lower().replace(" ", "_"),
-            "message": data.get("message") or error.description or error.name}
+    body = error_body((error.name or "error").lower().replace(" ", "_"),
+                      data.get("message") or error.description or error.name)
     details = data.get("messages") or data.get("errors")
     if details:
         body["details"] = details
@@ -189,7 +190,7 @@ def _non_finite_number(value, limit: int = 100_000) -> bool:
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):
     """The one shape of an error answered before a view runs."""
-    body = {"error": code, "message": message}
+    body = error_body(code, message)
     if details:
         body["details"] = details
     response = jsonify(body)
