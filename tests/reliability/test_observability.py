@@ -1,5 +1,5 @@
 """Observability for the bad day: /metrics in Prometheus format adding up every
-gunicorn worker and worker process, with the metrics the issue lists; structured JSON logs with
+gunicorn worker and worker process, with its metrics; structured JSON logs with
 stable event names and the delivery id."""
 from __future__ import annotations
 
