@@ -297,7 +297,9 @@ class Worker:
         database itself is in trouble: the error propagates and the claims are released."""
         try:
             return self._record_batch(work, results)
-        except Exception:  # noqa: BLE001 — narrowed to its delivery below
+        except Exception as exc:  # noqa: BLE001 — narrowed to its delivery below
+            if _database_unavailable(exc):
+                raise  # no delivery's fault: the claims are released, no attempt counted
             log.warning("worker.batch_record_failed", exc_info=True,
                         extra={"deliveries": len(work)})
         outcomes: dict[int, str | None] = {}
@@ -305,6 +307,8 @@ class Worker:
             try:
                 outcomes.update(self._record_batch([item], results))
             except Exception as exc:  # noqa: BLE001 — this delivery fails, not the batch
+                if _database_unavailable(exc):
+                    raise
                 log.exception("worker.apply_failed", extra={"delivery_id": item.id})
                 outcomes[item.id] = self._record_failure(item.id, exc)
         return outcomes
@@ -461,3 +465,11 @@ def describe(exc: Exception) -> str:
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: base·2^(attempt-1), capped, times a random 0.5–1."""
     return min(cap, base * (2 ** (attempt - 1))) * random.uniform(0.5, 1.0)
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached (down, restarting, connection lost): an outage, not a
+    value it refused, so no delivery is blamed for it."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
