@@ -204,7 +204,7 @@ class Stack:
         while True:
             messages = []
             for entry in proc.json_logs():
-                message = str(entry.get("message", ""))
+                message = str(entry.get("message", entry.get("event", "")))
                 if marker in message:
                     messages.append(message)
             if enough(len(messages)):
@@ -219,10 +219,14 @@ class Stack:
         return children(self.web.pid) if self.web and self.web.alive() else []
 
     def start_worker(self) -> Proc:
+        """Start ``orderhooks worker`` and wait until its loop runs: a worker checks the
+        database once at start and exits when it cannot reach it, so a test that takes the
+        database away must not do so before the worker is up."""
         self._worker_seq += 1
         proc = self._start(f"worker-{self._worker_seq}",
                            [sys.executable, "-m", "core.cli", "worker"])
         self.workers.append(proc)
+        self._wait_log(proc, "worker.started", lambda found: found >= 1)
         return proc
 
     def live_workers(self) -> list[Proc]:

@@ -87,6 +87,16 @@ def cluster():
 
 @postgres_only("it stops and restarts a PostgreSQL server (a throwaway cluster of its "
                "own)")
+def _delivery_breakdown(engine) -> str:
+    """Where the deliveries stand, grouped, for a failure message."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT state, outcome, attempts, left(coalesce(reason, ''), 120), count(*), "
+            "min(next_attempt_at), max(next_attempt_at), now() AT TIME ZONE 'utc' "
+            "FROM deliveries GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC").all()
+    return "\n".join(" | ".join(str(v) for v in row) for row in rows)
+
+
 def test_postgresql_restart_during_intake_503_then_recovers_without_restart(cluster, tmp_path):
     db = Database(cluster.url)
     db.upgrade()
@@ -163,9 +173,13 @@ def test_postgresql_restart_during_intake_503_then_recovers_without_restart(clus
         engine = db_engine(cluster.url)
         try:
             assert scalar(engine, "SELECT count(*) FROM deliveries") == len(sent)
-            wait_for(lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE outcome = "
-                                            "'applied'") == len(sent), 60,
-                     what="every delivery applied")
+            try:
+                wait_for(lambda: scalar(engine, "SELECT count(*) FROM deliveries WHERE outcome = "
+                                                "'applied'") == len(sent), 60,
+                         what="every delivery applied")
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}\n{_delivery_breakdown(engine)}\nworker log ends:\n"
+                                     + "\n".join(worker.log_lines()[-40:])) from None
             assert scalar(engine, "SELECT count(*) FROM order_changes WHERE event = "
                                   "'cancelled'") == len(sent)
         finally:
