@@ -14,11 +14,15 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass, field
+import email.policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
+#: Headers stay on one line up to SMTP's limit: the standard library folds a long subject
+#: before its first word, which some readers show as a leading space.
+POLICY = email.policy.default.clone(max_line_length=998)
 
 
 class MailError(Exception):
@@ -74,7 +78,7 @@ def check_address(address: str) -> str:
 
 
 def message(sender: str, recipients: list[str], subject: str, body: str) -> EmailMessage:
-    mail = EmailMessage()
+    mail = EmailMessage(policy=POLICY)
     mail["From"] = sender
     mail["To"] = ", ".join(recipients)
     mail["Subject"] = subject
@@ -115,7 +119,12 @@ def send(server: Server, mail: EmailMessage) -> None:
     except smtplib.SMTPResponseException as exc:
         raise MailError(f"{server.where} answered {exc.smtp_code} {_text(exc.smtp_error)}"
                         ) from None
-    except (socket.timeout, TimeoutError):
+    except (socket.timeout, TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+        # smtplib reports a reply that timed out as a disconnection caused by the timeout.
+        if isinstance(exc, smtplib.SMTPServerDisconnected) and not isinstance(
+                exc.__context__, (socket.timeout, TimeoutError)):
+            raise MailError(f"{server.where} closed the connection: {_text(str(exc))}"
+                            ) from None
         raise MailError(f"{server.where} did not answer within {server.timeout:g} s") from None
     except ssl.SSLError as exc:
         raise MailError(f"TLS with {server.where} failed: {exc.reason or exc}") from None
