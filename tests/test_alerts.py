@@ -2,6 +2,7 @@
 it is not, and a mail server that refuses or hangs (retried; the worker goes on)."""
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import json
@@ -397,3 +398,127 @@ def test_unusable_settings_stop_start_up_without_showing_the_password(app_config
         create_app({**app_config, setting: value})
     assert words in str(caught.value)
     assert SMTP_PASSWORD not in str(caught.value)
+
+
+# -- TLS: STARTTLS on smtp://, TLS from the start on smtps:// ----------------------------------
+
+
+@pytest.fixture
+def certificate(tmp_path, monkeypatch):
+    """A self-signed certificate for 127.0.0.1, trusted through SSL_CERT_FILE (read by the
+    client's default TLS context, as the system's CAs are)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    return cert_file, key_file
+
+
+def server_context(certificate):
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*map(str, certificate))
+    return context
+
+
+class Logins:
+    """The server's AUTH check: one user and password; every attempt is kept."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.seen.append((login, password))
+        # handled=False: the server answers the refusal itself (535)
+        return AuthResult(success=(login, password) == ("alerts@example.com", SMTP_PASSWORD),
+                          handled=False)
+
+
+class TestStartTLS:
+    @pytest.fixture
+    def tls_smtp(self, certificate):
+        handler, logins = MailHandler(), Logins()
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
+                                tls_context=server_context(certificate), require_starttls=True,
+                                authenticator=logins, auth_required=True)
+        controller.start()
+        handler.logins = logins
+        handler.url = (f"smtp://alerts%40example.com:{SMTP_PASSWORD}@127.0.0.1:"
+                       f"{controller.port}")
+        yield handler
+        controller.stop()
+
+    @pytest.fixture
+    def app_config(self, app_config, tls_smtp):
+        return {**app_config, "SMTP_URL": tls_smtp.url}
+
+    def test_smtp_url_upgrades_with_starttls_then_logs_in(self, bc, app, tls_smtp, sender):
+        bc.create()
+        assert sender.send_due() == 1
+        assert tls_smtp.logins.seen == [("alerts@example.com", SMTP_PASSWORD)]
+        [(to, message)] = tls_smtp.messages
+        assert to == [OPS] and "Subscriptions of" in message["Subject"]
+        assert rows(app)[0].status == "sent"
+
+    def test_a_refused_login_is_recorded_and_retried(self, bc, app, tls_smtp, sender,
+                                                     monkeypatch):
+        bc.create()
+        settings = app.extensions[alerts.INFO_KEY]
+        wrong = dataclasses.replace(settings.server, password="wrong-password")
+        monkeypatch.setattr(sender, "settings", dataclasses.replace(settings, server=wrong))
+        assert sender.send_due() == 1
+        assert ("alerts@example.com", "wrong-password") in tls_smtp.logins.seen
+        [alert] = rows(app)
+        assert alert.status == "pending" and "535" in alert.last_error
+        assert "wrong-password" not in alert.last_error and tls_smtp.messages == []
+
+
+class TestImplicitTLS:
+    @pytest.fixture
+    def tls_smtp(self, certificate):
+        handler, logins = MailHandler(), Logins()
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
+                                ssl_context=server_context(certificate),
+                                authenticator=logins, auth_required=True,
+                                auth_require_tls=False)  # TLS from the start: it is TLS
+        controller.start()
+        handler.logins = logins
+        handler.port = controller.port
+        yield handler
+        controller.stop()
+
+    @pytest.fixture
+    def app_config(self, app_config, tls_smtp):
+        return {**app_config, "SMTP_URL": (f"smtps://alerts%40example.com:{SMTP_PASSWORD}@"
+                                           f"127.0.0.1:{tls_smtp.port}")}
+
+    @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+    def test_smtps_url_speaks_tls_from_the_start(self, bc, app, tls_smtp, sender):
+        bc.create()
+        assert sender.send_due() == 1
+        assert tls_smtp.logins.seen == [("alerts@example.com", SMTP_PASSWORD)]
+        [(to, message)] = tls_smtp.messages
+        assert to == [OPS] and rows(app)[0].status == "sent"
