@@ -24,7 +24,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import mail
+from . import mail, metrics
 from .clock import utcnow
 from .config import ConfigError
 from .models import Alert, SalesChannel
@@ -325,18 +325,21 @@ class Sender:
         values: dict = {"last_error": error}
         if error is None:
             values.update(status=SENT, sent_at=now)
+            result = "sent"
             log.info("alert.sent", extra={"alert_id": alert.id, "kind": alert.kind,
                                           "attempts": alert.attempts})
         elif now - alert.created_at >= timedelta(seconds=self.settings.give_up_seconds):
             values.update(status=FAILED, last_error=(
                 f"given up after {alert.attempts} attempts over "
                 f"{(now - alert.created_at).total_seconds():.0f} s; last error: {error}")[:2000])
+            result = "given_up"
             log.error("alert.given_up", extra={"alert_id": alert.id, "kind": alert.kind,
                                                "error": error})
         else:
             delay = min(RETRY_MAX_SECONDS,
                         self.settings.retry_seconds * 2 ** max(0, alert.attempts - 1))
             values.update(status=PENDING, next_attempt_at=now + timedelta(seconds=delay))
+            result = "failed"
             log.warning("alert.failed", extra={"alert_id": alert.id, "kind": alert.kind,
                                                "error": error, "attempt": alert.attempts,
                                                "retry_in": round(delay, 1)})
@@ -345,3 +348,4 @@ class Sender:
             session.execute(update(Alert).where(Alert.id == alert.id, Alert.status == SENDING,
                                                 Alert.attempts == alert.attempts)
                             .values(**values))
+        metrics.ALERTS.labels(alert.kind, result).inc()

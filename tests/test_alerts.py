@@ -81,6 +81,15 @@ def rows(app) -> list[Alert]:
         return session.scalars(select(Alert).order_by(Alert.id)).all()
 
 
+def tried(client, kind: str, result: str) -> float:
+    """``orderhooks_alerts_total{kind, result}`` as /metrics shows it."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = client.get("/metrics").get_data(as_text=True)
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == "orderhooks_alerts_total"
+               and sample.labels == {"kind": kind, "result": result})
+
+
 def body(message) -> str:
     return message.get_body(("plain",)).get_content()
 
@@ -192,6 +201,16 @@ class TestDeadDeliveries:
         assert batches[0].status == "sent"
 
 
+def test_worker_once_mails_the_alerts_due(bc, app, smtp):
+    from core.cli import main as cli
+    for _ in range(12):  # more than one claim's worth
+        bc.create()
+    result = app.test_cli_runner().invoke(cli, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert len(smtp.messages) == 12
+    assert {a.status for a in rows(app)} == {"sent"}
+
+
 def test_any_module_queues_an_alert_in_its_own_transaction(app, smtp, sender):
     db = app.extensions["orderhooks.db"]
     with pytest.raises(RuntimeError), db.session() as session:
@@ -211,8 +230,10 @@ def test_any_module_queues_an_alert_in_its_own_transaction(app, smtp, sender):
 
 
 def test_a_refused_alert_is_retried_with_backoff_until_it_is_sent(bc, app, smtp, sender,
-                                                                  admin):
+                                                                  admin, client):
     smtp.refuse = ["421 4.3.2 try again later", "550 5.7.1 not now"]
+    failed_before = tried(client, "subscription.check", "failed")
+    sent_before = tried(client, "subscription.check", "sent")
     bc.create()
     assert sender.send_due() == 1
     [alert] = rows(app)
@@ -229,6 +250,8 @@ def test_a_refused_alert_is_retried_with_backoff_until_it_is_sent(bc, app, smtp,
     assert len(smtp.messages) == 1
     [listed] = admin.get("/alerts")
     assert listed["status"] == "sent" and listed["attempts"] == 3
+    assert tried(client, "subscription.check", "failed") == failed_before + 2
+    assert tried(client, "subscription.check", "sent") == sent_before + 1
     assert listed["last_error"] is None and listed["recipients"] == [OPS]
 
 
