@@ -211,6 +211,31 @@ def test_worker_once_mails_the_alerts_due(bc, app, smtp):
     assert {a.status for a in rows(app)} == {"sent"}
 
 
+class TestWorkerDyingOnADelivery:
+    @pytest.fixture
+    def app_config(self, app_config):
+        return {**app_config, "MAX_ATTEMPTS": 1}
+
+    def test_a_delivery_whose_worker_never_finishes_goes_dead_with_its_alert(self, bc, app,
+                                                                          smtp, sender):
+        from datetime import timedelta
+
+        from core.clock import utcnow
+        channel = bc.create()
+        sender.send_due()
+        response = bc.send(order_id=250)
+        crashed, rescuer = Worker(app, name="crashed"), Worker(app, name="rescuer")
+        assert crashed.claim() == [response.get_json()["delivery_id"]]
+        with app.extensions["orderhooks.db"].session() as session:  # its lease runs out
+            session.get(StoredDelivery, response.get_json()["delivery_id"]).claimed_until = \
+                utcnow() - timedelta(seconds=1)
+        assert rescuer.claim() == []  # dead, not claimed again
+        [batch] = [a for a in rows(app) if a.kind == "deliveries.dead"]
+        assert batch.channel_id == channel["id"] and batch.details["count"] == 1
+        assert batch.details["delivery_ids"] == [response.get_json()["delivery_id"]]
+        assert "stopped before finishing" in batch.body
+
+
 def test_any_module_queues_an_alert_in_its_own_transaction(app, smtp, sender):
     db = app.extensions["orderhooks.db"]
     with pytest.raises(RuntimeError), db.session() as session:
