@@ -156,6 +156,9 @@ def subscription_checked(session: Session, channel_id: int, events: list[dict],
     if failing:
         subject = (f"Subscriptions of {words}: {len(failing)} failing"
                    + (" (still)" if reminder else ""))
+    elif not healthy:  # the channel was deactivated or deleted, or needs no hooks any more
+        removed = sum(1 for e in changes if e["action"] == "deleted")
+        subject = f"Subscriptions of {words}: none left ({removed} removed)"
     elif last_failing:
         subject = f"Subscriptions of {words}: repaired, all {len(healthy)} active"
     else:

@@ -149,6 +149,16 @@ def test_a_hook_the_check_recreates_is_news(bc, app, smtp, sender):
     assert "recreated" in body(smtp.messages[-1][1])
 
 
+def test_deleting_a_channel_mails_that_its_hooks_are_removed(bc, admin, app, smtp, sender):
+    channel = bc.create()
+    admin.request("DELETE", f"/channels/{channel['id']}", expect=200)
+    assert bc.hooks == {}
+    assert sender.send_due() == 2
+    message = smtp.messages[-1][1]
+    assert message["Subject"].endswith("none left (1 removed)")
+    assert "store/order/statusUpdated: deleted: the channel is inactive" in body(message)
+
+
 def test_the_channel_deactivated_by_an_uninstall_is_mailed(shopify, admin, worker, app, smtp,
                                                           sender):
     channel = shopify.create()
