@@ -117,10 +117,16 @@ def queue(session: Session, kind: str, subject: str, body: str, channel_id: int 
     if not recipients:
         return None
     alert = Alert(kind=kind, channel_id=channel_id, recipients=recipients,
-                  subject=(SUBJECT_PREFIX + subject)[:255], body=body, details=details,
+                  subject=_subject(SUBJECT_PREFIX + subject), body=body, details=details,
                   status=PENDING, attempts=0, next_attempt_at=utcnow(), created_at=utcnow())
     session.add(alert)
     return alert
+
+
+def _subject(text: str) -> str:
+    """A subject as a mail header takes it: one line (a channel's name may hold line breaks,
+    which would end the header), at most the column's 255 characters."""
+    return mail.one_line(text, 255)
 
 
 def _recipients(session: Session, settings: Settings, channel_id: int | None) -> list[str]:
@@ -239,8 +245,8 @@ def delivery_dead(session: Session, channel_id: int, delivery_id: int, reason: s
     batch.details = details
     words = _channel_words(session, channel_id)
     count = details["count"]
-    batch.subject = (f"{SUBJECT_PREFIX}{count} deliver{'y' if count == 1 else 'ies'} of the "
-                     f"{words} went dead")[:255]
+    batch.subject = _subject(f"{SUBJECT_PREFIX}{count} deliver{'y' if count == 1 else 'ies'} "
+                             f"of the {words} went dead")
     more = count - len(ids)
     batch.body = "\n".join([
         f"{count} webhook deliver{'y' if count == 1 else 'ies'} of the {words} went dead: "
@@ -296,12 +302,15 @@ class Sender:
         for alert in alerts:
             if self.stopping.is_set():
                 break
-            message = mail.message(self.settings.sender, alert.recipients, alert.subject,
-                                   alert.body)
             try:
-                mail.send(self.settings.server, message)
+                mail.send(self.settings.server, mail.message(
+                    self.settings.sender, alert.recipients, alert.subject, alert.body))
             except mail.MailError as exc:
                 self._record(alert, str(exc))
+            except Exception as exc:  # noqa: BLE001 — one alert's fault, not the others'
+                log.exception("alert.unsendable", extra={"alert_id": alert.id})
+                self._record(alert, f"cannot be mailed: {type(exc).__name__}: "
+                                    f"{mail.one_line(str(exc))}")
             else:
                 self._record(alert, None)
         return len(alerts)

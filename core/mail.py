@@ -113,26 +113,27 @@ def send(server: Server, mail: EmailMessage) -> None:
     except MailError:
         raise
     except smtplib.SMTPRecipientsRefused as exc:
-        refused = "; ".join(f"{to}: {code} {_text(text)}" for to, (code, text)
+        refused = "; ".join(f"{to}: {code} {one_line(text)}" for to, (code, text)
                             in exc.recipients.items())
         raise MailError(f"{server.where} refused the recipients: {refused}") from None
     except smtplib.SMTPResponseException as exc:
-        raise MailError(f"{server.where} answered {exc.smtp_code} {_text(exc.smtp_error)}"
+        raise MailError(f"{server.where} answered {exc.smtp_code} {one_line(exc.smtp_error)}"
                         ) from None
     except (socket.timeout, TimeoutError, smtplib.SMTPServerDisconnected) as exc:
         # smtplib reports a reply that timed out as a disconnection caused by the timeout.
         if isinstance(exc, smtplib.SMTPServerDisconnected) and not isinstance(
                 exc.__context__, (socket.timeout, TimeoutError)):
-            raise MailError(f"{server.where} closed the connection: {_text(str(exc))}"
+            raise MailError(f"{server.where} closed the connection: {one_line(str(exc))}"
                             ) from None
         raise MailError(f"{server.where} did not answer within {server.timeout:g} s") from None
     except ssl.SSLError as exc:
         raise MailError(f"TLS with {server.where} failed: {exc.reason or exc}") from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise MailError(f"{server.where}: {type(exc).__name__}: {_text(str(exc))}") from None
+        raise MailError(f"{server.where}: {type(exc).__name__}: {one_line(str(exc))}") from None
 
 
-def _text(value) -> str:
+def one_line(value, limit: int = 300) -> str:
+    """A server's answer, an error or a subject as one line of at most ``limit`` characters."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return " ".join(str(value).split())[:300]
+    return " ".join(str(value).split())[:limit]

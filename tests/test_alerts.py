@@ -246,6 +246,24 @@ class TestWorkerDyingOnADelivery:
         assert "stopped before finishing" in batch.body
 
 
+def test_an_alert_the_server_cannot_take_does_not_hold_up_the_others(app, smtp, sender):
+    db = app.extensions["orderhooks.db"]
+    with db.session() as session:
+        named = alerts.queue(session, "endpoint.disabled", "Endpoint 'a\r\nBcc: x@evil.example'"
+                             " disabled", "body")
+        broken = alerts.queue(session, "endpoint.disabled", "Unsendable", "body")
+        broken.recipients = ["not an address\r\n"]
+        fine = alerts.queue(session, "endpoint.disabled", "Fine", "body")
+    assert named.subject == "[orderhooks] Endpoint 'a Bcc: x@evil.example' disabled"
+    assert sender.send_due() == 3
+    by_id = {a.id: a for a in rows(app)}
+    assert by_id[named.id].status == "sent" and by_id[fine.id].status == "sent"
+    assert by_id[broken.id].status == "pending"
+    assert by_id[broken.id].last_error.startswith("cannot be mailed: ValueError")
+    assert [to for to, _m in smtp.messages] == [[OPS], [OPS]]
+    assert "Bcc" not in smtp.messages[0][1]
+
+
 def test_any_module_queues_an_alert_in_its_own_transaction(app, smtp, sender):
     db = app.extensions["orderhooks.db"]
     with pytest.raises(RuntimeError), db.session() as session:
