@@ -8,7 +8,8 @@ What is mailed:
   subscriptions differs from the last summary's, or once a day while the same ones keep
   failing — never one mail per hook, never one per check interval with nothing new;
 - ``channel.deactivated``: the channel's plugin said its credentials are dead (app uninstalled);
-- ``deliveries.dead``: deliveries gone dead, one mail per channel per ORDERHOOKS_ALERT_BATCH_SECONDS;
+- ``deliveries.dead``: deliveries gone dead, one mail per channel per
+  ORDERHOOKS_ALERT_BATCH_SECONDS;
 - anything another module queues with :func:`queue` (e.g. an outbound endpoint disabled).
 
 Without ORDERHOOKS_SMTP_URL, or without a recipient, nothing is written and nothing sent.

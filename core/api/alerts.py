@@ -5,7 +5,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
-from .. import alerts
 from ..db import get_session
 from ..models import Alert
 from . import paging
