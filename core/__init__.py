@@ -22,7 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     also hold ``PLUGINS``: extra ``(name, plugin)`` pairs registered beside the entry points."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from . import api, db, logs, plugins
+    from . import alerts, api, db, logs, plugins
     from .channel_cache import ChannelCache
     from .edge import MOUNT, WebhookEdge
     from .inbox import Writer
@@ -51,6 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             f"ORDERHOOKS_DATABASE_URL is not a database URL this installation can open "
             f"({str(exc).splitlines()[0]}); use postgresql+psycopg://user:password@host:5432/name"
             f" or sqlite:////absolute/path.db") from None
+    alerts.init_app(app)  # ORDERHOOKS_SMTP_URL and recipients: checked before anything runs
     app.extensions["orderhooks.box"] = Box(secret_keys(
         app.config["SECRET_KEY"], sqlite=database.is_sqlite, instance_path=app.instance_path))
     app.extensions["orderhooks.channels"] = plugins.load_channel_types(

@@ -7,13 +7,16 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import statuses
+from . import alerts, mail, statuses
 from .adapters import Channel
 from .crypto import Box
 from .models import ChannelChange, SalesChannel, Subscription
 
 #: Settings whose changes are recorded in the edit history (credentials: only that they changed).
-TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses")
+TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses",
+           "alert_emails")
+#: Most addresses a channel's alert mails go to (besides ORDERHOOKS_ALERT_EMAILS).
+ALERT_EMAILS_MAX = 20
 
 
 def webhook_url(base_url: str, channel_type: str, channel_id: int) -> str:
@@ -34,7 +37,7 @@ def view(row: SalesChannel, box: Box, base_url: str) -> Channel:
 
 def create(session: Session, box: Box, *, type: str, name: str, credentials: dict,
            valid_cancellation_statuses=(), valid_fulfillment_statuses=(),
-           active: bool = True, actor: str = "admin-api") -> SalesChannel:
+           active: bool = True, actor: str = "admin-api", alert_emails=()) -> SalesChannel:
     row = SalesChannel(
         type=type, name=name, active=active,
         credentials_sealed=box.seal(credentials),
@@ -42,7 +45,8 @@ def create(session: Session, box: Box, *, type: str, name: str, credentials: dic
         valid_cancellation_statuses=statuses.check_selection(valid_cancellation_statuses,
                                                              "cancellation"),
         valid_fulfillment_statuses=statuses.check_selection(valid_fulfillment_statuses,
-                                                            "fulfillment"))
+                                                            "fulfillment"),
+        alert_emails=check_alert_emails(alert_emails))
     session.add(row)
     session.flush()
     session.add(ChannelChange(channel_id=row.id, field="created", old_value=None,
@@ -63,6 +67,8 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
     if "valid_fulfillment_statuses" in changes:
         changes["valid_fulfillment_statuses"] = statuses.check_selection(
             changes["valid_fulfillment_statuses"], "fulfillment")
+    if "alert_emails" in changes:
+        changes["alert_emails"] = check_alert_emails(changes["alert_emails"])
     for field in TRACKED:
         if field in changes and changes[field] != _value(row, field):
             recorded.append(ChannelChange(channel_id=row.id, field=field,
@@ -93,9 +99,20 @@ def deactivate(session: Session, row: SalesChannel, reason: str) -> str:
         row.active = False
         session.add(ChannelChange(channel_id=row.id, field="active", old_value=True,
                                   new_value=False, actor="channel"))
+        alerts.channel_deactivated(session, row.id, reason)
     for sub in session.scalars(select(Subscription).where(Subscription.channel_id == row.id)):
         session.delete(sub)
     return f"channel deactivated: {reason}"
+
+
+def check_alert_emails(addresses) -> list[str]:
+    """The channel's alert recipients, each a plain mail address, without repeats; ValueError
+    naming the first that is not."""
+    checked = list(dict.fromkeys(mail.check_address(a) for a in addresses or ()))
+    if len(checked) > ALERT_EMAILS_MAX:
+        raise ValueError(f"alert_emails: at most {ALERT_EMAILS_MAX} addresses "
+                         "(ORDERHOOKS_ALERT_EMAILS reaches everyone's alerts)")
+    return checked
 
 
 def _value(row: SalesChannel, field: str):

@@ -188,15 +188,20 @@ def web(bind, workers, threads):
               "that shares no PROMETHEUS_MULTIPROC_DIR with a web process has no other)")
 @with_appcontext
 def worker(once, metrics_bind):
-    """Start a worker: processes deliveries, checks subscriptions, purges old bodies."""
+    """Start a worker: processes deliveries, checks subscriptions, purges old bodies, mails
+    alerts."""
     from . import metrics
     from .tuning import tune_for_long_run
+    from .alerts import CLAIM_BATCH, Sender
     from .worker import Worker
     app = current_app._get_current_object()
     w = Worker(app)
     if once:
         w.housekeeping(force=True)
         click.echo(f"processed {w.run_until_idle()} deliveries")
+        sender = Sender(app)
+        while sender.send_due() == CLAIM_BATCH:  # every alert due now, tried once
+            pass
         return
     if metrics_bind:
         _refuse_taken(metrics_bind)

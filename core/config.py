@@ -63,6 +63,21 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
     "WEB_THREADS": (8, int, "Threads per gunicorn worker process (`--threads` wins)"),
     "WEB_REQUEST_SECONDS": (15.0, float, "Time a client has to send a whole request (head and "
                                          "body) before a 408"),
+    "SMTP_URL": ("", str, "Mail server for alerts (docs/alerts.md): smtp://user:password@host:587 "
+                          "(STARTTLS; required before credentials are sent) or "
+                          "smtps://user:password@host:465 (TLS from the start); unset: no "
+                          "alert is mailed or stored"),
+    "SMTP_TIMEOUT_SECONDS": (10.0, float, "Timeout of each exchange with the mail server"),
+    "ALERT_FROM": ("", str, "From address of alert mails; default: orderhooks@ the machine's "
+                            "host name"),
+    "ALERT_EMAILS": ("", str, "Comma-separated addresses that get every alert (each channel's "
+                              "alert_emails get its own alerts too)"),
+    "ALERT_BATCH_SECONDS": (300, int, "Deliveries of a channel that go dead within this time "
+                                      "are reported in one alert mail"),
+    "ALERT_RETRY_SECONDS": (30.0, float, "First retry delay of an alert the mail server "
+                                         "refused; doubles per attempt, at most an hour"),
+    "ALERT_GIVE_UP_SECONDS": (86400, int, "An alert not sent this long after it was written "
+                                          "is given up, with the last error recorded"),
 }
 
 
@@ -74,7 +89,8 @@ class ConfigError(Exception):
 #: but not negative.
 _POSITIVE = {"MAX_BODY_BYTES", "WORKER_BATCH", "CLAIM_SECONDS", "MAX_ATTEMPTS",
              "HTTP_TIMEOUT_SECONDS", "SUBSCRIPTION_CHECK_SECONDS", "WEB_THREADS",
-             "WEB_REQUEST_SECONDS"}
+             "WEB_REQUEST_SECONDS", "SMTP_TIMEOUT_SECONDS", "ALERT_RETRY_SECONDS",
+             "ALERT_GIVE_UP_SECONDS"}
 #: Settings with a fixed set of values (upper case; SQLite also takes 0-3 for synchronous).
 _CHOICES = {"SQLITE_SYNCHRONOUS": ("OFF", "NORMAL", "FULL", "EXTRA", "0", "1", "2", "3"),
             "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}

@@ -22,6 +22,8 @@ API_CALLS = Counter("orderhooks_channel_api_calls_total",
 SUBSCRIPTION_ACTIONS = Counter("orderhooks_subscription_actions_total",
                                "Subscription check actions (created, reactivated, recreated, "
                                "deleted, failed)", ["channel_type", "action"])
+ALERTS = Counter("orderhooks_alerts_total", "Alert mails tried, by kind and result (sent; "
+                 "failed: to be retried; given_up)", ["kind", "result"])
 # "mostrecent": with several processes (gunicorn workers computing it at scrape time, worker
 # processes in their housekeeping) the newest reading wins; a dead process's old value does not.
 LAG = Gauge("orderhooks_worker_lag_seconds",

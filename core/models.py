@@ -38,6 +38,8 @@ class SalesChannel(Base):
     webhook_secret_sealed: Mapped[str] = mapped_column(Text)
     valid_cancellation_statuses: Mapped[list] = mapped_column(JSON, default=list)
     valid_fulfillment_statuses: Mapped[list] = mapped_column(JSON, default=list)
+    #: Addresses that get this channel's alert mails, besides ORDERHOOKS_ALERT_EMAILS.
+    alert_emails: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     #: Set when the channel is deleted: it is then inactive for good and gone from the lists,
@@ -196,3 +198,30 @@ class WorkerState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Alert(Base):
+    """The alert outbox: a mail to send, written in the transaction of the change it reports
+    and sent by the worker's alert sender (core.alerts)."""
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_due", "status", "next_attempt_at"),
+                      Index("ix_alerts_channel_kind", "channel_id", "kind", "id"))
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    #: subscription.check | channel.deactivated | deliveries.dead | endpoint.disabled | ...
+    kind: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("sales_channels.id"),
+                                                   nullable=True)
+    recipients: Mapped[list] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    #: What the alert reports, in a form the next one compares with (a subscription check's
+    #: failing topics) or adds to (the dead deliveries of a batch).
+    details: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: pending (waiting, or waiting to be retried) | sending (claimed) | sent | failed (given up)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

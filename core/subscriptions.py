@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from . import metrics
+from . import alerts, metrics
 from .channel_store import view
 from .clock import utcnow
 from .errors import ChannelAPIError, RetryLater, SubscriptionError
@@ -190,6 +190,8 @@ def _record(app, channel, events: list[dict], current: dict, keep_topics=frozens
                                               action=event["action"],
                                               remote_id=event["remote_id"],
                                               message=event["message"][:2000]))
+        # One summary per check (not one per hook), when it is news: core.alerts says when.
+        alerts.subscription_checked(session, channel.id, events, current)
     return events
 
 

@@ -21,8 +21,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import object_session
 
-from . import metrics, orders
+from . import alerts, metrics, orders
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
@@ -84,16 +85,19 @@ class Worker:
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
             # (channel_id IN / state =: ranges of ix_deliveries_claim, not a scan of the inbox.)
-            expired = select(StoredDelivery.id, StoredDelivery.attempts).where(
+            expired = select(StoredDelivery.id, StoredDelivery.attempts,
+                             StoredDelivery.channel_id).where(
                 StoredDelivery.channel_id.in_(select(SalesChannel.id)),
                 StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until < now).limit(limit)
-            for delivery_id, attempts in session.execute(self._lock_query(expired)).all():
+            for delivery_id, attempts, channel_id in session.execute(
+                    self._lock_query(expired)).all():
                 values = dict(attempts=attempts + 1, claimed_by=None, claimed_until=None,
                               reason="the worker that claimed it stopped before finishing")
                 if attempts + 1 >= self.config["MAX_ATTEMPTS"]:
                     values.update(state=DONE, outcome=Outcome.DEAD, processed_at=now,
                                   reason=f"dead after {attempts + 1} attempts: its worker "
                                          "stopped before finishing each time")
+                    alerts.delivery_dead(session, channel_id, delivery_id, values["reason"])
                 else:
                     claimed.append(delivery_id)
                 session.execute(update(StoredDelivery).where(StoredDelivery.id == delivery_id)
@@ -183,6 +187,8 @@ class Worker:
         """The worker process's loop: housekeeping when due, then a batch, or a short wait when
         nothing is due, until ``stopping`` is set."""
         log.info("worker.started", extra={"worker": self.name})
+        # Alert mails go out on their own thread: a slow mail server never holds up a batch.
+        alerts.Sender(self.app, self.stopping).start()
         while not self.stopping.is_set():
             try:
                 self.housekeeping()
@@ -436,11 +442,13 @@ class Worker:
             row.state, row.outcome, row.processed_at = DONE, Outcome.DEAD, now
             row.reason = f"dead: the delivery cannot be applied: {message}"
             log.error("worker.dead", extra={"delivery_id": row.id, "error": message})
+            alerts.delivery_dead(object_session(row), row.channel_id, row.id, row.reason)
             return Outcome.DEAD
         if row.attempts >= self.config["MAX_ATTEMPTS"]:
             row.state, row.outcome, row.processed_at = DONE, Outcome.DEAD, now
             row.reason = f"dead after {row.attempts} attempts; last error: {message}"
             log.error("worker.dead", extra={"delivery_id": row.id, "error": message})
+            alerts.delivery_dead(object_session(row), row.channel_id, row.id, row.reason)
             return Outcome.DEAD
         delay = backoff(row.attempts, self.config["RETRY_BASE_SECONDS"],
                         self.config["RETRY_MAX_SECONDS"])

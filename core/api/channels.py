@@ -131,6 +131,7 @@ def _version(row: SalesChannel) -> dict:
     return {"id": row.id, "name": row.name, "active": row.active,
             "valid_cancellation_statuses": list(row.valid_cancellation_statuses or ()),
             "valid_fulfillment_statuses": list(row.valid_fulfillment_statuses or ()),
+            "alert_emails": list(row.alert_emails or ()),
             "updated_at": row.updated_at.isoformat() if row.updated_at else None}
 
 
@@ -139,7 +140,8 @@ def _out(session, row: SalesChannel) -> dict:
                            .order_by(Subscription.topic)).all()
     return {**{c: getattr(row, c) for c in ("id", "type", "name", "active",
                                             "valid_cancellation_statuses",
-                                            "valid_fulfillment_statuses", "created_at",
+                                            "valid_fulfillment_statuses", "alert_emails",
+                                            "created_at",
                                             "updated_at", "deleted_at")},
             "webhook_url": channel_store.webhook_url(current_app.config["PUBLIC_BASE_URL"],
                                                      row.type, row.id),
@@ -215,7 +217,8 @@ class Channels(MethodView):
                                        valid_cancellation_statuses=data[
                                            "valid_cancellation_statuses"],
                                        valid_fulfillment_statuses=data[
-                                           "valid_fulfillment_statuses"])
+                                           "valid_fulfillment_statuses"],
+                                       alert_emails=data["alert_emails"])
         except ValueError as exc:
             abort(422, message=str(exc))
         _save(session, adapter, row)

@@ -5,7 +5,8 @@ from datetime import timezone
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from .. import statuses
+from .. import alerts, statuses
+from ..channel_store import ALERT_EMAILS_MAX
 from ..intents import InvalidIntent, check_channel_order_id
 from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
 from ..outcomes import DeliveryState, Outcome
@@ -63,6 +64,17 @@ class StatusList(fields.List):
         super().__init__(fields.String(metadata={"enum": list(statuses.SELECTABLE)}), **kwargs)
 
 
+class AlertEmails(fields.List):
+    def __init__(self, **kwargs):
+        # channel_store checks each address (its message names the one that is not).
+        super().__init__(fields.String(validate=validate.Length(min=3, max=254),
+                                       metadata={"format": "email"}),
+                         validate=validate.Length(max=ALERT_EMAILS_MAX), metadata={
+                             "description": "Addresses that get this channel's alert mails, "
+                                            "besides ORDERHOOKS_ALERT_EMAILS (docs/alerts.md)"},
+                         **kwargs)
+
+
 class ChannelCreateSchema(StrictSchema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64),
                          metadata={"example": "bigcommerce"})
@@ -72,6 +84,7 @@ class ChannelCreateSchema(StrictSchema):
     valid_cancellation_statuses = StatusList(load_default=list)
     valid_fulfillment_statuses = StatusList(load_default=list)
     active = fields.Boolean(load_default=True)
+    alert_emails = AlertEmails(load_default=list)
 
 
 class ChannelPatchSchema(StrictSchema):
@@ -80,6 +93,7 @@ class ChannelPatchSchema(StrictSchema):
     valid_cancellation_statuses = StatusList()
     valid_fulfillment_statuses = StatusList()
     active = fields.Boolean()
+    alert_emails = AlertEmails()
 
 
 class SubscriptionSchema(Schema):
@@ -112,6 +126,7 @@ class ChannelSchema(Schema):
     active = fields.Boolean()
     valid_cancellation_statuses = fields.List(fields.String())
     valid_fulfillment_statuses = fields.List(fields.String())
+    alert_emails = fields.List(fields.String())
     webhook_url = fields.String()
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
@@ -289,3 +304,29 @@ class PluginSchema(Schema):
     channel_types = fields.List(fields.String())
     status = fields.String()
     error = fields.String(allow_none=True)
+
+
+class AlertQuerySchema(PageQuerySchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    status = fields.String(validate=validate.OneOf(list(alerts.STATUSES)))
+    kind = fields.String(validate=validate.Length(max=64))
+
+
+class AlertSchema(Schema):
+    id = fields.Integer()
+    kind = fields.String()
+    channel_id = fields.Integer(allow_none=True)
+    recipients = fields.List(fields.String())
+    subject = fields.String()
+    body = fields.String()
+    status = fields.String(metadata={"enum": list(alerts.STATUSES), "description":
+                                     "pending (waiting, or waiting for a retry), sending, sent, "
+                                     "or failed (given up: see last_error)"})
+    attempts = fields.Integer()
+    next_attempt_at = UTCDateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = UTCDateTime()
+    sent_at = UTCDateTime(allow_none=True)
