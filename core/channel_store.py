@@ -8,12 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import statuses
+from . import webhooks as hooks
 from .adapters import Channel
 from .crypto import Box
 from .models import ChannelChange, SalesChannel, Subscription
 
 #: Settings whose changes are recorded in the edit history (credentials: only that they changed).
-TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses")
+TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses",
+           "webhooks", "import_test_orders")
 
 
 def webhook_url(base_url: str, channel_type: str, channel_id: int) -> str:
@@ -29,12 +31,21 @@ def view(row: SalesChannel, box: Box, base_url: str) -> Channel:
         webhook_url=webhook_url(base_url, row.type, row.id),
         valid_cancellation_statuses=tuple(row.valid_cancellation_statuses or ()),
         valid_fulfillment_statuses=tuple(row.valid_fulfillment_statuses or ()),
+        webhooks=tuple(row.webhooks) if row.webhooks is not None else None,
+        import_test_orders=bool(row.import_test_orders),
     )
+
+
+def enabled_webhooks(row: SalesChannel) -> tuple[str, ...]:
+    """The webhooks the channel uses (its choice, or what its status lists imply)."""
+    return hooks.effective(row.webhooks, row.valid_cancellation_statuses,
+                           row.valid_fulfillment_statuses)
 
 
 def create(session: Session, box: Box, *, type: str, name: str, credentials: dict,
            valid_cancellation_statuses=(), valid_fulfillment_statuses=(),
-           active: bool = True, actor: str = "admin-api") -> SalesChannel:
+           active: bool = True, actor: str = "admin-api", webhooks=None,
+           import_test_orders: bool = False) -> SalesChannel:
     row = SalesChannel(
         type=type, name=name, active=active,
         credentials_sealed=box.seal(credentials),
@@ -42,7 +53,9 @@ def create(session: Session, box: Box, *, type: str, name: str, credentials: dic
         valid_cancellation_statuses=statuses.check_selection(valid_cancellation_statuses,
                                                              "cancellation"),
         valid_fulfillment_statuses=statuses.check_selection(valid_fulfillment_statuses,
-                                                            "fulfillment"))
+                                                            "fulfillment"),
+        webhooks=hooks.check_selection(webhooks) if webhooks is not None else None,
+        import_test_orders=bool(import_test_orders))
     session.add(row)
     session.flush()
     session.add(ChannelChange(channel_id=row.id, field="created", old_value=None,
@@ -63,6 +76,8 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
     if "valid_fulfillment_statuses" in changes:
         changes["valid_fulfillment_statuses"] = statuses.check_selection(
             changes["valid_fulfillment_statuses"], "fulfillment")
+    if changes.get("webhooks") is not None:
+        changes["webhooks"] = hooks.check_selection(changes["webhooks"])
     for field in TRACKED:
         if field in changes and changes[field] != _value(row, field):
             recorded.append(ChannelChange(channel_id=row.id, field=field,

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: except the top-level packages, which name only their ``__init__``.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("core.config", "core.clock", "core.outcomes", "core.errors", "core.statuses",
-                    "core.models", "core.intents", "core.db", "core.logs", "core.metrics",
+                    "core.models", "core.intents", "core.webhooks", "core.db", "core.logs",
+                    "core.metrics",
                     "core.crypto", "core.http", "core.validation", "core.answers")),
     ("status rules", ("core.rules",)),
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),

@@ -6,6 +6,7 @@ from datetime import timezone
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .. import statuses
+from .. import webhooks as hooks
 from ..intents import InvalidIntent, check_channel_order_id
 from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
 from ..outcomes import DeliveryState, Outcome
@@ -63,6 +64,20 @@ class StatusList(fields.List):
         super().__init__(fields.String(metadata={"enum": list(statuses.SELECTABLE)}), **kwargs)
 
 
+class WebhookList(fields.List):
+    def __init__(self, **kwargs):
+        super().__init__(fields.String(validate=validate.OneOf(list(hooks.WEBHOOKS))), **kwargs)
+
+
+WEBHOOKS_DOC = ("Which webhooks the channel uses, by name: " + ", ".join(
+    f"`{k}` ({v})" for k, v in hooks.WEBHOOKS.items()) + ". Exactly these are subscribed "
+    "(those the channel's plugin translates); an unticked one is unsubscribed. null (the "
+    "default): derived from the status lists — `cancellation` when a valid cancellation status "
+    "is selected, `fulfillment` when a valid fulfillment status is.")
+IMPORT_TEST_ORDERS_DOC = ("Import the channel's test orders too (e.g. Shopify orders with "
+                          "`test: true`); default false: they are ignored, with the reason")
+
+
 class ChannelCreateSchema(StrictSchema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64),
                          metadata={"example": "bigcommerce"})
@@ -72,6 +87,10 @@ class ChannelCreateSchema(StrictSchema):
     valid_cancellation_statuses = StatusList(load_default=list)
     valid_fulfillment_statuses = StatusList(load_default=list)
     active = fields.Boolean(load_default=True)
+    webhooks = WebhookList(allow_none=True, load_default=None,
+                           metadata={"description": WEBHOOKS_DOC})
+    import_test_orders = fields.Boolean(load_default=False,
+                                        metadata={"description": IMPORT_TEST_ORDERS_DOC})
 
 
 class ChannelPatchSchema(StrictSchema):
@@ -80,6 +99,8 @@ class ChannelPatchSchema(StrictSchema):
     valid_cancellation_statuses = StatusList()
     valid_fulfillment_statuses = StatusList()
     active = fields.Boolean()
+    webhooks = WebhookList(allow_none=True, metadata={"description": WEBHOOKS_DOC})
+    import_test_orders = fields.Boolean(metadata={"description": IMPORT_TEST_ORDERS_DOC})
 
 
 class SubscriptionSchema(Schema):
@@ -112,6 +133,13 @@ class ChannelSchema(Schema):
     active = fields.Boolean()
     valid_cancellation_statuses = fields.List(fields.String())
     valid_fulfillment_statuses = fields.List(fields.String())
+    webhooks = fields.List(fields.String(), allow_none=True, metadata={
+        "description": "The webhooks chosen for the channel (null: derived from the status "
+                       "lists)"})
+    enabled_webhooks = fields.List(fields.String(), metadata={
+        "description": "The webhooks the channel uses now: its choice, or what its status "
+                       "lists imply"})
+    import_test_orders = fields.Boolean()
     webhook_url = fields.String()
     created_at = UTCDateTime()
     updated_at = UTCDateTime()

@@ -40,6 +40,23 @@ log = logging.getLogger("orderhooks.bigcommerce")
 #: The header the service puts in every hook it creates, carrying the channel's secret.
 SECRET_HEADER = "X-Orderhooks-Secret"
 ORDER_SCOPE = "store/order/statusUpdated"
+CREATED_SCOPE = "store/order/created"
+#: Each webhook a merchant may tick (core.webhooks names) and the scopes that carry it.
+#: BigCommerce has no paid scope: a payment is a status change out of Awaiting Payment (7).
+#: Refunds have one scope for POS and online; a product edit may come as a product or a SKU.
+WEBHOOK_SCOPES = {
+    "order_creation": (CREATED_SCOPE,),
+    "order_payment": (ORDER_SCOPE,),
+    "cancellation": (ORDER_SCOPE,),
+    "fulfillment": (ORDER_SCOPE,),
+    "refund_pos": ("store/order/refund/created",),
+    "refund_ecommerce": ("store/order/refund/created",),
+    "product_update": ("store/product/updated", "store/sku/updated"),
+    "product_deletion": ("store/product/deleted",),
+}
+#: The webhooks translated today (and so subscribed).
+TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
+                                 "fulfillment"})
 
 STATUS_LABELS = {0: "Incomplete", 1: "Pending", 2: "Shipped", 3: "Partially Shipped",
                  4: "Refunded", 5: "Cancelled", 6: "Declined", 7: "Awaiting Payment",
@@ -64,6 +81,8 @@ class BigCommerceAdapter(ChannelAdapter):
     stored_headers = ("webhook-signature",)
     destination_credentials = ("api_base_url", "store_hash")
     sent_credentials = ("access_token",)
+    webhook_topics = WEBHOOK_SCOPES
+    translated_webhooks = TRANSLATED_WEBHOOKS
 
     #: Orders of one batch read at once (each a call or two, waiting on the network): the
     #: store's pacer still sees every response, and keeps ``client.RESERVE`` calls in hand for
@@ -201,11 +220,6 @@ class BigCommerceAdapter(ChannelAdapter):
         return results
 
     # -- subscriptions ----------------------------------------------------------------------
-
-    def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
-        if channel.wants_cancellations or channel.wants_fulfillments:
-            return [SubscriptionSpec(ORDER_SCOPE, channel.webhook_url)]
-        return []
 
     def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
         return [_remote(h, channel) for h in self.client(channel).hooks()]

@@ -97,6 +97,22 @@ CANCELLATION_SUBSCRIPTIONS = ("ORDERS_CANCELLED",)
 FULFILLMENT_SUBSCRIPTIONS = ("FULFILLMENTS_CREATE", "FULFILLMENTS_UPDATE", "ORDERS_FULFILLED",
                              "ORDERS_PARTIALLY_FULFILLED")
 LIFECYCLE_SUBSCRIPTIONS = ("APP_UNINSTALLED",)
+#: Each webhook a merchant may tick (core.webhooks names) and the topics that carry it. Both
+#: refund webhooks are Shopify's one refunds/create (POS or online is told by the order's
+#: source_name / location_id); a product edit is products/create and products/update.
+WEBHOOK_TOPICS = {
+    "order_creation": ("ORDERS_CREATE",),
+    "order_payment": ("ORDERS_PAID",),
+    "cancellation": CANCELLATION_SUBSCRIPTIONS,
+    "fulfillment": FULFILLMENT_SUBSCRIPTIONS,
+    "refund_pos": ("REFUNDS_CREATE",),
+    "refund_ecommerce": ("REFUNDS_CREATE",),
+    "product_update": ("PRODUCTS_CREATE", "PRODUCTS_UPDATE"),
+    "product_deletion": ("PRODUCTS_DELETE",),
+}
+#: The webhooks translated today (and so subscribed).
+TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
+                                 "fulfillment"})
 
 # -- fulfilment statuses ------------------------------------------------------------------------
 
@@ -143,6 +159,9 @@ class ShopifyAdapter(ChannelAdapter):
                       *EVENT_ID_HEADER, *TRIGGERED_AT_HEADER)
     destination_credentials = ("api_base_url", "shop_domain")
     sent_credentials = ("access_token",)
+    webhook_topics = WEBHOOK_TOPICS
+    translated_webhooks = TRANSLATED_WEBHOOKS
+    lifecycle_topics = LIFECYCLE_SUBSCRIPTIONS
 
     def __init__(self, timeout: float = 10.0):
         self.timeout = timeout
@@ -279,16 +298,6 @@ class ShopifyAdapter(ChannelAdapter):
                               "confirms it)")
 
     # -- subscriptions ----------------------------------------------------------------------
-
-    def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
-        topics: list[str] = []
-        if channel.wants_cancellations:
-            topics += CANCELLATION_SUBSCRIPTIONS
-        if channel.wants_fulfillments:
-            topics += FULFILLMENT_SUBSCRIPTIONS
-        if topics:
-            topics += LIFECYCLE_SUBSCRIPTIONS
-        return [SubscriptionSpec(topic, channel.webhook_url) for topic in topics]
 
     def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
         return [_remote(node) for node in self.client(channel).webhook_subscriptions()]
