@@ -22,14 +22,14 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 
-from . import metrics, orders
+from . import imports, metrics, orders
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
-from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
+from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, Ignore, InvalidIntent,
                       RedactPersonalData, to_dict)
 from .models import StoredDelivery, Order, SalesChannel
 from .outcomes import DeliveryState, Outcome
@@ -242,6 +242,7 @@ class Worker:
                 results[item.id] = result
                 if isinstance(result, RetryLater):
                     self.blocked[channel_id] = time.monotonic() + result.delay
+        imports.import_unknown_orders(self.db.Session, self.channel_types, work, results, views)
         outcomes = self._record(work, results)
         elapsed = time.perf_counter() - started
         for item in work:
@@ -366,7 +367,7 @@ class Worker:
             result = results.get(item.id)
             if isinstance(result, list):
                 for intent in result:
-                    if isinstance(intent, (Cancel, Fulfill)):
+                    if isinstance(intent, ORDER_INTENTS):
                         wanted.setdefault(item.channel_id, set()).add(
                             str(intent.channel_order_id))
         cache: dict = {}
@@ -386,10 +387,11 @@ class Worker:
         decisions: list[tuple[str, str]] = []
         deferred_until = None
         for intent in intents:
-            if isinstance(intent, (Cancel, Fulfill)):
-                decision = orders.apply_intent(session, channel_row, intent,
-                                               delivery_id=row.id, config=self.config,
-                                               cache=cache)
+            if isinstance(intent, ORDER_INTENTS):
+                carry_out = (orders.import_order if isinstance(intent, CreateOrder)
+                             else orders.apply_intent)
+                decision = carry_out(session, channel_row, intent, delivery_id=row.id,
+                                     config=self.config, cache=cache)
                 decisions.append((decision.outcome,
                                   f"order {intent.channel_order_id}: {decision.reason}"))
                 if decision.held_until is not None:

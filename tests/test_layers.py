@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("orders, channels, subscriptions, the inbox", (
         "core.orders", "core.channel_store", "core.subscriptions", "core.privacy",
         "core.retention", "core.deliveries", "core.inbox", "core.channel_cache")),
-    ("worker", ("core.worker", "core.housekeeping", "core.tuning")),
+    ("worker", ("core.worker", "core.housekeeping", "core.tuning", "core.imports")),
     ("webhook edge, admin API, CLI, app factory, server, test kit", (
         "core.edge", "core.api", "core.cli", "core", "core.gunicorn_conf", "core.gunicorn_ext",
         "core.testing")),
