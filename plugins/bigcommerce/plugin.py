@@ -8,6 +8,11 @@ Status rule (documented in README and docs/plugins.md):
   status) unless every item has shipped (``items_shipped >= items_total``), which counts as
   fulfilled.
 * Any other status → ignored, with the status named.
+* ``store/order/created`` (order creation on) → CreateOrder from the order, its products and
+  shipping addresses (three calls); status 0 (Incomplete) is not imported; 5 is imported and
+  then cancelled.
+* ``statusUpdated`` out of Awaiting Payment (7) into a paid status (order payment on) →
+  RecordPayment as well.
 
 The current state is trusted over the payload's ``new_status_id``: retries arrive late and out of
 order, so a stale "cancelled" for an order that was re-opened must not cancel it.

@@ -5,6 +5,11 @@ the GraphQL Admin API is used only for webhook subscriptions (:mod:`plugins.shop
 
 Topic rule (documented in docs/shopify.md):
 
+* ``orders/create`` → CreateOrder from the full payload (:func:`import_intents`), when the
+  channel's webhooks include order creation; a test order only when the channel imports them;
+  a cancelled order is imported and then cancelled.
+* ``orders/paid`` → RecordPayment for a paid ``financial_status``, after a CreateOrder from the
+  same payload when the channel imports orders (Shopify may send it before ``orders/create``).
 * ``orders/cancelled`` → Cancel, with Shopify's ``cancel_reason``.
 * ``fulfillments/create`` and ``fulfillments/update`` → the fulfillment's parcel is recorded on the
   order (Fulfill ``complete=False``: the status is kept) — only when the fulfillment actually
