@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from . import webhooks as hooks
 from .errors import ChannelAPIError, RetryLater
-from .intents import Cancel, CreateOrder, Fulfill, Ignore, RecordPayment
+from .intents import Cancel, CreateOrder, Fulfill, Ignore, InvalidIntent, RecordPayment
 from .models import Order
 
 log = logging.getLogger("orderhooks.imports")
@@ -72,6 +72,8 @@ def import_unknown_orders(session_factory, adapters, work, results: dict, views:
             except (RetryLater, ChannelAPIError) as exc:
                 results[delivery_id] = exc
                 continue
+            except InvalidIntent as exc:  # the order cannot be imported, whatever we retry
+                found = Ignore(f"order {order_id} could not be imported: {exc}")
             except Exception as exc:  # noqa: BLE001 — a plugin's failure is this delivery's
                 log.warning("imports.read_failed", exc_info=exc,
                             extra={"channel_id": channel_id, "order_id": order_id})

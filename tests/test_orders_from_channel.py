@@ -371,3 +371,44 @@ def test_bigcommerce_unknown_order_without_order_creation_waits_as_before(bc, ad
     assert the_order(admin, channel, 250) is None
     assert outcome(admin, cancelled)["outcome"] == "deferred"
     assert len(api_calls(bc)) == 1
+
+
+def test_bigcommerce_creation_and_payment_in_one_batch_share_the_read(bc, admin, worker):
+    """Out of order and coalesced: the payment (7 → 11) and a duplicate creation arrive with the
+    creation; one order read, its products and addresses once, one order, paid."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=11)
+    paid = bc.send(new_status=11, previous=7)
+    created = bc.send(scope="store/order/created")
+    again = bc.send(scope="store/order/created", created_at=1561479400)
+    worker.run_until_idle()
+    order = the_order(admin, channel, 250)
+    assert order["status"] == "UNPROCESSED"
+    assert len(api_calls(bc)) == 3
+    outcomes = sorted(outcome(admin, r)["outcome"] for r in (paid, created, again))
+    assert outcomes == ["applied", "ignored", "ignored"]
+    assert order["payments"][0]["outcome"] == "ignored"  # it was paid when it was imported
+
+
+def test_bigcommerce_order_whose_products_are_gone_is_imported_without_lines(bc, admin, worker):
+    channel = bc_channel(bc, admin)
+    bc_order(bc)
+    bc.api.upsert(responses.GET, f"{BC_STORE}/v2/orders/250/products", status=404, json=[])
+    bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    order = the_order(admin, channel, 250)
+    assert order["status"] == "AWAITING_PAYMENT" and order["lines"] == []
+
+
+def test_a_throttled_import_read_reschedules_the_delivery(shopify, admin, worker, api):
+    channel = shopify_channel(shopify, admin)
+    rest = f"https://{SHOP}/admin/api/{API_VERSION}/orders/{ORDER_ID}.json"
+    api.add(responses.GET, rest, status=429, headers={"Retry-After": "30"})
+    cancelled = shopify.send("orders/cancelled", new_order(
+        cancelled_at="2022-01-01T10:00:00Z", cancel_reason="customer"))
+    other = shopify.send("orders/create", new_order(order_id=4242))
+    worker.run_until_idle()
+    delivery = outcome(admin, cancelled)
+    assert delivery["state"] == "pending" and "throttl" in delivery["reason"]
+    assert delivery["attempts"] == 0
+    assert the_order(admin, channel, 4242)["status"] == "AWAITING_PAYMENT"  # not stalled

@@ -34,7 +34,8 @@ from marshmallow import Schema, fields, validate
 
 from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
                         ChannelAPIError, CreateOrder, Customer, Delivery, DeliveryInfo, Fulfill,
-                        Ignore, InvalidDelivery, OrderLine, RecordPayment, RemoteSubscription,
+                        Ignore, InvalidDelivery, InvalidIntent, OrderLine, RecordPayment,
+                        RemoteSubscription,
                         RetryLater, Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
 
 from . import client as api
@@ -215,6 +216,8 @@ class BigCommerceAdapter(ChannelAdapter):
             try:
                 return order_results(client, channel, order_id, group)
             except (ChannelAPIError, RetryLater) as exc:  # every delivery of the order shares it
+                return exc
+            except InvalidIntent as exc:  # an order no retry can import (e.g. a float price)
                 return exc
             except Exception as exc:  # noqa: BLE001 — an answer we cannot read
                 # Its message may quote the answer: the delivery's reason names only the type.
