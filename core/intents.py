@@ -200,11 +200,14 @@ class Address:
     email: str | None = None
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _short(getattr(self, f.name), f.name))
+        for name in ADDRESS_FIELDS:
+            object.__setattr__(self, name, _short(getattr(self, name), name))
 
     def to_record(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in ADDRESS_FIELDS}
+
+
+ADDRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Address))
 
 
 @dataclass(frozen=True)
@@ -295,11 +298,15 @@ ORDER_INTENTS = (Cancel, Fulfill, CreateOrder, RecordPayment)
 
 
 def to_dict(intent) -> dict:
-    """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents). An
-    order's lines are summarised: the order keeps them, the delivery need not."""
+    """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents and on
+    the delivery). An imported order is summarised: the order keeps its lines, and its customer
+    and addresses are personal data a privacy request must find in one place (the order)."""
     if isinstance(intent, CreateOrder):
-        data = {**dataclasses.asdict(dataclasses.replace(intent, lines=())),
-                "lines": len(intent.lines)}
+        data = {"channel_order_id": intent.channel_order_id,
+                "order_number": intent.order_number, "placed_at": intent.placed_at,
+                "currency": intent.currency, "totals": dict(intent.totals),
+                "paid": intent.paid, "payment_status": intent.payment_status,
+                "lines": len(intent.lines), "occurred_at": intent.occurred_at}
     else:
         data = dataclasses.asdict(intent)
     for key, value in data.items():

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from . import rules
@@ -60,6 +60,16 @@ def merge_shipments(existing: list[dict], new: tuple[Shipment, ...]) -> tuple[li
     return merged, added
 
 
+#: ``cache[(HELD, channel_id)]``: the channel's order ids with intents held for them, among
+#: those a batch imports (the worker fills it in the batch's transaction); absent: unknown.
+HELD = "held"
+
+
+def _may_have_held(channel: SalesChannel, channel_order_id: str, cache: dict | None) -> bool:
+    known = cache.get((HELD, channel.id)) if cache is not None else None
+    return known is None or channel_order_id in known
+
+
 def _load(session: Session, channel: SalesChannel, channel_order_id: str,
           cache: dict | None) -> Order | None:
     """The order (locked), from ``cache`` when the batch loaded it. For an order not found,
@@ -87,6 +97,8 @@ def apply_intent(session: Session, channel: SalesChannel,
     decision, merged = _decide(channel, order, intent)
     if decision.outcome == rules.DEFERRED:
         held = _hold(session, channel, order, intent, decision, delivery_id, config)
+        if cache is not None and (HELD, channel.id) in cache:
+            cache[(HELD, channel.id)].add(held.channel_order_id)
         return dataclasses.replace(decision, held_until=held.expires_at)
     if order is not None:
         _carry_out(session, channel, order, intent, decision, merged, delivery_id, config)
@@ -264,24 +276,33 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
         return rules.Decision(rules.IGNORED, f"order already imported (now {order.status}); "
                                              "nothing to change")
     status = rules.first_status(intent.paid)
+    paid = f"payment {intent.payment_status}" if intent.payment_status else (
+        "paid" if intent.paid else "not paid")
+    reason = f"order imported from the channel as {status} ({paid})"
     order = Order(channel_id=channel.id, channel_order_id=intent.channel_order_id,
                   status=status, shipments=[], payments=[])
     _fill_details(session, order, intent)
     session.add(order)
     session.flush()
-    paid = f"payment {intent.payment_status}" if intent.payment_status else (
-        "paid" if intent.paid else "not paid")
-    reason = f"order imported from the channel as {status} ({paid})"
     session.add(OrderChange(order_id=order.id, event="created", new_status=status,
                             delivery_id=delivery_id, message=reason))
-    session.add_all(OrderLine(order_id=order.id, **dataclasses.asdict(line))
-                    for line in intent.lines)
+    if intent.lines:
+        # One multi-row INSERT, no ORM objects: an order may have hundreds of lines.
+        session.execute(insert(OrderLine), [_line_row(order.id, line) for line in intent.lines])
     if cache is not None:
         cache[(channel.id, order.channel_order_id)] = order
-    session.flush()
-    _lock_order_key(session, channel.id, order.channel_order_id)
-    release_held(session, channel, order, config)
+    # PostgreSQL: under the order key's lock, a worker that held an intent for this order has
+    # committed it, so look; SQLite: the batch's own view of what is held is exact.
+    locked = _lock_order_key(session, channel.id, order.channel_order_id)
+    if locked or _may_have_held(channel, order.channel_order_id, cache):
+        release_held(session, channel, order, config)
     return rules.Decision(rules.APPLIED, reason, new_status=status)
+
+
+def _line_row(order_id: int, line) -> dict:
+    return {"order_id": order_id, "channel_line_id": line.channel_line_id,
+            "product_id": line.product_id, "variant_id": line.variant_id, "sku": line.sku,
+            "name": line.name, "quantity": line.quantity, "unit_price": line.unit_price}
 
 
 def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
@@ -299,8 +320,8 @@ def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
         has_lines = session.scalars(select(OrderLine.id).where(OrderLine.order_id == order.id)
                                     .limit(1)).first()
         if has_lines is None:
-            session.add_all(OrderLine(order_id=order.id, **dataclasses.asdict(line))
-                            for line in intent.lines)
+            session.execute(insert(OrderLine), [_line_row(order.id, line)
+                                                for line in intent.lines])
 
 
 def create_order(session: Session, channel: SalesChannel, channel_order_id: str, status: str, *,

@@ -31,7 +31,7 @@ from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
 from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, Ignore, InvalidIntent,
                       RedactPersonalData, to_dict)
-from .models import StoredDelivery, Order, SalesChannel
+from .models import StoredDelivery, Order, PendingIntent, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
 
@@ -363,6 +363,7 @@ class Worker:
         """The batch's orders in one query per channel (locked on PostgreSQL), so applying an
         intent does not query its order again."""
         wanted: dict[int, set[str]] = {}
+        imported: dict[int, set[str]] = {}
         for item in work:
             result = results.get(item.id)
             if isinstance(result, list):
@@ -370,7 +371,16 @@ class Worker:
                     if isinstance(intent, ORDER_INTENTS):
                         wanted.setdefault(item.channel_id, set()).add(
                             str(intent.channel_order_id))
+                    if isinstance(intent, CreateOrder):
+                        imported.setdefault(item.channel_id, set()).add(
+                            intent.channel_order_id)
         cache: dict = {}
+        for channel_id, order_ids in imported.items():
+            # which of the orders this batch imports have intents held for them (one query)
+            cache[(orders.HELD, channel_id)] = set(session.scalars(
+                select(PendingIntent.channel_order_id).where(
+                    PendingIntent.channel_id == channel_id,
+                    PendingIntent.channel_order_id.in_(order_ids))))
         for channel_id, order_ids in wanted.items():
             for key in order_ids:
                 cache[(channel_id, key)] = None

@@ -412,3 +412,16 @@ def test_a_throttled_import_read_reschedules_the_delivery(shopify, admin, worker
     assert delivery["state"] == "pending" and "throttl" in delivery["reason"]
     assert delivery["attempts"] == 0
     assert the_order(admin, channel, 4242)["status"] == "AWAITING_PAYMENT"  # not stalled
+
+
+def test_the_delivery_records_the_import_without_personal_data(shopify, admin, worker):
+    """The order keeps the customer and addresses, where privacy requests blank them; the
+    delivery's recorded intents only summarise the import."""
+    shopify_channel(shopify, admin)
+    response = shopify.send("orders/create", new_order())
+    worker.run_until_idle()
+    [intent] = outcome(admin, response)["intents"]
+    assert intent["kind"] == "CreateOrder" and intent["lines"] == 5
+    assert intent["totals"]["total"] == "404.95"
+    assert CUSTOMER_EMAIL not in json.dumps(intent)
+    assert "shipping_address" not in intent and "customer" not in intent
