@@ -243,6 +243,10 @@ class Worker:
                 if isinstance(result, RetryLater):
                     self.blocked[channel_id] = time.monotonic() + result.delay
         imports.import_unknown_orders(self.db.Session, self.channel_types, work, results, views)
+        for item in work:
+            if isinstance(results.get(item.id), RetryLater):  # an import's read was throttled
+                self.blocked[item.channel_id] = max(self.blocked.get(item.channel_id, 0.0),
+                                                    time.monotonic() + results[item.id].delay)
         outcomes = self._record(work, results)
         elapsed = time.perf_counter() - started
         for item in work:

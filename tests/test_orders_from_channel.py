@@ -425,3 +425,19 @@ def test_the_delivery_records_the_import_without_personal_data(shopify, admin, w
     assert intent["totals"]["total"] == "404.95"
     assert CUSTOMER_EMAIL not in json.dumps(intent)
     assert "shipping_address" not in intent and "customer" not in intent
+
+
+def test_bigcommerce_incomplete_order_is_imported_when_it_completes_checkout(bc, admin, worker):
+    """Created as Incomplete (0): not imported; its statusUpdated 0 -> 11 (the published
+    fixture's change) imports it, paid."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=0)
+    bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    assert the_order(admin, channel, 250) is None
+    bc_order(bc, status_id=11)
+    completed = bc.send(new_status=11, previous=0)
+    worker.run_until_idle()
+    order = the_order(admin, channel, 250)
+    assert order["status"] == "UNPROCESSED" and len(order["lines"]) == 2
+    assert outcome(admin, completed)["outcome"] == "applied"

@@ -9,8 +9,8 @@ Status rule (documented in README and docs/plugins.md):
   fulfilled.
 * Any other status → ignored, with the status named.
 * ``store/order/created`` (order creation on) → CreateOrder from the order, its products and
-  shipping addresses (three calls); status 0 (Incomplete) is not imported; 5 is imported and
-  then cancelled.
+  shipping addresses (three calls); status 0 (Incomplete) is not imported until its
+  statusUpdated out of 0 (then imported the same way); 5 is imported and then cancelled.
 * ``statusUpdated`` out of Awaiting Payment (7) into a paid status (order payment on) →
   RecordPayment as well.
 
@@ -289,15 +289,26 @@ def order_results(client: BigCommerceClient, channel: Channel, order_id: str,
         return [[missing] for _ in group]
     state = order_intents(client, order_id, order)
     created = None
-    if any(scope == CREATED_SCOPE for scope, _ in group):
+    if any(scope == CREATED_SCOPE or _completes_checkout(scope, data, channel)
+           for scope, data in group):
         created = import_intents(client, order_id, order)
     results = []
     for scope, data in group:
         if scope == CREATED_SCOPE:
             results.append(created)
             continue
-        results.append(state + _payment(order_id, order, data, channel))
+        # An incomplete order (0) that completes checkout was not imported at its creation:
+        # it is imported now (a CreateOrder of an order that exists changes nothing).
+        first = ([i for i in created if isinstance(i, CreateOrder)]
+                 if _completes_checkout(scope, data, channel) else [])
+        results.append(first + state + _payment(order_id, order, data, channel))
     return results
+
+
+def _completes_checkout(scope: str, data: dict, channel: Channel) -> bool:
+    change = data.get("status") if isinstance(data.get("status"), dict) else {}
+    return (scope == ORDER_SCOPE and channel.uses("order_creation")
+            and str(change.get("previous_status_id")) == str(INCOMPLETE))
 
 
 def _missing(order, order_id: str) -> Ignore | None:
@@ -335,8 +346,8 @@ def import_intents(client: BigCommerceClient, order_id: str, order: dict) -> lis
     status_id = _status(order)
     if status_id == INCOMPLETE:
         return [Ignore(f"order {order_id} is Incomplete (status 0) in BigCommerce: the shopper "
-                       "did not finish checkout; not imported (a later status change imports "
-                       "it when order creation is on)")]
+                       "did not finish checkout; not imported (its statusUpdated out of 0 imports "
+                       "it)")]
     if status_id is None:
         return [Ignore(f"order {order_id} has no readable status_id; not imported")]
     products = client.order_products(order_id)
