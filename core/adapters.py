@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover — a platform without its wheel: Delive
 
 from .http import APIBaseURLs
 from .errors import InvalidDelivery
-from .intents import Intent
+from .intents import CreateOrder, Ignore, Intent
+from . import webhooks as hooks
 
 
 class Headers(Mapping[str, str]):
@@ -172,14 +173,29 @@ class Channel:
     webhook_url: str
     valid_cancellation_statuses: tuple[str, ...] = ()
     valid_fulfillment_statuses: tuple[str, ...] = ()
+    #: The webhooks the merchant ticked (``core.webhooks`` names); None: never chosen, so the
+    #: status lists decide (see :attr:`enabled_webhooks`).
+    webhooks: tuple[str, ...] | None = None
+    #: Whether the channel's test orders are imported.
+    import_test_orders: bool = False
+
+    @property
+    def enabled_webhooks(self) -> tuple[str, ...]:
+        """The webhooks the channel uses: its choice, or what its status lists imply."""
+        return hooks.effective(self.webhooks, self.valid_cancellation_statuses,
+                               self.valid_fulfillment_statuses)
+
+    def uses(self, webhook: str) -> bool:
+        """Whether the channel uses the webhook named ``webhook`` (``core.webhooks``)."""
+        return webhook in self.enabled_webhooks
 
     @property
     def wants_cancellations(self) -> bool:
-        return bool(self.valid_cancellation_statuses)
+        return self.uses(hooks.CANCELLATION)
 
     @property
     def wants_fulfillments(self) -> bool:
-        return bool(self.valid_fulfillment_statuses)
+        return self.uses(hooks.FULFILLMENT)
 
 
 @dataclass(frozen=True)
@@ -291,9 +307,36 @@ class ChannelAdapter:
                 results.append(exc)
         return results
 
+    #: Each webhook name (``core.webhooks``) the channel offers, mapped to the topics (scopes)
+    #: that carry it on the channel. Names missing here are refused for the channel (422).
+    webhook_topics: Mapping[str, tuple[str, ...]] = {}
+    #: Topics subscribed whenever any webhook is (e.g. the app's uninstall notice).
+    lifecycle_topics: tuple[str, ...] = ()
+    #: Names the plugin translates today: only these are subscribed (a ticked name outside it
+    #: is kept in the settings, and subscribed once the plugin translates it).
+    translated_webhooks: frozenset[str] | None = None
+
     def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
-        """The subscriptions the channel needs for its settings (none when nothing is selected)."""
-        return []
+        """The subscriptions the channel needs: the topics of every webhook it uses (and
+        translates), each once, plus :attr:`lifecycle_topics` when there is any; none when it
+        uses none. Override for anything the mapping cannot say."""
+        topics: list[str] = []
+        for name in channel.enabled_webhooks:
+            if self.translated_webhooks is not None and name not in self.translated_webhooks:
+                continue
+            topics += [t for t in self.webhook_topics.get(name, ()) if t not in topics]
+        if topics:
+            topics += [t for t in self.lifecycle_topics if t not in topics]
+        return [SubscriptionSpec(topic, channel.webhook_url) for topic in topics]
+
+    def read_order(self, channel: Channel, channel_order_id: str) -> CreateOrder | Ignore | None:
+        """Read one order from the channel's API, as a :class:`orderhooks.CreateOrder` to
+        import it, or an :class:`orderhooks.Ignore` saying why it cannot be (the API does not
+        know it: 404; an incomplete order...). The worker calls it for a cancellation,
+        fulfilment or payment of an order it does not know, on a channel with order creation
+        on. None: the channel has no API to read orders from (the intent waits for the order,
+        as without order creation). Raise RetryLater / ChannelAPIError as ``translate`` does."""
+        return None
 
     def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
         """The subscriptions that exist on the channel for this service."""

@@ -8,13 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import alerts, mail, statuses
+from . import webhooks as hooks
 from .adapters import Channel
 from .crypto import Box
 from .models import ChannelChange, SalesChannel, Subscription
 
 #: Settings whose changes are recorded in the edit history (credentials: only that they changed).
 TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses",
-           "alert_emails")
+           "alert_emails", "webhooks", "import_test_orders")
 #: Most addresses a channel's alert mails go to (besides ORDERHOOKS_ALERT_EMAILS).
 ALERT_EMAILS_MAX = 20
 
@@ -32,12 +33,21 @@ def view(row: SalesChannel, box: Box, base_url: str) -> Channel:
         webhook_url=webhook_url(base_url, row.type, row.id),
         valid_cancellation_statuses=tuple(row.valid_cancellation_statuses or ()),
         valid_fulfillment_statuses=tuple(row.valid_fulfillment_statuses or ()),
+        webhooks=tuple(row.webhooks) if row.webhooks is not None else None,
+        import_test_orders=bool(row.import_test_orders),
     )
+
+
+def enabled_webhooks(row: SalesChannel) -> tuple[str, ...]:
+    """The webhooks the channel uses (its choice, or what its status lists imply)."""
+    return hooks.effective(row.webhooks, row.valid_cancellation_statuses,
+                           row.valid_fulfillment_statuses)
 
 
 def create(session: Session, box: Box, *, type: str, name: str, credentials: dict,
            valid_cancellation_statuses=(), valid_fulfillment_statuses=(),
-           active: bool = True, actor: str = "admin-api", alert_emails=()) -> SalesChannel:
+           active: bool = True, actor: str = "admin-api", alert_emails=(), webhooks=None,
+           import_test_orders: bool = False) -> SalesChannel:
     row = SalesChannel(
         type=type, name=name, active=active,
         credentials_sealed=box.seal(credentials),
@@ -46,7 +56,9 @@ def create(session: Session, box: Box, *, type: str, name: str, credentials: dic
                                                              "cancellation"),
         valid_fulfillment_statuses=statuses.check_selection(valid_fulfillment_statuses,
                                                             "fulfillment"),
-        alert_emails=check_alert_emails(alert_emails))
+        alert_emails=check_alert_emails(alert_emails),
+        webhooks=hooks.check_selection(webhooks) if webhooks is not None else None,
+        import_test_orders=bool(import_test_orders))
     session.add(row)
     session.flush()
     session.add(ChannelChange(channel_id=row.id, field="created", old_value=None,
@@ -69,6 +81,8 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
             changes["valid_fulfillment_statuses"], "fulfillment")
     if "alert_emails" in changes:
         changes["alert_emails"] = check_alert_emails(changes["alert_emails"])
+    if changes.get("webhooks") is not None:
+        changes["webhooks"] = hooks.check_selection(changes["webhooks"])
     for field in TRACKED:
         if field in changes and changes[field] != _value(row, field):
             recorded.append(ChannelChange(channel_id=row.id, field=field,

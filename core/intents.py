@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
-from .models import CHANNEL_ORDER_ID_LENGTH
+from .models import CHANNEL_ORDER_ID_LENGTH, MONEY_LENGTH, TEXT_LENGTH
 
 
 class InvalidIntent(ValueError):
@@ -130,12 +131,184 @@ class Ignore:
     reason: str
 
 
-Intent = Cancel | Fulfill | DeactivateChannel | RedactPersonalData | Ignore
+def check_money(value, what: str) -> str | None:
+    """``value`` as a decimal string (None stays None), or :class:`InvalidIntent`. Money travels
+    as text from the channel's JSON to the database, never through a float: ``"19.99"`` stays
+    ``"19.99"``. Numbers are accepted only as ints or Decimals (exact); a float is refused,
+    since its digits are already rounded."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidIntent(f"{what} must be a decimal string, not a {type(value).__name__}")
+    text = str(value).strip()
+    try:
+        number = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise InvalidIntent(f"{what} {text[:40]!r} is not a decimal amount") from None
+    if not number.is_finite() or len(text) > MONEY_LENGTH:
+        raise InvalidIntent(f"{what} {text[:40]!r} is not a decimal amount of at most "
+                            f"{MONEY_LENGTH} characters")
+    return text
+
+
+def _short(value, what: str, length: int = TEXT_LENGTH) -> str | None:
+    """An optional text field from the channel: None when absent or empty, else text the
+    database can store, cut to ``length`` characters (names, SKUs and addresses are shown,
+    never matched on, so a cut keeps the order importable)."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    text = text.replace("\x00", "")
+    if not _storable(text):
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:length]
+
+
+@dataclass(frozen=True)
+class Customer:
+    """The buyer, as the channel names them: personal data, blanked by privacy requests."""
+    channel_customer_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+    def __post_init__(self):
+        for name in ("channel_customer_id", "name", "email", "phone"):
+            object.__setattr__(self, name, _short(getattr(self, name), name))
+
+    def to_record(self) -> dict:
+        """As the order keeps it: ``id`` is the key privacy requests match on."""
+        return {"id": self.channel_customer_id, "name": self.name, "email": self.email,
+                "phone": self.phone}
+
+
+@dataclass(frozen=True)
+class Address:
+    """A shipping or billing address (personal data, blanked by privacy requests)."""
+    name: str | None = None
+    company: str | None = None
+    address1: str | None = None
+    address2: str | None = None
+    city: str | None = None
+    province: str | None = None
+    zip: str | None = None
+    country: str | None = None
+    country_code: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+    def __post_init__(self):
+        for name in ADDRESS_FIELDS:
+            object.__setattr__(self, name, _short(getattr(self, name), name))
+
+    def to_record(self) -> dict:
+        return {name: getattr(self, name) for name in ADDRESS_FIELDS}
+
+
+ADDRESS_FIELDS = tuple(f.name for f in dataclasses.fields(Address))
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One line of an order. Ids are the channel's, as text (64-bit ids never pass through a
+    float); ``unit_price`` a decimal string in the order's currency."""
+    channel_line_id: str | None = None
+    product_id: str | None = None
+    variant_id: str | None = None
+    sku: str | None = None
+    name: str | None = None
+    quantity: int = 1
+    unit_price: str | None = None
+
+    def __post_init__(self):
+        for name in ("channel_line_id", "product_id", "variant_id"):
+            object.__setattr__(self, name, _short(getattr(self, name), name, 64))
+        object.__setattr__(self, "sku", _short(self.sku, "sku"))
+        object.__setattr__(self, "name", _short(self.name, "name"))
+        if isinstance(self.quantity, bool) or not isinstance(self.quantity, int) or not (
+                0 <= self.quantity < 2 ** 31):
+            raise InvalidIntent(f"line {self.channel_line_id or '?'}: quantity "
+                                f"{str(self.quantity)[:20]!r} is not a whole number of items")
+        object.__setattr__(self, "unit_price", check_money(self.unit_price, "unit_price"))
+
+
+#: The amounts an order may carry in ``CreateOrder.totals`` (decimal strings).
+TOTALS = ("total", "subtotal", "tax", "shipping", "discount")
+
+
+@dataclass(frozen=True)
+class CreateOrder:
+    """The channel created an order: import it as a routed order. Idempotent: an order that
+    already exists is left as it is (its missing details filled in). ``paid`` decides the
+    first status: ``UNPROCESSED`` when paid, ``AWAITING_PAYMENT`` when not."""
+    channel_order_id: str
+    order_number: str | None = None
+    placed_at: datetime | None = None
+    currency: str | None = None
+    #: Decimal strings keyed by :data:`TOTALS` (missing ones are absent).
+    totals: dict = dataclasses.field(default_factory=dict)
+    paid: bool = False
+    customer: Customer | None = None
+    shipping_address: Address | None = None
+    billing_address: Address | None = None
+    lines: tuple[OrderLine, ...] = ()
+    #: The channel's word for the payment state (e.g. Shopify's ``financial_status``).
+    payment_status: str | None = None
+    occurred_at: datetime | None = None
+
+    def __post_init__(self):
+        check_channel_order_id(self.channel_order_id)
+        object.__setattr__(self, "order_number", _short(self.order_number, "order_number", 64))
+        object.__setattr__(self, "currency", _short(self.currency, "currency", 8))
+        object.__setattr__(self, "payment_status", _short(self.payment_status,
+                                                          "payment_status", 32))
+        unknown = set(self.totals or {}) - set(TOTALS)
+        if unknown:
+            raise InvalidIntent(f"unknown totals {sorted(unknown)}; known: {', '.join(TOTALS)}")
+        object.__setattr__(self, "totals", {
+            k: m for k, m in ((k, check_money(v, k)) for k, v in (self.totals or {}).items())
+            if m is not None})
+        object.__setattr__(self, "lines", tuple(self.lines))
+
+
+@dataclass(frozen=True)
+class RecordPayment:
+    """The channel says the order was paid. An order awaiting payment moves on to
+    ``UNPROCESSED``; in any other status the payment is recorded and changes nothing."""
+    channel_order_id: str
+    amount: str | None = None
+    currency: str | None = None
+    #: The channel's word for it (``paid``, ``Awaiting Fulfillment (11)``...).
+    status: str | None = None
+    occurred_at: datetime | None = None
+
+    def __post_init__(self):
+        check_channel_order_id(self.channel_order_id)
+        object.__setattr__(self, "amount", check_money(self.amount, "amount"))
+        object.__setattr__(self, "currency", _short(self.currency, "currency", 8))
+        object.__setattr__(self, "status", _short(self.status, "status", 64))
+
+
+Intent = (Cancel | Fulfill | CreateOrder | RecordPayment | DeactivateChannel
+          | RedactPersonalData | Ignore)
+#: Intents addressed to one order (they carry ``channel_order_id``).
+ORDER_INTENTS = (Cancel, Fulfill, CreateOrder, RecordPayment)
 
 
 def to_dict(intent) -> dict:
-    """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents)."""
-    data = dataclasses.asdict(intent)
+    """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents and on
+    the delivery). An imported order is summarised: the order keeps its lines, and its customer
+    and addresses are personal data a privacy request must find in one place (the order)."""
+    if isinstance(intent, CreateOrder):
+        data = {"channel_order_id": intent.channel_order_id,
+                "order_number": intent.order_number, "placed_at": intent.placed_at,
+                "currency": intent.currency, "totals": dict(intent.totals),
+                "paid": intent.paid, "payment_status": intent.payment_status,
+                "lines": len(intent.lines), "occurred_at": intent.occurred_at}
+    else:
+        data = dataclasses.asdict(intent)
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()
@@ -152,4 +325,6 @@ def from_dict(data: dict):
     if kind == "Fulfill":
         data["shipments"] = tuple(Shipment.from_dict(s) for s in data.get("shipments") or ())
         return Fulfill(**data)
+    if kind == "RecordPayment":
+        return RecordPayment(**data)
     raise ValueError(f"cannot restore intent of kind {kind!r}")

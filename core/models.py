@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, UniqueConstraint)
+                        LargeBinary, String, Text, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .clock import utcnow
@@ -17,6 +17,10 @@ from .outcomes import DeliveryState, Outcome
 CHANNEL_ORDER_ID_LENGTH = 128
 TOPIC_LENGTH = 128
 DEDUPE_KEY_LENGTH = 255
+#: An amount as a decimal string ("12345.6789"): money never passes through a float.
+MONEY_LENGTH = 32
+#: Names, SKUs and address fields from the channel (shown, never matched on: longer is cut).
+TEXT_LENGTH = 255
 
 # BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -45,6 +49,12 @@ class SalesChannel(Base):
     #: Set when the channel is deleted: it is then inactive for good and gone from the lists,
     #: while its orders, deliveries and histories stay (they answer "why did order 250 cancel?").
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: Which webhooks the channel uses (core.webhooks names); None: derived from the status
+    #: lists (cancellation and fulfilment when their statuses are selected).
+    webhooks: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    #: Whether the channel's test orders (e.g. Shopify's ``test: true``) are imported.
+    import_test_orders: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                     server_default=false())
 
 
 class ChannelChange(Base):
@@ -64,23 +74,58 @@ class ChannelChange(Base):
 class Order(Base):
     """The routed copy of a channel's order."""
     __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("channel_id", "channel_order_id",
-                                       name="uq_orders_channel_order"),)
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
     channel_order_id: Mapped[str] = mapped_column(String(CHANNEL_ORDER_ID_LENGTH))
     status: Mapped[str] = mapped_column(String(32), index=True)
     shipments: Mapped[list] = mapped_column(JSON, default=list)
-    #: Personal data of the buyer (email, name...), removed by privacy requests.
+    #: Personal data of the buyer ({id, name, email, phone}), removed by privacy requests.
     customer: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: What the channel's order says, when it came from the channel (CreateOrder): its number
+    #: as the merchant sees it, when it was placed, its currency and totals (decimal strings).
+    order_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    placed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    totals: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: Personal data too, removed by privacy requests.
+    shipping_address: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    billing_address: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: Every payment the channel reported, applied or not: {at, amount, currency, status,
+    #: outcome, reason, delivery_id}.
+    payments: Mapped[list | None] = mapped_column(JSON, nullable=True)
     #: High-water mark: when the newest channel event that changed this order's status happened.
     last_event_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
+    __table_args__ = (UniqueConstraint("channel_id", "channel_order_id",
+                                       name="uq_orders_channel_order"),
+                      # the admin API lists a channel's orders by creation time
+                      Index("ix_orders_channel_created", "channel_id", "created_at"))
+
     history: Mapped[list["OrderChange"]] = relationship(order_by="OrderChange.id",
                                                         back_populates="order")
+    lines: Mapped[list["OrderLine"]] = relationship(order_by="OrderLine.id",
+                                                    back_populates="order")
+
+
+class OrderLine(Base):
+    """One line of a routed order, as the channel sent it. Ids are text (64-bit channel ids
+    never pass through a float), the unit price a decimal string in the order's currency."""
+    __tablename__ = "order_lines"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    channel_line_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    product_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    variant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sku: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[str | None] = mapped_column(String(MONEY_LENGTH), nullable=True)
+
+    order: Mapped[Order] = relationship(back_populates="lines")
 
 
 class OrderChange(Base):
@@ -91,7 +136,7 @@ class OrderChange(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     #: created | status_changed | cancelled | shipped | shipments_recorded | ignored | deferred
-    #: | released | redacted
+    #: | released | redacted | details_imported | paid | payment_ignored
     event: Mapped[str] = mapped_column(String(32))
     old_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
     new_status: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -10,14 +10,16 @@ import dataclasses
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from . import rules
 from . import statuses as st
 from .clock import naive_utc, utcnow
-from .intents import Cancel, Fulfill, Shipment, from_dict, to_dict
-from .models import StoredDelivery, Order, OrderChange, PendingIntent, SalesChannel
+from .intents import (Cancel, CreateOrder, Fulfill, RecordPayment, Shipment, from_dict,
+                      to_dict)
+from .models import (StoredDelivery, Order, OrderChange, OrderLine, PendingIntent,
+                     SalesChannel)
 
 log = logging.getLogger("orderhooks.orders")
 
@@ -58,32 +60,59 @@ def merge_shipments(existing: list[dict], new: tuple[Shipment, ...]) -> tuple[li
     return merged, added
 
 
-def apply_intent(session: Session, channel: SalesChannel, intent: Cancel | Fulfill, *,
+#: ``cache[(HELD, channel_id)]``: the channel's order ids with intents held for them, among
+#: those a batch imports (the worker fills it in the batch's transaction); absent: unknown.
+HELD = "held"
+
+
+def _may_have_held(channel: SalesChannel, channel_order_id: str, cache: dict | None) -> bool:
+    known = cache.get((HELD, channel.id)) if cache is not None else None
+    return known is None or channel_order_id in known
+
+
+def _load(session: Session, channel: SalesChannel, channel_order_id: str,
+          cache: dict | None) -> Order | None:
+    """The order (locked), from ``cache`` when the batch loaded it. For an order not found,
+    PostgreSQL's advisory lock on its key is taken and it is looked for again: its import,
+    holding the same lock, either committed before (found now) or waits for us."""
+    key = (channel.id, str(channel_order_id))
+    if cache is not None and key in cache:
+        order = cache[key]
+    else:
+        order = find_order(session, channel.id, channel_order_id, lock=True)
+    if order is None and _lock_order_key(session, channel.id, channel_order_id):
+        order = find_order(session, channel.id, channel_order_id, lock=True)
+        if cache is not None:
+            cache[key] = order
+    return order
+
+
+def apply_intent(session: Session, channel: SalesChannel,
+                 intent: Cancel | Fulfill | RecordPayment, *,
                  delivery_id: int | None, config: dict,
                  cache: dict | None = None) -> rules.Decision:
     """Decide and carry out what ``intent`` does to its order. Returns the decision.
     ``cache`` maps ``(channel_id, channel_order_id)`` to orders already loaded (and locked)."""
-    key = (channel.id, str(intent.channel_order_id))
-    if cache is not None and key in cache:
-        order = cache[key]
-    else:
-        order = find_order(session, channel.id, intent.channel_order_id, lock=True)
-    if order is None and _lock_order_key(session, channel.id, intent.channel_order_id):
-        # The order may have been imported since we looked (its import, holding the same lock,
-        # could not see the intent we are about to hold): look again under the lock.
-        order = find_order(session, channel.id, intent.channel_order_id, lock=True)
-        if cache is not None:
-            cache[key] = order
+    order = _load(session, channel, intent.channel_order_id, cache)
     decision, merged = _decide(channel, order, intent)
     if decision.outcome == rules.DEFERRED:
         held = _hold(session, channel, order, intent, decision, delivery_id, config)
+        if cache is not None and (HELD, channel.id) in cache:
+            cache[(HELD, channel.id)].add(held.channel_order_id)
         return dataclasses.replace(decision, held_until=held.expires_at)
     if order is not None:
-        _carry_out(session, order, intent, decision, merged, delivery_id)
+        _carry_out(session, channel, order, intent, decision, merged, delivery_id, config)
+        if isinstance(intent, RecordPayment) and decision.new_status:
+            # The order left AWAITING_PAYMENT: what was held for it is decided in its new
+            # status, in the same transaction.
+            session.flush()
+            release_held(session, channel, order, config)
     return decision
 
 
 def _decide(channel: SalesChannel, order: Order | None, intent):
+    if isinstance(intent, RecordPayment):
+        return rules.decide_payment(intent, order.status if order else None), None
     merged, added = (None, 0)
     if isinstance(intent, Fulfill) and order is not None:
         merged, added = merge_shipments(order.shipments, intent.shipments)
@@ -96,8 +125,12 @@ def _decide(channel: SalesChannel, order: Order | None, intent):
     return decision, merged
 
 
-def _carry_out(session: Session, order: Order, intent, decision: rules.Decision,
-               merged: list[dict] | None, delivery_id: int | None) -> None:
+def _carry_out(session: Session, channel: SalesChannel, order: Order, intent,
+               decision: rules.Decision, merged: list[dict] | None, delivery_id: int | None,
+               config: dict) -> None:
+    if isinstance(intent, RecordPayment):
+        _record_payment(session, channel, order, intent, decision, delivery_id, config)
+        return
     old = order.status
     if decision.outcome == rules.APPLIED:
         if decision.record_shipments and merged is not None:
@@ -136,7 +169,19 @@ def _hold(session: Session, channel: SalesChannel, order: Order | None, intent,
 
 def release_held(session: Session, channel: SalesChannel, order: Order, config: dict) -> int:
     """Re-decide the intents held for ``order`` now that it arrived or changed status.
-    Called in the same transaction as the change that triggered it. Returns how many ran."""
+    Called in the same transaction as the change that triggered it. A held payment may move
+    the order on (AWAITING_PAYMENT → UNPROCESSED): the rest are then decided again in its new
+    status. Returns how many ran."""
+    released = 0
+    while True:
+        status = order.status
+        released += _release_pass(session, channel, order, config)
+        session.flush()
+        if order.status == status:
+            return released
+
+
+def _release_pass(session: Session, channel: SalesChannel, order: Order, config: dict) -> int:
     held = session.scalars(select(PendingIntent).where(
         PendingIntent.channel_id == channel.id,
         PendingIntent.channel_order_id == order.channel_order_id,
@@ -154,13 +199,12 @@ def release_held(session: Session, channel: SalesChannel, order: Order, config: 
                 _set_delivery_outcome(session, pending.delivery_id, rules.DEFERRED,
                                       decision.reason, deferred_until=pending.expires_at)
             continue
-        _carry_out(session, order, intent, decision, merged, pending.delivery_id)
+        _carry_out(session, channel, order, intent, decision, merged, pending.delivery_id,
+                   config)
         _set_delivery_outcome(session, pending.delivery_id, decision.outcome,
                               f"released after being held: {decision.reason}")
         session.delete(pending)
         released += 1
-    if released:
-        session.flush()
     return released
 
 
@@ -193,6 +237,91 @@ def _set_delivery_outcome(session: Session, delivery_id: int | None, outcome: st
     if delivery is not None:
         delivery.outcome, delivery.reason = outcome, reason
         delivery.deferred_until = deferred_until
+
+
+def _record_payment(session: Session, channel: SalesChannel, order: Order,
+                    intent: RecordPayment, decision: rules.Decision, delivery_id: int | None,
+                    config: dict) -> None:
+    """Every payment lands in the order's payment history, applied or not."""
+    entry = {"at": (naive_utc(intent.occurred_at) if intent.occurred_at else utcnow())
+             .isoformat(), "amount": intent.amount, "currency": intent.currency or order.currency,
+             "status": intent.status, "outcome": str(decision.outcome),
+             "reason": decision.reason, "delivery_id": delivery_id}
+    order.payments = [*(order.payments or []), entry]
+    old = order.status
+    if decision.new_status:
+        order.status = decision.new_status
+    session.add(OrderChange(order_id=order.id,
+                            event="paid" if decision.new_status else "payment_ignored",
+                            old_status=old, new_status=order.status, delivery_id=delivery_id,
+                            message=decision.reason))
+
+
+def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *,
+                 delivery_id: int | None, config: dict,
+                 cache: dict | None = None) -> rules.Decision:
+    """Import the channel's order (CreateOrder). Idempotent: an order that exists already
+    (created by an earlier delivery, or by the admin API) keeps its status; details it lacks
+    (lines, addresses, totals) are filled in from the channel's, once."""
+    order = _load(session, channel, intent.channel_order_id, cache)
+    if order is not None:
+        if order.placed_at is None and not order.order_number and not order.totals:
+            _fill_details(session, order, intent)
+            session.add(OrderChange(order_id=order.id, event="details_imported",
+                                    old_status=order.status, new_status=order.status,
+                                    delivery_id=delivery_id,
+                                    message="order details imported from the channel"))
+            return rules.Decision(rules.APPLIED, f"order already existed as {order.status}; "
+                                                 "its details were imported from the channel")
+        return rules.Decision(rules.IGNORED, f"order already imported (now {order.status}); "
+                                             "nothing to change")
+    status = rules.first_status(intent.paid)
+    paid = f"payment {intent.payment_status}" if intent.payment_status else (
+        "paid" if intent.paid else "not paid")
+    reason = f"order imported from the channel as {status} ({paid})"
+    order = Order(channel_id=channel.id, channel_order_id=intent.channel_order_id,
+                  status=status, shipments=[], payments=[])
+    _fill_details(session, order, intent)
+    session.add(order)
+    session.flush()
+    session.add(OrderChange(order_id=order.id, event="created", new_status=status,
+                            delivery_id=delivery_id, message=reason))
+    if intent.lines:
+        # One multi-row INSERT, no ORM objects: an order may have hundreds of lines.
+        session.execute(insert(OrderLine), [_line_row(order.id, line) for line in intent.lines])
+    if cache is not None:
+        cache[(channel.id, order.channel_order_id)] = order
+    # PostgreSQL: under the order key's lock, a worker that held an intent for this order has
+    # committed it, so look; SQLite: the batch's own view of what is held is exact.
+    locked = _lock_order_key(session, channel.id, order.channel_order_id)
+    if locked or _may_have_held(channel, order.channel_order_id, cache):
+        release_held(session, channel, order, config)
+    return rules.Decision(rules.APPLIED, reason, new_status=status)
+
+
+def _line_row(order_id: int, line) -> dict:
+    return {"order_id": order_id, "channel_line_id": line.channel_line_id,
+            "product_id": line.product_id, "variant_id": line.variant_id, "sku": line.sku,
+            "name": line.name, "quantity": line.quantity, "unit_price": line.unit_price}
+
+
+def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
+    order.order_number = intent.order_number
+    order.placed_at = naive_utc(intent.placed_at) if intent.placed_at else None
+    order.currency = intent.currency
+    order.totals = dict(intent.totals)
+    order.customer = order.customer or (intent.customer.to_record() if intent.customer
+                                        else None)
+    order.shipping_address = (intent.shipping_address.to_record()
+                              if intent.shipping_address else None)
+    order.billing_address = (intent.billing_address.to_record()
+                             if intent.billing_address else None)
+    if order.id is not None and intent.lines:
+        has_lines = session.scalars(select(OrderLine.id).where(OrderLine.order_id == order.id)
+                                    .limit(1)).first()
+        if has_lines is None:
+            session.execute(insert(OrderLine), [_line_row(order.id, line)
+                                                for line in intent.lines])
 
 
 def create_order(session: Session, channel: SalesChannel, channel_order_id: str, status: str, *,

@@ -26,11 +26,12 @@ def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
     else:
         orders = list(session.scalars(orders_q))
     for order in orders:
-        if order.customer:
-            order.customer = None
+        if order.customer or order.shipping_address or order.billing_address:
+            order.customer = order.shipping_address = order.billing_address = None
             session.add(OrderChange(order_id=order.id, event="redacted", old_status=order.status,
                                     new_status=order.status,
-                                    message="customer personal data removed on request"))
+                                    message="customer personal data removed on request "
+                                            "(the customer and the addresses)"))
     count = session.execute(deliveries_q.values(body=None, body_purged_at=utcnow())).rowcount
     if not request.everything:
         count += _redact_unaddressed(session, channel, request, exclude_delivery)

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from . import statuses as st
 from .clock import naive_utc
-from .intents import Cancel, Fulfill
+from .intents import Cancel, Fulfill, RecordPayment
 from .outcomes import Outcome
 
 APPLIED = Outcome.APPLIED
@@ -82,3 +82,22 @@ def decide(intent: Cancel | Fulfill, order_status: str | None, *,
                         record_shipments=True)
     return Decision(APPLIED, f"order was {order_status}; shipped", new_status=st.SHIPPED,
                     record_shipments=True)
+
+
+def first_status(paid: bool) -> str:
+    """The status an order imported from its channel starts in: an unpaid order waits for its
+    payment (Network Manager's "orders without payment status"); a paid one is processed."""
+    return st.UNPROCESSED if paid else st.AWAITING_PAYMENT
+
+
+def decide_payment(intent: RecordPayment, order_status: str | None) -> Decision:
+    """What a payment does: an order awaiting payment moves on to UNPROCESSED; an order not
+    imported yet holds the payment until it is; in any other status the payment is recorded
+    on the order and changes nothing."""
+    if order_status is None:
+        return Decision(DEFERRED, "order not imported yet; the payment waits for it")
+    if order_status == st.AWAITING_PAYMENT:
+        return Decision(APPLIED, "payment received; order was AWAITING_PAYMENT",
+                        new_status=st.UNPROCESSED)
+    return Decision(IGNORED, f"payment recorded; order is {order_status}, not AWAITING_PAYMENT, "
+                             "so its status is kept")

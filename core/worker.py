@@ -23,16 +23,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import object_session
 
-from . import alerts, metrics, orders
+from . import alerts, imports, metrics, orders
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
-from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
+from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, Ignore, InvalidIntent,
                       RedactPersonalData, to_dict)
-from .models import StoredDelivery, Order, SalesChannel
+from .models import StoredDelivery, Order, PendingIntent, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
 
@@ -248,6 +248,11 @@ class Worker:
                 results[item.id] = result
                 if isinstance(result, RetryLater):
                     self.blocked[channel_id] = time.monotonic() + result.delay
+        imports.import_unknown_orders(self.db.Session, self.channel_types, work, results, views)
+        for item in work:
+            if isinstance(results.get(item.id), RetryLater):  # an import's read was throttled
+                self.blocked[item.channel_id] = max(self.blocked.get(item.channel_id, 0.0),
+                                                    time.monotonic() + results[item.id].delay)
         outcomes = self._record(work, results)
         elapsed = time.perf_counter() - started
         for item in work:
@@ -368,14 +373,24 @@ class Worker:
         """The batch's orders in one query per channel (locked on PostgreSQL), so applying an
         intent does not query its order again."""
         wanted: dict[int, set[str]] = {}
+        imported: dict[int, set[str]] = {}
         for item in work:
             result = results.get(item.id)
             if isinstance(result, list):
                 for intent in result:
-                    if isinstance(intent, (Cancel, Fulfill)):
+                    if isinstance(intent, ORDER_INTENTS):
                         wanted.setdefault(item.channel_id, set()).add(
                             str(intent.channel_order_id))
+                    if isinstance(intent, CreateOrder):
+                        imported.setdefault(item.channel_id, set()).add(
+                            intent.channel_order_id)
         cache: dict = {}
+        for channel_id, order_ids in imported.items():
+            # which of the orders this batch imports have intents held for them (one query)
+            cache[(orders.HELD, channel_id)] = set(session.scalars(
+                select(PendingIntent.channel_order_id).where(
+                    PendingIntent.channel_id == channel_id,
+                    PendingIntent.channel_order_id.in_(order_ids))))
         for channel_id, order_ids in wanted.items():
             for key in order_ids:
                 cache[(channel_id, key)] = None
@@ -392,10 +407,11 @@ class Worker:
         decisions: list[tuple[str, str]] = []
         deferred_until = None
         for intent in intents:
-            if isinstance(intent, (Cancel, Fulfill)):
-                decision = orders.apply_intent(session, channel_row, intent,
-                                               delivery_id=row.id, config=self.config,
-                                               cache=cache)
+            if isinstance(intent, ORDER_INTENTS):
+                carry_out = (orders.import_order if isinstance(intent, CreateOrder)
+                             else orders.apply_intent)
+                decision = carry_out(session, channel_row, intent, delivery_id=row.id,
+                                     config=self.config, cache=cache)
                 decisions.append((decision.outcome,
                                   f"order {intent.channel_order_id}: {decision.reason}"))
                 if decision.held_until is not None:

@@ -16,7 +16,8 @@ from core.errors import (AuthenticationError, ChannelAPIError, InvalidDelivery, 
                          SubscriptionError)
 from core.hookspecs import hookimpl
 from core.http import APIBaseURLs, ChannelHTTP, segment
-from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, Intent, InvalidIntent,
+from core.intents import (Address, Cancel, CreateOrder, Customer, DeactivateChannel, Fulfill,
+                          Ignore, Intent, InvalidIntent, OrderLine, RecordPayment,
                           RedactPersonalData, Shipment, ShipmentItem)
 from core.models import CHANNEL_ORDER_ID_LENGTH
 
@@ -26,7 +27,8 @@ __all__ = [
     "ChannelAdapter", "Channel", "Delivery", "Headers", "DeliveryInfo", "SubscriptionSpec",
     "RemoteSubscription",
     # intents
-    "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "DeactivateChannel",
+    "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "CreateOrder", "Customer",
+    "Address", "OrderLine", "RecordPayment", "DeactivateChannel",
     "RedactPersonalData", "Ignore", "InvalidIntent", "CHANNEL_ORDER_ID_LENGTH",
     # errors
     "AuthenticationError", "InvalidDelivery", "RetryLater", "ChannelAPIError",

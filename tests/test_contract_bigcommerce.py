@@ -31,3 +31,13 @@ class TestBigCommerceContract(AdapterContract):
     @pytest.fixture
     def sign(self):
         return lambda channel, body: {"X-Orderhooks-Secret": channel.webhook_secret}
+
+    @pytest.fixture
+    def order_delivery(self, bc):
+        from tests.test_orders_from_channel import bc_order
+
+        def build(channel):
+            bc_order(bc, order_id=251)
+            return json_body(bc.payload(order_id=251, scope="store/order/created")), {
+                "Content-Type": "application/json", "X-Orderhooks-Secret": channel.webhook_secret}
+        return build

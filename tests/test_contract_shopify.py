@@ -29,3 +29,12 @@ class TestShopifyContract(AdapterContract):
             body = json.dumps(cancelled_order()).encode()
             return body, sign(channel, body)
         return build
+
+    @pytest.fixture
+    def order_delivery(self, shopify):  # noqa: F811
+        from tests.test_orders_from_channel import new_order
+
+        def build(channel):
+            body = json.dumps(new_order()).encode()
+            return body, shopify.headers("orders/create", body)
+        return build

@@ -186,10 +186,47 @@ def test_status_rules_apply_to_third_party_channels_too(manual, make_order, send
 
 def test_other_types_are_stored_and_ignored(manual, send, worker, admin):
     channel = manual()
-    assert send(channel, {"type": "order.created", "order_id": "1"}).status_code == 200
+    assert send(channel, {"type": "order.refunded", "order_id": "1"}).status_code == 200
     worker.run_until_idle()
     delivery = admin.get("/deliveries")[0]
-    assert delivery["outcome"] == "ignored" and "order.created" in delivery["reason"]
+    assert delivery["outcome"] == "ignored" and "order.refunded" in delivery["reason"]
+
+
+ORDER = {"type": "order.created", "order_id": "2001", "order_number": "#2001", "paid": False,
+         "placed_at": "2026-12-01T10:00:00Z", "currency": "EUR", "totals": {"total": "12.50"},
+         "customer": {"id": "c7", "name": "Ana", "email": "ana@example.com"},
+         "shipping_address": {"name": "Ana", "address1": "1 Rua", "city": "Porto",
+                              "country_code": "PT"},
+         "lines": [{"id": "l1", "sku": "ABC", "name": "Caneca", "quantity": 2,
+                    "unit_price": "6.25"}]}
+
+
+def test_a_third_party_channel_imports_orders_and_payments(manual, send, worker, admin):
+    channel = manual()
+    admin.patch(f"/channels/{channel['id']}", {"webhooks": ["order_creation", "order_payment",
+                                                            "cancellation"]})
+    send(channel, ORDER)
+    worker.run_until_idle()
+    [order] = admin.get(f"/orders?channel_id={channel['id']}")
+    detail = admin.get(f"/orders/{order['id']}")
+    assert detail["status"] == "AWAITING_PAYMENT" and detail["order_number"] == "#2001"
+    assert detail["totals"] == {"total": "12.50"} and detail["currency"] == "EUR"
+    assert detail["lines"][0]["unit_price"] == "6.25" and detail["lines"][0]["quantity"] == 2
+    assert detail["shipping_address"]["city"] == "Porto"
+    send(channel, {"type": "order.paid", "order_id": "2001", "amount": "12.50",
+                   "currency": "EUR"})
+    worker.run_until_idle()
+    detail = admin.get(f"/orders/{order['id']}")
+    assert detail["status"] == "UNPROCESSED"
+    assert detail["payments"][0]["amount"] == "12.50"
+
+
+def test_webhook_names_a_third_party_channel_does_not_offer_are_422(manual, admin):
+    channel = manual()
+    response = admin.request("PATCH", f"/channels/{channel['id']}",
+                             json={"webhooks": ["product_update"]})
+    assert response.status_code == 422
+    assert "product_update" in response.get_json()["message"]
 
 
 def test_retry_with_the_same_webhook_id_is_a_duplicate(manual, client, signer, app):
@@ -248,5 +285,12 @@ class TestManualContract(AdapterContract):
     def valid_delivery(self, sign):
         def build(channel):
             body = json_body({"type": "order.cancelled", "order_id": "1001"})
+            return body, {"Content-Type": "application/json", **sign(channel, body)}
+        return build
+
+    @pytest.fixture
+    def order_delivery(self, sign):
+        def build(channel):
+            body = json_body(ORDER)
             return body, {"Content-Type": "application/json", **sign(channel, body)}
         return build

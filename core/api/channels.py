@@ -72,6 +72,18 @@ def _credentials(adapter, data: dict, partial: bool = False) -> dict:
             for k, v in exc.messages.items()), errors={"credentials": exc.messages})
 
 
+def _check_webhooks(adapter, webhooks) -> None:
+    """A ticked webhook must be one the channel offers (its plugin maps it to topics)."""
+    if webhooks is None or not adapter.webhook_topics:
+        return
+    unknown = [name for name in webhooks if name not in adapter.webhook_topics]
+    if unknown:
+        offered = ", ".join(adapter.webhook_topics)
+        abort(422, message=f"{adapter.title or adapter.type} channels have no "
+                           f"{', '.join(unknown)} webhook; they offer: {offered}",
+              errors={"json": {"webhooks": [f"not offered: {', '.join(unknown)}"]}})
+
+
 def _public_base_url() -> str:
     try:
         return public_base_url(current_app.config)
@@ -132,6 +144,8 @@ def _version(row: SalesChannel) -> dict:
             "valid_cancellation_statuses": list(row.valid_cancellation_statuses or ()),
             "valid_fulfillment_statuses": list(row.valid_fulfillment_statuses or ()),
             "alert_emails": list(row.alert_emails or ()),
+            "webhooks": list(row.webhooks) if row.webhooks is not None else None,
+            "import_test_orders": bool(row.import_test_orders),
             "updated_at": row.updated_at.isoformat() if row.updated_at else None}
 
 
@@ -141,8 +155,9 @@ def _out(session, row: SalesChannel) -> dict:
     return {**{c: getattr(row, c) for c in ("id", "type", "name", "active",
                                             "valid_cancellation_statuses",
                                             "valid_fulfillment_statuses", "alert_emails",
-                                            "created_at",
+                                            "webhooks", "import_test_orders", "created_at",
                                             "updated_at", "deleted_at")},
+            "enabled_webhooks": list(channel_store.enabled_webhooks(row)),
             "webhook_url": channel_store.webhook_url(current_app.config["PUBLIC_BASE_URL"],
                                                      row.type, row.id),
             "subscriptions": subs}
@@ -171,7 +186,7 @@ def _save(session, adapter, row: SalesChannel) -> None:
     """Commit a created or edited channel — once its webhook URL is known to be usable when it
     wants hooks — and bring its subscriptions in line."""
     _check_destination(adapter, row.type, row.id, row.active and bool(
-        row.valid_cancellation_statuses or row.valid_fulfillment_statuses))
+        channel_store.enabled_webhooks(row)))
     session.commit()
     _after_change(row.id)
 
@@ -205,10 +220,11 @@ class Channels(MethodView):
     @blp.arguments(ChannelCreateSchema)
     @blp.response(201, ChannelSchema, headers=LOCATION)
     def post(self, data):
-        """Create a sales channel; subscribes to its webhooks when statuses are selected"""
+        """Create a sales channel; subscribes to the webhooks it uses (`enabled_webhooks`)"""
         adapter = _adapter(data["type"])
         credentials = _credentials(adapter, data["credentials"])
         _check_api_base_url(adapter, credentials)
+        _check_webhooks(adapter, data["webhooks"])
         session = get_session()
         try:
             row = channel_store.create(session, current_app.extensions["orderhooks.box"],
@@ -218,7 +234,9 @@ class Channels(MethodView):
                                            "valid_cancellation_statuses"],
                                        valid_fulfillment_statuses=data[
                                            "valid_fulfillment_statuses"],
-                                       alert_emails=data["alert_emails"])
+                                       alert_emails=data["alert_emails"],
+                                       webhooks=data["webhooks"],
+                                       import_test_orders=data["import_test_orders"])
         except ValueError as exc:
             abort(422, message=str(exc))
         _save(session, adapter, row)
@@ -240,13 +258,15 @@ class ChannelById(MethodView):
     @blp.arguments(ChannelPatchSchema)
     @blp.response(200, ChannelSchema)
     def patch(self, data, channel_id):
-        """Change name, credentials, status lists or active; every change is recorded.
+        """Change name, credentials, status lists, webhooks, import_test_orders or active;
+        every change is recorded, and the subscriptions follow the webhooks used.
         With `If-Match: <ETag of GET>` the change is made only if nobody changed the channel
         since (412 otherwise); without If-Match it is made as it is."""
         session = get_session()
         row = _locked(session, channel_id)
         blp.check_etag(_version(row))
         adapter = _adapter(row.type)
+        _check_webhooks(adapter, data.get("webhooks"))
         box = current_app.extensions["orderhooks.box"]
         moved = []
         if "credentials" in data:

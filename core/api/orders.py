@@ -25,7 +25,7 @@ def _detail(session, order: Order) -> dict:
         PendingIntent.channel_order_id == order.channel_order_id)
         .order_by(PendingIntent.id)).all()
     return {**{c.key: getattr(order, c.key) for c in Order.__table__.columns},
-            "history": order.history, "held_intents": held}
+            "lines": order.lines, "history": order.history, "held_intents": held}
 
 
 def _get(session, order_id: int) -> Order:
@@ -37,11 +37,15 @@ class Orders(MethodView):
     @blp.arguments(OrderQuerySchema, location="query")
     @blp.response(200, OrderSchema(many=True), headers=paging.LINK_HEADER)
     def get(self, args):
-        """Find orders by channel, channel order id and status, oldest first"""
+        """Find orders by channel, channel order id, status and creation time, oldest first"""
         query = select(Order)
         for name in ("channel_id", "channel_order_id", "status"):
             if args.get(name) is not None:
                 query = query.where(getattr(Order, name) == args[name])
+        if args.get("created_since") is not None:
+            query = query.where(Order.created_at >= args["created_since"])
+        if args.get("created_until") is not None:
+            query = query.where(Order.created_at < args["created_until"])
         return paging.page(get_session(), query, Order.id, args)
 
     @blp.arguments(OrderCreateSchema)
@@ -90,5 +94,5 @@ class OrderById(MethodView):
         channel = session.get(SalesChannel, order.channel_id)
         orders.change_status(session, channel, order, data["status"], config=current_app.config)
         session.commit()
-        session.expire(order, ["history"])
+        session.expire(order, ["history", "lines"])
         return _detail(session, order)

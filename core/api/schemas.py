@@ -6,6 +6,7 @@ from datetime import timezone
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .. import alerts, statuses
+from .. import webhooks as hooks
 from ..channel_store import ALERT_EMAILS_MAX
 from ..intents import InvalidIntent, check_channel_order_id
 from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
@@ -75,6 +76,20 @@ class AlertEmails(fields.List):
                          **kwargs)
 
 
+class WebhookList(fields.List):
+    def __init__(self, **kwargs):
+        super().__init__(fields.String(validate=validate.OneOf(list(hooks.WEBHOOKS))), **kwargs)
+
+
+WEBHOOKS_DOC = ("Which webhooks the channel uses, by name: " + ", ".join(
+    f"`{k}` ({v})" for k, v in hooks.WEBHOOKS.items()) + ". Exactly these are subscribed "
+    "(those the channel's plugin translates); an unticked one is unsubscribed. null (the "
+    "default): derived from the status lists — `cancellation` when a valid cancellation status "
+    "is selected, `fulfillment` when a valid fulfillment status is.")
+IMPORT_TEST_ORDERS_DOC = ("Import the channel's test orders too (e.g. Shopify orders with "
+                          "`test: true`); default false: they are ignored, with the reason")
+
+
 class ChannelCreateSchema(StrictSchema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64),
                          metadata={"example": "bigcommerce"})
@@ -85,6 +100,10 @@ class ChannelCreateSchema(StrictSchema):
     valid_fulfillment_statuses = StatusList(load_default=list)
     active = fields.Boolean(load_default=True)
     alert_emails = AlertEmails(load_default=list)
+    webhooks = WebhookList(allow_none=True, load_default=None,
+                           metadata={"description": WEBHOOKS_DOC})
+    import_test_orders = fields.Boolean(load_default=False,
+                                        metadata={"description": IMPORT_TEST_ORDERS_DOC})
 
 
 class ChannelPatchSchema(StrictSchema):
@@ -94,6 +113,8 @@ class ChannelPatchSchema(StrictSchema):
     valid_fulfillment_statuses = StatusList()
     active = fields.Boolean()
     alert_emails = AlertEmails()
+    webhooks = WebhookList(allow_none=True, metadata={"description": WEBHOOKS_DOC})
+    import_test_orders = fields.Boolean(metadata={"description": IMPORT_TEST_ORDERS_DOC})
 
 
 class SubscriptionSchema(Schema):
@@ -127,6 +148,13 @@ class ChannelSchema(Schema):
     valid_cancellation_statuses = fields.List(fields.String())
     valid_fulfillment_statuses = fields.List(fields.String())
     alert_emails = fields.List(fields.String())
+    webhooks = fields.List(fields.String(), allow_none=True, metadata={
+        "description": "The webhooks chosen for the channel (null: derived from the status "
+                       "lists)"})
+    enabled_webhooks = fields.List(fields.String(), metadata={
+        "description": "The webhooks the channel uses now: its choice, or what its status "
+                       "lists imply"})
+    import_test_orders = fields.Boolean()
     webhook_url = fields.String()
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
@@ -188,19 +216,76 @@ class OrderPatchSchema(StrictSchema):
     status = fields.String(required=True, validate=STATUS)
 
 
+class AddressSchema(Schema):
+    name = fields.String(allow_none=True)
+    company = fields.String(allow_none=True)
+    address1 = fields.String(allow_none=True)
+    address2 = fields.String(allow_none=True)
+    city = fields.String(allow_none=True)
+    province = fields.String(allow_none=True)
+    zip = fields.String(allow_none=True)
+    country = fields.String(allow_none=True)
+    country_code = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+
+
+MONEY = {"description": "A decimal string in the order's currency (never a float)",
+         "example": "404.95"}
+
+
+class TotalsSchema(Schema):
+    total = fields.String(metadata=MONEY)
+    subtotal = fields.String(metadata=MONEY)
+    tax = fields.String(metadata=MONEY)
+    shipping = fields.String(metadata=MONEY)
+    discount = fields.String(metadata=MONEY)
+
+
+class PaymentSchema(Schema):
+    at = fields.String(metadata={"description": "When the channel says it was paid (UTC)"})
+    amount = fields.String(allow_none=True, metadata=MONEY)
+    currency = fields.String(allow_none=True)
+    status = fields.String(allow_none=True, metadata={"description": "The channel's word"})
+    outcome = fields.String(metadata={"description": "applied (the order moved on) or ignored"})
+    reason = fields.String()
+    delivery_id = fields.Integer(allow_none=True)
+
+
+class OrderLineSchema(Schema):
+    channel_line_id = fields.String(allow_none=True)
+    product_id = fields.String(allow_none=True)
+    variant_id = fields.String(allow_none=True)
+    sku = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    quantity = fields.Integer()
+    unit_price = fields.String(allow_none=True, metadata=MONEY)
+
+
 class OrderSchema(Schema):
     id = fields.Integer()
     channel_id = fields.Integer()
     channel_order_id = fields.String()
+    order_number = fields.String(allow_none=True, metadata={
+        "description": "The order's number as the merchant sees it (e.g. #1001)"})
     status = fields.String()
+    placed_at = UTCDateTime(allow_none=True)
+    currency = fields.String(allow_none=True)
+    totals = fields.Nested(TotalsSchema, allow_none=True)
     shipments = fields.List(fields.Nested(ShipmentSchema))
-    customer = fields.Dict(allow_none=True)
+    customer = fields.Dict(allow_none=True, metadata={
+        "description": "The buyer: for an order from the channel {id, name, email, phone}; "
+                       "as sent for one the admin API imported. Blanked by privacy requests"})
+    shipping_address = fields.Nested(AddressSchema, allow_none=True)
+    billing_address = fields.Nested(AddressSchema, allow_none=True)
+    payments = fields.List(fields.Nested(PaymentSchema), allow_none=True)
     last_event_at = UTCDateTime(allow_none=True)
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
 
 
 class OrderDetailSchema(OrderSchema):
+    lines = fields.List(fields.Nested(OrderLineSchema))
     history = fields.List(fields.Nested(OrderChangeSchema))
     held_intents = fields.List(fields.Nested(HeldIntentSchema))
 
@@ -217,6 +302,8 @@ class OrderQuerySchema(PageQuerySchema):
     channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
     channel_order_id = fields.String(validate=validate.Length(max=CHANNEL_ORDER_ID_LENGTH))
     status = fields.String(validate=STATUS)
+    created_since = UTCDateTime(metadata={"description": "Orders created at or after this"})
+    created_until = UTCDateTime(metadata={"description": "Orders created before this"})
     offset = OFFSET
 
 

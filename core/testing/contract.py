@@ -12,7 +12,8 @@ from .fixtures import channel_view, delivery_count, webhook_path
 from .fuzz import garbage_bodies, garbage_headers, garble
 
 #: Every intent a ``translate`` may yield.
-INTENT_TYPES = ("Cancel", "Fulfill", "DeactivateChannel", "RedactPersonalData", "Ignore")
+INTENT_TYPES = ("Cancel", "Fulfill", "CreateOrder", "RecordPayment", "DeactivateChannel",
+                "RedactPersonalData", "Ignore")
 
 
 class AdapterContract:
@@ -76,6 +77,14 @@ class AdapterContract:
 
     @pytest.fixture
     def mock_channel_api(self):
+        return None
+
+    @pytest.fixture
+    def order_delivery(self):
+        """Optional: a function channel -> (body, headers) of a delivery that creates an order
+        on a channel with order creation on (with ``mock_channel_api`` answering what it
+        reads). None: the channel does not import orders, and the order-creation checks are
+        skipped."""
         return None
 
     # -- fixtures the contract builds ----------------------------------------------------------
@@ -262,6 +271,57 @@ class AdapterContract:
             assert all(isinstance(s.topic, str) and s.topic for s in specs), specs
             topics = [s.topic for s in specs]
             assert len(topics) == len(set(topics)), f"a topic is wanted twice: {topics}"
+
+    def test_webhook_names_are_the_cores(self, adapter, contract_channel):
+        import dataclasses
+        from core.webhooks import WEBHOOKS
+        unknown = set(adapter.webhook_topics) - set(WEBHOOKS)
+        assert not unknown, f"webhook_topics names {unknown}; the names are {list(WEBHOOKS)}"
+        for name, topics in adapter.webhook_topics.items():
+            assert isinstance(topics, tuple) and all(isinstance(t, str) and t for t in topics), (
+                name, topics)
+        nothing = dataclasses.replace(contract_channel, webhooks=())
+        assert list(adapter.desired_subscriptions(nothing)) == [], (
+            "a channel that ticks no webhook needs no subscription")
+
+    def test_order_creation_imports_one_order(self, app, client, admin, worker, adapter,
+                                              contract_channel, order_delivery,
+                                              mock_channel_api):
+        from decimal import Decimal
+        from core import webhooks
+        from core.intents import CreateOrder
+        if order_delivery is None:
+            pytest.skip(f"{self.channel_type} does not import orders (no order_delivery)")
+        offered = [n for n in (webhooks.ORDER_CREATION, webhooks.ORDER_PAYMENT,
+                               webhooks.CANCELLATION, webhooks.FULFILLMENT)
+                   if not adapter.webhook_topics or n in adapter.webhook_topics]
+        assert webhooks.ORDER_CREATION in offered, "offer order_creation in webhook_topics"
+        admin.patch(f"/channels/{contract_channel.id}", {"webhooks": offered})
+        channel = channel_view(app, contract_channel.id)
+        body, headers = order_delivery(channel)
+        produced = list(adapter.translate(self._incoming(body, headers), channel))
+        creations = [i for i in produced if isinstance(i, CreateOrder)]
+        assert len(creations) == 1, f"an order delivery gives one CreateOrder: {produced}"
+        order = creations[0]
+        for amount in [*order.totals.values(), *(line.unit_price for line in order.lines)]:
+            assert amount is None or (isinstance(amount, str) and Decimal(amount).is_finite())
+        for line in order.lines:
+            for value in (line.channel_line_id, line.product_id, line.variant_id):
+                assert value is None or isinstance(value, str), "ids are text, never numbers"
+        response = self._send(client, channel, body, headers)
+        assert response.status_code == 200, response.get_json()
+        worker.run_until_idle()
+        found = admin.get(f"/orders?channel_id={channel.id}"
+                          f"&channel_order_id={order.channel_order_id}")
+        assert len(found) == 1, found
+        assert found[0]["status"] in ("AWAITING_PAYMENT", "UNPROCESSED", "CANCELLED")
+        detail = admin.get(f"/orders/{found[0]['id']}")
+        assert len(detail["lines"]) == len(order.lines)
+        # the same order again (translated afresh, as a replay would): still one order
+        delivery_id = response.get_json()["delivery_id"]
+        admin.post(f"/deliveries/{delivery_id}/replay", expect=202)
+        worker.run_until_idle()
+        assert len(admin.get(f"/orders?channel_id={channel.id}")) == 1
 
     def test_credentials_schema_refuses_bad_credentials(self, admin, adapter,
                                                         channel_credentials):

@@ -128,6 +128,25 @@ class BigCommerceClient:
         return self.json("GET", f"/v2/orders/{_order_segment(order_id)}/shipments",
                          params={"limit": 250}) or []
 
+    def order_products(self, order_id: str) -> list[dict]:
+        """The order's lines, 250 a page (one call for all but the largest orders)."""
+        found, page = [], 1
+        while True:
+            rows = self.json("GET", f"/v2/orders/{_order_segment(order_id)}/products",
+                             params={"page": page, "limit": PAGE}) or []
+            if not isinstance(rows, list):
+                raise ChannelAPIError(f"GET /v2/orders/{order_id}/products answered with no "
+                                      "list of products")
+            found.extend(rows)
+            if len(rows) < PAGE:
+                return found
+            page += 1
+
+    def order_shipping_addresses(self, order_id: str) -> list[dict]:
+        rows = self.json("GET", f"/v2/orders/{_order_segment(order_id)}/shipping_addresses",
+                         params={"limit": PAGE}) or []
+        return rows if isinstance(rows, list) else []
+
     # -- hooks ------------------------------------------------------------------------------
 
     def hooks(self) -> list[dict]:
@@ -152,6 +171,9 @@ class BigCommerceClient:
     def delete_hook(self, hook_id) -> None:
         self.call("DELETE", f"/v3/hooks/{segment(hook_id)}")
 
+
+#: Items per page of the v2 order lists (BigCommerce's largest).
+PAGE = 250
 
 _REASONS = {401: " (the access token was refused)", 403: " (the access token lacks a scope)",
             422: " (the store refused the request)"}

@@ -8,6 +8,11 @@ Status rule (documented in README and docs/plugins.md):
   status) unless every item has shipped (``items_shipped >= items_total``), which counts as
   fulfilled.
 * Any other status → ignored, with the status named.
+* ``store/order/created`` (order creation on) → CreateOrder from the order, its products and
+  shipping addresses (three calls); status 0 (Incomplete) is not imported until its
+  statusUpdated out of 0 (then imported the same way); 5 is imported and then cancelled.
+* ``statusUpdated`` out of Awaiting Payment (7) into a paid status (order payment on) →
+  RecordPayment as well.
 
 The current state is trusted over the payload's ``new_status_id``: retries arrive late and out of
 order, so a stale "cancelled" for an order that was re-opened must not cancel it.
@@ -27,10 +32,11 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, validate
 
-from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, ChannelAPIError,
-                        Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery,
-                        RemoteSubscription, RetryLater, Shipment, ShipmentItem,
-                        SubscriptionSpec, hookimpl)
+from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
+                        ChannelAPIError, CreateOrder, Customer, Delivery, DeliveryInfo, Fulfill,
+                        Ignore, InvalidDelivery, InvalidIntent, OrderLine, RecordPayment,
+                        RemoteSubscription,
+                        RetryLater, Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
 
 from . import client as api
 from .client import BigCommerceClient
@@ -40,6 +46,23 @@ log = logging.getLogger("orderhooks.bigcommerce")
 #: The header the service puts in every hook it creates, carrying the channel's secret.
 SECRET_HEADER = "X-Orderhooks-Secret"
 ORDER_SCOPE = "store/order/statusUpdated"
+CREATED_SCOPE = "store/order/created"
+#: Each webhook a merchant may tick (core.webhooks names) and the scopes that carry it.
+#: BigCommerce has no paid scope: a payment is a status change out of Awaiting Payment (7).
+#: Refunds have one scope for POS and online; a product edit may come as a product or a SKU.
+WEBHOOK_SCOPES = {
+    "order_creation": (CREATED_SCOPE,),
+    "order_payment": (ORDER_SCOPE,),
+    "cancellation": (ORDER_SCOPE,),
+    "fulfillment": (ORDER_SCOPE,),
+    "refund_pos": ("store/order/refund/created",),
+    "refund_ecommerce": ("store/order/refund/created",),
+    "product_update": ("store/product/updated", "store/sku/updated"),
+    "product_deletion": ("store/product/deleted",),
+}
+#: The webhooks translated today (and so subscribed).
+TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
+                                 "fulfillment"})
 
 STATUS_LABELS = {0: "Incomplete", 1: "Pending", 2: "Shipped", 3: "Partially Shipped",
                  4: "Refunded", 5: "Cancelled", 6: "Declined", 7: "Awaiting Payment",
@@ -47,6 +70,10 @@ STATUS_LABELS = {0: "Incomplete", 1: "Pending", 2: "Shipped", 3: "Partially Ship
                  11: "Awaiting Fulfillment", 12: "Manual Verification Required", 13: "Disputed",
                  14: "Partially Refunded"}
 CANCELLED, SHIPPED, PARTIALLY_SHIPPED, COMPLETED = 5, 2, 3, 10
+INCOMPLETE, AWAITING_PAYMENT = 0, 7
+#: Statuses of an order whose payment was confirmed: Awaiting Fulfillment (11) and everything
+#: after it (shipping, pickup, completion; refunds come after a payment too).
+PAID_STATUSES = frozenset({2, 3, 4, 8, 9, 10, 11, 14})
 
 
 class CredentialsSchema(Schema):
@@ -64,6 +91,8 @@ class BigCommerceAdapter(ChannelAdapter):
     stored_headers = ("webhook-signature",)
     destination_credentials = ("api_base_url", "store_hash")
     sent_credentials = ("access_token",)
+    webhook_topics = WEBHOOK_SCOPES
+    translated_webhooks = TRANSLATED_WEBHOOKS
 
     #: Orders of one batch read at once (each a call or two, waiting on the network): the
     #: store's pacer still sees every response, and keeps ``client.RESERVE`` calls in hand for
@@ -154,6 +183,8 @@ class BigCommerceAdapter(ChannelAdapter):
         client = self.client(channel)
         results: list = [None] * len(deliveries)
         by_order: dict[str, list[int]] = {}
+        #: index -> (scope, data) of each delivery that needs its order read
+        deliveries_info: dict[int, tuple[str, dict]] = {}
         for index, delivery in enumerate(deliveries):
             try:
                 payload = _payload(delivery)
@@ -172,13 +203,21 @@ class BigCommerceAdapter(ChannelAdapter):
                     results[index] = [Ignore(f"{scope} delivery names no valid order id (a "
                                              "BigCommerce order id is a decimal integer)")]
                     continue
+                if scope == CREATED_SCOPE and not channel.uses("order_creation"):
+                    results[index] = [Ignore(f"{scope}: order creation is off for this channel "
+                                             "(its webhooks do not include order_creation)")]
+                    continue
                 by_order.setdefault(str(order_id), []).append(index)
+                deliveries_info[index] = (scope, data)
             except Exception as exc:  # noqa: BLE001
                 results[index] = exc
         def read(order_id: str):
+            group = [(deliveries_info[i][0], deliveries_info[i][1]) for i in by_order[order_id]]
             try:
-                return order_intents(client, order_id)
+                return order_results(client, channel, order_id, group)
             except (ChannelAPIError, RetryLater) as exc:  # every delivery of the order shares it
+                return exc
+            except InvalidIntent as exc:  # an order no retry can import (e.g. a float price)
                 return exc
             except Exception as exc:  # noqa: BLE001 — an answer we cannot read
                 # Its message may quote the answer: the delivery's reason names only the type.
@@ -196,16 +235,12 @@ class BigCommerceAdapter(ChannelAdapter):
         else:
             outcomes = [read(order_id) for order_id in orders]
         for order_id, outcome in zip(orders, outcomes):
-            for index in by_order[order_id]:
-                results[index] = outcome
+            for position, index in enumerate(by_order[order_id]):
+                results[index] = (outcome if isinstance(outcome, Exception)
+                                  else outcome[position])
         return results
 
     # -- subscriptions ----------------------------------------------------------------------
-
-    def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
-        if channel.wants_cancellations or channel.wants_fulfillments:
-            return [SubscriptionSpec(ORDER_SCOPE, channel.webhook_url)]
-        return []
 
     def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
         return [_remote(h, channel) for h in self.client(channel).hooks()]
@@ -227,15 +262,188 @@ class BigCommerceAdapter(ChannelAdapter):
     def delete_subscription(self, channel: Channel, remote: RemoteSubscription) -> None:
         self.client(channel).delete_hook(remote.remote_id)
 
+    def read_order(self, channel: Channel, channel_order_id: str):
+        """The order, its products and shipping addresses (three calls, paced per store like
+        every read), as a CreateOrder; an Ignore when BigCommerce does not know it (404) or it
+        is incomplete."""
+        if not api.is_order_id(str(channel_order_id)):
+            return Ignore(f"order {channel_order_id!r} is not a BigCommerce order id")
+        client = self.client(channel)
+        order = client.order(channel_order_id)
+        missing = _missing(order, channel_order_id)
+        if missing:
+            return Ignore(f"order {channel_order_id} could not be imported: GET "
+                          f"/v2/orders/{channel_order_id} answered 404 (or the order is "
+                          "deleted)")
+        return import_intents(client, channel_order_id, order)[0]
 
-def order_intents(client: BigCommerceClient, order_id: str) -> list:
-    """What the order's *current* state in BigCommerce means for the routed copy."""
+
+def order_results(client: BigCommerceClient, channel: Channel, order_id: str,
+                  group: list[tuple[str, dict]]) -> list[list]:
+    """The intents of each delivery of one order (``group``: scope and data of each), from one
+    read of the order — plus, when one of them is the order's creation, its products and
+    shipping addresses (at most three calls for a new order of up to 250 lines)."""
     order = client.order(order_id)
-    if not order or order.get("is_deleted"):
-        return [Ignore(f"order {order_id} does not exist (or was deleted) in BigCommerce")]
+    missing = _missing(order, order_id)
+    if missing:
+        return [[missing] for _ in group]
+    state = order_intents(client, order_id, order)
+    created = None
+    if any(scope == CREATED_SCOPE or _completes_checkout(scope, data, channel)
+           for scope, data in group):
+        created = import_intents(client, order_id, order)
+    results = []
+    for scope, data in group:
+        if scope == CREATED_SCOPE:
+            results.append(created)
+            continue
+        # An incomplete order (0) that completes checkout was not imported at its creation:
+        # it is imported now (a CreateOrder of an order that exists changes nothing).
+        first = ([i for i in created if isinstance(i, CreateOrder)]
+                 if _completes_checkout(scope, data, channel) else [])
+        results.append(first + state + _payment(order_id, order, data, channel))
+    return results
+
+
+def _completes_checkout(scope: str, data: dict, channel: Channel) -> bool:
+    change = data.get("status") if isinstance(data.get("status"), dict) else {}
+    return (scope == ORDER_SCOPE and channel.uses("order_creation")
+            and str(change.get("previous_status_id")) == str(INCOMPLETE))
+
+
+def _missing(order, order_id: str) -> Ignore | None:
+    if not order or not isinstance(order, dict) or order.get("is_deleted"):
+        return Ignore(f"order {order_id} does not exist (or was deleted) in BigCommerce")
+    return None
+
+
+def _status(order: dict) -> int | None:
     try:
-        status_id = int(order.get("status_id"))
+        return int(order.get("status_id"))
     except (TypeError, ValueError):
+        return None
+
+
+def _payment(order_id: str, order: dict, data: dict, channel: Channel) -> list:
+    """A status change out of Awaiting Payment (7) into a paid status is the order's payment:
+    BigCommerce has no paid webhook. The payload says where the order came from; its current
+    status (read) says where it is now."""
+    if not channel.uses("order_payment"):
+        return []
+    change = data.get("status") if isinstance(data.get("status"), dict) else {}
+    previous, status_id = change.get("previous_status_id"), _status(order)
+    if str(previous) != str(AWAITING_PAYMENT) or status_id not in PAID_STATUSES:
+        return []
+    return [RecordPayment(order_id, amount=_money(order.get("total_inc_tax")),
+                          currency=_text(order.get("currency_code")),
+                          status=f"{STATUS_LABELS.get(status_id, 'unknown')} ({status_id})")]
+
+
+def import_intents(client: BigCommerceClient, order_id: str, order: dict) -> list:
+    """The order, read, as a CreateOrder — with its products and shipping addresses (two more
+    calls). Incomplete orders (0: the shopper never finished checkout) are not imported; a
+    cancelled one is imported and then cancelled."""
+    status_id = _status(order)
+    if status_id == INCOMPLETE:
+        return [Ignore(f"order {order_id} is Incomplete (status 0) in BigCommerce: the shopper "
+                       "did not finish checkout; not imported (its statusUpdated out of 0 imports "
+                       "it)")]
+    if status_id is None:
+        return [Ignore(f"order {order_id} has no readable status_id; not imported")]
+    products = client.order_products(order_id)
+    addresses = client.order_shipping_addresses(order_id)
+    intents: list = [order_intent(order_id, order, products, addresses)]
+    if status_id == CANCELLED:
+        intents.append(Cancel(order_id, reason=f"cancelled in BigCommerce (status {status_id})"))
+    return intents
+
+
+def order_intent(order_id: str, order: dict, products: list, addresses: list) -> CreateOrder:
+    billing = order.get("billing_address") if isinstance(order.get("billing_address"),
+                                                          dict) else {}
+    status_id = _status(order)
+    name = " ".join(n for n in (_text(billing.get("first_name")),
+                                _text(billing.get("last_name"))) if n) or None
+    email = _text(billing.get("email"))
+    customer_id = order.get("customer_id")
+    customer = None
+    if name or email or customer_id:
+        customer = Customer(channel_customer_id=_text(customer_id) if customer_id not in (
+            0, "0") else None, name=name, email=email, phone=_text(billing.get("phone")))
+    shipping = next((a for a in addresses if isinstance(a, dict)), None)
+    return CreateOrder(
+        order_id, order_number=str(order_id), placed_at=_rfc2822(order.get("date_created")),
+        currency=_text(order.get("currency_code")),
+        totals={k: _money(order.get(field)) for k, field in (
+            ("total", "total_inc_tax"), ("subtotal", "subtotal_inc_tax"), ("tax", "total_tax"),
+            ("shipping", "shipping_cost_inc_tax"), ("discount", "discount_amount"))
+            if order.get(field) not in (None, "")},
+        paid=status_id in PAID_STATUSES,
+        payment_status=f"{STATUS_LABELS.get(status_id, 'unknown')} ({status_id})",
+        customer=customer, shipping_address=_address(shipping),
+        billing_address=_address(billing),
+        lines=tuple(OrderLine(channel_line_id=_text(p.get("id")),
+                              product_id=_text(p.get("product_id")),
+                              variant_id=_text(p.get("variant_id")), sku=_text(p.get("sku")),
+                              name=_text(p.get("name")),
+                              quantity=_quantity(p.get("quantity")),
+                              unit_price=_money(p.get("base_price")))
+                    for p in products if isinstance(p, dict)))
+
+
+def _address(data) -> Address | None:
+    if not isinstance(data, dict) or not any(data.values()):
+        return None
+    name = " ".join(n for n in (_text(data.get("first_name")), _text(data.get("last_name")))
+                    if n) or None
+    return Address(name=name, company=_text(data.get("company")),
+                   address1=_text(data.get("street_1")), address2=_text(data.get("street_2")),
+                   city=_text(data.get("city")), province=_text(data.get("state")),
+                   zip=_text(data.get("zip")), country=_text(data.get("country")),
+                   country_code=_text(data.get("country_iso2")),
+                   phone=_text(data.get("phone")), email=_text(data.get("email")))
+
+
+def _text(value) -> str | None:
+    if value is None or isinstance(value, (bool, dict, list)):
+        return None
+    return str(value).strip() or None
+
+
+def _money(value):
+    """BigCommerce's v2 amounts are strings ("55.9900"); an integer is exact too. Anything else
+    goes on as it is, and the intent refuses it (a float's digits are already rounded)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _quantity(value) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _rfc2822(value) -> datetime | None:
+    """BigCommerce's v2 dates ("Tue, 20 Nov 2012 00:00:00 +0000"); None when unreadable."""
+    from email.utils import parsedate_to_datetime
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def order_intents(client: BigCommerceClient, order_id: str, order: dict | None = None) -> list:
+    """What the order's *current* state in BigCommerce means for the routed copy."""
+    if order is None:
+        order = client.order(order_id)
+    missing = _missing(order, order_id)
+    if missing:
+        return [missing]
+    status_id = _status(order)
+    if status_id is None:
         return [Ignore(f"order {order_id} has no readable status_id")]
     label = STATUS_LABELS.get(status_id, "unknown")
     if status_id == CANCELLED:

@@ -5,6 +5,11 @@ the GraphQL Admin API is used only for webhook subscriptions (:mod:`plugins.shop
 
 Topic rule (documented in docs/shopify.md):
 
+* ``orders/create`` → CreateOrder from the full payload (:func:`import_intents`), when the
+  channel's webhooks include order creation; a test order only when the channel imports them;
+  a cancelled order is imported and then cancelled.
+* ``orders/paid`` → RecordPayment for a paid ``financial_status``, after a CreateOrder from the
+  same payload when the channel imports orders (Shopify may send it before ``orders/create``).
 * ``orders/cancelled`` → Cancel, with Shopify's ``cancel_reason``.
 * ``fulfillments/create`` and ``fulfillments/update`` → the fulfillment's parcel is recorded on the
   order (Fulfill ``complete=False``: the status is kept) — only when the fulfillment actually
@@ -50,9 +55,10 @@ from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, post_load, validate
 
-from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, ChannelAPIError,
-                        DeactivateChannel, Delivery, DeliveryInfo, Fulfill, Ignore,
-                        InvalidDelivery, RedactPersonalData, RemoteSubscription, RetryLater,
+from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
+                        ChannelAPIError, CreateOrder, Customer, DeactivateChannel, Delivery,
+                        DeliveryInfo, Fulfill, Ignore, InvalidDelivery, OrderLine,
+                        RecordPayment, RedactPersonalData, RemoteSubscription, RetryLater,
                         Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
 
 from . import client as api
@@ -75,6 +81,8 @@ TRIGGERED_AT_HEADER = _names("triggered-at")
 
 # -- topics -----------------------------------------------------------------------------------
 
+ORDERS_CREATE = "orders/create"
+ORDERS_PAID = "orders/paid"
 ORDERS_CANCELLED = "orders/cancelled"
 FULFILLMENTS_CREATE = "fulfillments/create"
 FULFILLMENTS_UPDATE = "fulfillments/update"
@@ -85,7 +93,8 @@ CUSTOMERS_DATA_REQUEST = "customers/data_request"
 CUSTOMERS_REDACT = "customers/redact"
 SHOP_REDACT = "shop/redact"
 
-ORDER_TOPICS = (ORDERS_CANCELLED, ORDERS_FULFILLED, ORDERS_PARTIALLY_FULFILLED)
+ORDER_TOPICS = (ORDERS_CREATE, ORDERS_PAID, ORDERS_CANCELLED, ORDERS_FULFILLED,
+                ORDERS_PARTIALLY_FULFILLED)
 FULFILLMENT_TOPICS = (FULFILLMENTS_CREATE, FULFILLMENTS_UPDATE)
 PRIVACY_TOPICS = (CUSTOMERS_DATA_REQUEST, CUSTOMERS_REDACT, SHOP_REDACT)
 #: Topics an inactive (e.g. uninstalled) channel still accepts and processes.
@@ -97,6 +106,26 @@ CANCELLATION_SUBSCRIPTIONS = ("ORDERS_CANCELLED",)
 FULFILLMENT_SUBSCRIPTIONS = ("FULFILLMENTS_CREATE", "FULFILLMENTS_UPDATE", "ORDERS_FULFILLED",
                              "ORDERS_PARTIALLY_FULFILLED")
 LIFECYCLE_SUBSCRIPTIONS = ("APP_UNINSTALLED",)
+#: Each webhook a merchant may tick (core.webhooks names) and the topics that carry it. Both
+#: refund webhooks are Shopify's one refunds/create (POS or online is told by the order's
+#: source_name / location_id); a product edit is products/create and products/update.
+WEBHOOK_TOPICS = {
+    "order_creation": ("ORDERS_CREATE",),
+    "order_payment": ("ORDERS_PAID",),
+    "cancellation": CANCELLATION_SUBSCRIPTIONS,
+    "fulfillment": FULFILLMENT_SUBSCRIPTIONS,
+    "refund_pos": ("REFUNDS_CREATE",),
+    "refund_ecommerce": ("REFUNDS_CREATE",),
+    "product_update": ("PRODUCTS_CREATE", "PRODUCTS_UPDATE"),
+    "product_deletion": ("PRODUCTS_DELETE",),
+}
+#: The webhooks translated today (and so subscribed).
+TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
+                                 "fulfillment"})
+
+#: ``financial_status`` values of an order whose payment was captured (refunds come after a
+#: payment). pending, authorized, partially_paid, voided and expired are not paid.
+PAID_FINANCIAL_STATUSES = frozenset({"paid", "partially_refunded", "refunded"})
 
 # -- fulfilment statuses ------------------------------------------------------------------------
 
@@ -143,6 +172,9 @@ class ShopifyAdapter(ChannelAdapter):
                       *EVENT_ID_HEADER, *TRIGGERED_AT_HEADER)
     destination_credentials = ("api_base_url", "shop_domain")
     sent_credentials = ("access_token",)
+    webhook_topics = WEBHOOK_TOPICS
+    translated_webhooks = TRANSLATED_WEBHOOKS
+    lifecycle_topics = LIFECYCLE_SUBSCRIPTIONS
 
     def __init__(self, timeout: float = 10.0):
         self.timeout = timeout
@@ -220,6 +252,13 @@ class ShopifyAdapter(ChannelAdapter):
         if problem:
             return [Ignore(f"not carried out: {problem}")]
         when = occurred_at(delivery, payload)
+        if topic == ORDERS_CREATE:
+            if not channel.uses("order_creation"):
+                return [Ignore(f"{topic}: order creation is off for this channel (its "
+                               "webhooks do not include order_creation)")]
+            return import_intents(payload, channel, when)
+        if topic == ORDERS_PAID:
+            return _payment_intents(payload, channel, when)
         if topic == ORDERS_CANCELLED:
             order_id = _order_id(topic, payload)
             if payload.get("cancelled_at") in (None, ""):
@@ -243,6 +282,33 @@ class ShopifyAdapter(ChannelAdapter):
             return [_privacy_intent(topic, payload, channel)]
         return [Ignore(f"Shopify topic {topic or '(none)'} does not concern cancellations or "
                        "fulfilments")]
+
+    def read_order(self, channel: Channel, channel_order_id: str):
+        """The order from the REST Admin API (``GET /admin/api/<version>/orders/<id>.json``),
+        as :func:`import_intents` reads a delivered one; an Ignore when Shopify does not know
+        it (404: only the last 60 days' orders are readable without read_all_orders)."""
+        if _shopify_id(channel_order_id, "Order") is None:
+            return Ignore(f"order {channel_order_id!r} is not a Shopify order id")
+        client = self.client(channel)
+        path = f"/admin/api/{client.version}/orders/{channel_order_id}.json"
+        response = client.http.request("GET", path)
+        status = response.status_code
+        if status == 404:
+            return Ignore(f"order {channel_order_id} could not be imported: GET {path} answered "
+                          "404 (Shopify does not know it, or it is older than 60 days)")
+        if status == 429:
+            raise RetryLater(f"Shopify shop {_shop(channel)} is throttling GET {path}",
+                             delay=_seconds(response.headers.get("Retry-After"), 2.0))
+        if not 200 <= status < 300:
+            raise ChannelAPIError(f"GET {path} answered HTTP {status}")
+        try:
+            order = response.json().get("order")
+        except (ValueError, AttributeError):
+            order = None
+        if not isinstance(order, dict) or _order_problem(order):
+            raise ChannelAPIError(f"GET {path} answered with no readable order")
+        intents = import_intents(order, channel, None, with_cancel=False)
+        return intents[0]
 
     def _uninstall_intent(self, channel: Channel):
         """Deactivate only once Shopify confirms the uninstall: its body (a shop object) and
@@ -280,16 +346,6 @@ class ShopifyAdapter(ChannelAdapter):
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    def desired_subscriptions(self, channel: Channel) -> list[SubscriptionSpec]:
-        topics: list[str] = []
-        if channel.wants_cancellations:
-            topics += CANCELLATION_SUBSCRIPTIONS
-        if channel.wants_fulfillments:
-            topics += FULFILLMENT_SUBSCRIPTIONS
-        if topics:
-            topics += LIFECYCLE_SUBSCRIPTIONS
-        return [SubscriptionSpec(topic, channel.webhook_url) for topic in topics]
-
     def list_subscriptions(self, channel: Channel) -> list[RemoteSubscription]:
         return [_remote(node) for node in self.client(channel).webhook_subscriptions()]
 
@@ -311,6 +367,106 @@ class ShopifyAdapter(ChannelAdapter):
 
 
 # -- translating ----------------------------------------------------------------------------------
+
+
+def import_intents(order: dict, channel: Channel, when: datetime | None, *,
+                   with_cancel: bool = True) -> list:
+    """An order payload (orders/create, or the REST order) as a CreateOrder — or an Ignore for
+    a test order when the channel does not import them. A cancelled order is imported and then
+    cancelled (a Cancel after it): the routed copy ends cancelled when its status allows."""
+    order_id = _id(order.get("id"))
+    if order.get("test") is True and not channel.import_test_orders:
+        return [Ignore(f"order {order_id} is a Shopify test order; not imported (the channel's "
+                       "import_test_orders is off)")]
+    intents: list = [order_intent(order, when)]
+    if with_cancel and order.get("cancelled_at") not in (None, ""):
+        intents.append(Cancel(order_id, reason=_text(order.get("cancel_reason")),
+                              occurred_at=when))
+    return intents
+
+
+def order_intent(order: dict, when: datetime | None) -> CreateOrder:
+    """The generic order of a Shopify Order object. Ids are read exactly (64-bit integers from
+    the raw JSON), money stays the strings Shopify sends."""
+    financial = (_text(order.get("financial_status")) or "").lower()
+    customer = order.get("customer") if isinstance(order.get("customer"), dict) else None
+    email = _text(order.get("email")) or _text(order.get("contact_email"))
+    buyer = None
+    if customer or email:
+        customer = customer or {}
+        buyer = Customer(channel_customer_id=_id(customer.get("id")),
+                         name=_full_name(customer), email=_text(customer.get("email")) or email,
+                         phone=_text(customer.get("phone")) or _text(order.get("phone")))
+    shipping = order.get("total_shipping_price_set")
+    totals = {"total": order.get("total_price"), "subtotal": order.get("subtotal_price"),
+              "tax": order.get("total_tax"), "discount": order.get("total_discounts"),
+              "shipping": ((shipping.get("shop_money") or {}).get("amount")
+                           if isinstance(shipping, dict) else None)}
+    return CreateOrder(
+        _id(order.get("id")),
+        order_number=_text(order.get("name")) or _text(order.get("order_number")),
+        placed_at=parse_time(order.get("processed_at")) or parse_time(order.get("created_at")),
+        currency=_text(order.get("currency")),
+        totals={k: _money(v) for k, v in totals.items() if v is not None},
+        paid=financial in PAID_FINANCIAL_STATUSES, payment_status=financial or None,
+        customer=buyer,
+        shipping_address=_address(order.get("shipping_address")),
+        billing_address=_address(order.get("billing_address")),
+        lines=tuple(OrderLine(channel_line_id=_id(line.get("id")),
+                              product_id=_id(line.get("product_id")),
+                              variant_id=_id(line.get("variant_id")),
+                              sku=_text(line.get("sku")),
+                              name=_text(line.get("name")) or _text(line.get("title")),
+                              quantity=max(0, _int(line.get("quantity"), 1)),
+                              unit_price=_money(line.get("price")))
+                    for line in _list(order.get("line_items")) if isinstance(line, dict)),
+        occurred_at=when)
+
+
+def _payment_intents(order: dict, channel: Channel, when: datetime | None) -> list:
+    """orders/paid: the payment, after the order itself when the channel imports orders
+    (Shopify may send orders/paid before orders/create: the order is then imported from this
+    payload, and the orders/create that follows finds it)."""
+    order_id = _id(order.get("id"))
+    if not channel.uses("order_payment"):
+        return [Ignore(f"{ORDERS_PAID}: order payment is off for this channel (its webhooks "
+                       "do not include order_payment)")]
+    financial = (_text(order.get("financial_status")) or "").lower()
+    if financial not in PAID_FINANCIAL_STATUSES:
+        return [Ignore(f"{ORDERS_PAID}: order {order_id} has financial_status "
+                       f"{financial or 'null'}, not paid; nothing done")]
+    intents: list = []
+    if channel.uses("order_creation"):
+        intents += [i for i in import_intents(order, channel, when, with_cancel=False)
+                    if isinstance(i, CreateOrder)]
+    intents.append(RecordPayment(order_id, amount=_money(order.get("total_price")),
+                                 currency=_text(order.get("currency")), status=financial,
+                                 occurred_at=when))
+    return intents
+
+
+def _money(value):
+    """Shopify's amounts are strings; an integer is exact too. Anything else is handed on as
+    it is, and the intent refuses it (a float's digits are already rounded)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _full_name(person: dict) -> str | None:
+    name = " ".join(n for n in (_text(person.get("first_name")),
+                                _text(person.get("last_name"))) if n)
+    return name or _text(person.get("name"))
+
+
+def _address(data) -> Address | None:
+    if not isinstance(data, dict) or not any(data.values()):
+        return None
+    return Address(name=_text(data.get("name")) or _full_name(data),
+                   company=_text(data.get("company")), address1=_text(data.get("address1")),
+                   address2=_text(data.get("address2")), city=_text(data.get("city")),
+                   province=_text(data.get("province")), zip=_text(data.get("zip")),
+                   country=_text(data.get("country")),
+                   country_code=_text(data.get("country_code")),
+                   phone=_text(data.get("phone")))
 
 
 def _fulfillment_intent(topic: str, fulfillment: dict, when: datetime | None):

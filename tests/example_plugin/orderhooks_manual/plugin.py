@@ -2,6 +2,14 @@
 
 Deliveries (``Content-Type: application/json``)::
 
+    {"type": "order.created", "order_id": "1001", "order_number": "#1001", "paid": false,
+     "placed_at": "2026-12-01T10:00:00Z", "currency": "EUR", "totals": {"total": "12.50"},
+     "customer": {"id": "c7", "name": "Ana", "email": "ana@example.com", "phone": null},
+     "shipping_address": {"name": "Ana", "address1": "1 Rua", "city": "Porto",
+                          "country_code": "PT"},
+     "lines": [{"id": "l1", "sku": "ABC", "name": "Mug", "quantity": 1,
+                "unit_price": "12.50"}]}
+    {"type": "order.paid", "order_id": "1001", "amount": "12.50", "currency": "EUR"}
     {"type": "order.cancelled", "order_id": "1001", "reason": "customer asked"}
     {"type": "order.fulfilled", "order_id": "1001", "complete": true,
      "shipments": [{"id": "s1", "tracking_number": "1Z999", "carrier": "ups",
@@ -11,6 +19,9 @@ Deliveries (``Content-Type: application/json``)::
   ``webhook-signature``), keyed with the channel's ``signing_secret`` (``whsec_...``). The
   timestamp must be within five minutes of now, as the reference library requires.
 * De-duplication: ``webhook-id`` (a cart retrying a delivery sends the same id).
+* ``order.created`` → CreateOrder, when the channel's webhooks include ``order_creation``
+  (amounts are decimal strings; a number is refused: its digits may already be rounded);
+  ``order.paid`` → RecordPayment, when they include ``order_payment``.
 * ``order.cancelled`` → Cancel; ``order.fulfilled`` → Fulfill (``complete`` defaults to true;
   false records the shipments without moving the order to SHIPPED). Any other ``type`` is stored
   and ignored, with the type named.
@@ -23,11 +34,13 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields
 from standardwebhooks.webhooks import Webhook
 
-from orderhooks import (AuthenticationError, Cancel, Channel, ChannelAdapter, Delivery,
-                        DeliveryInfo, Fulfill, Ignore, InvalidDelivery, Shipment, ShipmentItem,
+from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
+                        CreateOrder, Customer, Delivery, DeliveryInfo, Fulfill, Ignore,
+                        InvalidDelivery, OrderLine, RecordPayment, Shipment, ShipmentItem,
                         SubscriptionSpec, hookimpl)
 
 CANCELLED, FULFILLED = "order.cancelled", "order.fulfilled"
+CREATED, PAID = "order.created", "order.paid"
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
@@ -49,6 +62,10 @@ class ManualAdapter(ChannelAdapter):
     title = "Manual (custom cart)"
     credentials_schema = CredentialsSchema
     stored_headers = ()  # webhook-id and webhook-timestamp are kept by the core already
+    #: The webhooks a merchant may tick. The cart pushes, so none has a topic to subscribe to;
+    #: the names still say which deliveries the channel acts on.
+    webhook_topics = {"order_creation": (), "order_payment": (), "cancellation": (),
+                      "fulfillment": ()}
 
     def authenticate(self, delivery: Delivery, channel: Channel) -> None:
         headers = {name: delivery.headers.get(name) or "" for name in SIGNATURE_HEADERS}
@@ -73,6 +90,17 @@ class ManualAdapter(ChannelAdapter):
         except InvalidDelivery as exc:  # stored before this version's rules: nothing to retry
             return [Ignore(f"unreadable manual delivery: {exc}")]
         occurred_at = _timestamp(delivery)
+        if event["type"] == CREATED:
+            if not channel.uses("order_creation"):
+                return [Ignore("order.created: order creation is off for this channel")]
+            return [_order(delivery.json(), event["order_id"], occurred_at)]
+        if event["type"] == PAID:
+            if not channel.uses("order_payment"):
+                return [Ignore("order.paid: order payment is off for this channel")]
+            data = delivery.json()
+            return [RecordPayment(event["order_id"], amount=data.get("amount"),
+                                  currency=data.get("currency"), status="paid",
+                                  occurred_at=occurred_at)]
         if event["type"] == CANCELLED:
             return [Cancel(event["order_id"], reason=event.get("reason") or "cancelled in the cart",
                            occurred_at=occurred_at)]
@@ -96,7 +124,7 @@ def _event(delivery: Delivery) -> dict:
     if not isinstance(data.get("type"), str) or not data["type"]:
         raise InvalidDelivery("a manual delivery is a JSON object with a 'type'")
     event = {"type": data["type"][:128]}
-    if event["type"] not in (CANCELLED, FULFILLED):
+    if event["type"] not in (CANCELLED, FULFILLED, CREATED, PAID):
         return event
     order_id = data.get("order_id")
     if isinstance(order_id, bool) or not isinstance(order_id, (str, int)) or not str(order_id):
@@ -113,6 +141,40 @@ def _event(delivery: Delivery) -> dict:
         raise InvalidDelivery("'shipments' must be a list")
     event["shipments"] = tuple(_shipment(s) for s in raw_shipments)
     return event
+
+
+def _order(data: dict, order_id: str, occurred_at) -> CreateOrder:
+    """An order.created event as the generic order. Nested parts that are not objects are left
+    out; the intent itself refuses amounts that are not decimal strings (InvalidIntent: the
+    delivery ends dead with the reason)."""
+    def part(key) -> dict:
+        value = data.get(key)
+        return value if isinstance(value, dict) else {}
+
+    def address(key):
+        fields_ = {k: v for k, v in part(key).items() if k in Address.__dataclass_fields__}
+        return Address(**fields_) if fields_ else None
+
+    customer = part("customer")
+    lines = [line for line in data.get("lines") or [] if isinstance(line, dict)]
+    placed = data.get("placed_at")
+    try:
+        placed_at = datetime.fromisoformat(placed.replace("Z", "+00:00")) if isinstance(
+            placed, str) else None
+    except ValueError:
+        placed_at = None
+    return CreateOrder(
+        order_id, order_number=data.get("order_number"), placed_at=placed_at,
+        currency=data.get("currency"), totals=part("totals"), paid=data.get("paid") is True,
+        customer=Customer(channel_customer_id=customer.get("id"), name=customer.get("name"),
+                          email=customer.get("email"), phone=customer.get("phone"))
+        if customer else None,
+        shipping_address=address("shipping_address"), billing_address=address("billing_address"),
+        lines=tuple(OrderLine(channel_line_id=line.get("id"), product_id=line.get("product_id"),
+                              variant_id=line.get("variant_id"), sku=line.get("sku"),
+                              name=line.get("name"), quantity=line.get("quantity", 1),
+                              unit_price=line.get("unit_price")) for line in lines),
+        occurred_at=occurred_at)
 
 
 def _text(data: dict, key: str) -> str | None:
