@@ -7,7 +7,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import statuses
+from . import events, statuses
 from .adapters import Channel
 from .crypto import Box
 from .models import ChannelChange, SalesChannel, Subscription
@@ -69,6 +69,8 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
                                           old_value=_value(row, field), new_value=changes[field],
                                           actor=actor))
             setattr(row, field, changes[field])
+            if field == "active" and changes[field] is False:
+                _emit_deactivated(session, row, f"deactivated by {actor}", actor)
     if "credentials" in changes:
         current = box.open(row.credentials_sealed)
         merged = {**current, **changes["credentials"]}
@@ -93,9 +95,16 @@ def deactivate(session: Session, row: SalesChannel, reason: str) -> str:
         row.active = False
         session.add(ChannelChange(channel_id=row.id, field="active", old_value=True,
                                   new_value=False, actor="channel"))
+        _emit_deactivated(session, row, reason, "channel")
     for sub in session.scalars(select(Subscription).where(Subscription.channel_id == row.id)):
         session.delete(sub)
     return f"channel deactivated: {reason}"
+
+
+def _emit_deactivated(session: Session, row: SalesChannel, reason: str, actor: str) -> None:
+    events.emit(session, "channel.deactivated",
+                {"channel": events.channel_view(row), "reason": reason, "actor": actor},
+                channel_id=row.id)
 
 
 def _value(row: SalesChannel, field: str):

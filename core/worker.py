@@ -22,7 +22,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 
-from . import metrics, orders
+from . import events, metrics, orders
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
@@ -352,11 +352,26 @@ class Worker:
                     outcomes[item.id] = self._apply(session, row, channel_rows[item.channel_id],
                                                     result, cache)
             session.flush()
+            numbered = events.number(session) if self.db.is_sqlite else 0
+        self._number_events(numbered)
         for delivery_id, outcome in outcomes.items():
             if outcome in (Outcome.APPLIED, Outcome.IGNORED, Outcome.DEFERRED):
                 log.info("worker.processed", extra={"delivery_id": delivery_id,
                                                     "outcome": outcome})
         return outcomes
+
+    def _number_events(self, numbered_here: int) -> None:
+        """After a batch's commit: on SQLite its events were numbered inside it; on PostgreSQL
+        the sequencer numbers them now. The batch is recorded either way: should this fail, the
+        sender or the feed number them on their next round."""
+        if self.db.is_sqlite:
+            if numbered_here:
+                events.wake()
+            return
+        try:
+            events.sequence(self.db)
+        except Exception:  # noqa: BLE001 — numbering later delays the events, loses none
+            log.warning("worker.sequence_failed", exc_info=True)
 
     def _prefetch_orders(self, session, work: list[Claimed], results) -> dict:
         """The batch's orders in one query per channel (locked on PostgreSQL), so applying an

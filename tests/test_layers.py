@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("core.config", "core.clock", "core.outcomes", "core.errors", "core.statuses",
                     "core.models", "core.intents", "core.db", "core.logs", "core.metrics",
-                    "core.crypto", "core.http", "core.validation", "core.answers")),
+                    "core.crypto", "core.http", "core.validation", "core.answers",
+                    "core.events")),
     ("status rules", ("core.rules",)),
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
