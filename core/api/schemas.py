@@ -289,3 +289,30 @@ class PluginSchema(Schema):
     channel_types = fields.List(fields.String())
     status = fields.String()
     error = fields.String(allow_none=True)
+
+
+class EventQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.String(validate=validate.Length(max=64), metadata={
+        "description": "Read events after this cursor (the `after` of the previous answer's "
+                       "Link: rel=\"next\" URL); absent: from the oldest event kept"})
+    types = fields.String(validate=validate.Length(max=2000), metadata={
+        "description": "Only these event types, comma-separated (or the parameter repeated)"})
+    channel = fields.Integer(validate=validate.Range(min=1, max=2**62),
+                             metadata={"description": "Only events of this channel"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
+                           metadata={"description": "At most this many events"})
+    wait = fields.Float(validate=validate.Range(min=0, max=20), metadata={
+        "description": "Long poll: when no event is there yet, wait up to this many seconds "
+                       "(at most 20) and answer as soon as one is"})
+
+
+class EventSchema(Schema):
+    id = fields.String(metadata={"description": "Stable id (evt_...), the webhook-id of its "
+                                                "outbound webhooks"})
+    type = fields.String()
+    timestamp = fields.String(metadata={"description": "When the change was made (UTC)"})
+    channel_id = fields.Integer(allow_none=True)
+    data = fields.Dict(metadata={"description": "The resource after the change (docs/events.md)"})
