@@ -149,6 +149,10 @@ def wait_numbered(since: int, timeout: float) -> bool:
         return _numbered.wait_for(lambda: _generation != since, timeout)
 
 
+def newest_position(session: Session) -> int:
+    return session.scalar(select(func.max(Event.position))) or 0
+
+
 def unnumbered(session: Session) -> bool:
     """Whether a committed event waits for its position (an index probe)."""
     return session.scalar(select(Event.id).where(Event.position.is_(None)).limit(1)) is not None
