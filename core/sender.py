@@ -13,9 +13,10 @@ its messages go out in the order they were made):
    earlier one); the first failure ends the batch, so an endpoint that is down costs one attempt
    per round, not one timeout per waiting message;
 3. recording: each attempt (status, latency, the first ``RESPONSE_SLICE`` bytes of the answer,
-   or the error) and the message's new state, in one transaction per batch. A kill between the
-   POST and this commit sends the message again: delivery is at least once, and the
-   ``webhook-id`` (the event's id) lets a receiver drop the repeat.
+   or the error) and the message's new state, in one transaction per batch (or per
+   ``RECORD_SECONDS`` of a slow batch). A kill between the POST and this commit sends the
+   message again: delivery is at least once, and the ``webhook-id`` (the event's id) lets a
+   receiver drop the repeat.
 
 Endpoints are served by a pool of threads, so a slow or dead endpoint holds back only itself.
 A failed attempt is retried after the next delay of ``ORDERHOOKS_WEBHOOK_RETRY_SCHEDULE`` (Svix's
@@ -52,6 +53,9 @@ RESPONSE_SLICE = 2048
 #: Messages sent per batch, and events turned into messages per fan-out.
 MESSAGE_BATCH = 100
 FANOUT_BATCH = 1000
+#: Attempts are recorded at least this often while a batch is sent: what a kill can make the
+#: next sender send again is what one such stretch sent.
+RECORD_SECONDS = 0.5
 #: Jitter: each retry delay times a random factor in this range.
 JITTER = (0.8, 1.2)
 
@@ -236,16 +240,22 @@ class Sender:
             url = endpoint.url
             secrets_ = endpoints.signing_secrets(endpoint, self.box, now)
             batch = self._due(session, endpoint_id, now)
-        started = time.monotonic()
+        started = recorded = time.monotonic()
+        made, failed = 0, False
         results: list[tuple[Outgoing, Answer]] = []
         for item in batch:
             answer = self.post(url, secrets_, item)
             results.append((item, answer))
-            if not answer.ok or time.monotonic() - started > self.lease_seconds / 2:
+            made, failed = made + 1, not answer.ok
+            now_ = time.monotonic()
+            if failed or now_ - started > self.lease_seconds / 2:
                 break
+            if now_ - recorded >= RECORD_SECONDS:  # a slow receiver: record as we go
+                self._record(endpoint_id, results)
+                results, recorded = [], now_
         if results:
             self._record(endpoint_id, results)
-        return len(results), any(not a.ok for _, a in results)
+        return made, failed
 
     def _http(self) -> requests.Session:
         """One keep-alive session per sending thread (requests sessions are not thread-safe)."""
