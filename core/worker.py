@@ -34,6 +34,7 @@ from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
 from .models import StoredDelivery, Order, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
+from .wakeup import Listener
 
 log = logging.getLogger("orderhooks.worker")
 
@@ -183,14 +184,20 @@ class Worker:
         """The worker process's loop: housekeeping when due, then a batch, or a short wait when
         nothing is due, until ``stopping`` is set."""
         log.info("worker.started", extra={"worker": self.name})
-        while not self.stopping.is_set():
-            try:
-                self.housekeeping()
-                if not self.run_once():
-                    self.stopping.wait(self.config["WORKER_IDLE_SECONDS"])
-            except Exception:  # noqa: BLE001 — e.g. the database restarting: wait and go on
-                log.exception("worker.error")
-                self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
+        # A stored delivery rings it (core/wakeup.py): idle, it waits for the bell or the idle
+        # time, whichever comes first.
+        bell = Listener(self.db)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.housekeeping()
+                    if not self.run_once():
+                        bell.wait(self.config["WORKER_IDLE_SECONDS"])
+                except Exception:  # noqa: BLE001 — e.g. the database restarting: wait, go on
+                    log.exception("worker.error")
+                    self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
+        finally:
+            bell.close()
         log.info("worker.stopped", extra={"worker": self.name})
 
     def housekeeping(self, force: bool = False) -> None:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("core.config", "core.clock", "core.outcomes", "core.errors", "core.statuses",
                     "core.models", "core.intents", "core.db", "core.logs", "core.metrics",
                     "core.crypto", "core.http", "core.validation", "core.answers",
-                    "core.events")),
+                    "core.events", "core.wakeup")),
     ("status rules", ("core.rules",)),
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
