@@ -37,8 +37,11 @@ def _url(url: str) -> str:
 
 
 def _version(row: WebhookEndpoint) -> dict:
-    return {"id": row.id, "updated_at": row.updated_at.isoformat() if row.updated_at else None,
-            "enabled": row.enabled, "url": row.url}
+    """What an endpoint's ETag is computed from: its settings, not what the sender keeps on it
+    (its place in the feed, its lease, since when it fails), which change on their own."""
+    return {"id": row.id, "url": row.url, "description": row.description,
+            "event_types": list(row.event_types or ()), "channel_ids": list(row.channel_ids or ()),
+            "enabled": row.enabled}
 
 
 def _message_out(message: WebhookMessage, event: Event) -> dict:
