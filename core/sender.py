@@ -153,8 +153,13 @@ class Sender:
     def serve(self, endpoint_id: int) -> int:
         """Fan out and send for one endpoint while it has due work; returns the attempts made."""
         attempts = 0
+        renew_at = 0.0  # the lease is renewed once half of it has passed, not every batch
         try:
-            while self._lease(endpoint_id):
+            while True:
+                if time.monotonic() >= renew_at:
+                    if not self._lease(endpoint_id):
+                        break
+                    renew_at = time.monotonic() + self.lease_seconds / 2
                 self._fan_out(endpoint_id)
                 made, failed = self._send_batch(endpoint_id)
                 attempts += made

@@ -270,12 +270,12 @@ def test_a_5_mb_answer_is_read_no_further_than_its_start(app, admin, receiver, s
 
 
 def test_a_slow_endpoint_does_not_hold_back_the_others(app, admin, sender):
-    slow, fast = Receiver(slow_seconds=3.0), Receiver()
+    slow, fast = Receiver(slow_seconds=5.0), Receiver()
     try:
         endpoint(admin, slow.url("/slow"))
         slow.behave("/slow", "slow")
-        app.config["WEBHOOK_TIMEOUT_SECONDS"] = 5.0
-        sender.timeout = 5.0
+        app.config["WEBHOOK_TIMEOUT_SECONDS"] = 8.0
+        sender.timeout = 8.0
         endpoint(admin, fast.url("/ok"))
         for n in range(3):
             write(app, order=n)
@@ -285,7 +285,7 @@ def test_a_slow_endpoint_does_not_hold_back_the_others(app, admin, sender):
         while len(fast.at("/ok")) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert len(fast.at("/ok")) == 3
-        assert time.monotonic() - started < 1.5  # not after the slow one's 3 s answer
+        assert time.monotonic() - started < 3.5  # not after the slow one's 5 s answer
         assert len(slow.at("/slow")) == 1
         for future in futures:
             future.result(timeout=30)
