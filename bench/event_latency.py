@@ -34,11 +34,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(database_url: str, rate: float, seconds: float, workdir: Path) -> dict:
+def run(database_url: str, rate: float, seconds: float, workdir: Path,
+        idle: float = 0.5) -> dict:
     receiver = Receiver()
     count = int(rate * seconds)
     env = {"ORDERHOOKS_ALLOWED_WEBHOOK_URLS": "http://127.0.0.1:*",
-           "ORDERHOOKS_WORKER_IDLE_SECONDS": "0.5", "ORDERHOOKS_LOG_LEVEL": "WARNING"}
+           "ORDERHOOKS_WORKER_IDLE_SECONDS": str(idle), "ORDERHOOKS_LOG_LEVEL": "WARNING"}
     acked: dict[int, float] = {}
     try:
         with Stack(database_url, workdir / "live", env=env) as stack:
@@ -94,13 +95,15 @@ def main(argv=None) -> int:
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--idle", type=float, default=0.5, help="the worker's idle sleep: a "
+                        "long one shows what the doorbell saves")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
     results = []
     for kind in (["sqlite"] if args.sqlite else []) + (["postgresql"] if args.pg_url else []):
         url = fresh_database(kind, "events", workdir, args.pg_url or "")
         upgrade(url)
-        result = {"db": kind, **run(url, args.rate, args.seconds, workdir / kind)}
+        result = {"db": kind, "idle_seconds": args.idle, **run(url, args.rate, args.seconds, workdir / kind, args.idle)}
         log(json.dumps(result))
         results.append(result)
     report = {"machine": machine(), "results": results}
