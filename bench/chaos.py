@@ -280,12 +280,23 @@ def _verify(engine, stack, plan, final, acked_first, not_acked) -> dict:
             lost.append(index)  # acknowledged but its effect never happened
         else:
             unapplied.append(index)
+    # One event per change: the history's lines a delivery caused against the order.* events
+    # (both committed in one transaction, so a kill leaves both or neither).
+    changes = Counter(
+        (f"order:{order_id}", "order." + event.replace("shipments_recorded", "shipment_recorded"))
+        for order_id, event in rows(engine, "SELECT order_id, event FROM order_changes "
+                                            "WHERE event NOT IN ('created', 'deferred')"))
+    published = Counter(tuple(r) for r in rows(engine, "SELECT order_key, type FROM events "
+                                     "WHERE type LIKE 'order.%'"))
+    events_mismatch = sorted(set(changes.items()) ^ set(published.items()))
     return {"stored": len(stored), "applied": applied, "lost": len(lost),
+            "events": sum(published.values()), "events_mismatch": len(events_mismatch),
             "applied_twice": len(applied_twice), "never_acknowledged": len(not_acked),
             "unapplied_after_resend": len(unapplied), "wrong_delivery_id": len(wrong_id),
             "processed_log_lines": sum(len(v) for v in logged.values()),
             "violations": {"lost": lost[:20], "applied_twice": applied_twice[:20],
-                           "unapplied": unapplied[:20], "wrong_id": wrong_id[:20]}}
+                           "unapplied": unapplied[:20], "wrong_id": wrong_id[:20],
+                           "events_mismatch": [list(map(str, m)) for m in events_mismatch[:20]]}}
 
 
 def summary(result: dict) -> str:

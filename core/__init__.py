@@ -63,6 +63,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # ``timeout`` (as the BigCommerce and Shopify ones do) get the configured one.
     # ORDERHOOKS_ALLOWED_API_BASE_URLS: where, besides its own API, a channel's calls may go.
     allowed = APIBaseURLs(app.config["ALLOWED_API_BASE_URLS"])
+    try:
+        APIBaseURLs(app.config["ALLOWED_WEBHOOK_URLS"])
+    except ValueError as exc:
+        raise config_module.ConfigError(str(exc).replace(
+            "ORDERHOOKS_ALLOWED_API_BASE_URLS", "ORDERHOOKS_ALLOWED_WEBHOOK_URLS")) from None
     for channel_type in app.extensions["orderhooks.channels"].types:
         adapter = app.extensions["orderhooks.channels"].get(channel_type)
         if isinstance(getattr(adapter, "timeout", None), (int, float)):

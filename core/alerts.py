@@ -37,6 +37,7 @@ STATUSES = (PENDING, SENDING, SENT, FAILED)
 SUBSCRIPTION_CHECK = "subscription.check"
 CHANNEL_DEACTIVATED = "channel.deactivated"
 DELIVERIES_DEAD = "deliveries.dead"
+ENDPOINT_DISABLED = "endpoint.disabled"
 #: A failing set of subscriptions that stays the same is mailed again after this long.
 REMIND_SECONDS = 86400
 #: Longest wait between two attempts at one alert.
@@ -209,6 +210,14 @@ def channel_deactivated(session: Session, channel_id: int, reason: str) -> Alert
                  f"were forgotten. Once the app is installed again with new credentials, "
                  f"PATCH /api/v1/channels/{channel_id} with them and \"active\": true.",
                  channel_id)
+
+
+def endpoint_disabled(session: Session, endpoint_id: int, url: str, reason: str) -> Alert | None:
+    return queue(session, ENDPOINT_DISABLED, f"Webhook endpoint {endpoint_id} was disabled",
+                 f"The outbound webhook endpoint {endpoint_id} ({url}) was disabled at "
+                 f"{utcnow().isoformat(timespec='seconds')}Z: {reason}.\n\nIts events wait in "
+                 f"the feed. Once the receiver is fixed, PATCH /api/v1/webhook-endpoints/"
+                 f"{endpoint_id} with \"enabled\": true: it resumes where it stopped.")
 
 
 def delivery_dead(session: Session, channel_id: int, delivery_id: int, reason: str

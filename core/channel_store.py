@@ -7,7 +7,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import alerts, mail, statuses
+from . import alerts, events, mail, statuses
 from . import webhooks as hooks
 from .adapters import Channel
 from .crypto import Box
@@ -89,6 +89,8 @@ def update(session: Session, box: Box, row: SalesChannel, changes: dict,
                                           old_value=_value(row, field), new_value=changes[field],
                                           actor=actor))
             setattr(row, field, changes[field])
+            if field == "active" and changes[field] is False:
+                _emit_deactivated(session, row, f"deactivated by {actor}", actor)
     if "credentials" in changes:
         current = box.open(row.credentials_sealed)
         merged = {**current, **changes["credentials"]}
@@ -113,6 +115,7 @@ def deactivate(session: Session, row: SalesChannel, reason: str) -> str:
         row.active = False
         session.add(ChannelChange(channel_id=row.id, field="active", old_value=True,
                                   new_value=False, actor="channel"))
+        _emit_deactivated(session, row, reason, "channel")
         alerts.channel_deactivated(session, row.id, reason)
     for sub in session.scalars(select(Subscription).where(Subscription.channel_id == row.id)):
         session.delete(sub)
@@ -127,6 +130,12 @@ def check_alert_emails(addresses) -> list[str]:
         raise ValueError(f"alert_emails: at most {ALERT_EMAILS_MAX} addresses "
                          "(ORDERHOOKS_ALERT_EMAILS reaches everyone's alerts)")
     return checked
+
+
+def _emit_deactivated(session: Session, row: SalesChannel, reason: str, actor: str) -> None:
+    events.emit(session, "channel.deactivated",
+                {"channel": events.channel_view(row), "reason": reason, "actor": actor},
+                channel_id=row.id)
 
 
 def _value(row: SalesChannel, field: str):

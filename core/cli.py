@@ -188,20 +188,25 @@ def web(bind, workers, threads):
               "that shares no PROMETHEUS_MULTIPROC_DIR with a web process has no other)")
 @with_appcontext
 def worker(once, metrics_bind):
-    """Start a worker: processes deliveries, checks subscriptions, purges old bodies, mails
-    alerts."""
+    """Start a worker: processes deliveries, sends outbound webhooks, mails alerts, checks
+    subscriptions, purges old bodies."""
+    import threading
+
     from . import metrics
+    from .sender import Sender
     from .tuning import tune_for_long_run
-    from .alerts import CLAIM_BATCH, Sender
+    from .alerts import CLAIM_BATCH, Sender as AlertSender
     from .worker import Worker
     app = current_app._get_current_object()
     w = Worker(app)
+    sender = Sender(app, w.name)
     if once:
         w.housekeeping(force=True)
         click.echo(f"processed {w.run_until_idle()} deliveries")
-        sender = Sender(app)
-        while sender.send_due() == CLAIM_BATCH:  # every alert due now, tried once
+        alert_sender = AlertSender(app)
+        while alert_sender.send_due() == CLAIM_BATCH:  # every alert due now, tried once
             pass
+        click.echo(f"made {sender.run_until_idle()} outbound webhook attempts")
         return
     if metrics_bind:
         _refuse_taken(metrics_bind)
@@ -209,7 +214,12 @@ def worker(once, metrics_bind):
     tune_for_long_run(app)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: w.stopping.set())
+    # The sender shares the worker's stop: a SIGTERM ends both, each after its current step.
+    sending = threading.Thread(target=sender.run_forever, args=(w.stopping,),
+                               name="orderhooks-sender", daemon=True)
+    sending.start()
     w.run_forever()
+    sending.join(timeout=app.config["WEBHOOK_TIMEOUT_SECONDS"] + 5)
 
 
 @main.command()

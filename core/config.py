@@ -50,6 +50,21 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
     "STRICT_PLUGINS": (False, bool, "Fail start-up when a plugin fails to load"),
     "DISABLED_PLUGINS": ("", str, "Comma-separated plugin names not to load"),
     "HTTP_TIMEOUT_SECONDS": (10.0, float, "Timeout of calls to channel APIs"),
+    "ALLOWED_WEBHOOK_URLS": ("", str, "Outbound webhook endpoint URLs allowed besides https "
+                                      "ones: comma-separated URL prefixes or hosts, e.g. "
+                                      "http://127.0.0.1:9000 (http only where listed; "
+                                      "`:*` for any port)"),
+    "WEBHOOK_TIMEOUT_SECONDS": (15.0, float, "Time an outbound webhook endpoint has to answer "
+                                             "a POST before the attempt counts as failed"),
+    "WEBHOOK_RETRY_SCHEDULE": ("5,300,1800,7200,18000,36000,36000", str,
+                               "Seconds before each retry of a failed outbound webhook, "
+                               "comma-separated (Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, "
+                               "10 h), each spread by ±20 % jitter; then the message is failed"),
+    "WEBHOOK_DISABLE_AFTER_SECONDS": (5 * 86400, int, "An outbound webhook endpoint whose every "
+                                                     "attempt failed for this long is disabled "
+                                                     "(an endpoint.disabled event)"),
+    "WEBHOOK_SENDERS": (8, int, "Threads of a worker's outbound sender: endpoints served at "
+                                "once (each endpoint by one thread at a time, in order)"),
     "SQLITE_SYNCHRONOUS": ("FULL", str, "SQLite synchronous pragma (FULL: acknowledged = on disk)"),
     "SQLITE_WORKER_AUTOCHECKPOINT": (10000, int, "SQLite wal_autocheckpoint (pages) on the "
                                      "worker's connections: fewer, larger checkpoints for the "
@@ -90,7 +105,8 @@ class ConfigError(Exception):
 _POSITIVE = {"MAX_BODY_BYTES", "WORKER_BATCH", "CLAIM_SECONDS", "MAX_ATTEMPTS",
              "HTTP_TIMEOUT_SECONDS", "SUBSCRIPTION_CHECK_SECONDS", "WEB_THREADS",
              "WEB_REQUEST_SECONDS", "SMTP_TIMEOUT_SECONDS", "ALERT_RETRY_SECONDS",
-             "ALERT_GIVE_UP_SECONDS"}
+             "ALERT_GIVE_UP_SECONDS", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_DISABLE_AFTER_SECONDS",
+             "WEBHOOK_SENDERS"}
 #: Settings with a fixed set of values (upper case; SQLite also takes 0-3 for synchronous).
 _CHOICES = {"SQLITE_SYNCHRONOUS": ("OFF", "NORMAL", "FULL", "EXTRA", "0", "1", "2", "3"),
             "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
@@ -138,9 +154,30 @@ def check(config: dict) -> None:
         if name in _CHOICES and str(value).upper() not in _CHOICES[name]:
             raise ConfigError(f"ORDERHOOKS_{name}={value!r} is not one of "
                               f"{', '.join(c for c in _CHOICES[name] if not c.isdigit())}")
+    try:
+        retry_schedule(config.get("WEBHOOK_RETRY_SCHEDULE", SETTINGS["WEBHOOK_RETRY_SCHEDULE"][0]))
+    except ValueError as exc:
+        raise ConfigError(f"ORDERHOOKS_WEBHOOK_RETRY_SCHEDULE: {exc}; give seconds separated by "
+                          f"commas (default {SETTINGS['WEBHOOK_RETRY_SCHEDULE'][0]!r})") from None
     token = config.get("ADMIN_TOKEN") or ""
     if token and len(token) < ADMIN_TOKEN_MIN_LENGTH:
         raise ConfigError(
             f"ORDERHOOKS_ADMIN_TOKEN is {len(token)} characters long; use at least "
             f"{ADMIN_TOKEN_MIN_LENGTH} random ones (`orderhooks secrets generate-token` "
             f"prints one)")
+
+
+def retry_schedule(raw: str) -> tuple[float, ...]:
+    """Seconds before each retry, e.g. ``"5,300,1800"``; ValueError naming the bad entry."""
+    delays = []
+    for item in (i.strip() for i in str(raw).split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a number of seconds") from None
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"{item!r} is not a number of seconds")
+        delays.append(value)
+    return tuple(delays)

@@ -15,7 +15,7 @@ from operator import itemgetter
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import metrics
+from . import metrics, wakeup
 from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH,
                      StoredDelivery)
 from .outcomes import DeliveryState
@@ -126,6 +126,7 @@ class Writer:
         self.lock_path = (f"{database}-intake.lock"
                           if database and database != ":memory:" else None)
         self._conn = self._lock_fd = None
+        self.doorbell = wakeup.Doorbell(db)
         self._pid = self._lock_pid = None
         # The group-commit queue: deliveries waiting, and whether a leader is at work.
         self._mutex = threading.Lock()
@@ -298,10 +299,15 @@ class Writer:
                         cursor.execute(self.existing, ident)
                         known[ident] = cursor.fetchone()[0]
                     answers[slot] = known[ident], True
+                fresh = any(not duplicate for _, duplicate in answers.values())
+                if fresh and not self.sqlite:  # new rows: the workers' doorbell, at commit
+                    cursor.execute(wakeup.NOTIFY_SQL)
             finally:
                 cursor.close()
             if self.sqlite:
                 conn.execute("COMMIT")
+                if fresh:
+                    self.doorbell.ring()
             else:
                 conn.commit()
             metrics.COMMIT_BATCH.observe(len(batch))

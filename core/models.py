@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
                         LargeBinary, String, Text, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -270,3 +270,94 @@ class Alert(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Event(Base):
+    """One change orderhooks made, written in the same transaction as the change (an outbox).
+
+    ``position`` is the feed's order: NULL when written, set after commit by the sequencer
+    (:func:`core.events.sequence`), which numbers committed events under one lock in the order
+    they became visible — so a reader that saw position N has already seen every position
+    below it, whatever order the writers committed in."""
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_position", "position", unique=True),
+                      Index("ix_events_type_position", "type", "position"))
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    #: The stable public id (``evt_`` + 26 characters); the outbound webhook's ``webhook-id``.
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    channel_id: Mapped[int | None] = mapped_column(PK, nullable=True)
+    #: What must reach a receiver in order (``order:<id>``): a later event with the same key is
+    #: not sent before an earlier one; None: no order to keep.
+    order_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The resource as it is after the change.
+    data: Mapped[dict] = mapped_column(JSON)
+    position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class WebhookEndpoint(Base):
+    """Where events are POSTed (signed per Standard Webhooks)."""
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    #: Event types sent (empty: every type); channel ids (empty: every channel).
+    event_types: Mapped[list] = mapped_column(JSON, default=list)
+    channel_ids: Mapped[list] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Encrypted (core.crypto). The previous secret signs too until previous_secret_until.
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    previous_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: The feed position up to which events were turned into messages for this endpoint.
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Since when every attempt failed (None: the last one succeeded).
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: The sender process that holds this endpoint now (one sender per endpoint keeps order).
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebhookMessage(Base):
+    """One event to send to one endpoint, and what became of it."""
+    __tablename__ = "webhook_messages"
+    __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_messages"),
+                      Index("ix_webhook_messages_due", "endpoint_id", "state", "next_attempt_at"),
+                      Index("ix_webhook_messages_order", "endpoint_id", "order_key", "state"))
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id",
+                                                        ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    order_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: pending (waiting or waiting to be retried) | delivered | failed (retries exhausted)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One POST of a message: its answer's status, latency and a bounded slice of its body."""
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id",
+                                                        ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("webhook_messages.id", ondelete="CASCADE"),
+                                            index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

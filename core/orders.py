@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from . import rules
+from . import events, rules
 from . import statuses as st
 from .clock import naive_utc, utcnow
 from .intents import (Cancel, CreateOrder, Fulfill, RecordPayment, Shipment, from_dict,
@@ -150,6 +150,23 @@ def _carry_out(session: Session, channel: SalesChannel, order: Order, intent,
     session.add(OrderChange(order_id=order.id, event=event, old_status=old,
                             new_status=order.status, delivery_id=delivery_id,
                             message=decision.reason))
+    _emit_order(session, ORDER_EVENT_TYPES[event], order, old, delivery_id, decision.reason,
+                intent=type(intent).__name__.lower())
+
+
+#: The event each line of an order's history that a delivery caused is published as.
+ORDER_EVENT_TYPES = {"cancelled": "order.cancelled", "shipped": "order.shipped",
+                     "shipments_recorded": "order.shipment_recorded", "ignored": "order.ignored"}
+
+
+def _emit_order(session: Session, type: str, order: Order, old_status: str | None,
+                delivery_id: int | None, reason: str, intent: str | None = None) -> None:
+    data = {"order": events.order_view(order), "previous_status": old_status,
+            "delivery_id": delivery_id, "reason": reason}
+    if intent is not None:
+        data["intent"] = intent
+    events.emit(session, type, data, channel_id=order.channel_id,
+                order_key=events.order_key(order))
 
 
 def _hold(session: Session, channel: SalesChannel, order: Order | None, intent,
@@ -224,6 +241,8 @@ def expire_held(session: Session, *, limit: int = 500) -> int:
             session.add(OrderChange(order_id=order.id, event="ignored", old_status=order.status,
                                     new_status=order.status, delivery_id=pending.delivery_id,
                                     message=reason))
+            _emit_order(session, "order.ignored", order, order.status, pending.delivery_id,
+                        reason, intent=str(pending.intent.get("kind", "")).lower() or None)
         _set_delivery_outcome(session, pending.delivery_id, rules.IGNORED, reason)
         session.delete(pending)
     return len(expired)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from . import alerts, metrics
+from . import events as outbox
 from .channel_store import view
 from .clock import utcnow
 from .errors import ChannelAPIError, RetryLater, SubscriptionError
@@ -179,11 +180,13 @@ def _record(app, channel, events: list[dict], current: dict, keep_topics=frozens
                 row = Subscription(channel_id=channel.id, topic=topic,
                                    destination=channel.webhook_url)
                 session.add(row)
+            was = row.status if topic in rows else None
             row.remote_id, row.status, row.last_error = remote_id, status, error
             row.destination = channel.webhook_url
             row.last_checked_at = now
             row.last_action = next((e["action"] for e in reversed(events)
                                     if e["topic"] == topic), row.last_action)
+            _publish(session, row, was, {e["action"] for e in events if e["topic"] == topic})
         for event in events:
             if event["action"] != "ok":
                 session.add(SubscriptionEvent(channel_id=channel.id, topic=event["topic"],
@@ -193,6 +196,22 @@ def _record(app, channel, events: list[dict], current: dict, keep_topics=frozens
         # One summary per check (not one per hook), when it is news: core.alerts says when.
         alerts.subscription_checked(session, channel.id, events, current)
     return events
+
+
+#: Actions of a check that mended a subscription the channel had lost, disabled or broken.
+REPAIRS = {"recreated", "reactivated", "repaired"}
+
+
+def _publish(session, row: Subscription, was: str | None, actions: set[str]) -> None:
+    """One event per change of health, not one per check: ``subscription.failed`` when a
+    subscription becomes failed, ``subscription.repaired`` when a failed one works again or a
+    check mended one."""
+    if row.status == "failed" and was != "failed":
+        outbox.emit(session, "subscription.failed", {"subscription": outbox.subscription_view(row)},
+                    channel_id=row.channel_id)
+    elif row.status == "active" and (was == "failed" or actions & REPAIRS):
+        outbox.emit(session, "subscription.repaired",
+                    {"subscription": outbox.subscription_view(row)}, channel_id=row.channel_id)
 
 
 def check_all(app) -> dict[int, list[dict]]:

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import object_session
 
-from . import alerts, imports, metrics, orders
+from . import alerts, events, imports, metrics, orders
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
@@ -35,6 +35,7 @@ from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, Ignore, Inv
 from .models import StoredDelivery, Order, PendingIntent, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
+from .wakeup import Listener
 
 log = logging.getLogger("orderhooks.worker")
 
@@ -187,16 +188,22 @@ class Worker:
         """The worker process's loop: housekeeping when due, then a batch, or a short wait when
         nothing is due, until ``stopping`` is set."""
         log.info("worker.started", extra={"worker": self.name})
+        # A stored delivery rings it (core/wakeup.py): idle, it waits for the bell or the idle
+        # time, whichever comes first.
+        bell = Listener(self.db)
         # Alert mails go out on their own thread: a slow mail server never holds up a batch.
         alerts.Sender(self.app, self.stopping).start()
-        while not self.stopping.is_set():
-            try:
-                self.housekeeping()
-                if not self.run_once():
-                    self.stopping.wait(self.config["WORKER_IDLE_SECONDS"])
-            except Exception:  # noqa: BLE001 — e.g. the database restarting: wait and go on
-                log.exception("worker.error")
-                self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.housekeeping()
+                    if not self.run_once():
+                        bell.wait(self.config["WORKER_IDLE_SECONDS"])
+                except Exception:  # noqa: BLE001 — e.g. the database restarting: wait, go on
+                    log.exception("worker.error")
+                    self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
+        finally:
+            bell.close()
         log.info("worker.stopped", extra={"worker": self.name})
 
     def housekeeping(self, force: bool = False) -> None:
@@ -363,11 +370,26 @@ class Worker:
                     outcomes[item.id] = self._apply(session, row, channel_rows[item.channel_id],
                                                     result, cache)
             session.flush()
+            numbered = events.number(session) if self.db.is_sqlite else 0
+        self._number_events(numbered)
         for delivery_id, outcome in outcomes.items():
             if outcome in (Outcome.APPLIED, Outcome.IGNORED, Outcome.DEFERRED):
                 log.info("worker.processed", extra={"delivery_id": delivery_id,
                                                     "outcome": outcome})
         return outcomes
+
+    def _number_events(self, numbered_here: int) -> None:
+        """After a batch's commit: on SQLite its events were numbered inside it; on PostgreSQL
+        the sequencer numbers them now. The batch is recorded either way: should this fail, the
+        sender or the feed number them on their next round."""
+        if self.db.is_sqlite:
+            if numbered_here:
+                events.wake()
+            return
+        try:
+            events.sequence(self.db)
+        except Exception:  # noqa: BLE001 — numbering later delays the events, loses none
+            log.warning("worker.sequence_failed", exc_info=True)
 
     def _prefetch_orders(self, session, work: list[Claimed], results) -> dict:
         """The batch's orders in one query per channel (locked on PostgreSQL), so applying an

@@ -34,6 +34,9 @@ def migrated(tmp_path) -> dict:
     ("WEB_WORKERS", "four", "ORDERHOOKS_WEB_WORKERS='four' is not a whole number"),
     ("WEB_THREADS", "0", "ORDERHOOKS_WEB_THREADS=0 must be above 0"),
     ("WEB_REQUEST_SECONDS", "soon", "ORDERHOOKS_WEB_REQUEST_SECONDS='soon' is not a number"),
+    ("WEBHOOK_RETRY_SCHEDULE", "5,5m", "ORDERHOOKS_WEBHOOK_RETRY_SCHEDULE: '5m' is not a number"),
+    ("WEBHOOK_SENDERS", "0", "ORDERHOOKS_WEBHOOK_SENDERS=0 must be above 0"),
+    ("ALLOWED_WEBHOOK_URLS", "ftp://x", "ORDERHOOKS_ALLOWED_WEBHOOK_URLS: an entry must be"),
 ])
 def test_a_wrong_setting_is_one_line_naming_it(variable, value, expected, migrated):
     done = run_cli(["worker", "--once"], {**migrated, f"ORDERHOOKS_{variable}": value})
@@ -80,7 +83,8 @@ def test_a_database_behind_the_code_says_to_migrate(migrated):
 def test_a_valid_instance_runs(migrated):
     done = run_cli(["worker", "--once"], migrated)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "processed 0 deliveries"
+    assert done.stdout.strip().splitlines() == ["processed 0 deliveries",
+                                                "made 0 outbound webhook attempts"]
 
 
 # -- the command line itself --------------------------------------------------------------------

@@ -20,14 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("core.config", "core.clock", "core.outcomes", "core.errors", "core.statuses",
                     "core.models", "core.intents", "core.webhooks", "core.db", "core.logs",
-                    "core.metrics",
-                    "core.crypto", "core.http", "core.validation", "core.answers")),
+                    "core.metrics", "core.crypto", "core.http", "core.validation", "core.answers",
+                    "core.events", "core.wakeup")),
     ("status rules", ("core.rules",)),
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
-        "core.alerts", "core.mail", "core.orders", "core.channel_store", "core.subscriptions", "core.privacy",
-        "core.retention", "core.deliveries", "core.inbox", "core.channel_cache")),
-    ("worker", ("core.worker", "core.housekeeping", "core.tuning", "core.imports")),
+        "core.alerts", "core.mail", "core.orders", "core.channel_store", "core.subscriptions",
+        "core.privacy", "core.retention", "core.deliveries", "core.inbox", "core.channel_cache",
+        "core.endpoints")),
+    ("worker", ("core.worker", "core.housekeeping", "core.tuning", "core.imports",
+                "core.sender")),
     ("webhook edge, admin API, CLI, app factory, server, test kit", (
         "core.edge", "core.api", "core.cli", "core", "core.gunicorn_conf", "core.gunicorn_ext",
         "core.testing")),

@@ -5,7 +5,7 @@ from datetime import timezone
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from .. import alerts, statuses
+from .. import alerts, events, statuses
 from .. import webhooks as hooks
 from ..channel_store import ALERT_EMAILS_MAX
 from ..intents import InvalidIntent, check_channel_order_id
@@ -417,3 +417,141 @@ class AlertSchema(Schema):
     last_error = fields.String(allow_none=True)
     created_at = UTCDateTime()
     sent_at = UTCDateTime(allow_none=True)
+
+
+class EventQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.String(validate=validate.Length(max=64), metadata={
+        "description": "Read events after this cursor (the `after` of the previous answer's "
+                       "Link: rel=\"next\" URL); absent: from the oldest event kept"})
+    types = fields.String(validate=validate.Length(max=2000), metadata={
+        "description": "Only these event types, comma-separated (or the parameter repeated)"})
+    channel = fields.Integer(validate=validate.Range(min=1, max=2**62),
+                             metadata={"description": "Only events of this channel"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
+                           metadata={"description": "At most this many events"})
+    wait = fields.Float(validate=validate.Range(min=0, max=20), metadata={
+        "description": "Long poll: when no event is there yet, wait up to this many seconds "
+                       "(at most 20) and answer as soon as one is"})
+
+
+class EventSchema(Schema):
+    id = fields.String(metadata={"description": "Stable id (evt_...), the webhook-id of its "
+                                                "outbound webhooks"})
+    type = fields.String()
+    timestamp = fields.String(metadata={"description": "When the change was made (UTC)"})
+    channel_id = fields.Integer(allow_none=True)
+    data = fields.Dict(metadata={"description": "The resource after the change (docs/events.md)"})
+
+
+EVENT_TYPE = validate.OneOf(list(events.TYPES))
+ENDPOINT_URL = fields.String(validate=validate.Length(min=1, max=2000), metadata={
+    "description": "Where events are POSTed: https (http only where "
+                   "ORDERHOOKS_ALLOWED_WEBHOOK_URLS lists it), no user, password, query or "
+                   "fragment; redirects are not followed", "example": "https://routing.example.com/hooks"})
+
+
+class EndpointCreateSchema(StrictSchema):
+    url = fields.String(required=True, validate=ENDPOINT_URL.validate,
+                        metadata=ENDPOINT_URL.metadata)
+    description = fields.String(load_default="", validate=validate.Length(max=200))
+    event_types = fields.List(fields.String(validate=EVENT_TYPE), load_default=list,
+                              validate=validate.Length(max=len(events.TYPES)), metadata={
+                                  "description": "Event types sent (empty: every type)"})
+    channel_ids = fields.List(fields.Integer(validate=validate.Range(min=1, max=2**62)),
+                              load_default=list, validate=validate.Length(max=1000), metadata={
+                                  "description": "Only these channels' events (empty: all)"})
+    enabled = fields.Boolean(load_default=True)
+
+
+class EndpointPatchSchema(StrictSchema):
+    url = fields.String(validate=ENDPOINT_URL.validate, metadata=ENDPOINT_URL.metadata)
+    description = fields.String(validate=validate.Length(max=200))
+    event_types = fields.List(fields.String(validate=EVENT_TYPE),
+                              validate=validate.Length(max=len(events.TYPES)))
+    channel_ids = fields.List(fields.Integer(validate=validate.Range(min=1, max=2**62)),
+                              validate=validate.Length(max=1000))
+    enabled = fields.Boolean(metadata={"description": "Enable a disabled endpoint again: it "
+                                                      "resumes where it stopped"})
+
+
+class EndpointSchema(Schema):
+    id = fields.Integer()
+    url = fields.String()
+    description = fields.String()
+    event_types = fields.List(fields.String())
+    channel_ids = fields.List(fields.Integer())
+    enabled = fields.Boolean()
+    disabled_reason = fields.String(allow_none=True)
+    failing_since = UTCDateTime(allow_none=True, metadata={
+        "description": "Since when every attempt failed (null: the last one succeeded)"})
+    previous_secret_until = UTCDateTime(allow_none=True, metadata={
+        "description": "Until when the secret before the last rotation signs too"})
+    created_at = UTCDateTime()
+    updated_at = UTCDateTime()
+
+
+class EndpointCreatedSchema(EndpointSchema):
+    secret = fields.String(metadata={"description": "The signing secret (whsec_...), shown "
+                                                    "this once"})
+
+
+class RotateSecretSchema(StrictSchema):
+    overlap_seconds = fields.Integer(load_default=86400, validate=validate.Range(min=0,
+                                                                                max=7 * 86400),
+                                     metadata={"description": "How long the current secret "
+                                                              "keeps signing beside the new one"})
+
+
+class RotatedSecretSchema(Schema):
+    secret = fields.String(metadata={"description": "The new secret, shown this once"})
+    previous_secret_until = UTCDateTime()
+
+
+class MessageQuerySchema(PageQuerySchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+
+
+class MessageSchema(Schema):
+    id = fields.Integer()
+    event_id = fields.String(metadata={"description": "The event's id (the webhook-id)"})
+    event_type = fields.String()
+    state = fields.String(metadata={"description": "pending | delivered | failed"})
+    attempts = fields.Integer(metadata={"description": "Failed attempts so far"})
+    next_attempt_at = UTCDateTime()
+    last_status = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = UTCDateTime()
+    delivered_at = UTCDateTime(allow_none=True)
+
+
+class AttemptQuerySchema(PageQuerySchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    message_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+
+
+class AttemptSchema(Schema):
+    id = fields.Integer()
+    message_id = fields.Integer()
+    at = UTCDateTime()
+    status_code = fields.Integer(allow_none=True)
+    latency_ms = fields.Float()
+    response_body = fields.String(allow_none=True, metadata={
+        "description": "The first 2,048 bytes of the answer"})
+    error = fields.String(allow_none=True)
+
+
+class RecoverSchema(StrictSchema):
+    since = UTCDateTime(required=True)
+    until = UTCDateTime(load_default=None)
+
+
+class RecoverResultSchema(Schema):
+    resent = fields.Integer(metadata={"description": "How many failed messages were queued again"})

@@ -21,3 +21,6 @@ def test_nothing_acknowledged_is_lost_and_nothing_applied_twice_under_kill_9(dat
     assert result["never_acknowledged"] == 0  # every refused delivery was accepted when re-sent
     assert result["stored"] == result["deliveries_sent"] == 250
     assert result["applied"] == 250, result["violations"]
+    # no change without its event, no event without its change
+    assert result["events_mismatch"] == 0, result["violations"]
+    assert result["events"] == 250

@@ -4,7 +4,7 @@ An alert is written in the transaction of the change it reports (a subscription 
 channel deactivated, deliveries gone dead) and mailed by the worker afterwards.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01 18:00:00
 """
 from alembic import op
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

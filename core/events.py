@@ -1,0 +1,196 @@
+"""Events: one row per change orderhooks makes, written in the change's own transaction (a
+transactional outbox), numbered into a feed after commit.
+
+Writing: :func:`emit` adds the event to the caller's session, so the event and its change commit
+together or not at all. Its ``position`` stays NULL.
+
+Numbering: :func:`sequence` gives NULL positions the next numbers, in id order, under one lock
+(PostgreSQL: an advisory transaction lock; SQLite: every write transaction is BEGIN IMMEDIATE).
+Only committed rows are visible to it, and it commits before the lock is released, so positions
+follow the order in which events became visible, not the order their ids were drawn in: a
+transaction that drew a small id and commits late gets a large position. A reader that sees
+position N therefore already sees every position below N — reading ``position > cursor`` never
+skips an event, and never repeats one. Any process may run the sequencer (the worker after a
+batch, the sender, the feed before reading): the lock makes them one.
+
+Reading: :func:`read` answers a page of the feed and the cursor to continue from.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import threading
+from datetime import datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from .clock import utcnow
+from .models import Event
+
+#: Every event type orderhooks writes (docs/events.md has a sample of each).
+TYPES = ("order.created", "order.paid", "order.cancelled", "order.shipped",
+         "order.shipment_recorded", "order.ignored", "rma.created", "product.updated",
+         "product.deleted", "channel.deactivated", "subscription.failed",
+         "subscription.repaired", "endpoint.disabled")
+
+#: The advisory lock key of the sequencer on PostgreSQL (any constant shared by every process).
+SEQUENCER_LOCK = 0x6F72646572657673  # "orderevs"
+
+#: Notified whenever events were numbered in this process: wakes its long polls and sender at
+#: once (other processes look again on their own timer).
+_numbered = threading.Condition()
+_generation = 0
+
+
+def new_event_id() -> str:
+    """``evt_`` and 26 characters: 10 of time (milliseconds, base 32, so ids sort roughly by
+    time) and 16 random ones."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    millis = int(utcnow().timestamp() * 1000)
+    stamp = "".join(alphabet[(millis >> (5 * i)) & 31] for i in reversed(range(10)))
+    return "evt_" + stamp + "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def emit(session: Session, type: str, data: dict, *, channel_id: int | None = None,
+         order_key: str | None = None) -> Event:
+    """Record that ``type`` happened, in the caller's transaction. ``data`` is the resource as
+    it is after the change; ``order_key`` (e.g. ``order_key(order)``) names what outbound
+    webhooks must deliver in order."""
+    if type not in TYPES:
+        raise ValueError(f"unknown event type {type!r}; add it to core.events.TYPES")
+    event = Event(event_id=new_event_id(), type=type, occurred_at=utcnow(),
+                  channel_id=channel_id, order_key=order_key, data=data)
+    session.add(event)
+    return event
+
+
+def order_key(order) -> str:
+    return f"order:{order.id}"
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+def order_view(order) -> dict:
+    """An order as events carry it. The customer's personal data stays out: events are copied
+    to receivers and kept, while a privacy request can only redact what orderhooks holds."""
+    return {"id": order.id, "channel_id": order.channel_id,
+            "channel_order_id": order.channel_order_id, "status": order.status,
+            "shipments": list(order.shipments or []),
+            "last_event_at": _time(order.last_event_at)}
+
+
+def channel_view(row) -> dict:
+    return {"id": row.id, "type": row.type, "name": row.name, "active": row.active}
+
+
+def subscription_view(row) -> dict:
+    return {"channel_id": row.channel_id, "topic": row.topic, "status": row.status,
+            "remote_id": row.remote_id, "destination": row.destination,
+            "last_action": row.last_action, "last_error": row.last_error,
+            "last_checked_at": _time(row.last_checked_at)}
+
+
+def public(event: Event) -> dict:
+    """An event as the feed and the outbound webhooks show it."""
+    return {"id": event.event_id, "type": event.type, "timestamp": _time(event.occurred_at),
+            "channel_id": event.channel_id, "data": event.data}
+
+
+# -- numbering -------------------------------------------------------------------------------
+
+def sequence(db, limit: int = 5000) -> int:
+    """Number the committed events that have no position yet (at most ``limit``), in id order,
+    in a transaction of its own. Returns how many were numbered."""
+    with db.session() as session:
+        count = number(session, limit=limit)
+    if count:
+        wake()
+    return count
+
+
+def number(session: Session, limit: int = 5000) -> int:
+    """The sequencer's step, in the caller's transaction, which must commit before anyone else
+    numbers: on PostgreSQL it takes the advisory lock until then; on SQLite the caller's
+    transaction (BEGIN IMMEDIATE) is the only writer from its start to its commit, so its own
+    events may be numbered inside it. Call :func:`wake` after the commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
+    ids = session.scalars(select(Event.id).where(Event.position.is_(None))
+                          .order_by(Event.id).limit(limit)).all()
+    if not ids:
+        return 0
+    top = session.scalar(select(func.max(Event.position))) or 0
+    session.execute(update(Event), [{"id": event_id, "position": top + n}
+                                    for n, event_id in enumerate(ids, 1)])
+    return len(ids)
+
+
+def wake() -> None:
+    """Tell this process's long polls and sender that numbered events wait."""
+    global _generation
+    with _numbered:
+        _generation += 1
+        _numbered.notify_all()
+
+
+def generation() -> int:
+    """A token for :func:`wait_numbered`: take it before looking at the feed."""
+    return _generation
+
+
+def wait_numbered(since: int, timeout: float) -> bool:
+    """Wait until events are numbered in this process after ``since`` was taken, at most
+    ``timeout`` seconds; True if they were."""
+    with _numbered:
+        return _numbered.wait_for(lambda: _generation != since, timeout)
+
+
+def newest_position(session: Session) -> int:
+    return session.scalar(select(func.max(Event.position))) or 0
+
+
+def unnumbered(session: Session) -> bool:
+    """Whether a committed event waits for its position (an index probe)."""
+    return session.scalar(select(Event.id).where(Event.position.is_(None)).limit(1)) is not None
+
+
+# -- the feed ----------------------------------------------------------------------------------
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(b"pos:%d" % position).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The position a cursor names; ValueError for anything this API did not give."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, binascii.Error):
+        raise ValueError("not a cursor") from None
+    kind, _, number = raw.partition(b":")
+    if kind != b"pos" or not number.isdigit() or len(number) > 18:
+        raise ValueError("not a cursor")
+    return int(number)
+
+
+def read(session: Session, after: int, *, types=(), channel_id: int | None = None,
+         limit: int = 100) -> tuple[list[Event], int]:
+    """Events past position ``after`` matching the filters, oldest first, and the position to
+    continue from. ``top`` is read first: every position up to it is committed (see the module
+    docstring), and the page is read after it, so when the page is not full the reader may skip
+    to ``top`` — events filtered out are not scanned again."""
+    top = session.scalar(select(func.max(Event.position))) or 0
+    if top <= after:
+        return [], after
+    query = select(Event).where(Event.position > after, Event.position <= top)
+    if types:
+        query = query.where(Event.type.in_(list(types)))
+    if channel_id is not None:
+        query = query.where(Event.channel_id == channel_id)
+    rows = session.scalars(query.order_by(Event.position).limit(limit)).all()
+    if len(rows) == limit:
+        return rows, rows[-1].position
+    return rows, top
