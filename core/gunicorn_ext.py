@@ -221,7 +221,7 @@ class ThreadWorker(gthread.ThreadWorker):
             conn.sock.setblocking(False)
         conn.timeout = time.monotonic() + REQUEST_SECONDS
         # A kept-alive connection comes here because its socket became readable, and a new one
-        # has usually received its request by the time it is accepted: one read now hands most
+        # has often received its request by the time it is accepted: one read now hands most
         # requests to a thread at once, without registering with the poller and waiting for
         # its next round (which needs the GIL again, behind the threads).
         if self._read(conn, registered=False):
