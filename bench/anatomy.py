@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import logging
-import os
 import pstats
 import tempfile
 import time
@@ -22,6 +20,7 @@ from werkzeug.test import Client
 
 from . import fill, targets
 from .common import RESULTS, sqlite_url, upgrade
+from .instructions import channel_template, log_as_deployed
 
 
 def _timed(call, n: int, tpl, tag: str) -> dict:
@@ -57,20 +56,8 @@ def anatomy(channel: str, n: int, workdir: Path) -> str:
     url = sqlite_url(workdir, "anatomy_intake")
     upgrade(url)
     app = fill.make_app(url, CHANNEL_CACHE_SECONDS=5.0)  # the production default
-    logging.getLogger("orderhooks").setLevel(logging.INFO)  # production default: a line per hit
-    log_sink = open(os.devnull, "w")
-    for handler in logging.getLogger("orderhooks").handlers:
-        if hasattr(handler, "setStream"):
-            handler.setStream(log_sink)
-    if channel == "shopify":
-        cid, secret = fill.create_channel(app, "shopify", "anatomy", {
-            "shop_domain": targets.SHOP_DOMAIN, "access_token": "shpat_bench",
-            "client_secret": targets.SHOPIFY_SECRET})
-        secret = targets.SHOPIFY_SECRET
-    else:
-        cid, secret = fill.create_channel(app, "bigcommerce", "anatomy", {
-            "store_hash": "anatomy", "access_token": "t", "api_base_url": "http://127.0.0.1:9"})
-    tpl = targets.template(channel, channel_id=cid, secret=secret)
+    log_as_deployed()
+    tpl = channel_template(app, channel)
     call = _caller(app.test_client())
     intake = _timed(call, n, tpl, "i")
     profiler = cProfile.Profile(time.process_time)  # CPU only: fsync waits and other load excluded

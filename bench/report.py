@@ -88,7 +88,7 @@ def header(r: dict) -> list[str]:
            + (f"{s['rounds']} rounds of M and intake back to back per database and channel: "
               f"each row is its median round (all rounds' range in brackets), intake/M the "
               f"median of the rounds' ratios; " if several_rounds else "") +
-           f"load: **{s['load_generator']}**, {s['connections']} "
+           f"load: {_generators(s['load_generator'])}, {s['connections']} "
            f"connections, {_f(s['duration_s'], 0)} s after a warm-up, distinct delivery ids. "
            f"Half-rate p99: an open loop (one asyncio loop, requests rendered beforehand) at "
            f"half the intake's median req/s, latency from each request's scheduled time; then "
@@ -100,6 +100,15 @@ def header(r: dict) -> list[str]:
     notes = r.get("notes") or ()
     out += [f"- note: {note}" for note in notes] + ([""] if notes else [])
     return out
+
+
+def _generators(value) -> str:
+    """The closed loop's generator: one for the whole run, or one per channel, which then loads
+    every target of that channel's rows (H, M and the intake) alike."""
+    if isinstance(value, str):
+        return f"**{value}**"
+    return "; ".join(f"**{generator}** for every {channel} row"
+                     for channel, generator in value.items())
 
 
 def _section_runs(runs: dict) -> list[str]:

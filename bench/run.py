@@ -57,7 +57,7 @@ def result_header(session, args) -> dict:
         "mode": "quick" if args.quick else "full", "machine": machine(),
         "settings": {"web_workers": args.web_workers, "connections": args.connections,
                      "duration_s": args.duration, "worker_procs": args.worker_procs,
-                     "load_generator": "wrk" if session.use_wrk else "python",
+                     "load_generator": {c: session.generator(c) for c in session.channels},
                      "web_threads": args.web_threads, "rounds": args.rounds,
                      "gunicorn": "core/gunicorn_conf.py for every target (threaded workers, "
                                  "balanced); baseline M also under sync workers, and the "

@@ -164,8 +164,21 @@ class Session:
 
     # -- load and measurement -----------------------------------------------------------------
 
-    def load(self, url: str, tpl, seconds: float, run_id: str) -> dict:
-        if self.use_wrk and not tpl.signed:  # wrk's Lua cannot sign each request
+    def generator(self, channel: str) -> str:
+        """The closed-loop generator for every target of a channel's rows (H, M, intake):
+        ``wrk`` where it is installed and can send the channel's deliveries, else ``python``.
+        wrk's Lua cannot sign each request, so a channel whose deliveries are signed per request
+        (Shopify) is loaded by the Python generator on every side: on a machine of few cores
+        the generator takes CPU from the server under test, and a ratio of two runs loaded by
+        different generators measures the generators too."""
+        if self.use_wrk and not targets.template(channel, channel_id=0, secret="-").signed:
+            return "wrk"
+        return "python"
+
+    def load(self, url: str, tpl, seconds: float, run_id: str, generator: str) -> dict:
+        if generator == "wrk":
+            if tpl.signed:
+                raise ValueError("wrk cannot sign each request; load this target with python")
             return loadgen.wrk(url, tpl, connections=self.args.connections, seconds=seconds,
                                run_id=run_id)
         return loadgen.python_closed(url, tpl, connections=self.args.connections,
@@ -179,14 +192,14 @@ class Session:
                 f"({gate['foreign_cores_before']} cores used by other processes); measuring")
         return gate
 
-    def closed_run(self, url: str, tpl, server) -> dict:
+    def closed_run(self, url: str, tpl, server, generator: str) -> dict:
         """Warm-up, then the measured run. Also the server's own CPU per request (its gunicorn
         process tree): a cost that other processes competing for the CPU barely change."""
-        self.load(url, tpl, self.args.warmup, "w")
+        self.load(url, tpl, self.args.warmup, "w", generator)
         gate = self.quiet()
         meter = CpuMeter()
         cpu0 = tree_cpu(server)
-        result = self.load(url, tpl, self.args.duration, "m")
+        result = self.load(url, tpl, self.args.duration, "m", generator)
         cpu = tree_cpu(server) - cpu0
         result["server_cpu_ms_per_req"] = round(1000 * cpu / max(result["requests"], 1), 3)
         result["server_cores"] = round(cpu / result["seconds"], 2)

@@ -9,8 +9,13 @@ delivery. wrk's Lua script and the Python generators use the same templates.
   Shopify deliveries on topic + body, so a body sent twice is a duplicate whatever its
   ``X-Shopify-Webhook-Id`` (which varies too). wrk's Lua cannot sign: such a template runs with
   the Python generators.
-* ``m-bigcommerce`` / ``m-shopify``: the same bodies for baseline M, with its HMAC header.
+* ``m-bigcommerce`` / ``m-shopify``: the same bodies for baseline M, with its HMAC header;
+  ``m-shopify`` is rendered and signed per request like ``shopify``, so the load generator does
+  the same work for M as for the intake.
 * ``h`` / ``h-shopify``: the same bodies to baseline H (nothing checked).
+
+A channel's rows (H, M, intake) are all loaded by one generator (``Session.generator``), so a
+ratio never compares runs loaded by different generators.
 """
 from __future__ import annotations
 
@@ -33,20 +38,27 @@ class Template:
     path: str
     body: str
     headers: dict[str, str] = field(default_factory=dict)
-    #: (header, secret): that header carries base64 HMAC-SHA256 of each rendered body.
+    #: (header, secret): that header carries the HMAC-SHA256 of each rendered body, base64
+    #: (Shopify's form) or with ``hex_signature`` hex (baseline M's).
     signed: tuple[str, str] | None = None
+    hex_signature: bool = False
 
     def render(self, unique: str) -> tuple[str, dict[str, str], bytes]:
         headers = {k: v.replace(MARK, unique) for k, v in self.headers.items()}
         body = self.body.replace(MARK, unique).encode()
         if self.signed:
             name, secret = self.signed
-            headers[name] = _shopify_hmac(body, secret)
+            headers[name] = (_m_hmac(body, secret) if self.hex_signature
+                             else _shopify_hmac(body, secret))
         return self.path, headers, body
 
 
 def _shopify_hmac(body: bytes, secret: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def _m_hmac(body: bytes, secret: str) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def bigcommerce_body(store_hash: str = "bench1", order_id: int = 250, new_status: int = 5,
@@ -109,10 +121,13 @@ def template(kind: str, *, channel_id: int | None = None, secret: str | None = N
         headers = shopify_headers(body.encode(), MARK, secret=secret)
         return Template(f"/webhooks/shopify/{channel_id}", body, headers,
                         signed=("X-Shopify-Hmac-Sha256", secret))
-    if kind in ("m-bigcommerce", "m-shopify"):
-        body = (_compact(bigcommerce_body(hash_="7ee67cd1cf2ca60bc1aa9e5fe957d2de373be4ca"))
-                if kind == "m-bigcommerce" else _compact(shopify_payload()))
-        sig = hmac.new(M_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    if kind == "m-bigcommerce":
+        body = _compact(bigcommerce_body(hash_="7ee67cd1cf2ca60bc1aa9e5fe957d2de373be4ca"))
         return Template("/webhooks/m/1", body, {"Content-Type": "application/json",
-                                                "X-Bench-Signature": sig})
+                                                "X-Bench-Signature": _m_hmac(body.encode(),
+                                                                             M_SECRET)})
+    if kind == "m-shopify":
+        return Template("/webhooks/m/1", _compact({**shopify_payload(), "note": MARK}),
+                        {"Content-Type": "application/json"},
+                        signed=("X-Bench-Signature", M_SECRET), hex_signature=True)
     raise ValueError(kind)

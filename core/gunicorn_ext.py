@@ -217,36 +217,50 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         if conn.parser is not None:  # bytes of this request read behind the last answer
             conn.received += conn.parser.unreader.take_buffered()
-        conn.sock.setblocking(False)
+        if conn.sock.gettimeout() != 0.0:  # already non-blocking when kept alive: no syscall
+            conn.sock.setblocking(False)
         conn.timeout = time.monotonic() + REQUEST_SECONDS
+        # A kept-alive connection comes here because its socket became readable, and a new one
+        # has often received its request by the time it is accepted: one read now hands most
+        # requests to a thread at once, without registering with the poller and waiting for
+        # its next round (which needs the GIL again, behind the threads).
+        if self._read(conn, registered=False):
+            return
         self.reading.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
-        if conn.received:
-            self._check_complete(conn)
 
     def on_request_bytes(self, conn, _sock):
+        self._read(conn, registered=True)
+
+    def _read(self, conn, registered: bool) -> bool:
+        """Reads what the socket holds; whether the connection has left the event loop's
+        reading (handed to a thread, or closed). ``registered``: it is in ``reading`` and
+        registered with the poller."""
         try:
             data = conn.sock.recv(_READ_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            data = None
         except OSError:
             data = b""
+        if data is None:
+            return self._check_complete(conn, registered) if conn.received else False
         if not data:
-            self._stop_reading(conn)
+            if registered:
+                self._stop_reading(conn)
             if b"\r\n\r\n" in conn.received:
                 # The client stopped sending inside the body (a half-closed connection, a
                 # truncated chunk): a thread reads what there is, and the application answers
                 # 400 for the body it cannot have, so the client learns nothing was stored.
                 conn.complete = True
                 self.enqueue_req(conn)
-                return
+                return True
             self.nr_conns -= 1  # the client went away before its request's head was complete
             conn.close()
-            return
+            return True
         conn.received += data
-        self._check_complete(conn)
+        return self._check_complete(conn, registered)
 
-    def _check_complete(self, conn):
+    def _check_complete(self, conn, registered: bool) -> bool:
         end = request_end(conn.received, self.max_body)
         if end is None:
             if not conn.answered_continue and _expects_continue(conn.received):
@@ -256,10 +270,12 @@ class ThreadWorker(gthread.ThreadWorker):
                     conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                 except OSError:
                     pass
-            return
-        self._stop_reading(conn)
+            return False
+        if registered:
+            self._stop_reading(conn)
         conn.complete = True
         self.enqueue_req(conn)
+        return True
 
     def _stop_reading(self, conn):
         self.poller.unregister(conn.sock)

@@ -128,3 +128,11 @@ def test_pacing_plan_sends_what_bigcommerce_sends_per_order():
     assert all(len([s for o, s in scopes if o == n]) == 2 for n in range(1, 5))
     orders, scopes = store_plan(9)
     assert orders == 5 and scopes[-1] == (5, "store/order/statusUpdated")
+
+
+def test_header_names_the_generator_of_each_channels_rows():
+    result = {**BASE, "settings": {**BASE["settings"], "load_generator": {
+        "bigcommerce": "wrk", "shopify": "python"}}}
+    md = _markdown(result)
+    assert "load: **wrk** for every bigcommerce row; **python** for every shopify row," in md
+    assert "load: **wrk**, 16 connections" in markdown({})

@@ -30,7 +30,7 @@ def run(session) -> list[dict]:
         tpl = targets.template("h" if channel == "bigcommerce" else "h-shopify")
         rows.append({"target": "H", "db": "-", "channel": channel,
                      "gunicorn": session.gunicorn_label(),
-                     **session.closed_run(url, tpl, proc)})
+                     **session.closed_run(url, tpl, proc, session.generator(channel))})
         session.procs.stop(proc)
     for db in session.dbs:
         for channel in session.channels:
@@ -76,7 +76,8 @@ def baseline(session, db: str, channel: str, sync: bool = False) -> dict:
     """Baseline M under load on a fresh database."""
     log(f"intake: baseline M on {db} ({channel} body; {session.gunicorn_label(sync)})")
     proc, web, url = start_m(session, db, channel, sync)
-    result = session.closed_run(web, targets.template(f"m-{channel}"), proc)
+    result = session.closed_run(web, targets.template(f"m-{channel}"), proc,
+                                session.generator(channel))
     session.procs.stop(proc)
     return {"target": "M", "db": db, "channel": channel,
             "rows_stored": count_rows(url, "m_inbox"),
@@ -137,7 +138,7 @@ def intake(session, db: str, channel: str) -> dict:
     """orderhooks' intake under load on a fresh database."""
     log(f"intake: orderhooks on {db}, {channel}")
     url, web, tpl, proc = setup(session, db, channel)
-    result = session.closed_run(web, tpl, proc)
+    result = session.closed_run(web, tpl, proc, session.generator(channel))
     session.procs.stop(proc)
     return {"target": "intake", "db": db, "channel": channel,
             "rows_stored": count_rows(url, "deliveries"),
@@ -156,20 +157,20 @@ def half_rate(session, db: str, channel: str, max_rps: float) -> dict:
         log(f"intake: open loop at {rate:.0f} req/s (half of {max_rps:.1f}; {db}, {channel}; "
             f"round {index + 1} of {session.args.rounds})")
         _url, web, tpl, proc = setup(session, db, channel)
-        halves.append(open_run(session, web, tpl, rate))
+        halves.append(open_run(session, web, tpl, rate, channel))
         session.procs.stop(proc)
         log(f"intake: baseline M, open loop at {rate:.0f} req/s ({db}, {channel})")
         proc, web, _url = start_m(session, db, channel)
-        floors.append(open_run(session, web, targets.template(f"m-{channel}"), rate))
+        floors.append(open_run(session, web, targets.template(f"m-{channel}"), rate, channel))
         session.procs.stop(proc)
     half, floor = median_round(halves, "p99_ms"), median_round(floors, "p99_ms")
     return {**{k: half[k] for k in HALF_RATE_KEYS if k in half},
             "baseline_m": {k: floor[k] for k in HALF_RATE_KEYS if k in floor}}
 
 
-def open_run(session, web: str, tpl, rate: float) -> dict:
-    """Warm-up (closed loop), then the measured open loop at ``rate`` req/s."""
-    session.load(web, tpl, session.args.warmup, "hw")
+def open_run(session, web: str, tpl, rate: float, channel: str) -> dict:
+    """Warm-up (the channel's closed loop), then the measured open loop at ``rate`` req/s."""
+    session.load(web, tpl, session.args.warmup, "hw", session.generator(channel))
     gate = session.quiet()
     meter = CpuMeter()
     result = loadgen.python_open(web, tpl, rate=rate, seconds=session.args.duration)

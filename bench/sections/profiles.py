@@ -99,8 +99,10 @@ def profile_intake(session, channel: str) -> dict:
     first wall-clock, then on-CPU."""
     seconds = max(6, int(session.args.duration))
     _db_url, url, tpl, proc = intake.setup(session, "sqlite", channel, name="profile_intake")
-    session.load(url, tpl, session.args.warmup, "w")
-    load = threading.Thread(target=session.load, args=(url, tpl, 2 * seconds + 6, "p"))
+    generator = session.generator(channel)
+    session.load(url, tpl, session.args.warmup, "w", generator)
+    load = threading.Thread(target=session.load,
+                            args=(url, tpl, 2 * seconds + 6, "p", generator))
     load.start()
     time.sleep(1)
     parts = []
