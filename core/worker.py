@@ -22,15 +22,15 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 
-from . import metrics, orders
+from . import metrics, orders, products
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
-from .intents import (Cancel, DeactivateChannel, Fulfill, Ignore, InvalidIntent,
-                      RedactPersonalData, to_dict)
+from .intents import (Cancel, DeactivateChannel, DeleteProduct, Fulfill, Ignore, InvalidIntent,
+                      RedactPersonalData, UpsertProduct, to_dict)
 from .models import StoredDelivery, Order, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
@@ -403,6 +403,10 @@ class Worker:
                                                           exclude_delivery=row.id)))
                 # The request itself names the customer: once carried out, drop its body too.
                 row.body, row.body_purged_at = None, utcnow()
+            elif isinstance(intent, (UpsertProduct, DeleteProduct)):
+                decisions.append(products.apply_intent(session, channel_row.id, intent,
+                                                       delivery_id=row.id,
+                                                       received_at=row.received_at))
             elif isinstance(intent, Ignore):
                 decisions.append((Outcome.IGNORED, intent.reason))
             else:

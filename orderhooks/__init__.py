@@ -16,8 +16,9 @@ from core.errors import (AuthenticationError, ChannelAPIError, InvalidDelivery, 
                          SubscriptionError)
 from core.hookspecs import hookimpl
 from core.http import APIBaseURLs, ChannelHTTP, segment
-from core.intents import (Cancel, DeactivateChannel, Fulfill, Ignore, Intent, InvalidIntent,
-                          RedactPersonalData, Shipment, ShipmentItem)
+from core.intents import (Cancel, DeactivateChannel, DeleteProduct, Fulfill, Ignore, Intent,
+                          InvalidIntent, ProductVariant, RedactPersonalData, Shipment,
+                          ShipmentItem, UpsertProduct)
 from core.models import CHANNEL_ORDER_ID_LENGTH
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     # intents
     "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "DeactivateChannel",
     "RedactPersonalData", "Ignore", "InvalidIntent", "CHANNEL_ORDER_ID_LENGTH",
+    "UpsertProduct", "ProductVariant", "DeleteProduct",
     # errors
     "AuthenticationError", "InvalidDelivery", "RetryLater", "ChannelAPIError",
     "SubscriptionError",

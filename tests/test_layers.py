@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
         "core.orders", "core.channel_store", "core.subscriptions", "core.privacy",
-        "core.retention", "core.deliveries", "core.inbox", "core.channel_cache")),
+        "core.retention", "core.deliveries", "core.inbox", "core.channel_cache",
+        "core.products")),
     ("worker", ("core.worker", "core.housekeeping", "core.tuning")),
     ("webhook edge, admin API, CLI, app factory, server, test kit", (
         "core.edge", "core.api", "core.cli", "core", "core.gunicorn_conf", "core.gunicorn_ext",
