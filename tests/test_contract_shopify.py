@@ -4,6 +4,7 @@ import json
 import pytest
 
 from orderhooks.testing import AdapterContract
+from tests.conftest import load_fixture
 from tests.shopify_helpers import SECRET, SHOP, TOKEN, cancelled_order, shopify  # noqa: F401
 
 
@@ -28,4 +29,11 @@ class TestShopifyContract(AdapterContract):
         def build(channel):
             body = json.dumps(cancelled_order()).encode()
             return body, sign(channel, body)
+        return build
+
+    @pytest.fixture
+    def product_delivery(self, shopify):  # noqa: F811
+        def build(channel):
+            body = json.dumps(load_fixture("shopify", "products_update.json")).encode()
+            return body, shopify.headers("products/update", body)
         return build

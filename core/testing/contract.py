@@ -12,7 +12,8 @@ from .fixtures import channel_view, delivery_count, webhook_path
 from .fuzz import garbage_bodies, garbage_headers, garble
 
 #: Every intent a ``translate`` may yield.
-INTENT_TYPES = ("Cancel", "Fulfill", "DeactivateChannel", "RedactPersonalData", "Ignore")
+INTENT_TYPES = ("Cancel", "Fulfill", "DeactivateChannel", "RedactPersonalData", "Ignore",
+                "UpsertProduct", "DeleteProduct")
 
 
 class AdapterContract:
@@ -72,6 +73,12 @@ class AdapterContract:
 
     @pytest.fixture
     def sign(self):
+        return None
+
+    @pytest.fixture
+    def product_delivery(self):
+        """Optional: a function channel -> (body, headers) for a delivery that creates or
+        updates a product (its channel API, if read, stood in by ``mock_channel_api``)."""
         return None
 
     @pytest.fixture
@@ -279,7 +286,7 @@ class AdapterContract:
     def test_translate_returns_only_intents(self, adapter, contract_channel, valid_delivery,
                                             mock_channel_api):
         from core import intents as intent_module
-        from core.intents import Fulfill, Shipment
+        from core.intents import Fulfill, ProductVariant, Shipment, UpsertProduct
         body, headers = valid_delivery(contract_channel)
         result = adapter.translate(self._incoming(body, headers), contract_channel)
         assert result is not None, "translate returns an iterable of intents (maybe empty)"
@@ -292,6 +299,9 @@ class AdapterContract:
             if isinstance(intent, Fulfill):
                 assert isinstance(intent.shipments, tuple)
                 assert all(isinstance(s, Shipment) for s in intent.shipments)
+            if isinstance(intent, UpsertProduct):
+                assert isinstance(intent.variants, tuple)
+                assert all(isinstance(v, ProductVariant) for v in intent.variants)
         # the worker calls translate_many: one result (a list of intents) per delivery, in order
         batch = [self._incoming(body, headers), self._incoming(body, headers)]
         results = adapter.translate_many(batch, contract_channel)
@@ -311,3 +321,21 @@ class AdapterContract:
         assert delivery["state"] == DeliveryState.DONE, delivery
         assert delivery["outcome"] in (Outcome.APPLIED, Outcome.IGNORED,
                                        Outcome.DEFERRED), delivery
+
+    def test_a_product_delivery_reaches_the_catalog(self, app, client, admin, worker,
+                                                    contract_channel, product_delivery,
+                                                    mock_channel_api):
+        """With ``product_delivery``: it is stored, translated into UpsertProduct (with
+        ProductVariant tuples) and applied, and the product is listed for the channel."""
+        if product_delivery is None:
+            pytest.skip("the plugin gives no product_delivery")
+        body, headers = product_delivery(contract_channel)
+        response = self._send(client, contract_channel, body, headers)
+        assert response.status_code == 200, response.get_json()
+        worker.run_until_idle()
+        delivery = admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+        assert delivery["outcome"] == Outcome.APPLIED, delivery
+        assert [i["kind"] for i in delivery["intents"]] == ["UpsertProduct"], delivery
+        listed = admin.get("/products", query_string={"channel_id": contract_channel.id})
+        assert [p["channel_product_id"] for p in listed] == [
+            delivery["intents"][0]["product_id"]], listed
