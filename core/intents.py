@@ -229,11 +229,13 @@ Intent = (Cancel | Fulfill | DeactivateChannel | RedactPersonalData | Ignore | U
 
 def to_dict(intent) -> dict:
     """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents)."""
-    data = dataclasses.asdict(intent)
     if isinstance(intent, UpsertProduct):
-        # A product's variants are on the product itself (and may be 2,048): the delivery's
-        # record names how many, not each.
+        # A product's variants are in the delivery's body (and may be 2,048): its record of
+        # intents names how many, not each.
+        data = {f.name: getattr(intent, f.name) for f in dataclasses.fields(intent)}
         data["variants"] = len(intent.variants)
+    else:
+        data = dataclasses.asdict(intent)
     for key, value in data.items():
         if isinstance(value, datetime):
             data[key] = value.isoformat()

@@ -336,6 +336,7 @@ class Worker:
             channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
                 SalesChannel.id.in_({item.channel_id for item in work})))}
             cache = self._prefetch_orders(session, work, results)
+            products.prefetch(session, [(item.channel_id, results.get(item.id)) for item in work])
             for item in work:
                 row = rows.get(item.id)
                 if row is None or row.claimed_by != self.name or row.state != PROCESSING:

@@ -8,7 +8,7 @@ import time
 import pytest
 import responses
 
-from tests.conftest import BC_STORE, load_fixture
+from tests.conftest import BC_STORE, load_fixture, log_records
 from tests.shopify_helpers import shopify  # noqa: F401  (fixture)
 from tests.shopify_helpers import deliveries as stored
 
@@ -448,3 +448,41 @@ def test_find_product_links_by_variant_id_then_product_id_then_sku(bc, admin, wo
         assert find_product(session, channel["id"], sku="JAR").variant is None
         assert find_product(session, channel["id"], product_id=5, sku="nope") is None
         assert find_product(session, channel["id"] + 1, variant_id=383) is None
+
+
+def test_two_workers_meeting_on_one_new_product_both_succeed(shopify, admin, app):
+    """Two workers apply deliveries of the same, not yet known product at the same moment: one
+    waits for the other (on PostgreSQL a lock on the product's key), neither fails on the
+    unique key, and the newer state wins."""
+    import threading
+
+    from core.worker import Worker
+    channel = shopify.create()
+    shopify.send("products/create", shopify_product(title="Old", updated_at="2022-01-01T00:00Z"))
+    shopify.send("products/update", shopify_product(title="New", updated_at="2022-02-01T00:00Z"))
+    first, second = Worker(app, name="w1"), Worker(app, name="w2")
+    claims = [first.claim(limit=1), second.claim(limit=1)]
+    assert all(len(c) == 1 for c in claims)
+    barrier, errors = threading.Barrier(2), []
+
+    def run(worker, ids):
+        try:
+            barrier.wait()
+            worker.process_batch(ids)
+        except Exception as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w, c)) for w, c in zip((first, second),
+                                                                          claims)]
+    with log_records("orderhooks.worker") as logged:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    # not even rescued by recording the batch again delivery by delivery
+    assert [r.msg for r in logged if "failed" in r.msg] == []
+    records = stored(admin)
+    assert {r["outcome"] for r in records} <= {"applied", "ignored"}, records
+    assert all(r["attempts"] == 0 for r in records), records
+    assert product(admin, channel["id"])["title"] == "New"
