@@ -486,3 +486,41 @@ def test_two_workers_meeting_on_one_new_product_both_succeed(shopify, admin, app
     assert {r["outcome"] for r in records} <= {"applied", "ignored"}, records
     assert all(r["attempts"] == 0 for r in records), records
     assert product(admin, channel["id"])["title"] == "New"
+
+
+def test_product_reads_are_paced_per_store_and_a_long_wait_reschedules(bc, admin, app, api,
+                                                                      monkeypatch):
+    """The catalog is read through the store's pacer: a 429 asking for 30 s reschedules the
+    product's deliveries (no attempt counted, no sleep, no further call), and they apply once
+    the window is over — still one read for the product's burst."""
+    from datetime import timedelta
+
+    from core.clock import utcnow
+    from core.models import StoredDelivery
+    from core.worker import Worker
+    from plugins.bigcommerce import client as bc_client
+    from tests.test_ratelimit import FakeClock
+    clock = FakeClock()
+    monkeypatch.setattr(bc_client, "time", clock)
+    bc_client.PACER.reset()
+    channel = bc.create()
+    url = f"{BC_STORE}/v3/catalog/products/174"
+    api.add(responses.GET, url, status=429, headers={"X-Retry-After": "30"})
+    for n in range(3):
+        bc.send(bc_delivery(created_at=1561479233 + n))
+    Worker(app, name="first").run_until_idle()
+    assert reads(api, 174) == 1 and clock.sleeps == []
+    records = stored(admin)
+    assert {(r["state"], r["attempts"]) for r in records} == {("pending", 0)}
+    assert all("throttled" in r["reason"] for r in records)
+    clock.advance(31)
+    api.replace(responses.GET, url, body=json.dumps(bc_product()),
+                content_type="application/json")
+    with app.extensions["orderhooks.db"].session() as session:
+        for record in records:
+            session.get(StoredDelivery, record["id"]).next_attempt_at = utcnow() - timedelta(
+                seconds=1)
+    assert Worker(app, name="later").run_until_idle() == 3
+    assert reads(api, 174) == 2
+    assert product(admin, channel["id"], 174)["title"] == "1L Le Parfait Jar"
+    bc_client.PACER.reset()
