@@ -97,6 +97,27 @@ def test_updates_apply_in_the_channels_time_order_whatever_the_arrival_order(sho
     assert detail["history"][1]["changes"] == {"title": ["Renamed", "Renamed again"]}
 
 
+def test_a_variant_edit_is_ordered_by_the_variants_time(shopify, admin, worker):
+    """The product's own updated_at need not move when a variant is edited: the variants'
+    times (variant_gids) order the states too, so a late older price does not win."""
+    channel = shopify.create()
+
+    def state(price, variant_time):
+        body = shopify_product(updated_at="2022-01-01T00:00:00Z")
+        body["variants"][0]["price"] = price
+        body["variant_gids"][1]["updated_at"] = variant_time  # the "Small" variant's
+        return body
+
+    shopify.send("products/update", state("21.00", "2022-03-01T00:00:00.000Z"))
+    worker.run_until_idle()
+    shopify.send("products/update", state("20.00", "2022-02-01T00:00:00.000Z"))
+    worker.run_until_idle()
+    detail = product(admin, channel["id"])
+    assert detail["variants"][0]["price"] == "21.00"
+    assert detail["channel_updated_at"] == "2022-03-01T00:00:00+00:00"
+    assert "older than the one held" in stored(admin)[0]["reason"]
+
+
 def test_a_repeated_delivery_is_a_duplicate(shopify, admin, worker):
     shopify.create()
     body = json.dumps(shopify_product()).encode()

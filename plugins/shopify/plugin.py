@@ -409,7 +409,7 @@ ACTIVE_PRODUCT_STATUSES = frozenset({"active"})
 
 def product_intent(product: dict, when: datetime | None):
     """A products/create or products/update body (shape already checked) as UpsertProduct. The
-    product's own ``updated_at`` (signed, unlike the triggered-at header) orders its states.
+    body's own times (signed, unlike the triggered-at header) order its states.
     Variants without a Shopify variant id are left out; when ``variant_gids`` names more
     variants than ``variants`` carries, the list is taken as partial (none is removed)."""
     variants, seen = [], 0
@@ -434,7 +434,17 @@ def product_intent(product: dict, when: datetime | None):
         active=status is None or status.lower() in ACTIVE_PRODUCT_STATUSES,
         variants=tuple(variants),
         variants_complete=not (isinstance(gids, list) and len(gids) > seen),
-        updated_at=parse_time(product.get("updated_at")) or when)
+        updated_at=_product_time(product, gids) or when)
+
+
+def _product_time(product: dict, gids) -> datetime | None:
+    """When this state of the product was made: the latest of its ``updated_at`` and its
+    variants' (``variant_gids``), since a variant's edit need not move the product's own."""
+    moments = [parse_time(product.get("updated_at"))]
+    if isinstance(gids, list):
+        moments += [parse_time(g.get("updated_at")) for g in gids if isinstance(g, dict)]
+    moments = [m for m in moments if m is not None]
+    return max(moments) if moments else None
 
 
 def _string(value) -> str | None:
