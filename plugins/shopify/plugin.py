@@ -33,7 +33,7 @@ Topic rule (documented in docs/shopify.md):
 Only the body is signed; the topic and shop domain are headers anyone who captured a delivery can
 change. So a body must look like its topic (:func:`shape_problem`: an order for an order topic, a
 fulfillment for a fulfillment topic, a shop for ``app/uninstalled``, a redact request of the right
-kind for a privacy topic) and name the channel's shop wherever it names one, or the intake refuses
+kind for a privacy topic, a product for a product topic and only ``{id}`` for ``products/delete``) and name the channel's shop wherever it names one, or the intake refuses
 it (400); the worker checks again and ignores what does not fit. The de-duplication key is the
 SHA-256 of topic and raw body, not the (unsigned) webhook id: a captured body re-sent under a new
 webhook id is a duplicate.
