@@ -110,6 +110,13 @@ class AdapterContract:
     def _send(self, client, channel, body, headers):
         return client.post(webhook_path(channel), data=body, headers=dict(headers))
 
+    def _processed(self, client, admin, worker, channel, body, headers) -> dict:
+        """Deliver, let the worker process everything due, and read the delivery back."""
+        response = self._send(client, channel, body, headers)
+        assert response.status_code == 200, response.get_json()
+        worker.run_until_idle()
+        return admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+
     @staticmethod
     def _incoming(body: bytes, headers: dict):
         from core.adapters import Delivery, Headers
@@ -313,27 +320,26 @@ class AdapterContract:
     def test_worker_processes_a_valid_delivery(self, app, client, admin, worker,
                                                contract_channel, valid_delivery,
                                                mock_channel_api):
-        body, headers = valid_delivery(contract_channel)
-        response = self._send(client, contract_channel, body, headers)
-        assert response.status_code == 200, response.get_json()
-        worker.run_until_idle()
-        delivery = admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+        delivery = self._processed(client, admin, worker, contract_channel,
+                                   *valid_delivery(contract_channel))
         assert delivery["state"] == DeliveryState.DONE, delivery
         assert delivery["outcome"] in (Outcome.APPLIED, Outcome.IGNORED,
                                        Outcome.DEFERRED), delivery
 
-    def test_a_product_delivery_reaches_the_catalog(self, app, client, admin, worker,
+    def test_a_product_delivery_reaches_the_catalog(self, adapter, client, admin, worker,
                                                     contract_channel, product_delivery,
                                                     mock_channel_api):
         """With ``product_delivery``: it is stored, translated into UpsertProduct (with
         ProductVariant tuples) and applied, and the product is listed for the channel."""
         if product_delivery is None:
             pytest.skip("the plugin gives no product_delivery")
+        from core.intents import ProductVariant, UpsertProduct
         body, headers = product_delivery(contract_channel)
-        response = self._send(client, contract_channel, body, headers)
-        assert response.status_code == 200, response.get_json()
-        worker.run_until_idle()
-        delivery = admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+        intents = list(adapter.translate(self._incoming(body, headers), contract_channel))
+        assert [type(i) for i in intents] == [UpsertProduct], intents
+        assert isinstance(intents[0].variants, tuple)
+        assert all(isinstance(v, ProductVariant) for v in intents[0].variants)
+        delivery = self._processed(client, admin, worker, contract_channel, body, headers)
         assert delivery["outcome"] == Outcome.APPLIED, delivery
         assert [i["kind"] for i in delivery["intents"]] == ["UpsertProduct"], delivery
         listed = admin.get("/products", query_string={"channel_id": contract_channel.id})
