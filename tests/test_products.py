@@ -364,6 +364,16 @@ def test_a_burst_of_edits_to_one_product_is_one_read_per_batch(bc, admin, worker
     assert product(admin, channel["id"], 175)["title"] == "Other"
 
 
+def test_inventory_scopes_are_ignored_with_the_reason_and_read_nothing(bc, admin, worker, api):
+    bc.create()
+    sample = load_fixture("bigcommerce", "store_product_inventory_updated.json")
+    assert bc.send(sample).status_code == 200
+    worker.run_until_idle()
+    record = stored(admin)[0]
+    assert record["outcome"] == "ignored" and "keeps no inventory" in record["reason"]
+    assert not any("/v3/catalog/" in call.request.url for call in api.calls)
+
+
 def test_a_product_gone_on_read_is_recorded_deleted_not_retried(bc, admin, worker, api):
     channel = bc.create()
     serve_product(api, 174, bc_product())

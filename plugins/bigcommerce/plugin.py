@@ -185,6 +185,10 @@ class BigCommerceAdapter(ChannelAdapter):
                     else:
                         reads.setdefault(("product", product_id), []).append(index)
                     continue
+                if scope.startswith(("store/product/", "store/sku/")):
+                    results[index] = [Ignore(f"BigCommerce scope {scope} is not acted on: the "
+                                             "catalog keeps no inventory levels")]
+                    continue
                 if not (scope.startswith("store/order/") or scope.startswith("store/shipment/")):
                     results[index] = [Ignore(f"BigCommerce scope {scope} does not concern "
                                              "order status or products")]
