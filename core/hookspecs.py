@@ -32,8 +32,8 @@ def register_channels(register: Callable[[ChannelAdapter], None]) -> None:
     (a) authenticates a delivery from its raw body and headers (``authenticate``);
     (b) names the delivery's id for de-duplication (``inspect``);
     (c) translates a delivery into zero or more intents — ``orderhooks.Cancel`` and ``Fulfill``
-        addressed by the channel's own order id — and may call the channel's API to do so
-        (``translate``);
+        addressed by the channel's own order id, ``UpsertProduct`` and ``DeleteProduct`` by its
+        product id — and may call the channel's API to do so (``translate``);
     (d) says which webhook subscriptions a channel needs for its settings and creates, lists,
         re-activates and removes them on the channel (``desired_subscriptions``,
         ``list_subscriptions``, ``create_subscription``, ``activate_subscription``,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from .models import CHANNEL_ORDER_ID_LENGTH, MONEY_LENGTH, TEXT_LENGTH
+from .models import (CHANNEL_ORDER_ID_LENGTH, MONEY_LENGTH, PRICE_LENGTH, PRODUCT_ID_LENGTH,
+                     SKU_LENGTH, TEXT_LENGTH)
 
 
 class InvalidIntent(ValueError):
@@ -291,8 +292,100 @@ class RecordPayment:
         object.__setattr__(self, "status", _short(self.status, "status", 64))
 
 
+def check_product_id(value, what: str = "product id") -> str:
+    """A channel product or variant id as its decimal digits, or :class:`InvalidIntent`. Ids are
+    64-bit integers: kept as text (or exact ints), never through a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidIntent(f"the {what} is not an id: {str(value)[:40]!r}")
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise InvalidIntent(f"the {what} {text[:40]!r} is not a positive integer of at most "
+                            "20 digits")
+    return text
+
+
+def _check_text(value, what: str, limit: int | None = None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidIntent(f"the {what} is not text")
+    if limit is not None and len(value) > limit:
+        raise InvalidIntent(f"the {what} is {len(value)} characters long, more than the "
+                            f"{limit} it may have: {value[:40]!r}...")
+    if not _storable(value):
+        raise InvalidIntent(f"the {what} {value[:40]!r} has characters the database cannot "
+                            "store")
+
+
+def _check_price(value) -> None:
+    """A price is a finite decimal written as text (``"19.99"``), as the channel wrote it."""
+    if value is None:
+        return
+    _check_text(value, "price", PRICE_LENGTH)
+    try:
+        number = Decimal(value)
+    except (InvalidOperation, ValueError):
+        raise InvalidIntent(f"the price {value[:40]!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise InvalidIntent(f"the price {value[:40]!r} is not a finite number")
+
+
+@dataclass(frozen=True)
+class ProductVariant:
+    """One variant of a product (a size, a colour) with its channel id, SKU and price."""
+    variant_id: str
+    sku: str | None = None
+    title: str | None = None
+    #: A decimal as text, e.g. "19.99".
+    price: str | None = None
+    position: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "variant_id", check_product_id(self.variant_id, "variant id"))
+        _check_text(self.sku, "SKU", SKU_LENGTH)
+        _check_text(self.title, "variant title")
+        _check_price(self.price)
+
+
+@dataclass(frozen=True)
+class UpsertProduct:
+    """The channel's product as it is now (created or updated). ``updated_at`` is the channel's
+    time of this state: the catalog never takes a state older than the one it holds."""
+    product_id: str
+    title: str | None = None
+    sku: str | None = None
+    price: str | None = None
+    #: The channel's status word (Shopify ``active``/``draft``/``archived``; BigCommerce
+    #: ``visible``/``hidden``) and whether it counts as active.
+    status: str | None = None
+    active: bool = True
+    variants: tuple[ProductVariant, ...] = ()
+    #: False when the delivery may list only some of the variants: those it leaves out are
+    #: kept, not removed.
+    variants_complete: bool = True
+    updated_at: datetime | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "product_id", check_product_id(self.product_id))
+        _check_text(self.title, "title")
+        _check_text(self.sku, "SKU", SKU_LENGTH)
+        _check_text(self.status, "status", 32)
+        _check_price(self.price)
+
+
+@dataclass(frozen=True)
+class DeleteProduct:
+    """The product was deleted in the channel. ``occurred_at``: when (None: the delivery's
+    receipt time stands in, see docs/products.md)."""
+    product_id: str
+    occurred_at: datetime | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "product_id", check_product_id(self.product_id))
+
+
 Intent = (Cancel | Fulfill | CreateOrder | RecordPayment | DeactivateChannel
-          | RedactPersonalData | Ignore)
+          | RedactPersonalData | Ignore | UpsertProduct | DeleteProduct)
 #: Intents addressed to one order (they carry ``channel_order_id``).
 ORDER_INTENTS = (Cancel, Fulfill, CreateOrder, RecordPayment)
 
@@ -307,6 +400,11 @@ def to_dict(intent) -> dict:
                 "currency": intent.currency, "totals": dict(intent.totals),
                 "paid": intent.paid, "payment_status": intent.payment_status,
                 "lines": len(intent.lines), "occurred_at": intent.occurred_at}
+    elif isinstance(intent, UpsertProduct):
+        # A product's variants are in the delivery's body (and may be 2,048): its record of
+        # intents names how many, not each.
+        data = {f.name: getattr(intent, f.name) for f in dataclasses.fields(intent)}
+        data["variants"] = len(intent.variants)
     else:
         data = dataclasses.asdict(intent)
     for key, value in data.items():

@@ -361,3 +361,84 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+#: Column limits of the product catalog: channel product and variant ids (64-bit integers,
+#: kept as their digits), SKUs and decimal prices as the channel writes them.
+PRODUCT_ID_LENGTH = 64
+SKU_LENGTH = 255
+PRICE_LENGTH = 32
+
+
+class Product(Base):
+    """A channel's product as last seen: kept after the channel deletes it (``deleted_at``), so
+    its history and the order lines that name it stay readable."""
+    __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("channel_id", "channel_product_id",
+                                       name="uq_products_channel_product"),
+                      Index("ix_products_channel_sku", "channel_id", "sku"))
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
+    channel_product_id: Mapped[str] = mapped_column(String(PRODUCT_ID_LENGTH))
+    title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sku: Mapped[str | None] = mapped_column(String(SKU_LENGTH), nullable=True)
+    #: A decimal as the channel wrote it (never a float).
+    price: Mapped[str | None] = mapped_column(String(PRICE_LENGTH), nullable=True)
+    #: The channel's own status word (Shopify: active, draft, archived; BigCommerce: visible,
+    #: hidden).
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: High-water mark: the channel's time of the newest state applied (its updated_at, or the
+    #: deletion's time). Older deliveries never move the product back.
+    channel_updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    variants: Mapped[list["ProductVariantRow"]] = relationship(
+        order_by="ProductVariantRow.id", back_populates="product", cascade="all, delete-orphan")
+    history: Mapped[list["ProductChange"]] = relationship(order_by="ProductChange.id",
+                                                          back_populates="product")
+
+
+class ProductVariantRow(Base):
+    """One variant of a product (a size, a colour): its own channel id, SKU and price."""
+    __tablename__ = "product_variants"
+    __table_args__ = (UniqueConstraint("product_id", "channel_variant_id",
+                                       name="uq_product_variants_variant"),
+                      Index("ix_product_variants_channel_variant", "channel_id",
+                            "channel_variant_id"),
+                      Index("ix_product_variants_channel_sku", "channel_id", "sku"))
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    #: The product's channel, so a SKU or variant id is found without the products table.
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
+    channel_variant_id: Mapped[str] = mapped_column(String(PRODUCT_ID_LENGTH))
+    sku: Mapped[str | None] = mapped_column(String(SKU_LENGTH), nullable=True)
+    title: Mapped[str | None] = mapped_column(Text, nullable=True)
+    price: Mapped[str | None] = mapped_column(String(PRICE_LENGTH), nullable=True)
+    position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    product: Mapped[Product] = relationship(back_populates="variants")
+
+
+class ProductChange(Base):
+    """One line of a product's history, with the delivery that caused it."""
+    __tablename__ = "product_changes"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"),
+                                            index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: created | updated | deleted | restored
+    event: Mapped[str] = mapped_column(String(32))
+    #: The channel's time of the state this change applied.
+    channel_updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    delivery_id: Mapped[int | None] = mapped_column(PK, nullable=True, index=True)
+    #: What changed: field -> [old, new]; variants as counts added / removed / changed.
+    changes: Mapped[dict] = mapped_column(JSON, default=dict)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+    product: Mapped[Product] = relationship(back_populates="history")

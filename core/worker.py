@@ -23,15 +23,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import object_session
 
-from . import alerts, events, imports, metrics, orders
+from . import alerts, events, imports, metrics, orders, products
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
 from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
-from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, Ignore, InvalidIntent,
-                      RedactPersonalData, to_dict)
+from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, DeleteProduct, Ignore,
+                      InvalidIntent, RedactPersonalData, UpsertProduct, to_dict)
 from .models import StoredDelivery, Order, PendingIntent, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
@@ -354,6 +354,7 @@ class Worker:
             channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
                 SalesChannel.id.in_({item.channel_id for item in work})))}
             cache = self._prefetch_orders(session, work, results)
+            products.prefetch(session, [(item.channel_id, results.get(item.id)) for item in work])
             for item in work:
                 row = rows.get(item.id)
                 if row is None or row.claimed_by != self.name or row.state != PROCESSING:
@@ -447,6 +448,10 @@ class Worker:
                                                           exclude_delivery=row.id)))
                 # The request itself names the customer: once carried out, drop its body too.
                 row.body, row.body_purged_at = None, utcnow()
+            elif isinstance(intent, (UpsertProduct, DeleteProduct)):
+                decisions.append(products.apply_intent(session, channel_row.id, intent,
+                                                       delivery_id=row.id,
+                                                       received_at=row.received_at))
             elif isinstance(intent, Ignore):
                 decisions.append((Outcome.IGNORED, intent.reason))
             else:

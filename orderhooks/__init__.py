@@ -16,9 +16,10 @@ from core.errors import (AuthenticationError, ChannelAPIError, InvalidDelivery, 
                          SubscriptionError)
 from core.hookspecs import hookimpl
 from core.http import APIBaseURLs, ChannelHTTP, segment
-from core.intents import (Address, Cancel, CreateOrder, Customer, DeactivateChannel, Fulfill,
-                          Ignore, Intent, InvalidIntent, OrderLine, RecordPayment,
-                          RedactPersonalData, Shipment, ShipmentItem)
+from core.intents import (Address, Cancel, CreateOrder, Customer, DeactivateChannel,
+                          DeleteProduct, Fulfill, Ignore, Intent, InvalidIntent, OrderLine,
+                          ProductVariant, RecordPayment, RedactPersonalData, Shipment,
+                          ShipmentItem, UpsertProduct)
 from core.models import CHANNEL_ORDER_ID_LENGTH
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "CreateOrder", "Customer",
     "Address", "OrderLine", "RecordPayment", "DeactivateChannel",
     "RedactPersonalData", "Ignore", "InvalidIntent", "CHANNEL_ORDER_ID_LENGTH",
+    "UpsertProduct", "ProductVariant", "DeleteProduct",
     # errors
     "AuthenticationError", "InvalidDelivery", "RetryLater", "ChannelAPIError",
     "SubscriptionError",

@@ -1,8 +1,9 @@
 """The adapter contract (orderhooks.testing.AdapterContract) run against the BigCommerce one."""
 import pytest
+import responses
 
 from orderhooks.testing import AdapterContract, json_body
-from tests.conftest import BC_API, STORE
+from tests.conftest import BC_API, BC_STORE, STORE, load_fixture
 
 
 class TestBigCommerceContract(AdapterContract):
@@ -26,6 +27,17 @@ class TestBigCommerceContract(AdapterContract):
         def build(channel):
             return json_body(bc.payload(order_id=250, new_status=5)), {
                 "Content-Type": "application/json", "X-Orderhooks-Secret": channel.webhook_secret}
+        return build
+
+    @pytest.fixture
+    def product_delivery(self, bc, api):
+        def build(channel):
+            product = load_fixture("bigcommerce", "v3_catalog_product.json")
+            api.upsert(responses.GET, f"{BC_STORE}/v3/catalog/products/174", json=product)
+            delivery = load_fixture("bigcommerce", "store_product_updated.json")
+            delivery["data"]["id"] = 174
+            return json_body(delivery), {"Content-Type": "application/json",
+                                         "X-Orderhooks-Secret": channel.webhook_secret}
         return build
 
     @pytest.fixture

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from orderhooks.testing import AdapterContract
+from tests.conftest import load_fixture
 from tests.shopify_helpers import SECRET, SHOP, TOKEN, cancelled_order, shopify  # noqa: F401
 
 
@@ -37,4 +38,11 @@ class TestShopifyContract(AdapterContract):
         def build(channel):
             body = json.dumps(new_order()).encode()
             return body, shopify.headers("orders/create", body)
+        return build
+
+    @pytest.fixture
+    def product_delivery(self, shopify):  # noqa: F811
+        def build(channel):
+            body = json.dumps(load_fixture("shopify", "products_update.json")).encode()
+            return body, shopify.headers("products/update", body)
         return build

@@ -50,7 +50,8 @@ ATTRIBUTES = sorted(name for name, value in vars(ChannelAdapter).items()
                     and not isinstance(value, (property, staticmethod, classmethod)))
 VALUE_TYPES = [Delivery, Headers, Channel, DeliveryInfo, SubscriptionSpec, RemoteSubscription]
 INTENTS = [intents.Cancel, intents.Fulfill, intents.Shipment, intents.ShipmentItem,
-           intents.DeactivateChannel, intents.RedactPersonalData, intents.Ignore]
+           intents.DeactivateChannel, intents.RedactPersonalData, intents.Ignore,
+           intents.UpsertProduct, intents.ProductVariant, intents.DeleteProduct]
 ERRORS = sorted(name for name, value in vars(errors).items()
                 if isinstance(value, type) and issubclass(value, Exception)
                 and value.__module__ == errors.__name__)

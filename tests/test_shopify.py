@@ -361,7 +361,7 @@ def test_partial_then_complete_fulfilment(shopify, admin, make_order, worker):
 
 
 @pytest.mark.parametrize("topic", ["orders/updated", "orders/create", "orders/paid",
-                                   "products/update"])
+                                   "inventory_levels/update"])
 def test_other_topics_are_stored_acknowledged_and_ignored(shopify, admin, make_order, worker,
                                                           topic):
     channel = shopify.create()

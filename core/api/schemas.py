@@ -9,7 +9,7 @@ from .. import alerts, events, statuses
 from .. import webhooks as hooks
 from ..channel_store import ALERT_EMAILS_MAX
 from ..intents import InvalidIntent, check_channel_order_id
-from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES
+from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES, PRODUCT_ID_LENGTH, SKU_LENGTH
 from ..outcomes import DeliveryState, Outcome
 from .paging import PageQuerySchema
 
@@ -555,3 +555,57 @@ class RecoverSchema(StrictSchema):
 
 class RecoverResultSchema(Schema):
     resent = fields.Integer(metadata={"description": "How many failed messages were queued again"})
+
+
+class ProductQuerySchema(PageQuerySchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    channel_product_id = fields.String(validate=validate.Length(max=PRODUCT_ID_LENGTH))
+    sku = fields.String(validate=validate.Length(min=1, max=SKU_LENGTH), metadata={
+        "description": "Products with this SKU, their own or one of their variants'"})
+    deleted = fields.Boolean(metadata={
+        "description": "true: only products deleted in the channel; false: only live ones"})
+    offset = OFFSET
+
+
+class ProductVariantSchema(Schema):
+    channel_variant_id = fields.String()
+    sku = fields.String(allow_none=True)
+    title = fields.String(allow_none=True)
+    price = fields.String(allow_none=True, metadata={"description": "A decimal, as text"})
+    position = fields.Integer(allow_none=True)
+
+
+class ProductChangeSchema(Schema):
+    id = fields.Integer()
+    at = UTCDateTime()
+    event = fields.String(metadata={"description": "created | updated | deleted | restored"})
+    channel_updated_at = UTCDateTime(allow_none=True)
+    delivery_id = fields.Integer(allow_none=True)
+    changes = fields.Dict(metadata={"description": "field: [old, new]; variants: counts "
+                                                   "added, removed, changed"})
+    message = fields.String()
+
+
+class ProductSchema(Schema):
+    id = fields.Integer()
+    channel_id = fields.Integer()
+    channel_product_id = fields.String()
+    title = fields.String(allow_none=True)
+    sku = fields.String(allow_none=True)
+    price = fields.String(allow_none=True, metadata={"description": "A decimal, as text"})
+    status = fields.String(allow_none=True)
+    active = fields.Boolean()
+    deleted = fields.Function(lambda product: product.deleted_at is not None,
+                              metadata={"type": "boolean"})
+    deleted_at = UTCDateTime(allow_none=True)
+    channel_updated_at = UTCDateTime(allow_none=True)
+    created_at = UTCDateTime()
+    updated_at = UTCDateTime()
+
+
+class ProductDetailSchema(ProductSchema):
+    variants = fields.List(fields.Nested(ProductVariantSchema))
+    history = fields.List(fields.Nested(ProductChangeSchema))

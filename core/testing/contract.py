@@ -13,7 +13,7 @@ from .fuzz import garbage_bodies, garbage_headers, garble
 
 #: Every intent a ``translate`` may yield.
 INTENT_TYPES = ("Cancel", "Fulfill", "CreateOrder", "RecordPayment", "DeactivateChannel",
-                "RedactPersonalData", "Ignore")
+                "RedactPersonalData", "Ignore", "UpsertProduct", "DeleteProduct")
 
 
 class AdapterContract:
@@ -76,6 +76,12 @@ class AdapterContract:
         return None
 
     @pytest.fixture
+    def product_delivery(self):
+        """Optional: a function channel -> (body, headers) for a delivery that creates or
+        updates a product (its channel API, if read, stood in by ``mock_channel_api``)."""
+        return None
+
+    @pytest.fixture
     def mock_channel_api(self):
         return None
 
@@ -111,6 +117,13 @@ class AdapterContract:
 
     def _send(self, client, channel, body, headers):
         return client.post(webhook_path(channel), data=body, headers=dict(headers))
+
+    def _processed(self, client, admin, worker, channel, body, headers) -> dict:
+        """Deliver, let the worker process everything due, and read the delivery back."""
+        response = self._send(client, channel, body, headers)
+        assert response.status_code == 200, response.get_json()
+        worker.run_until_idle()
+        return admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
 
     @staticmethod
     def _incoming(body: bytes, headers: dict):
@@ -339,7 +352,7 @@ class AdapterContract:
     def test_translate_returns_only_intents(self, adapter, contract_channel, valid_delivery,
                                             mock_channel_api):
         from core import intents as intent_module
-        from core.intents import Fulfill, Shipment
+        from core.intents import Fulfill, ProductVariant, Shipment, UpsertProduct
         body, headers = valid_delivery(contract_channel)
         result = adapter.translate(self._incoming(body, headers), contract_channel)
         assert result is not None, "translate returns an iterable of intents (maybe empty)"
@@ -352,6 +365,9 @@ class AdapterContract:
             if isinstance(intent, Fulfill):
                 assert isinstance(intent.shipments, tuple)
                 assert all(isinstance(s, Shipment) for s in intent.shipments)
+            if isinstance(intent, UpsertProduct):
+                assert isinstance(intent.variants, tuple)
+                assert all(isinstance(v, ProductVariant) for v in intent.variants)
         # the worker calls translate_many: one result (a list of intents) per delivery, in order
         batch = [self._incoming(body, headers), self._incoming(body, headers)]
         results = adapter.translate_many(batch, contract_channel)
@@ -363,11 +379,28 @@ class AdapterContract:
     def test_worker_processes_a_valid_delivery(self, app, client, admin, worker,
                                                contract_channel, valid_delivery,
                                                mock_channel_api):
-        body, headers = valid_delivery(contract_channel)
-        response = self._send(client, contract_channel, body, headers)
-        assert response.status_code == 200, response.get_json()
-        worker.run_until_idle()
-        delivery = admin.get(f"/deliveries/{response.get_json()['delivery_id']}")
+        delivery = self._processed(client, admin, worker, contract_channel,
+                                   *valid_delivery(contract_channel))
         assert delivery["state"] == DeliveryState.DONE, delivery
         assert delivery["outcome"] in (Outcome.APPLIED, Outcome.IGNORED,
                                        Outcome.DEFERRED), delivery
+
+    def test_a_product_delivery_reaches_the_catalog(self, adapter, client, admin, worker,
+                                                    contract_channel, product_delivery,
+                                                    mock_channel_api):
+        """With ``product_delivery``: it is stored, translated into UpsertProduct (with
+        ProductVariant tuples) and applied, and the product is listed for the channel."""
+        if product_delivery is None:
+            pytest.skip("the plugin gives no product_delivery")
+        from core.intents import ProductVariant, UpsertProduct
+        body, headers = product_delivery(contract_channel)
+        intents = list(adapter.translate(self._incoming(body, headers), contract_channel))
+        assert [type(i) for i in intents] == [UpsertProduct], intents
+        assert isinstance(intents[0].variants, tuple)
+        assert all(isinstance(v, ProductVariant) for v in intents[0].variants)
+        delivery = self._processed(client, admin, worker, contract_channel, body, headers)
+        assert delivery["outcome"] == Outcome.APPLIED, delivery
+        assert [i["kind"] for i in delivery["intents"]] == ["UpsertProduct"], delivery
+        listed = admin.get("/products", query_string={"channel_id": contract_channel.id})
+        assert [p["channel_product_id"] for p in listed] == [
+            delivery["intents"][0]["product_id"]], listed

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from decimal import Decimal
 
 import requests
 
@@ -107,14 +108,16 @@ class BigCommerceClient:
         raise RetryLater(f"store {self.store_hash} kept answering 429",
                          delay=max(self.pacer.wait_time(self.store_hash), 5.0))
 
-    def json(self, method: str, path: str, **kwargs):
+    def json(self, method: str, path: str, *, decimals: bool = False, **kwargs):
+        """The answer's JSON (None on 404); ``decimals``: its fractional numbers as Decimal,
+        never through a float (catalog prices)."""
         response = self.call(method, path, **kwargs)
         if response.status_code == 404:
             return None
         if response.status_code == 204 or not response.content:
             return []
         try:
-            return response.json()
+            return response.json(parse_float=Decimal) if decimals else response.json()
         except ValueError as exc:
             raise ChannelAPIError(f"{method} {path} answered with invalid JSON") from exc
 
@@ -146,6 +149,14 @@ class BigCommerceClient:
         rows = self.json("GET", f"/v2/orders/{_order_segment(order_id)}/shipping_addresses",
                          params={"limit": PAGE}) or []
         return rows if isinstance(rows, list) else []
+
+    # -- catalog ----------------------------------------------------------------------------
+
+    def product(self, product_id: str) -> dict | None:
+        """``GET /v3/catalog/products/{id}?include=variants``: the product with its variants
+        (None: 404, the product does not exist)."""
+        return self.json("GET", f"/v3/catalog/products/{_order_segment(product_id, 'product')}",
+                         params={"include": "variants"}, decimals=True)
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -179,9 +190,9 @@ _REASONS = {401: " (the access token was refused)", 403: " (the access token lac
             422: " (the store refused the request)"}
 
 
-def _order_segment(order_id: str) -> str:
+def _order_segment(order_id: str, what: str = "order") -> str:
     if not is_order_id(str(order_id)):
-        raise ValueError("a BigCommerce order id is a decimal integer")
+        raise ValueError(f"a BigCommerce {what} id is a decimal integer")
     return str(order_id)
 
 

@@ -16,6 +16,13 @@ Status rule (documented in README and docs/plugins.md):
 
 The current state is trusted over the payload's ``new_status_id``: retries arrive late and out of
 order, so a stale "cancelled" for an order that was re-opened must not cancel it.
+
+Products (docs/products.md): ``store/product/created`` and ``updated`` (and ``store/sku/*``, which
+name their product) carry only the id, so the product is read —
+``GET /v3/catalog/products/{id}?include=variants`` — and becomes UpsertProduct with its
+``date_modified``; a 404 means it is gone: DeleteProduct at the time of the read.
+``store/product/deleted`` → DeleteProduct at the delivery's ``created_at``. Like orders, the
+deliveries of one batch for the same product cost one read.
 """
 from __future__ import annotations
 
@@ -27,16 +34,17 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from decimal import Decimal
 from functools import lru_cache
 from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, validate
 
 from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
-                        ChannelAPIError, CreateOrder, Customer, Delivery, DeliveryInfo, Fulfill,
-                        Ignore, InvalidDelivery, InvalidIntent, OrderLine, RecordPayment,
-                        RemoteSubscription,
-                        RetryLater, Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
+                        ChannelAPIError, CreateOrder, Customer, DeleteProduct, Delivery,
+                        DeliveryInfo, Fulfill, Ignore, InvalidDelivery, InvalidIntent, OrderLine,
+                        ProductVariant, RecordPayment, RemoteSubscription, RetryLater, Shipment,
+                        ShipmentItem, SubscriptionSpec, UpsertProduct, hookimpl)
 
 from . import client as api
 from .client import BigCommerceClient
@@ -57,12 +65,17 @@ WEBHOOK_SCOPES = {
     "fulfillment": (ORDER_SCOPE,),
     "refund_pos": ("store/order/refund/created",),
     "refund_ecommerce": ("store/order/refund/created",),
-    "product_update": ("store/product/updated", "store/sku/updated"),
+    "product_update": ("store/product/created", "store/product/updated",
+                       "store/sku/updated"),
     "product_deletion": ("store/product/deleted",),
 }
 #: The webhooks translated today (and so subscribed).
 TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
-                                 "fulfillment"})
+                                 "fulfillment", "product_update", "product_deletion"})
+#: Scopes whose product is read from the catalog (``store/sku/*`` name it in ``data.sku``).
+PRODUCT_READ_SCOPES = ("store/product/created", "store/product/updated", "store/sku/created",
+                       "store/sku/updated", "store/sku/deleted")
+PRODUCT_DELETED_SCOPE = "store/product/deleted"
 
 STATUS_LABELS = {0: "Incomplete", 1: "Pending", 2: "Shipped", 3: "Partially Shipped",
                  4: "Refunded", 5: "Cancelled", 6: "Declined", 7: "Awaiting Payment",
@@ -159,6 +172,8 @@ class BigCommerceAdapter(ChannelAdapter):
         scope = payload["scope"]
         data = payload.get("data") or {}
         order_id = data.get("orderId") if data.get("type") == "shipment" else data.get("id")
+        if scope.startswith(("store/product/", "store/sku/")):
+            order_id = None  # a product's id, not an order's
         digest = payload.get("hash") or hashlib.sha1(delivery.body).hexdigest()
         webhook_id = delivery.headers.get("webhook-id")
         created = payload.get("created_at")
@@ -179,19 +194,37 @@ class BigCommerceAdapter(ChannelAdapter):
     def translate_many(self, deliveries: list[Delivery], channel: Channel):
         """Coalesce: deliveries for the same order waiting at once (status updated, shipment
         created, order updated...) cost one order read (plus one shipments read), not one per
-        delivery — they all get the order's current state anyway."""
+        delivery — they all get the order's current state anyway. The same for a product's
+        deliveries: one catalog read per product per batch."""
         client = self.client(channel)
         results: list = [None] * len(deliveries)
-        by_order: dict[str, list[int]] = {}
+        #: ("order", id) or ("product", id) -> the indexes of the deliveries that read it
+        reads: dict[tuple[str, str], list[int]] = {}
         #: index -> (scope, data) of each delivery that needs its order read
         deliveries_info: dict[int, tuple[str, dict]] = {}
         for index, delivery in enumerate(deliveries):
             try:
                 payload = _payload(delivery)
                 scope, data = payload["scope"], payload.get("data") or {}
+                if scope in PRODUCT_READ_SCOPES or scope == PRODUCT_DELETED_SCOPE:
+                    product_id = _product_id(scope, data)
+                    if product_id is None:
+                        results[index] = [Ignore(f"{scope} delivery names no valid product id "
+                                                 "(a BigCommerce product id is a decimal "
+                                                 "integer)")]
+                    elif scope == PRODUCT_DELETED_SCOPE:
+                        results[index] = [DeleteProduct(product_id, occurred_at=_timestamp(
+                            payload.get("created_at")))]
+                    else:
+                        reads.setdefault(("product", product_id), []).append(index)
+                    continue
+                if scope.startswith(("store/product/", "store/sku/")):
+                    results[index] = [Ignore(f"BigCommerce scope {scope} is not acted on: the "
+                                             "catalog keeps no inventory levels")]
+                    continue
                 if not (scope.startswith("store/order/") or scope.startswith("store/shipment/")):
                     results[index] = [Ignore(f"BigCommerce scope {scope} does not concern "
-                                             "order status")]
+                                             "order status or products")]
                     continue
                 order_id = (data.get("orderId") if data.get("type") == "shipment"
                             else data.get("id"))
@@ -207,37 +240,45 @@ class BigCommerceAdapter(ChannelAdapter):
                     results[index] = [Ignore(f"{scope}: order creation is off for this channel "
                                              "(its webhooks do not include order_creation)")]
                     continue
-                by_order.setdefault(str(order_id), []).append(index)
+                reads.setdefault(("order", str(order_id)), []).append(index)
                 deliveries_info[index] = (scope, data)
             except Exception as exc:  # noqa: BLE001
                 results[index] = exc
-        def read(order_id: str):
-            group = [(deliveries_info[i][0], deliveries_info[i][1]) for i in by_order[order_id]]
+
+        def read(key: tuple[str, str]):
+            """One read for every delivery of an order (a list: one result each) or of a product
+            (one result they share); an exception is shared by all of them."""
+            kind, object_id = key
             try:
-                return order_results(client, channel, order_id, group)
-            except (ChannelAPIError, RetryLater) as exc:  # every delivery of the order shares it
-                return exc
-            except InvalidIntent as exc:  # an order no retry can import (e.g. a float price)
-                return exc
+                if kind == "product":
+                    return product_intents(client, object_id)
+                group = [deliveries_info[i] for i in reads[key]]
+                return order_results(client, channel, object_id, group)
+            except (ChannelAPIError, RetryLater, InvalidIntent) as exc:
+                return exc  # every delivery of the order (product) shares it
             except Exception as exc:  # noqa: BLE001 — an answer we cannot read
                 # Its message may quote the answer: the delivery's reason names only the type.
                 log.warning("bigcommerce.unreadable_answer", exc_info=exc,
-                            extra={"channel_id": channel.id, "order_id": order_id})
-                return ChannelAPIError(f"GET /v2/orders/{order_id}: an answer we cannot read "
+                            extra={"channel_id": channel.id, f"{kind}_id": object_id})
+                path = (f"/v3/catalog/products/{object_id}" if kind == "product"
+                        else f"/v2/orders/{object_id}")
+                return ChannelAPIError(f"GET {path}: an answer we cannot read "
                                        f"({type(exc).__name__})")
 
-        orders = list(by_order)
-        if len(orders) > 1 and self.concurrency > 1:
+        keys = list(reads)
+        if len(keys) > 1 and self.concurrency > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency,
                                                 thread_name_prefix="bigcommerce-read")
-            outcomes = list(self._pool.map(read, orders))
+            outcomes = list(self._pool.map(read, keys))
         else:
-            outcomes = [read(order_id) for order_id in orders]
-        for order_id, outcome in zip(orders, outcomes):
-            for position, index in enumerate(by_order[order_id]):
-                results[index] = (outcome if isinstance(outcome, Exception)
-                                  else outcome[position])
+            outcomes = [read(key) for key in keys]
+        for key, outcome in zip(keys, outcomes):
+            for position, index in enumerate(reads[key]):
+                if isinstance(outcome, Exception) or key[0] == "product":
+                    results[index] = outcome
+                else:
+                    results[index] = outcome[position]
         return results
 
     # -- subscriptions ----------------------------------------------------------------------
@@ -454,6 +495,71 @@ def order_intents(client: BigCommerceClient, order_id: str, order: dict | None =
         return [Fulfill(order_id, shipments=shipments, complete=complete)]
     return [Ignore(f"order {order_id} is {label} (status {status_id}) in BigCommerce: "
                    "neither cancelled nor shipped")]
+
+
+def product_intents(client: BigCommerceClient, product_id: str) -> list:
+    """The product as BigCommerce holds it now; gone (404) means deleted, as of this read."""
+    answer = client.product(product_id)
+    if answer is None:
+        return [DeleteProduct(product_id, occurred_at=datetime.now(timezone.utc))]
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, dict):
+        raise ChannelAPIError(f"GET /v3/catalog/products/{product_id}: the answer has no "
+                              "product (data)")
+    variants = []
+    for entry in data.get("variants") or ():
+        if not isinstance(entry, dict) or not _is_id(entry.get("id")):
+            continue
+        labels = [str(v.get("label")) for v in entry.get("option_values") or ()
+                  if isinstance(v, dict) and isinstance(v.get("label"), str)]
+        variants.append(ProductVariant(str(entry["id"]), sku=_sku(entry.get("sku")),
+                                       title=" / ".join(labels) or None,
+                                       price=_price(entry.get("price"))))
+    visible = data.get("is_visible")
+    name = data.get("name")
+    return [UpsertProduct(
+        product_id, title=name if isinstance(name, str) else None, sku=_sku(data.get("sku")),
+        price=_price(data.get("price")),
+        status=None if visible is None else ("visible" if visible else "hidden"),
+        active=visible is not False, variants=tuple(variants),
+        updated_at=_iso_time(data.get("date_modified")))]
+
+
+def _product_id(scope: str, data: dict) -> str | None:
+    """The product a product or SKU delivery names, as digits; None when it names none."""
+    value = data.get("id")
+    if scope.startswith("store/sku/"):
+        sku = data.get("sku")
+        value = sku.get("product_id") if isinstance(sku, dict) else None
+    return str(value) if _is_id(value) else None
+
+
+def _is_id(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, str))
+            and api.is_order_id(str(value)) and int(value) > 0)
+
+
+def _sku(value) -> str | None:
+    """BigCommerce writes "" for no SKU."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _price(value) -> str | None:
+    """A catalog price (read as Decimal or int, never a float) as decimal text."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        return None
+    text = str(value)
+    return text if len(text) <= 32 and Decimal(value).is_finite() else None
+
+
+def _iso_time(value) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _all_shipped(order: dict) -> bool:

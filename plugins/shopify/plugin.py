@@ -30,12 +30,15 @@ Topic rule (documented in docs/shopify.md):
   ``shop/redact`` → RedactPersonalData of everything, on an inactive channel or once Shopify
   refuses the access token (a genuine one comes 48 h after an uninstall). These three and
   ``app/uninstalled`` are accepted even once the channel is inactive.
+* ``products/create`` and ``products/update`` → UpsertProduct: the body is the product (its
+  ``updated_at`` decides against what the catalog holds); ``products/delete`` → DeleteProduct (the
+  body is only the id; the time is ``X-Shopify-Triggered-At``, else when it was received).
 * Any other topic → ignored, with the topic named.
 
 Only the body is signed; the topic and shop domain are headers anyone who captured a delivery can
 change. So a body must look like its topic (:func:`shape_problem`: an order for an order topic, a
 fulfillment for a fulfillment topic, a shop for ``app/uninstalled``, a redact request of the right
-kind for a privacy topic) and name the channel's shop wherever it names one, or the intake refuses
+kind for a privacy topic, a product for a product topic and only ``{id}`` for ``products/delete``) and name the channel's shop wherever it names one, or the intake refuses
 it (400); the worker checks again and ignores what does not fit. The de-duplication key is the
 SHA-256 of topic and raw body, not the (unsigned) webhook id: a captured body re-sent under a new
 webhook id is a duplicate.
@@ -51,15 +54,17 @@ import hashlib
 import hmac
 import re
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlparse
 
 from marshmallow import Schema, fields, post_load, validate
 
 from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
-                        ChannelAPIError, CreateOrder, Customer, DeactivateChannel, Delivery,
-                        DeliveryInfo, Fulfill, Ignore, InvalidDelivery, OrderLine,
-                        RecordPayment, RedactPersonalData, RemoteSubscription, RetryLater,
-                        Shipment, ShipmentItem, SubscriptionSpec, hookimpl)
+                        ChannelAPIError, CreateOrder, Customer, DeactivateChannel, DeleteProduct,
+                        Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery, OrderLine,
+                        ProductVariant, RecordPayment, RedactPersonalData, RemoteSubscription,
+                        RetryLater, Shipment, ShipmentItem, SubscriptionSpec, UpsertProduct,
+                        hookimpl)
 
 from . import client as api
 from .client import ShopifyClient, ShopPacer
@@ -92,11 +97,16 @@ APP_UNINSTALLED = "app/uninstalled"
 CUSTOMERS_DATA_REQUEST = "customers/data_request"
 CUSTOMERS_REDACT = "customers/redact"
 SHOP_REDACT = "shop/redact"
+PRODUCTS_CREATE = "products/create"
+PRODUCTS_UPDATE = "products/update"
+PRODUCTS_DELETE = "products/delete"
 
 ORDER_TOPICS = (ORDERS_CREATE, ORDERS_PAID, ORDERS_CANCELLED, ORDERS_FULFILLED,
                 ORDERS_PARTIALLY_FULFILLED)
 FULFILLMENT_TOPICS = (FULFILLMENTS_CREATE, FULFILLMENTS_UPDATE)
 PRIVACY_TOPICS = (CUSTOMERS_DATA_REQUEST, CUSTOMERS_REDACT, SHOP_REDACT)
+#: Topics whose body is the product.
+PRODUCT_TOPICS = (PRODUCTS_CREATE, PRODUCTS_UPDATE)
 #: Topics an inactive (e.g. uninstalled) channel still accepts and processes.
 LIFECYCLE_TOPICS = (APP_UNINSTALLED, *PRIVACY_TOPICS)
 
@@ -121,7 +131,7 @@ WEBHOOK_TOPICS = {
 }
 #: The webhooks translated today (and so subscribed).
 TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
-                                 "fulfillment"})
+                                 "fulfillment", "product_update", "product_deletion"})
 
 #: ``financial_status`` values of an order whose payment was captured (refunds come after a
 #: payment). pending, authorized, partially_paid, voided and expired are not paid.
@@ -231,7 +241,7 @@ class ShopifyAdapter(ChannelAdapter):
             raise InvalidDelivery("missing X-Shopify-Topic header")
         # An order or fulfillment: only the few top-level fields inspect needs (a full order
         # payload is read by the worker). Lifecycle and privacy bodies are small: whole.
-        payload = (delivery.json_object(*SHAPE_FIELDS) if topic not in LIFECYCLE_TOPICS
+        payload = (delivery.json_object(*SHAPE_FIELDS) if topic not in WHOLE_BODY_TOPICS
                    else delivery.json_object())
         problem = shape_problem(topic, payload, _shop(channel))
         if problem:
@@ -280,6 +290,10 @@ class ShopifyAdapter(ChannelAdapter):
                 return [still_installed]
         if topic in PRIVACY_TOPICS:
             return [_privacy_intent(topic, payload, channel)]
+        if topic in PRODUCT_TOPICS:
+            return [product_intent(payload, when)]
+        if topic == PRODUCTS_DELETE:
+            return [DeleteProduct(_shopify_id(payload.get("id"), "Product"), occurred_at=when)]
         return [Ignore(f"Shopify topic {topic or '(none)'} does not concern cancellations or "
                        "fulfilments")]
 
@@ -542,16 +556,83 @@ def _privacy_intent(topic: str, payload: dict, channel: Channel):
     return RedactPersonalData(everything=True)
 
 
+# -- products ---------------------------------------------------------------------------------------
+
+
+#: The Shopify product statuses that count as active (``draft``, ``archived``, ``unlisted`` don't).
+ACTIVE_PRODUCT_STATUSES = frozenset({"active"})
+
+
+def product_intent(product: dict, when: datetime | None):
+    """A products/create or products/update body (shape already checked) as UpsertProduct. The
+    body's own times (signed, unlike the triggered-at header) order its states.
+    Variants without a Shopify variant id are left out; when ``variant_gids`` names more
+    variants than ``variants`` carries, the list is taken as partial (none is removed)."""
+    variants, seen = [], 0
+    for entry in _list(product.get("variants")):
+        if not isinstance(entry, dict):
+            continue
+        seen += 1
+        variant_id = _shopify_id(entry.get("id"), "ProductVariant")
+        if variant_id is None:
+            continue
+        position = entry.get("position")
+        variants.append(ProductVariant(
+            variant_id, sku=_text(entry.get("sku")), title=_string(entry.get("title")),
+            price=_price(entry.get("price")),
+            position=position if isinstance(position, int) and not isinstance(position, bool)
+            and abs(position) < 2 ** 31 else None))
+    gids = product.get("variant_gids")
+    status = _string(product.get("status"))
+    return UpsertProduct(
+        _shopify_id(product.get("id"), "Product"), title=_string(product.get("title")),
+        status=status[:32] if status else None,
+        active=status is None or status.lower() in ACTIVE_PRODUCT_STATUSES,
+        variants=tuple(variants),
+        variants_complete=not (isinstance(gids, list) and len(gids) > seen),
+        updated_at=_product_time(product, gids) or when)
+
+
+def _product_time(product: dict, gids) -> datetime | None:
+    """When this state of the product was made: the latest of its ``updated_at`` and its
+    variants' (``variant_gids``), since a variant's edit need not move the product's own."""
+    moments = [parse_time(product.get("updated_at"))]
+    if isinstance(gids, list):
+        moments += [parse_time(g.get("updated_at")) for g in gids if isinstance(g, dict)]
+    moments = [m for m in moments if m is not None]
+    return max(moments) if moments else None
+
+
+def _string(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _price(value) -> str | None:
+    """A price as decimal text ("19.99"); None when it is not one (a malformed variant keeps
+    its place in the catalog, without a price)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value).strip()
+    try:
+        return text if len(text) <= 32 and Decimal(text).is_finite() else None
+    except InvalidOperation:
+        return None
+
+
 # -- what each topic's body must look like --------------------------------------------------------
 
 #: The top-level fields the intake reads of an order or fulfillment body: enough to tell the
 #: kinds of Shopify objects apart and to name the order, not the whole 15 kB document.
-SHAPE_FIELDS = ("id", "admin_graphql_api_id", "order_id", "order_number", "updated_at")
+SHAPE_FIELDS = ("id", "admin_graphql_api_id", "order_id", "order_number", "updated_at",
+                "title")
 #: Keys of a customer's privacy request; a shop/redact carries none of them.
 CUSTOMER_REQUEST_KEYS = ("customer", "orders_to_redact", "orders_requested", "data_request")
 #: Keys a shop object (app/uninstalled) never has: they belong to orders, fulfillments and
 #: privacy requests.
 NOT_IN_A_SHOP = ("order_id", "order_number", "line_items", "shop_id", "shop_domain", "customer")
+#: Topics whose body the intake reads whole: small by nature (a shop, a privacy request, a
+#: deleted product's id), and what they must not carry is anywhere in them.
+WHOLE_BODY_TOPICS = (*LIFECYCLE_TOPICS, PRODUCTS_DELETE)
 
 _EXPECTED = {
     "order": "an order (an id, its admin_graphql_api_id gid://shopify/Order/<id> or an "
@@ -562,6 +643,9 @@ _EXPECTED = {
     SHOP_REDACT: "{shop_id, shop_domain} and nothing about a customer",
     CUSTOMERS_REDACT: "{shop_id, shop_domain, customer, orders_to_redact}",
     CUSTOMERS_DATA_REQUEST: "{shop_id, shop_domain, customer, orders_requested, data_request}",
+    "product": "a product (an id, its admin_graphql_api_id gid://shopify/Product/<id> when "
+               "present, a title, and no order_id or order_number)",
+    PRODUCTS_DELETE: "only {id}, the deleted product's id",
 }
 
 
@@ -580,6 +664,10 @@ def shape_problem(topic: str, payload: dict, shop: str) -> str | None:
         kind, why = topic, _shop_object_problem(payload, shop)
     elif topic in PRIVACY_TOPICS:
         kind, why = topic, _privacy_problem(topic, payload, shop)
+    elif topic in PRODUCT_TOPICS:
+        kind, why = "product", _product_problem(payload)
+    elif topic == PRODUCTS_DELETE:
+        kind, why = topic, _product_deletion_problem(payload)
     else:
         return None
     if why is None:
@@ -614,6 +702,27 @@ def _fulfillment_problem(fulfillment: dict) -> str | None:
     if fulfillment.get("order_number") is not None:
         return "it has an order_number, as an order does"
     return _object_problem(fulfillment, "Fulfillment")
+
+
+def _product_problem(product: dict) -> str | None:
+    if product.get("order_id") is not None:
+        return "it has an order_id, as a fulfillment or a refund does"
+    if product.get("order_number") is not None:
+        return "it has an order_number, as an order does"
+    if not isinstance(product.get("title"), str):
+        return "it has no title"
+    return _object_problem(product, "Product")
+
+
+def _product_deletion_problem(payload: dict) -> str | None:
+    """A genuine products/delete is ``{"id": n}``: any other field means a body of another kind
+    (a product, whose deletion would be forged from a captured products/update)."""
+    extra = sorted(str(key) for key in payload if key != "id")
+    if extra:
+        return f"it has {', '.join(_quote(k) for k in extra[:5])}"
+    if _shopify_id(payload.get("id"), "Product") is None:
+        return "its id is not a Shopify product id"
+    return None
 
 
 def _shop_object_problem(payload: dict, shop: str) -> str | None:

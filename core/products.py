@@ -1,0 +1,266 @@
+"""The product catalog: a channel's products kept in step with its product deliveries, and the
+look-up that links an order line to its catalog entry.
+
+Rules (docs/products.md):
+
+* The channel's time decides. Each product keeps a high-water mark (``channel_updated_at``): the
+  channel's ``updated_at`` of the state applied, or the time of its deletion. A state older than
+  the mark is ignored, whatever order deliveries arrive in; a repeat of the state held changes
+  nothing.
+* A deletion keeps the product, its variants and its history, marked ``deleted_at``. At an equal
+  time a deletion wins over an update; a state newer than the deletion brings the product back
+  (``restored``).
+* A deletion of a product the catalog never saw is kept as a deleted entry, so a late, older
+  "created" cannot bring it to life.
+
+Everything here runs inside the caller's transaction.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.orm import Session, selectinload
+
+from .clock import naive_utc, utcnow
+from .intents import DeleteProduct, UpsertProduct
+from .models import Product, ProductChange, ProductVariantRow
+from .outcomes import Outcome
+
+#: The product fields a change is recorded for (variants are counted apart).
+FIELDS = ("title", "sku", "price", "status", "active")
+VARIANT_FIELDS = ("sku", "title", "price", "position")
+
+
+def apply_intent(session: Session, channel_id: int, intent: UpsertProduct | DeleteProduct, *,
+                 delivery_id: int | None, received_at: datetime) -> tuple[str, str]:
+    """Carry out ``intent`` on the channel's catalog. Returns (outcome, reason) for the delivery.
+    ``received_at`` stands in for the channel's time when the intent has none."""
+    product = _find_locked(session, channel_id, intent.product_id)
+    if isinstance(intent, UpsertProduct):
+        when = naive_utc(intent.updated_at or received_at)
+        return _upsert(session, channel_id, product, intent, when, delivery_id)
+    when = naive_utc(intent.occurred_at or received_at)
+    return _delete(session, channel_id, product, intent.product_id, when, delivery_id)
+
+
+def _seen(session: Session) -> dict:
+    """The products this transaction has found or created, by (channel, product id): a later
+    delivery of the same batch finds a product created earlier without a flush (the worker
+    records a batch without autoflush, and one flush per delivery would cost more than the
+    rest of its work)."""
+    return session.info.setdefault("orderhooks.products", {})
+
+
+def prefetch(session: Session, batch) -> None:
+    """Load the products a batch's intents name, with their variants, in one query per channel
+    (locked on PostgreSQL, in id order), so applying each intent queries nothing more. ``batch``:
+    (channel id, that delivery's result) pairs; results that are not lists of intents are
+    skipped. On SQLite, whose transactions run one at a time, a product not found is known to
+    be new; on PostgreSQL a missing one is looked for again under its lock (``_find_locked``)."""
+    wanted: dict[int, set[str]] = {}
+    for channel_id, result in batch:
+        if isinstance(result, list):
+            for intent in result:
+                if isinstance(intent, (UpsertProduct, DeleteProduct)):
+                    wanted.setdefault(channel_id, set()).add(intent.product_id)
+    seen = _seen(session)
+    serialised = session.get_bind().dialect.name != "postgresql"
+    for channel_id, product_ids in wanted.items():
+        query = (select(Product).where(Product.channel_id == channel_id,
+                                       Product.channel_product_id.in_(product_ids))
+                 .options(selectinload(Product.variants)).order_by(Product.id))
+        found = {p.channel_product_id: p for p in session.scalars(query.with_for_update())}
+        for product_id in product_ids:
+            if product_id in found or serialised:
+                seen[(channel_id, product_id)] = found.get(product_id)
+
+
+def _find_locked(session: Session, channel_id: int, product_id: str) -> Product | None:
+    seen = _seen(session)
+    if (channel_id, product_id) in seen:
+        return seen[(channel_id, product_id)]
+    query = select(Product).where(Product.channel_id == channel_id,
+                                  Product.channel_product_id == product_id)
+    product = session.scalars(query.with_for_update()).first()
+    if product is None and session.get_bind().dialect.name == "postgresql":
+        # Two workers may both find a new product missing: the one that waits on this lock
+        # sees the other's insert once it commits, instead of failing on the unique key.
+        digest = hashlib.sha256(f"orderhooks:product:{channel_id}:{product_id}".encode())
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": int.from_bytes(digest.digest()[:8], "big", signed=True)})
+        product = session.scalars(query.with_for_update()).first()
+    seen[(channel_id, product_id)] = product
+    return product
+
+
+def _new(session: Session, channel_id: int, product_id: str, **values) -> Product:
+    product = Product(channel_id=channel_id, channel_product_id=product_id, variants=[],
+                      history=[], **values)
+    session.add(product)
+    _seen(session)[(channel_id, product_id)] = product
+    return product
+
+
+def _upsert(session: Session, channel_id: int, product: Product | None, intent: UpsertProduct,
+            when: datetime, delivery_id: int | None) -> tuple[str, str]:
+    name = f"product {intent.product_id}"
+    if product is None:
+        product = _new(session, channel_id, intent.product_id, active=intent.active,
+                       channel_updated_at=when)
+        changes = _set_fields(product, intent)
+        changes.update(_set_variants(product, intent))
+        _record(session, product, "created", when, delivery_id, changes,
+                f"created with {len(product.variants)} variant(s)")
+        return Outcome.APPLIED, f"{name}: created"
+    if product.deleted_at is not None and when <= product.deleted_at:
+        return Outcome.IGNORED, (f"{name}: this state (updated {_iso(when)}) is not newer than "
+                                 f"its deletion ({_iso(product.deleted_at)}); it stays deleted")
+    mark = product.channel_updated_at
+    if mark is not None and when < mark:
+        return Outcome.IGNORED, (f"{name}: this state (updated {_iso(when)}) is older than the "
+                                 f"one held ({_iso(mark)}); the catalog keeps the newer")
+    restoring = product.deleted_at is not None
+    changes = _set_fields(product, intent)
+    changes.update(_set_variants(product, intent))
+    product.channel_updated_at = when
+    if restoring:
+        product.deleted_at = None
+        _record(session, product, "restored", when, delivery_id, changes,
+                "back in the channel after its deletion")
+        return Outcome.APPLIED, f"{name}: restored (created again after its deletion)"
+    if not changes:
+        return Outcome.IGNORED, f"{name}: no change to the catalog"
+    _record(session, product, "updated", when, delivery_id, changes,
+            "changed: " + ", ".join(sorted(changes)))
+    return Outcome.APPLIED, f"{name}: updated ({', '.join(sorted(changes))})"
+
+
+def _delete(session: Session, channel_id: int, product: Product | None, product_id: str,
+            when: datetime, delivery_id: int | None) -> tuple[str, str]:
+    name = f"product {product_id}"
+    if product is None:
+        product = _new(session, channel_id, product_id, active=False, deleted_at=when,
+                       channel_updated_at=when)
+        _record(session, product, "deleted", when, delivery_id, {},
+                "deleted before the catalog saw it: kept as deleted, so an older state "
+                "arriving late cannot bring it back")
+        return Outcome.APPLIED, f"{name}: deleted (not seen before)"
+    if product.deleted_at is not None:
+        return Outcome.IGNORED, f"{name}: already deleted ({_iso(product.deleted_at)})"
+    mark = product.channel_updated_at
+    if mark is not None and when < mark:
+        return Outcome.IGNORED, (f"{name}: this deletion ({_iso(when)}) is older than the state "
+                                 f"held (updated {_iso(mark)}); the catalog keeps the newer")
+    changes = {"active": [product.active, False]} if product.active else {}
+    product.deleted_at, product.active, product.channel_updated_at = when, False, when
+    _record(session, product, "deleted", when, delivery_id, changes,
+            "deleted in the channel; kept with its variants and history")
+    return Outcome.APPLIED, f"{name}: deleted"
+
+
+def _set_fields(product: Product, intent: UpsertProduct) -> dict:
+    changes = {}
+    for field in FIELDS:
+        old, new = getattr(product, field), getattr(intent, field)
+        if old != new:
+            changes[field] = [old, new]
+            setattr(product, field, new)
+    return changes
+
+
+def _set_variants(product: Product, intent: UpsertProduct) -> dict:
+    """The product's variants become the intent's (by channel variant id; a repeated id: the
+    last one counts). Returns the counts of what changed, when anything did."""
+    existing = {row.channel_variant_id: row for row in product.variants}
+    wanted = {variant.variant_id: variant for variant in intent.variants}
+    added = changed = 0
+    for variant_id, variant in wanted.items():
+        row = existing.pop(variant_id, None)
+        if row is None:
+            product.variants.append(ProductVariantRow(
+                channel_id=product.channel_id, channel_variant_id=variant_id,
+                **{f: getattr(variant, f) for f in VARIANT_FIELDS}))
+            added += 1
+            continue
+        differs = False
+        for field in VARIANT_FIELDS:
+            if getattr(row, field) != getattr(variant, field):
+                setattr(row, field, getattr(variant, field))
+                differs = True
+        changed += differs
+    removed = list(existing.values()) if intent.variants_complete else []
+    for row in removed:
+        product.variants.remove(row)
+    counts = {"added": added, "removed": len(removed), "changed": changed}
+    return {"variants": counts} if any(counts.values()) else {}
+
+
+def _record(session: Session, product: Product, event: str, when: datetime,
+            delivery_id: int | None, changes: dict, message: str) -> None:
+    # Through the relationship: the product may not be flushed yet (no id), and setting the
+    # change's side does not load the product's whole history.
+    session.add(ProductChange(product=product, at=utcnow(), event=event,
+                              channel_updated_at=when, delivery_id=delivery_id,
+                              changes=changes, message=message))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat() + "Z"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What an order line links to: a product and, when known, the variant."""
+    product: Product
+    variant: ProductVariantRow | None = None
+
+
+def find_product(session: Session, channel_id: int, product_id=None, variant_id=None,
+                 sku: str | None = None) -> CatalogEntry | None:
+    """The catalog entry an order line names: by the channel's variant id, else its product id,
+    else its SKU (a variant's or the product's). A live product is preferred to a deleted one
+    sharing the SKU, then the most recently changed."""
+    if variant_id is not None:
+        row = session.scalars(
+            select(ProductVariantRow).join(Product)
+            .where(ProductVariantRow.channel_id == channel_id,
+                   ProductVariantRow.channel_variant_id == str(variant_id))
+            .order_by(Product.deleted_at.is_not(None), Product.updated_at.desc())).first()
+        if row is not None:
+            return CatalogEntry(row.product, row)
+    if product_id is not None:
+        product = session.scalars(select(Product).where(
+            Product.channel_id == channel_id,
+            Product.channel_product_id == str(product_id))).first()
+        if product is not None:
+            return CatalogEntry(product, _variant_of(product, variant_id, sku))
+    if sku:
+        row = session.scalars(
+            select(ProductVariantRow).join(Product)
+            .where(ProductVariantRow.channel_id == channel_id, ProductVariantRow.sku == sku)
+            .order_by(Product.deleted_at.is_not(None), Product.updated_at.desc())).first()
+        if row is not None:
+            return CatalogEntry(row.product, row)
+        product = session.scalars(
+            select(Product).where(Product.channel_id == channel_id, Product.sku == sku)
+            .order_by(Product.deleted_at.is_not(None), Product.updated_at.desc())).first()
+        if product is not None:
+            return CatalogEntry(product)
+    return None
+
+
+def _variant_of(product: Product, variant_id, sku) -> ProductVariantRow | None:
+    for row in product.variants:
+        if (variant_id is not None and row.channel_variant_id == str(variant_id)) or (
+                variant_id is None and sku and row.sku == sku):
+            return row
+    return None
+
+
+def sku_filter(sku: str):
+    """Products having ``sku``: their own, or one of their variants' (the admin API's list)."""
+    return or_(Product.sku == sku, Product.id.in_(
+        select(ProductVariantRow.product_id).where(ProductVariantRow.sku == sku)))
