@@ -79,6 +79,9 @@ def order_view(order) -> dict:
     to receivers and kept, while a privacy request can only redact what orderhooks holds."""
     return {"id": order.id, "channel_id": order.channel_id,
             "channel_order_id": order.channel_order_id, "status": order.status,
+            "order_number": order.order_number, "placed_at": _time(order.placed_at),
+            "currency": order.currency, "totals": dict(order.totals or {}),
+            "payments": list(order.payments or []),
             "shipments": list(order.shipments or []),
             "last_event_at": _time(order.last_event_at)}
 

@@ -160,9 +160,12 @@ ORDER_EVENT_TYPES = {"cancelled": "order.cancelled", "shipped": "order.shipped",
 
 
 def _emit_order(session: Session, type: str, order: Order, old_status: str | None,
-                delivery_id: int | None, reason: str, intent: str | None = None) -> None:
+                delivery_id: int | None, reason: str, intent: str | None = None,
+                lines: list | None = None) -> None:
     data = {"order": events.order_view(order), "previous_status": old_status,
             "delivery_id": delivery_id, "reason": reason}
+    if lines is not None:
+        data["order"]["lines"] = lines
     if intent is not None:
         data["intent"] = intent
     events.emit(session, type, data, channel_id=order.channel_id,
@@ -274,6 +277,8 @@ def _record_payment(session: Session, channel: SalesChannel, order: Order,
                             event="paid" if decision.new_status else "payment_ignored",
                             old_status=old, new_status=order.status, delivery_id=delivery_id,
                             message=decision.reason))
+    _emit_order(session, "order.paid" if decision.new_status else "order.ignored", order, old,
+                delivery_id, decision.reason, intent="recordpayment")
 
 
 def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *,
@@ -308,6 +313,8 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     if intent.lines:
         # One multi-row INSERT, no ORM objects: an order may have hundreds of lines.
         session.execute(insert(OrderLine), [_line_row(order.id, line) for line in intent.lines])
+    _emit_order(session, "order.created", order, None, delivery_id, reason,
+                intent="createorder", lines=[_line_row(order.id, line) for line in intent.lines])
     if cache is not None:
         cache[(channel.id, order.channel_order_id)] = order
     # PostgreSQL: under the order key's lock, a worker that held an intent for this order has

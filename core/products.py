@@ -24,6 +24,7 @@ from datetime import datetime
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
+from . import events
 from .clock import naive_utc, utcnow
 from .intents import DeleteProduct, UpsertProduct
 from .models import Product, ProductChange, ProductVariantRow
@@ -205,6 +206,22 @@ def _record(session: Session, product: Product, event: str, when: datetime,
     session.add(ProductChange(product=product, at=utcnow(), event=event,
                               channel_updated_at=when, delivery_id=delivery_id,
                               changes=changes, message=message))
+    events.emit(session, "product.deleted" if event == "deleted" else "product.updated",
+                {"product": product_view(product), "change": event, "changes": changes,
+                 "delivery_id": delivery_id}, channel_id=product.channel_id)
+
+
+def product_view(product: Product) -> dict:
+    """A product as events carry it: the catalog entry and its variants after the change."""
+    return {"channel_id": product.channel_id, "channel_product_id": product.channel_product_id,
+            **{field: getattr(product, field) for field in FIELDS},
+            "active": product.active, "deleted": product.deleted_at is not None,
+            "deleted_at": _iso(product.deleted_at) if product.deleted_at else None,
+            "channel_updated_at": (_iso(product.channel_updated_at)
+                                   if product.channel_updated_at else None),
+            "variants": [{"channel_variant_id": row.channel_variant_id,
+                          **{f: getattr(row, f) for f in VARIANT_FIELDS}}
+                         for row in product.variants]}
 
 
 def _iso(moment: datetime) -> str:

@@ -190,3 +190,58 @@ def test_docs_show_a_sample_of_every_type_written_today():
     for type in set(events.TYPES) - reserved:
         assert f'"type": "{type}"' in doc, f"docs/events.md has no sample of {type}"
         assert f"| `{type}` |" in doc, f"docs/events.md's table has no row for {type}"
+
+
+def test_an_imported_order_and_its_payment_write_order_created_then_order_paid(shopify, admin,
+                                                                              worker, app):
+    from tests.test_orders_from_channel import new_order, shopify_channel
+    channel = shopify_channel(shopify, admin)
+    shopify.send("orders/create", new_order())
+    worker.run_until_idle()
+    shopify.send("orders/paid", new_order(financial_status="paid",
+                                          updated_at="2022-01-02T00:00:00-05:00"))
+    worker.run_until_idle()
+    created, paid = all_events(app)
+    assert (created.type, paid.type) == ("order.created", "order.paid")
+    assert created.channel_id == channel["id"] and created.order_key == paid.order_key
+    order = created.data["order"]
+    assert order["status"] == "AWAITING_PAYMENT" and order["currency"] == "USD"
+    assert order["totals"]["total"] == "404.95" and order["order_number"] == "#9999"
+    assert len(order["lines"]) == len(new_order()["line_items"]) > 0
+    assert "customer" not in order and "shipping_address" not in order  # personal data
+    assert paid.data["previous_status"] == "AWAITING_PAYMENT"
+    assert paid.data["order"]["status"] == "UNPROCESSED"
+    assert paid.data["order"]["payments"][-1]["amount"] == "404.95"
+
+
+def test_a_payment_the_rule_refuses_writes_order_ignored(shopify, admin, worker, app):
+    from tests.test_orders_from_channel import new_order, shopify_channel
+    shopify_channel(shopify, admin)
+    shopify.send("orders/create", new_order(financial_status="paid"))  # UNPROCESSED already
+    worker.run_until_idle()
+    shopify.send("orders/paid", new_order(financial_status="paid",
+                                          updated_at="2022-01-02T00:00:00-05:00"))
+    worker.run_until_idle()
+    assert [e.type for e in all_events(app)] == ["order.created", "order.ignored"]
+    assert "not AWAITING_PAYMENT" in all_events(app)[-1].data["reason"]
+
+
+def test_product_changes_write_product_updated_and_product_deleted(shopify, worker, app):
+    from tests.test_products import PRODUCT_ID, shopify_product
+    channel = shopify.create()
+    shopify.send("products/create", shopify_product(updated_at="2022-01-01T00:00:00Z"))
+    worker.run_until_idle()
+    shopify.send("products/update", shopify_product(updated_at="2021-06-01T00:00:00Z"))
+    worker.run_until_idle()  # older than what the catalog holds: no change, no event
+    shopify.send("products/delete", {"id": PRODUCT_ID},
+                 triggered_at="2022-02-01T00:00:00Z")
+    worker.run_until_idle()
+    created, deleted = all_events(app)
+    assert (created.type, created.data["change"]) == ("product.updated", "created")
+    assert created.channel_id == channel["id"]
+    product = created.data["product"]
+    assert product["channel_product_id"] == str(PRODUCT_ID)
+    assert [v["price"] for v in product["variants"]] == ["19.99", "19.99"]
+    assert deleted.type == "product.deleted"
+    assert deleted.data["product"]["deleted"] is True
+    assert deleted.data["product"]["deleted_at"].startswith("2022-02-01T00:00:00")
