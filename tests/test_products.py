@@ -555,3 +555,34 @@ def test_product_reads_are_paced_per_store_and_a_long_wait_reschedules(bc, admin
     assert reads(api, 174) == 2
     assert product(admin, channel["id"], 174)["title"] == "1L Le Parfait Jar"
     bc_client.PACER.reset()
+
+
+def test_order_lines_link_to_the_catalog_by_variant_then_product_then_sku(shopify, admin,
+                                                                          worker):
+    from tests.test_orders_from_channel import new_order, shopify_channel
+    channel = shopify_channel(shopify, admin)
+    variants = [{"id": 642667041472713922, "product_id": PRODUCT_ID, "sku": "SKU2006-001",
+                 "price": "19.99", "title": "Small", "position": 1},
+                {"id": 757650484644203962, "product_id": PRODUCT_ID, "sku": "SKU2006-020",
+                 "price": "19.99", "title": "Medium", "position": 2}]
+    shopify.send("products/create", shopify_product(variants=variants))
+    shopify.send("products/create", shopify_product(product_id=11, title="Lens cover",
+                                                    sku="LENS-PROTECT-2YR", variants=[{
+                                                        "id": 12, "product_id": 11,
+                                                        "sku": "LENS-PROTECT-2YR",
+                                                        "price": "5.00", "title": "Default"}]))
+    order = new_order()
+    order["line_items"][0]["variant_id"] = 757650484644203962  # the variant decides, not the SKU
+    shopify.send("orders/create", order)
+    worker.run_until_idle()
+    found = admin.get(f"/orders?channel_id={channel['id']}")
+    lines = admin.get(f"/orders/{found[0]['id']}")["lines"]
+    shirt = product(admin, channel["id"])
+    lens = product(admin, channel["id"], 11)
+    by_sku = {line["sku"]: line["catalog"] for line in lines}
+    assert by_sku["SKU2006-001"]["product_id"] == shirt["id"]
+    assert by_sku["SKU2006-001"]["channel_variant_id"] == "757650484644203962"
+    assert by_sku["LENS-PROTECT-2YR"]["product_id"] == lens["id"]  # by SKU: no ids on the line
+    assert by_sku["CASE-LEATHER-PREM"] is None  # not in the catalog
+    assert by_sku["SKU2006-035"]["product_id"] == shirt["id"]  # by product id
+    assert by_sku["SKU2006-035"]["channel_variant_id"] is None  # none of its variants has that SKU

@@ -7,9 +7,9 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import orders
+from .. import orders, products
 from ..db import get_session
-from ..models import Order, PendingIntent, SalesChannel
+from ..models import Order, OrderLine, PendingIntent, SalesChannel
 from . import paging
 from .lookup import get_or_404
 from .schemas import (OrderCreateSchema, OrderDetailSchema, OrderPatchSchema, OrderQuerySchema,
@@ -24,8 +24,22 @@ def _detail(session, order: Order) -> dict:
         PendingIntent.channel_id == order.channel_id,
         PendingIntent.channel_order_id == order.channel_order_id)
         .order_by(PendingIntent.id)).all()
+    lines = list(order.lines)
+    linked = products.link_lines(session, order.channel_id, lines)
     return {**{c.key: getattr(order, c.key) for c in Order.__table__.columns},
-            "lines": order.lines, "history": order.history, "held_intents": held}
+            "lines": [{**{c.key: getattr(line, c.key) for c in OrderLine.__table__.columns},
+                       "catalog": _catalog(entry)} for line, entry in zip(lines, linked)],
+            "history": order.history, "held_intents": held}
+
+
+def _catalog(entry) -> dict | None:
+    """Where an order line's product is in the channel's catalog (None: not in it)."""
+    if entry is None:
+        return None
+    return {"product_id": entry.product.id,
+            "channel_variant_id": (entry.variant.channel_variant_id
+                                   if entry.variant is not None else None),
+            "title": entry.product.title, "deleted": entry.product.deleted_at is not None}
 
 
 def _get(session, order_id: int) -> Order:

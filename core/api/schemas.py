@@ -252,6 +252,14 @@ class PaymentSchema(Schema):
     delivery_id = fields.Integer(allow_none=True)
 
 
+class CatalogLinkSchema(Schema):
+    product_id = fields.Integer(metadata={"description": "The catalog entry: /products/<id>"})
+    channel_variant_id = fields.String(allow_none=True, metadata={
+        "description": "The variant the line is (null: the product is known, not the variant)"})
+    title = fields.String(allow_none=True)
+    deleted = fields.Boolean()
+
+
 class OrderLineSchema(Schema):
     channel_line_id = fields.String(allow_none=True)
     product_id = fields.String(allow_none=True)
@@ -260,6 +268,9 @@ class OrderLineSchema(Schema):
     name = fields.String(allow_none=True)
     quantity = fields.Integer()
     unit_price = fields.String(allow_none=True, metadata=MONEY)
+    catalog = fields.Nested(CatalogLinkSchema, allow_none=True, metadata={
+        "description": "The line's product in the channel's catalog (/products/<product_id>): "
+                       "by variant id, else product id, else SKU; null when not in it"})
 
 
 class OrderSchema(Schema):
