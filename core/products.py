@@ -240,38 +240,19 @@ def find_product(session: Session, channel_id: int, product_id=None, variant_id=
     """The catalog entry an order line names: by the channel's variant id, else its product id,
     else its SKU (a variant's or the product's). A live product is preferred to a deleted one
     sharing the SKU, then the most recently changed."""
-    if variant_id is not None:
-        row = session.scalars(
-            select(ProductVariantRow).join(Product)
-            .where(ProductVariantRow.channel_id == channel_id,
-                   ProductVariantRow.channel_variant_id == str(variant_id))
-            .order_by(Product.deleted_at.is_not(None), Product.updated_at.desc())).first()
-        if row is not None:
-            return CatalogEntry(row.product, row)
-    if product_id is not None:
-        product = session.scalars(select(Product).where(
-            Product.channel_id == channel_id,
-            Product.channel_product_id == str(product_id))).first()
-        if product is not None:
-            return CatalogEntry(product, _variant_of(product, variant_id, sku))
-    if sku:
-        row = session.scalars(
-            select(ProductVariantRow).join(Product)
-            .where(ProductVariantRow.channel_id == channel_id, ProductVariantRow.sku == sku)
-            .order_by(Product.deleted_at.is_not(None), Product.updated_at.desc())).first()
-        if row is not None:
-            return CatalogEntry(row.product, row)
-        product = session.scalars(
-            select(Product).where(Product.channel_id == channel_id, Product.sku == sku)
-            .order_by(Product.deleted_at.is_not(None), Product.updated_at.desc())).first()
-        if product is not None:
-            return CatalogEntry(product)
-    return None
+    return link_lines(session, channel_id, [_LineKeys(product_id, variant_id, sku)])[0]
+
+
+@dataclass(frozen=True)
+class _LineKeys:
+    product_id: object = None
+    variant_id: object = None
+    sku: str | None = None
 
 
 def link_lines(session: Session, channel_id: int, lines) -> list[CatalogEntry | None]:
     """The catalog entry of each order line (objects with ``product_id``, ``variant_id`` and
-    ``sku``), by the rule of :func:`find_product`, in at most four queries whatever the number of
+    ``sku``) by the rule of :func:`find_product`, in at most four queries whatever the number of
     lines: an order may have hundreds."""
     lines = list(lines)
     live_first = (Product.deleted_at.is_not(None), Product.updated_at.desc())
