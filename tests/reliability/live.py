@@ -371,6 +371,8 @@ class SlowClients:
         self.sent = 0
         self.closed_by_server = 0
         self._stop = threading.Event()
+        # open() must not count while a socket the server closed is being replaced.
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._trickle, daemon=True)
         self._thread.start()
 
@@ -383,10 +385,11 @@ class SlowClients:
                     sock.send(byte)
                     self.sent += 1
                 except OSError:
-                    self.sockets.remove(sock)
-                    sock.close()
-                    self.closed_by_server += 1
-                    self._connect()
+                    with self._lock:
+                        self.sockets.remove(sock)
+                        sock.close()
+                        self.closed_by_server += 1
+                        self._connect()
             position += 1
             self._stop.wait(self.interval)
 
@@ -397,7 +400,8 @@ class SlowClients:
             self.refused += 1
 
     def open(self) -> int:
-        return len(self.sockets)
+        with self._lock:
+            return len(self.sockets)
 
     def close(self) -> None:
         self._stop.set()
