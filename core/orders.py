@@ -314,7 +314,7 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
         # One multi-row INSERT, no ORM objects: an order may have hundreds of lines.
         session.execute(insert(OrderLine), [_line_row(order.id, line) for line in intent.lines])
     _emit_order(session, "order.created", order, None, delivery_id, reason,
-                intent="createorder", lines=[_line_row(order.id, line) for line in intent.lines])
+                intent="createorder", lines=[_line_row(None, line) for line in intent.lines])
     if cache is not None:
         cache[(channel.id, order.channel_order_id)] = order
     # PostgreSQL: under the order key's lock, a worker that held an intent for this order has
@@ -325,8 +325,10 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     return rules.Decision(rules.APPLIED, reason, new_status=status)
 
 
-def _line_row(order_id: int, line) -> dict:
-    return {"order_id": order_id, "channel_line_id": line.channel_line_id,
+def _line_row(order_id: int | None, line) -> dict:
+    """A line as the order_lines table stores it (an event's copy: without ``order_id``)."""
+    row = {"order_id": order_id} if order_id is not None else {}
+    return {**row, "channel_line_id": line.channel_line_id,
             "product_id": line.product_id, "variant_id": line.variant_id, "sku": line.sku,
             "name": line.name, "quantity": line.quantity, "unit_price": line.unit_price}
 
