@@ -18,7 +18,8 @@ from core.hookspecs import hookimpl
 from core.http import APIBaseURLs, ChannelHTTP, segment
 from core.intents import (Address, Cancel, CreateOrder, Customer, DeactivateChannel, Fulfill,
                           Ignore, Intent, InvalidIntent, OrderLine, RecordPayment,
-                          RedactPersonalData, Shipment, ShipmentItem)
+                          RecordRefund, RedactPersonalData, RefundLine, REINSERT, Shipment,
+                          ShipmentItem, WRITE_OFF)
 from core.models import CHANNEL_ORDER_ID_LENGTH
 
 __all__ = [
@@ -28,7 +29,8 @@ __all__ = [
     "RemoteSubscription",
     # intents
     "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "CreateOrder", "Customer",
-    "Address", "OrderLine", "RecordPayment", "DeactivateChannel",
+    "Address", "OrderLine", "RecordPayment", "RecordRefund", "RefundLine", "REINSERT",
+    "WRITE_OFF", "DeactivateChannel",
     "RedactPersonalData", "Ignore", "InvalidIntent", "CHANNEL_ORDER_ID_LENGTH",
     # errors
     "AuthenticationError", "InvalidDelivery", "RetryLater", "ChannelAPIError",

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import orders
 from ..db import get_session
-from ..models import Order, PendingIntent, SalesChannel
+from ..models import Order, PendingIntent, Rma, SalesChannel
 from . import paging
 from .lookup import get_or_404
 from .schemas import (OrderCreateSchema, OrderDetailSchema, OrderPatchSchema, OrderQuerySchema,
@@ -25,7 +25,9 @@ def _detail(session, order: Order) -> dict:
         PendingIntent.channel_order_id == order.channel_order_id)
         .order_by(PendingIntent.id)).all()
     return {**{c.key: getattr(order, c.key) for c in Order.__table__.columns},
-            "lines": order.lines, "history": order.history, "held_intents": held}
+            "lines": order.lines, "history": order.history, "held_intents": held,
+            "rmas": session.scalars(select(Rma).where(Rma.order_id == order.id)
+                                    .order_by(Rma.id)).all()}
 
 
 def _get(session, order_id: int) -> Order:

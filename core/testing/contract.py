@@ -12,8 +12,8 @@ from .fixtures import channel_view, delivery_count, webhook_path
 from .fuzz import garbage_bodies, garbage_headers, garble
 
 #: Every intent a ``translate`` may yield.
-INTENT_TYPES = ("Cancel", "Fulfill", "CreateOrder", "RecordPayment", "DeactivateChannel",
-                "RedactPersonalData", "Ignore")
+INTENT_TYPES = ("Cancel", "Fulfill", "CreateOrder", "RecordPayment", "RecordRefund",
+                "DeactivateChannel", "RedactPersonalData", "Ignore")
 
 
 class AdapterContract:
@@ -339,7 +339,7 @@ class AdapterContract:
     def test_translate_returns_only_intents(self, adapter, contract_channel, valid_delivery,
                                             mock_channel_api):
         from core import intents as intent_module
-        from core.intents import Fulfill, Shipment
+        from core.intents import Fulfill, RecordRefund, RefundLine, Shipment
         body, headers = valid_delivery(contract_channel)
         result = adapter.translate(self._incoming(body, headers), contract_channel)
         assert result is not None, "translate returns an iterable of intents (maybe empty)"
@@ -352,6 +352,9 @@ class AdapterContract:
             if isinstance(intent, Fulfill):
                 assert isinstance(intent.shipments, tuple)
                 assert all(isinstance(s, Shipment) for s in intent.shipments)
+            if isinstance(intent, RecordRefund):
+                assert isinstance(intent.channel_refund_id, str) and intent.channel_refund_id
+                assert all(isinstance(line, RefundLine) for line in intent.lines)
         # the worker calls translate_many: one result (a list of intents) per delivery, in order
         batch = [self._incoming(body, headers), self._incoming(body, headers)]
         results = adapter.translate_many(batch, contract_channel)
