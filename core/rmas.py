@@ -36,10 +36,13 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
               channel_refund_id=intent.channel_refund_id, status="open", note=intent.note,
               delivery_id=delivery_id,
               refunded_at=naive_utc(intent.occurred_at) if intent.occurred_at else None)
-    rma.warning = _warning(session, order, intent)
+    ordered = _ordered(session, order)
+    rma.warning = _warning(session, order, intent, ordered)
     session.add(rma)
     session.flush()
-    session.add_all(RmaLine(rma_id=rma.id, channel_line_id=line.channel_line_id, sku=line.sku,
+    # A refund that names only the order line (BigCommerce) takes the line's SKU.
+    session.add_all(RmaLine(rma_id=rma.id, channel_line_id=line.channel_line_id,
+                            sku=line.sku or ordered.get(line.channel_line_id, (0, None))[1],
                             quantity=line.quantity, amount=line.amount,
                             action=_action(channel, line.action)) for line in intent.lines)
     # The worker applies a batch without autoflush: the next refund of this order in the batch
@@ -53,12 +56,21 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     return rma
 
 
-def _warning(session: Session, order: Order, intent: RecordRefund) -> str | None:
-    shipped: dict[str, int] = {}
-    for line_id, quantity in session.execute(select(OrderLine.channel_line_id, OrderLine.quantity)
-                                             .where(OrderLine.order_id == order.id)):
+def _ordered(session: Session, order: Order) -> dict[str, tuple[int, str | None]]:
+    """The order's lines by channel line id: (quantity, SKU)."""
+    ordered: dict[str, tuple[int, str | None]] = {}
+    for line_id, quantity, sku in session.execute(
+            select(OrderLine.channel_line_id, OrderLine.quantity, OrderLine.sku)
+            .where(OrderLine.order_id == order.id)):
         if line_id is not None:
-            shipped[line_id] = shipped.get(line_id, 0) + quantity
+            before = ordered.get(line_id, (0, sku))
+            ordered[line_id] = (before[0] + quantity, before[1] or sku)
+    return ordered
+
+
+def _warning(session: Session, order: Order, intent: RecordRefund,
+             ordered: dict[str, tuple[int, str | None]]) -> str | None:
+    shipped = {line_id: quantity for line_id, (quantity, _) in ordered.items()}
     returned = dict(session.execute(
         select(RmaLine.channel_line_id, func.sum(RmaLine.quantity))
         .join(Rma, Rma.id == RmaLine.rma_id)

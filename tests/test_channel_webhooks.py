@@ -59,13 +59,14 @@ def test_every_webhook_change_is_in_the_channels_history(bc, admin):
     assert [c[0] for c in changes].count("webhooks") == 2
 
 
-def test_refund_and_product_webhooks_are_kept_but_not_subscribed_until_translated(bc, admin):
+def test_refund_webhooks_subscribe_product_webhooks_wait_until_translated(bc, admin):
     channel = bc.create(cancel=(), fulfill=())
     answer = admin.patch(f"/channels/{channel['id']}", {
         "webhooks": ["refund_pos", "refund_ecommerce", "product_update", "product_deletion"]})
     assert answer["enabled_webhooks"] == ["refund_pos", "refund_ecommerce", "product_update",
                                           "product_deletion"]
-    assert scopes(bc) == []
+    # both refund webhooks are the one refund scope
+    assert scopes(bc) == ["store/order/refund/created"]
 
 
 def test_unknown_webhook_names_are_422_naming_them(bc, admin):

@@ -5,7 +5,7 @@ import copy
 
 import responses
 
-from tests.conftest import load_fixture
+from tests.conftest import BC_STORE, load_fixture
 from tests.shopify_helpers import API_VERSION, SHOP
 from tests.shopify_helpers import shopify  # noqa: F401  (fixture)
 from tests.test_orders_from_channel import ORDER_ID, new_order, the_order
@@ -181,3 +181,98 @@ def test_bad_refunds_never_5xx_nor_stall(shopify, admin, worker, api):
     assert f"line {2 ** 63 + 5} is not on the order" in rma["warning"]
     for response in (no_lines, stranger, garbage, unknown):
         assert delivered(admin, response)["state"] == "done"
+
+
+# -- BigCommerce ----------------------------------------------------------------------------------
+
+
+def bc_refund_payload(order_id=250, refund_id=12, created_at=1561479923):
+    sample = copy.deepcopy(load_fixture("bigcommerce", "store_order_refund_created.json"))
+    sample["data"].update({"id": order_id, "refund": {"refund_id": refund_id}})
+    sample["created_at"] = created_at
+    sample["hash"] = f"refund-{order_id}-{refund_id}-{created_at}"
+    return sample
+
+
+def bc_refunds(bc, order_id=250, refunds=None, status=200):
+    """GET /v3/orders/{id}/payment_actions/refunds: the published refund, on order 65's line."""
+    if refunds is None:
+        refund = copy.deepcopy(load_fixture("bigcommerce", "v3_order_refund.json"))["data"]
+        refund.update({"order_id": order_id, "items": [
+            {"item_type": "PRODUCT", "item_id": 65, "quantity": 1, "requested_amount": "9.99"},
+            {"item_type": "SHIPPING", "item_id": 1, "quantity": None,
+             "requested_amount": 5.5}]})
+        refunds = [refund]
+    bc.api.upsert(responses.GET, f"{BC_STORE}/v3/orders/{order_id}/payment_actions/refunds",
+                  status=status, json={"data": refunds, "meta": {}})
+
+
+def bc_shipped_order(bc, admin, worker, webhooks=("order_creation", "refund_ecommerce")):
+    from tests.test_orders_from_channel import bc_order
+    channel = bc.create(cancel=("AWAITING_PAYMENT",))
+    bc.channel = admin.patch(f"/channels/{channel['id']}", {
+        "webhooks": list(webhooks), "refund_restock_actions": True})
+    bc_order(bc, status_id=11)
+    bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    order = the_order(admin, bc.channel, 250)
+    return admin.patch(f"/orders/{order['id']}", {"status": "SHIPPED"})
+
+
+def test_bigcommerce_refund_is_read_from_v3_and_its_actions_left_to_a_person(bc, admin,
+                                                                              worker):
+    order = bc_shipped_order(bc, admin, worker)
+    assert "store/order/refund/created" in {h["scope"] for h in bc.hooks.values()}
+    bc_refunds(bc)
+    sent = bc.send(bc_refund_payload())
+    assert sent.status_code == 200
+    worker.run_until_idle()
+    assert delivered(admin, sent)["outcome"] == "applied"
+    [rma] = admin.get(f"/orders/{order['id']}")["rmas"]
+    assert rma["channel_refund_id"] == "12" and rma["note"] == "Customer requires a refund."
+    # only the PRODUCT item; its SKU from the order's line 65; no restock data: no action
+    assert [(line["channel_line_id"], line["sku"], line["quantity"], line["amount"],
+             line["action"]) for line in rma["lines"]] == [("65", "S-ORAN", 1, "9.99", None)]
+    # an operator sets the action, then closes the RMA through received
+    etag = admin.request("GET", f"/rmas/{rma['id']}", 200).headers["ETag"]
+    admin.patch(f"/rmas/{rma['id']}", {"status": "closed"}, expect=422)
+    line_id = rma["lines"][0]["id"]
+    set_action = admin.client.patch(f"/api/v1/rmas/{rma['id']}/lines/{line_id}",
+                                    json={"action": "Reinsert"},
+                                    headers={**admin.headers, "If-Match": etag})
+    assert set_action.status_code == 200, set_action.get_json()
+    stale = admin.client.patch(f"/api/v1/rmas/{rma['id']}", json={"status": "received"},
+                               headers={**admin.headers, "If-Match": etag})
+    assert stale.status_code == 412
+    assert "RMA changed" in stale.get_json()["message"]
+    admin.patch(f"/rmas/{rma['id']}", {"status": "received"})
+    closed = admin.patch(f"/rmas/{rma['id']}", {"status": "closed"})
+    assert closed["status"] == "closed"
+    assert [c["event"] for c in closed["history"]] == [
+        "created", "action_set", "status_changed", "status_changed"]
+    refused = admin.request("PATCH", f"/rmas/{rma['id']}/lines/{line_id}", 422,
+                            json={"action": "Write Off"})
+    assert "closed" in refused.get_json()["message"]
+    assert admin.get(f"/rmas?channel_id={bc.channel['id']}&status=closed")[0]["id"] == rma["id"]
+    assert admin.get("/rmas?status=open") == []
+
+
+def test_bigcommerce_refund_edges(bc, admin, worker):
+    bc_shipped_order(bc, admin, worker)
+    bc_refunds(bc, refunds=[])
+    missing = bc.send(bc_refund_payload(refund_id=2 ** 63 + 1))
+    worker.run_until_idle()
+    outcome = delivered(admin, missing)
+    assert outcome["outcome"] == "ignored" and str(2 ** 63 + 1) in outcome["reason"]
+    admin.get("/rmas/999999", expect=404)
+    assert admin.request("GET", "/rmas?status=lost", 422).get_json()["message"]
+    assert admin.request("PATCH", "/rmas/999999/lines/1", 404,
+                         json={"action": "Reinsert"}).get_json()["message"]
+
+
+def test_bigcommerce_refund_ignored_when_no_refund_webhook_is_ticked(bc, admin, worker):
+    bc_shipped_order(bc, admin, worker, webhooks=("order_creation",))
+    sent = bc.send(bc_refund_payload())
+    worker.run_until_idle()
+    outcome = delivered(admin, sent)
+    assert outcome["outcome"] == "ignored" and "refund_ecommerce" in outcome["reason"]
