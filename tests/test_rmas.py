@@ -104,6 +104,16 @@ def test_a_refund_of_an_order_not_shipped_is_ignored_with_the_reason(shopify, ad
     assert detail["rmas"] == []
     assert detail["history"][-1]["event"] == "refund_ignored"
     assert "AWAITING_SHIPMENT" in detail["history"][-1]["message"]
+    # once the order shipped, replaying the refund's window opens its RMA
+    admin.patch(f"/orders/{order['id']}", {"status": "SHIPPED"})
+    replayed = admin.post("/deliveries/replay", {
+        "channel_id": channel["id"], "since": "2000-01-01T00:00:00Z",
+        "until": "2100-01-01T00:00:00Z", "outcome": ["ignored"]}, expect=202)
+    assert outcome["id"] in replayed["delivery_ids"]
+    worker.run_until_idle()
+    assert delivered(admin, sent)["outcome"] == "applied"
+    [rma] = admin.get(f"/orders/{order['id']}")["rmas"]
+    assert rma["delivery_id"] == outcome["id"]
 
 
 def test_idempotent_per_refund_two_refunds_two_rmas_overrefund_warned(shopify, admin, worker):
