@@ -337,9 +337,13 @@ class RecordRefund:
 
     def __post_init__(self):
         check_channel_order_id(self.channel_order_id)
-        refund_id = _short(self.channel_refund_id, "channel_refund_id", 64)
+        # Never cut: a cut id could match another refund's and be taken for a duplicate.
+        refund_id = _short(self.channel_refund_id, "channel_refund_id", 10 ** 4)
         if refund_id is None:
             raise InvalidIntent("the refund has no id")
+        if len(refund_id) > 64:
+            raise InvalidIntent(f"the refund id is {len(refund_id)} characters long, more than "
+                                f"the 64 a refund id may have: {refund_id[:40]!r}...")
         object.__setattr__(self, "channel_refund_id", refund_id)
         object.__setattr__(self, "note", _short(self.note, "note", 2000))
         lines = tuple(RefundLine(**line) if isinstance(line, dict) else line

@@ -5,7 +5,7 @@ the order's history change together or not at all.
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from .clock import naive_utc, utcnow
@@ -40,14 +40,14 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     rma.warning = _warning(session, order, intent, ordered)
     session.add(rma)
     session.flush()
-    # A refund that names only the order line (BigCommerce) takes the line's SKU.
-    session.add_all(RmaLine(rma_id=rma.id, channel_line_id=line.channel_line_id,
-                            sku=line.sku or ordered.get(line.channel_line_id, (0, None))[1],
-                            quantity=line.quantity, amount=line.amount,
-                            action=_action(channel, line.action)) for line in intent.lines)
-    # The worker applies a batch without autoflush: the next refund of this order in the batch
-    # must count these lines.
-    session.flush()
+    # A refund that names only the order line (BigCommerce) takes the line's SKU. One
+    # multi-row INSERT, executed now: the next refund of this order in the batch (applied
+    # without autoflush) counts these lines.
+    session.execute(insert(RmaLine), [
+        {"rma_id": rma.id, "channel_line_id": line.channel_line_id,
+         "sku": line.sku or ordered.get(line.channel_line_id, (0, None))[1],
+         "quantity": line.quantity, "amount": line.amount,
+         "action": _action(channel, line.action)} for line in intent.lines])
     message = f"opened from refund {intent.channel_refund_id} ({len(intent.lines)} lines)"
     if rma.warning:
         message += f"; warning: {rma.warning}"
@@ -71,11 +71,12 @@ def _ordered(session: Session, order: Order) -> dict[str, tuple[int, str | None]
 def _warning(session: Session, order: Order, intent: RecordRefund,
              ordered: dict[str, tuple[int, str | None]]) -> str | None:
     shipped = {line_id: quantity for line_id, (quantity, _) in ordered.items()}
+    known = {line.channel_line_id for line in intent.lines} & set(shipped)
     returned = dict(session.execute(
         select(RmaLine.channel_line_id, func.sum(RmaLine.quantity))
         .join(Rma, Rma.id == RmaLine.rma_id)
-        .where(Rma.order_id == order.id, RmaLine.channel_line_id.is_not(None))
-        .group_by(RmaLine.channel_line_id)).all())
+        .where(Rma.order_id == order.id, RmaLine.channel_line_id.in_(known))
+        .group_by(RmaLine.channel_line_id)).all()) if known else {}
     problems = []
     asked: dict[str | None, int] = {}
     for line in intent.lines:

@@ -286,3 +286,20 @@ def test_bigcommerce_refund_ignored_when_no_refund_webhook_is_ticked(bc, admin, 
     worker.run_until_idle()
     outcome = delivered(admin, sent)
     assert outcome["outcome"] == "ignored" and "refund_ecommerce" in outcome["reason"]
+
+
+def test_record_refund_refuses_what_no_table_can_hold():
+    import pytest
+
+    from orderhooks import InvalidIntent, RecordRefund, RefundLine
+    with pytest.raises(InvalidIntent, match="65 characters"):
+        RecordRefund("1", "9" * 65)
+    with pytest.raises(InvalidIntent, match="no id"):
+        RecordRefund("1", "")
+    with pytest.raises(InvalidIntent, match="decimal string"):
+        RefundLine(channel_line_id="1", amount=9.99)
+    with pytest.raises(InvalidIntent, match="none of"):
+        RefundLine(channel_line_id="1", action="Restock")
+    refund = RecordRefund("1", str(2 ** 64 - 1), lines=({"channel_line_id": "7", "quantity": 2},))
+    assert refund.channel_refund_id == "18446744073709551615"
+    assert refund.lines == (RefundLine(channel_line_id="7", quantity=2),)
