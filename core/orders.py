@@ -18,7 +18,7 @@ from . import statuses as st
 from .clock import naive_utc, utcnow
 from .intents import (Cancel, CreateOrder, Fulfill, RecordPayment, RecordRefund, Shipment,
                       from_dict, to_dict)
-from .models import (StoredDelivery, Order, OrderChange, OrderLine, PendingIntent,
+from .models import (StoredDelivery, Order, OrderChange, OrderLine, PendingIntent, Rma,
                      SalesChannel)
 
 log = logging.getLogger("orderhooks.orders")
@@ -112,10 +112,10 @@ def apply_intent(session: Session, channel: SalesChannel,
 
 def _decide(session: Session, channel: SalesChannel, order: Order | None, intent):
     if isinstance(intent, RecordRefund):
-        rma = (rmas.recorded_as(session, channel.id, intent.channel_refund_id)
-               if order is not None else None)
+        rma_id = (rmas.recorded_as(session, channel.id, intent.channel_refund_id)
+                  if order is not None else None)
         return rules.decide_refund(intent, order.status if order else None,
-                                   recorded_as=rma.id if rma else None), rma
+                                   recorded_as=rma_id), rma_id
     if isinstance(intent, RecordPayment):
         return rules.decide_payment(intent, order.status if order else None), None
     merged, added = (None, 0)
@@ -269,15 +269,16 @@ def _record_refund(session: Session, channel: SalesChannel, order: Order, intent
                    decision: rules.Decision, existing, delivery_id: int | None) -> None:
     """Every refund lands in the order's history: the RMA it opened, or why it opened none."""
     if decision.outcome == rules.APPLIED:
-        rma = rmas.open_rma(session, channel, order, intent, delivery_id=delivery_id)
+        rma_id, warning = rmas.open_rma(session, channel, order, intent,
+                                        delivery_id=delivery_id)
         event = "rma_created"
-        message = f"{decision.reason} (RMA {rma.id})" + (
-            f"; warning: {rma.warning}" if rma.warning else "")
+        message = f"{decision.reason} (RMA {rma_id})" + (
+            f"; warning: {warning}" if warning else "")
     else:
         event, message = "refund_ignored", decision.reason
         if existing is not None:
-            filled = rmas.fill_unset_actions(session, channel, existing, intent,
-                                             delivery_id=delivery_id)
+            filled = rmas.fill_unset_actions(session, channel, session.get(Rma, existing),
+                                             intent, delivery_id=delivery_id)
             if filled:
                 message += f"; {filled} unset actions taken from it"
     session.add(OrderChange(order_id=order.id, event=event, old_status=order.status,
