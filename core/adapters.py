@@ -178,6 +178,8 @@ class Channel:
     webhooks: tuple[str, ...] | None = None
     #: Whether the channel's test orders are imported.
     import_test_orders: bool = False
+    #: Whether RMA lines take the action the refund's restock data implies (else a person's).
+    refund_restock_actions: bool = False
 
     @property
     def enabled_webhooks(self) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from .models import ChannelChange, SalesChannel, Subscription
 
 #: Settings whose changes are recorded in the edit history (credentials: only that they changed).
 TRACKED = ("name", "active", "valid_cancellation_statuses", "valid_fulfillment_statuses",
-           "alert_emails", "webhooks", "import_test_orders")
+           "alert_emails", "webhooks", "import_test_orders", "refund_restock_actions")
 #: Most addresses a channel's alert mails go to (besides ORDERHOOKS_ALERT_EMAILS).
 ALERT_EMAILS_MAX = 20
 
@@ -35,6 +35,7 @@ def view(row: SalesChannel, box: Box, base_url: str) -> Channel:
         valid_fulfillment_statuses=tuple(row.valid_fulfillment_statuses or ()),
         webhooks=tuple(row.webhooks) if row.webhooks is not None else None,
         import_test_orders=bool(row.import_test_orders),
+        refund_restock_actions=bool(row.refund_restock_actions),
     )
 
 
@@ -47,7 +48,8 @@ def enabled_webhooks(row: SalesChannel) -> tuple[str, ...]:
 def create(session: Session, box: Box, *, type: str, name: str, credentials: dict,
            valid_cancellation_statuses=(), valid_fulfillment_statuses=(),
            active: bool = True, actor: str = "admin-api", alert_emails=(), webhooks=None,
-           import_test_orders: bool = False) -> SalesChannel:
+           import_test_orders: bool = False,
+           refund_restock_actions: bool = False) -> SalesChannel:
     row = SalesChannel(
         type=type, name=name, active=active,
         credentials_sealed=box.seal(credentials),
@@ -58,7 +60,8 @@ def create(session: Session, box: Box, *, type: str, name: str, credentials: dic
                                                             "fulfillment"),
         alert_emails=check_alert_emails(alert_emails),
         webhooks=hooks.check_selection(webhooks) if webhooks is not None else None,
-        import_test_orders=bool(import_test_orders))
+        import_test_orders=bool(import_test_orders),
+        refund_restock_actions=bool(refund_restock_actions))
     session.add(row)
     session.flush()
     session.add(ChannelChange(channel_id=row.id, field="created", old_value=None,

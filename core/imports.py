@@ -14,13 +14,14 @@ from sqlalchemy import select
 
 from . import webhooks as hooks
 from .errors import ChannelAPIError, RetryLater
-from .intents import Cancel, CreateOrder, Fulfill, Ignore, InvalidIntent, RecordPayment
+from .intents import (Cancel, CreateOrder, Fulfill, Ignore, InvalidIntent, RecordPayment,
+                      RecordRefund)
 from .models import Order
 
 log = logging.getLogger("orderhooks.imports")
 
 #: The intents that need their order to exist.
-NEEDS_ORDER = (Cancel, Fulfill, RecordPayment)
+NEEDS_ORDER = (Cancel, Fulfill, RecordPayment, RecordRefund)
 
 
 def import_unknown_orders(session_factory, adapters, work, results: dict, views: dict) -> None:

@@ -384,10 +384,70 @@ class DeleteProduct:
         object.__setattr__(self, "product_id", check_product_id(self.product_id))
 
 
-Intent = (Cancel | Fulfill | CreateOrder | RecordPayment | DeactivateChannel
+#: What becomes of a returned line (an RMA line's action); None: a person chooses.
+REINSERT = "Reinsert"
+WRITE_OFF = "Write Off"
+RESTOCK_ACTIONS = (REINSERT, WRITE_OFF)
+
+
+@dataclass(frozen=True)
+class RefundLine:
+    """One refunded line: the order line it refunds (the channel's line id, as text), its SKU,
+    how many items, the amount refunded (a decimal string) and the action the channel's restock
+    data implies (:data:`REINSERT`, :data:`WRITE_OFF`, or None when the channel does not say)."""
+    channel_line_id: str | None = None
+    sku: str | None = None
+    quantity: int = 1
+    amount: str | None = None
+    action: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_line_id", _short(self.channel_line_id,
+                                                           "channel_line_id", 64))
+        object.__setattr__(self, "sku", _short(self.sku, "sku"))
+        if isinstance(self.quantity, bool) or not isinstance(self.quantity, int) or not (
+                0 <= self.quantity < 2 ** 31):
+            raise InvalidIntent(f"refund line {self.channel_line_id or '?'}: quantity "
+                                f"{str(self.quantity)[:20]!r} is not a whole number of items")
+        object.__setattr__(self, "amount", check_money(self.amount, "amount"))
+        if self.action is not None and self.action not in RESTOCK_ACTIONS:
+            raise InvalidIntent(f"refund line {self.channel_line_id or '?'}: action "
+                                f"{str(self.action)[:20]!r} is none of "
+                                f"{', '.join(RESTOCK_ACTIONS)} (or unset)")
+
+
+@dataclass(frozen=True)
+class RecordRefund:
+    """The channel refunded (part of) an order: an RMA is opened for the refunded lines when
+    the order is SHIPPED. Idempotent per ``channel_refund_id``: a refund already recorded
+    creates nothing new. The lines' actions are kept only on channels with
+    ``refund_restock_actions`` on; elsewhere a person chooses them."""
+    channel_order_id: str
+    channel_refund_id: str
+    lines: tuple[RefundLine, ...] = ()
+    note: str | None = None
+    occurred_at: datetime | None = None
+
+    def __post_init__(self):
+        check_channel_order_id(self.channel_order_id)
+        # Never cut: a cut id could match another refund's and be taken for a duplicate.
+        refund_id = _short(self.channel_refund_id, "channel_refund_id", 10 ** 4)
+        if refund_id is None:
+            raise InvalidIntent("the refund has no id")
+        if len(refund_id) > 64:
+            raise InvalidIntent(f"the refund id is {len(refund_id)} characters long, more than "
+                                f"the 64 a refund id may have: {refund_id[:40]!r}...")
+        object.__setattr__(self, "channel_refund_id", refund_id)
+        object.__setattr__(self, "note", _short(self.note, "note", 2000))
+        lines = tuple(RefundLine(**line) if isinstance(line, dict) else line
+                      for line in self.lines or ())
+        object.__setattr__(self, "lines", lines)
+
+
+Intent = (Cancel | Fulfill | CreateOrder | RecordPayment | RecordRefund | DeactivateChannel
           | RedactPersonalData | Ignore | UpsertProduct | DeleteProduct)
 #: Intents addressed to one order (they carry ``channel_order_id``).
-ORDER_INTENTS = (Cancel, Fulfill, CreateOrder, RecordPayment)
+ORDER_INTENTS = (Cancel, Fulfill, CreateOrder, RecordPayment, RecordRefund)
 
 
 def to_dict(intent) -> dict:
@@ -425,4 +485,6 @@ def from_dict(data: dict):
         return Fulfill(**data)
     if kind == "RecordPayment":
         return RecordPayment(**data)
+    if kind == "RecordRefund":
+        return RecordRefund(**data)
     raise ValueError(f"cannot restore intent of kind {kind!r}")

@@ -55,6 +55,11 @@ class SalesChannel(Base):
     #: Whether the channel's test orders (e.g. Shopify's ``test: true``) are imported.
     import_test_orders: Mapped[bool] = mapped_column(Boolean, default=False,
                                                      server_default=false())
+    #: "Restock items from Refund based on the channel's restock value": when on, an RMA line
+    #: takes the action the refund's restock data implies (Reinsert / Write Off); when off
+    #: (the default), every action is left for a person to choose.
+    refund_restock_actions: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                         server_default=false())
 
 
 class ChannelChange(Base):
@@ -136,7 +141,8 @@ class OrderChange(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     #: created | status_changed | cancelled | shipped | shipments_recorded | ignored | deferred
-    #: | released | redacted | details_imported | paid | payment_ignored
+    #: | released | redacted | details_imported | paid | payment_ignored | rma_created
+    #: | refund_ignored
     event: Mapped[str] = mapped_column(String(32))
     old_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
     new_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -144,6 +150,73 @@ class OrderChange(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
     order: Mapped[Order] = relationship(back_populates="history")
+
+
+#: An RMA's statuses, in the order a person moves it on: open (the refund was recorded; items
+#: expected back) -> received (the items arrived at the warehouse) -> closed (every line's
+#: action carried out). ``cancelled`` ends an RMA whose items never come back.
+RMA_STATUSES = ("open", "received", "closed", "cancelled")
+#: The moves a person may make.
+RMA_MOVES = {"open": ("received", "cancelled"), "received": ("closed",),
+             "closed": (), "cancelled": ()}
+
+
+class Rma(Base):
+    """A return authorisation opened by a channel's refund of a SHIPPED order: one per refund
+    (``channel_refund_id`` is unique per channel)."""
+    __tablename__ = "rmas"
+    __table_args__ = (UniqueConstraint("channel_id", "channel_refund_id",
+                                       name="uq_rmas_channel_refund"),
+                      Index("ix_rmas_channel_status", "channel_id", "status", "id"))
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channels.id"))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"),
+                                          index=True)
+    channel_refund_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Why the refund needs a look (e.g. it refunds more than was shipped); None: nothing.
+    warning: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivery_id: Mapped[int | None] = mapped_column(PK, nullable=True)
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    lines: Mapped[list["RmaLine"]] = relationship(order_by="RmaLine.id", back_populates="rma")
+    history: Mapped[list["RmaChange"]] = relationship(order_by="RmaChange.id",
+                                                      back_populates="rma")
+
+
+class RmaLine(Base):
+    """One refunded line: the order line (channel line id), SKU, quantity, amount (a decimal
+    string) and its action: Reinsert, Write Off, or None for a person to choose."""
+    __tablename__ = "rma_lines"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    rma_id: Mapped[int] = mapped_column(ForeignKey("rmas.id", ondelete="CASCADE"), index=True)
+    channel_line_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sku: Mapped[str | None] = mapped_column(String(TEXT_LENGTH), nullable=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[str | None] = mapped_column(String(MONEY_LENGTH), nullable=True)
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+    rma: Mapped[Rma] = relationship(back_populates="lines")
+
+
+class RmaChange(Base):
+    """One line of an RMA's history: created, action_set, status_changed..."""
+    __tablename__ = "rma_changes"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True)
+    rma_id: Mapped[int] = mapped_column(ForeignKey("rmas.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    event: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[int | None] = mapped_column(PK, nullable=True)
+    actor: Mapped[str] = mapped_column(String(64), default="worker")
+    message: Mapped[str] = mapped_column(Text, default="")
+
+    rma: Mapped[Rma] = relationship(back_populates="history")
 
 
 #: What a processed delivery's ``outcome`` may be (None: not processed yet).

@@ -13,12 +13,12 @@ from datetime import timedelta
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from . import events, rules
+from . import events, rmas, rules
 from . import statuses as st
 from .clock import naive_utc, utcnow
-from .intents import (Cancel, CreateOrder, Fulfill, RecordPayment, Shipment, from_dict,
-                      to_dict)
-from .models import (StoredDelivery, Order, OrderChange, OrderLine, PendingIntent,
+from .intents import (Cancel, CreateOrder, Fulfill, RecordPayment, RecordRefund, Shipment,
+                      from_dict, to_dict)
+from .models import (StoredDelivery, Order, OrderChange, OrderLine, PendingIntent, Rma,
                      SalesChannel)
 
 log = logging.getLogger("orderhooks.orders")
@@ -94,7 +94,7 @@ def apply_intent(session: Session, channel: SalesChannel,
     """Decide and carry out what ``intent`` does to its order. Returns the decision.
     ``cache`` maps ``(channel_id, channel_order_id)`` to orders already loaded (and locked)."""
     order = _load(session, channel, intent.channel_order_id, cache)
-    decision, merged = _decide(channel, order, intent)
+    decision, merged = _decide(session, channel, order, intent)
     if decision.outcome == rules.DEFERRED:
         held = _hold(session, channel, order, intent, decision, delivery_id, config)
         if cache is not None and (HELD, channel.id) in cache:
@@ -110,7 +110,12 @@ def apply_intent(session: Session, channel: SalesChannel,
     return decision
 
 
-def _decide(channel: SalesChannel, order: Order | None, intent):
+def _decide(session: Session, channel: SalesChannel, order: Order | None, intent):
+    if isinstance(intent, RecordRefund):
+        rma_id = (rmas.recorded_as(session, channel.id, intent.channel_refund_id)
+                  if order is not None else None)
+        return rules.decide_refund(intent, order.status if order else None,
+                                   recorded_as=rma_id), rma_id
     if isinstance(intent, RecordPayment):
         return rules.decide_payment(intent, order.status if order else None), None
     merged, added = (None, 0)
@@ -130,6 +135,9 @@ def _carry_out(session: Session, channel: SalesChannel, order: Order, intent,
                config: dict) -> None:
     if isinstance(intent, RecordPayment):
         _record_payment(session, channel, order, intent, decision, delivery_id, config)
+        return
+    if isinstance(intent, RecordRefund):
+        _record_refund(session, channel, order, intent, decision, merged, delivery_id)
         return
     old = order.status
     if decision.outcome == rules.APPLIED:
@@ -209,7 +217,7 @@ def _release_pass(session: Session, channel: SalesChannel, order: Order, config:
     released = 0
     for pending in held:
         intent = from_dict(pending.intent)
-        decision, merged = _decide(channel, order, intent)
+        decision, merged = _decide(session, channel, order, intent)
         if decision.outcome == rules.DEFERRED:
             # e.g. it arrived as UNPROCESSED: wait for processing, within that window now.
             if pending.reason != decision.reason:
@@ -279,6 +287,26 @@ def _record_payment(session: Session, channel: SalesChannel, order: Order,
                             message=decision.reason))
     _emit_order(session, "order.paid" if decision.new_status else "order.ignored", order, old,
                 delivery_id, decision.reason, intent="recordpayment")
+
+
+def _record_refund(session: Session, channel: SalesChannel, order: Order, intent: RecordRefund,
+                   decision: rules.Decision, existing, delivery_id: int | None) -> None:
+    """Every refund lands in the order's history: the RMA it opened, or why it opened none."""
+    if decision.outcome == rules.APPLIED:
+        rma_id, warning = rmas.open_rma(session, channel, order, intent,
+                                        delivery_id=delivery_id)
+        event = "rma_created"
+        message = f"{decision.reason} (RMA {rma_id})" + (
+            f"; warning: {warning}" if warning else "")
+    else:
+        event, message = "refund_ignored", decision.reason
+        if existing is not None:
+            filled = rmas.fill_unset_actions(session, channel, session.get(Rma, existing),
+                                             intent, delivery_id=delivery_id)
+            if filled:
+                message += f"; {filled} unset actions taken from it"
+    session.add(OrderChange(order_id=order.id, event=event, old_status=order.status,
+                            new_status=order.status, delivery_id=delivery_id, message=message))
 
 
 def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *,

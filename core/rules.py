@@ -21,7 +21,7 @@ from datetime import datetime
 
 from . import statuses as st
 from .clock import naive_utc
-from .intents import Cancel, Fulfill, RecordPayment
+from .intents import Cancel, Fulfill, RecordPayment, RecordRefund
 from .outcomes import Outcome
 
 APPLIED = Outcome.APPLIED
@@ -101,3 +101,23 @@ def decide_payment(intent: RecordPayment, order_status: str | None) -> Decision:
                         new_status=st.UNPROCESSED)
     return Decision(IGNORED, f"payment recorded; order is {order_status}, not AWAITING_PAYMENT, "
                              "so its status is kept")
+
+
+def decide_refund(intent: RecordRefund, order_status: str | None, *,
+                  recorded_as: int | None = None) -> Decision:
+    """What a refund does: an RMA is opened only for a SHIPPED order (the items went out, so
+    they may come back); an order not imported yet holds the refund until it is; a refund
+    already recorded (``recorded_as``: its RMA's id) opens nothing new; a refund with no lines
+    (an amount-only refund) has nothing to return."""
+    if order_status is None:
+        return Decision(DEFERRED, "order not imported yet; the refund waits for it")
+    if recorded_as is not None:
+        return Decision(IGNORED, f"refund {intent.channel_refund_id} is already recorded as "
+                                 f"RMA {recorded_as}")
+    if not intent.lines:
+        return Decision(IGNORED, f"refund {intent.channel_refund_id} has no lines (an amount-"
+                                 "only refund): nothing comes back, no RMA")
+    if order_status != st.SHIPPED:
+        return Decision(IGNORED, f"refund {intent.channel_refund_id}: order is {order_status}, "
+                                 "not SHIPPED; an RMA is created only for a SHIPPED order")
+    return Decision(APPLIED, f"refund {intent.channel_refund_id}: RMA opened")

@@ -16,10 +16,10 @@ from core.errors import (AuthenticationError, ChannelAPIError, InvalidDelivery, 
                          SubscriptionError)
 from core.hookspecs import hookimpl
 from core.http import APIBaseURLs, ChannelHTTP, segment
-from core.intents import (Address, Cancel, CreateOrder, Customer, DeactivateChannel,
-                          DeleteProduct, Fulfill, Ignore, Intent, InvalidIntent, OrderLine,
-                          ProductVariant, RecordPayment, RedactPersonalData, Shipment,
-                          ShipmentItem, UpsertProduct)
+from core.intents import (REINSERT, WRITE_OFF, Address, Cancel, CreateOrder, Customer,
+                          DeactivateChannel, DeleteProduct, Fulfill, Ignore, Intent, InvalidIntent,
+                          OrderLine, ProductVariant, RecordPayment, RecordRefund,
+                          RedactPersonalData, RefundLine, Shipment, ShipmentItem, UpsertProduct)
 from core.models import CHANNEL_ORDER_ID_LENGTH
 
 __all__ = [
@@ -29,7 +29,8 @@ __all__ = [
     "RemoteSubscription",
     # intents
     "Intent", "Cancel", "Fulfill", "Shipment", "ShipmentItem", "CreateOrder", "Customer",
-    "Address", "OrderLine", "RecordPayment", "DeactivateChannel",
+    "Address", "OrderLine", "RecordPayment", "RecordRefund", "RefundLine", "REINSERT",
+    "WRITE_OFF", "DeactivateChannel",
     "RedactPersonalData", "Ignore", "InvalidIntent", "CHANNEL_ORDER_ID_LENGTH",
     "UpsertProduct", "ProductVariant", "DeleteProduct",
     # errors

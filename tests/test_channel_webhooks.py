@@ -59,14 +59,14 @@ def test_every_webhook_change_is_in_the_channels_history(bc, admin):
     assert [c[0] for c in changes].count("webhooks") == 2
 
 
-def test_product_webhooks_subscribe_their_scopes_and_refunds_wait_until_translated(bc, admin):
+def test_refund_and_product_webhooks_subscribe_their_scopes(bc, admin):
     channel = bc.create(cancel=(), fulfill=())
     answer = admin.patch(f"/channels/{channel['id']}", {
         "webhooks": ["refund_pos", "refund_ecommerce", "product_update", "product_deletion"]})
     assert answer["enabled_webhooks"] == ["refund_pos", "refund_ecommerce", "product_update",
                                           "product_deletion"]
-    assert scopes(bc) == ["store/product/created", "store/product/deleted",
-                          "store/product/updated", "store/sku/updated"]
+    assert scopes(bc) == ["store/order/refund/created", "store/product/created",
+                          "store/product/deleted", "store/product/updated", "store/sku/updated"]
     admin.patch(f"/channels/{channel['id']}", {"webhooks": ["product_deletion"]})
     assert scopes(bc) == ["store/product/deleted"]
 

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("status rules", ("core.rules",)),
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
-        "core.alerts", "core.mail", "core.orders", "core.channel_store", "core.subscriptions",
+        "core.alerts", "core.mail", "core.orders", "core.rmas", "core.channel_store", "core.subscriptions",
         "core.privacy", "core.retention", "core.deliveries", "core.inbox", "core.channel_cache",
         "core.endpoints", "core.products")),
     ("worker", ("core.worker", "core.housekeeping", "core.tuning", "core.imports",

@@ -233,11 +233,11 @@ def init_app(app) -> Api:
     app.url_map.converters["int"] = BoundedIntegerConverter
     reference.configure(app)
     api = OrderhooksApi(app)
-    from . import alerts, channels, deliveries, endpoints, events, meta, orders, products, spec
+    from . import alerts, channels, deliveries, endpoints, events, meta, orders, products, rmas, spec
     app.before_request(require_admin)
     app.before_request(require_json_body)
     app.before_request(refuse_unstorable_text)
-    for module in (channels, orders, deliveries, products, events, endpoints, alerts, meta):
+    for module in (channels, orders, rmas, deliveries, products, events, endpoints, alerts, meta):
         api.register_blueprint(module.blp, url_prefix=API_PREFIX + module.PREFIX)
     spec.document(api, app)
     reference.init_app(app)

@@ -30,6 +30,9 @@ class SettingsBlueprint(Blueprint):
     it is (last writer wins) — what a one-off ``curl`` expects; clients that read, change and
     write back send ``If-Match``."""
 
+    #: What the ETag guards, as a 412 names it.
+    noun = "channel"
+
     def _check_precondition(self):
         return None  # If-Match is optional: no 428
 
@@ -40,9 +43,9 @@ class SettingsBlueprint(Blueprint):
         if not request.if_match:
             return
         if self._generate_etag(etag_data) not in request.if_match:
-            abort(412, message="the channel changed since you read it (If-Match names an older "
-                               "version): GET it again, re-apply your change, and send its new "
-                               "ETag")
+            abort(412, message=f"the {self.noun} changed since you read it (If-Match names an "
+                               "older version): GET it again, re-apply your change, and send "
+                               "its new ETag")
 
     def _prepare_etag_doc(self, doc, doc_info, **kwargs):
         doc = super()._prepare_etag_doc(doc, doc_info, **kwargs)
@@ -146,6 +149,7 @@ def _version(row: SalesChannel) -> dict:
             "alert_emails": list(row.alert_emails or ()),
             "webhooks": list(row.webhooks) if row.webhooks is not None else None,
             "import_test_orders": bool(row.import_test_orders),
+            "refund_restock_actions": bool(row.refund_restock_actions),
             "updated_at": row.updated_at.isoformat() if row.updated_at else None}
 
 
@@ -155,7 +159,8 @@ def _out(session, row: SalesChannel) -> dict:
     return {**{c: getattr(row, c) for c in ("id", "type", "name", "active",
                                             "valid_cancellation_statuses",
                                             "valid_fulfillment_statuses", "alert_emails",
-                                            "webhooks", "import_test_orders", "created_at",
+                                            "webhooks", "import_test_orders",
+                                            "refund_restock_actions", "created_at",
                                             "updated_at", "deleted_at")},
             "enabled_webhooks": list(channel_store.enabled_webhooks(row)),
             "webhook_url": channel_store.webhook_url(current_app.config["PUBLIC_BASE_URL"],
@@ -236,7 +241,8 @@ class Channels(MethodView):
                                            "valid_fulfillment_statuses"],
                                        alert_emails=data["alert_emails"],
                                        webhooks=data["webhooks"],
-                                       import_test_orders=data["import_test_orders"])
+                                       import_test_orders=data["import_test_orders"],
+                                       refund_restock_actions=data["refund_restock_actions"])
         except ValueError as exc:
             abort(422, message=str(exc))
         _save(session, adapter, row)
@@ -258,7 +264,8 @@ class ChannelById(MethodView):
     @blp.arguments(ChannelPatchSchema)
     @blp.response(200, ChannelSchema)
     def patch(self, data, channel_id):
-        """Change name, credentials, status lists, webhooks, import_test_orders or active;
+        """Change name, credentials, status lists, webhooks, import_test_orders,
+        refund_restock_actions or active;
         every change is recorded, and the subscriptions follow the webhooks used.
         With `If-Match: <ETag of GET>` the change is made only if nobody changed the channel
         since (412 otherwise); without If-Match it is made as it is."""

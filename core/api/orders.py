@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import orders, products
 from ..db import get_session
-from ..models import Order, OrderLine, PendingIntent, SalesChannel
+from ..models import Order, OrderLine, PendingIntent, Rma, SalesChannel
 from . import paging
 from .lookup import get_or_404
 from .schemas import (OrderCreateSchema, OrderDetailSchema, OrderPatchSchema, OrderQuerySchema,
@@ -29,7 +29,9 @@ def _detail(session, order: Order) -> dict:
     return {**{c.key: getattr(order, c.key) for c in Order.__table__.columns},
             "lines": [{**{c.key: getattr(line, c.key) for c in OrderLine.__table__.columns},
                        "catalog": _catalog(entry)} for line, entry in zip(lines, linked)],
-            "history": order.history, "held_intents": held}
+            "history": order.history, "held_intents": held,
+            "rmas": session.scalars(select(Rma).where(Rma.order_id == order.id)
+                                    .order_by(Rma.id)).all()}
 
 
 def _catalog(entry) -> dict | None:

@@ -8,8 +8,9 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from .. import alerts, events, statuses
 from .. import webhooks as hooks
 from ..channel_store import ALERT_EMAILS_MAX
-from ..intents import InvalidIntent, check_channel_order_id
-from ..models import CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES, PRODUCT_ID_LENGTH, SKU_LENGTH
+from ..intents import RESTOCK_ACTIONS, InvalidIntent, check_channel_order_id
+from ..models import (CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES, PRODUCT_ID_LENGTH, RMA_STATUSES,
+                      SKU_LENGTH)
 from ..outcomes import DeliveryState, Outcome
 from .paging import PageQuerySchema
 
@@ -88,6 +89,10 @@ WEBHOOKS_DOC = ("Which webhooks the channel uses, by name: " + ", ".join(
     "is selected, `fulfillment` when a valid fulfillment status is.")
 IMPORT_TEST_ORDERS_DOC = ("Import the channel's test orders too (e.g. Shopify orders with "
                           "`test: true`); default false: they are ignored, with the reason")
+REFUND_RESTOCK_ACTIONS_DOC = (
+    "Restock items from refunds based on the channel's restock value: when true, an RMA line "
+    "is Reinsert when the channel restocked it and Write Off when it did not; default false: "
+    "every RMA line's action is left for a person to set")
 
 
 class ChannelCreateSchema(StrictSchema):
@@ -104,6 +109,8 @@ class ChannelCreateSchema(StrictSchema):
                            metadata={"description": WEBHOOKS_DOC})
     import_test_orders = fields.Boolean(load_default=False,
                                         metadata={"description": IMPORT_TEST_ORDERS_DOC})
+    refund_restock_actions = fields.Boolean(load_default=False,
+                                            metadata={"description": REFUND_RESTOCK_ACTIONS_DOC})
 
 
 class ChannelPatchSchema(StrictSchema):
@@ -115,6 +122,7 @@ class ChannelPatchSchema(StrictSchema):
     alert_emails = AlertEmails()
     webhooks = WebhookList(allow_none=True, metadata={"description": WEBHOOKS_DOC})
     import_test_orders = fields.Boolean(metadata={"description": IMPORT_TEST_ORDERS_DOC})
+    refund_restock_actions = fields.Boolean(metadata={"description": REFUND_RESTOCK_ACTIONS_DOC})
 
 
 class SubscriptionSchema(Schema):
@@ -155,6 +163,7 @@ class ChannelSchema(Schema):
         "description": "The webhooks the channel uses now: its choice, or what its status "
                        "lists imply"})
     import_test_orders = fields.Boolean()
+    refund_restock_actions = fields.Boolean()
     webhook_url = fields.String()
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
@@ -295,10 +304,68 @@ class OrderSchema(Schema):
     updated_at = UTCDateTime()
 
 
+class RmaLineSchema(Schema):
+    id = fields.Integer()
+    channel_line_id = fields.String(allow_none=True)
+    sku = fields.String(allow_none=True)
+    quantity = fields.Integer()
+    amount = fields.String(allow_none=True, metadata=MONEY)
+    action = fields.String(allow_none=True, metadata={
+        "description": "Reinsert, Write Off, or null: a person sets it"})
+
+
+class RmaChangeSchema(Schema):
+    at = UTCDateTime()
+    event = fields.String()
+    delivery_id = fields.Integer(allow_none=True)
+    actor = fields.String()
+    message = fields.String()
+
+
+class RmaSchema(Schema):
+    id = fields.Integer()
+    channel_id = fields.Integer()
+    order_id = fields.Integer()
+    channel_refund_id = fields.String()
+    status = fields.String(metadata={"description": "open -> received -> closed, or "
+                                                    "open -> cancelled"})
+    note = fields.String(allow_none=True)
+    warning = fields.String(allow_none=True, metadata={
+        "description": "Why the refund needs a look (lines not on the order, more refunded "
+                       "than shipped); null when nothing"})
+    delivery_id = fields.Integer(allow_none=True)
+    refunded_at = UTCDateTime(allow_none=True)
+    created_at = UTCDateTime()
+    updated_at = UTCDateTime()
+    lines = fields.List(fields.Nested(RmaLineSchema))
+
+
+class RmaDetailSchema(RmaSchema):
+    history = fields.List(fields.Nested(RmaChangeSchema))
+
+
+class RmaQuerySchema(PageQuerySchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    channel_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    order_id = fields.Integer(validate=validate.Range(min=1, max=2**62))
+    status = fields.String(validate=validate.OneOf(RMA_STATUSES))
+
+
+class RmaPatchSchema(StrictSchema):
+    status = fields.String(required=True, validate=validate.OneOf(RMA_STATUSES))
+
+
+class RmaLinePatchSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.OneOf(RESTOCK_ACTIONS))
+
+
 class OrderDetailSchema(OrderSchema):
     lines = fields.List(fields.Nested(OrderLineSchema))
     history = fields.List(fields.Nested(OrderChangeSchema))
     held_intents = fields.List(fields.Nested(HeldIntentSchema))
+    rmas = fields.List(fields.Nested(RmaSchema))
 
 
 OFFSET = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10**9), metadata={

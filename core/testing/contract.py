@@ -12,8 +12,9 @@ from .fixtures import channel_view, delivery_count, webhook_path
 from .fuzz import garbage_bodies, garbage_headers, garble
 
 #: Every intent a ``translate`` may yield.
-INTENT_TYPES = ("Cancel", "Fulfill", "CreateOrder", "RecordPayment", "DeactivateChannel",
-                "RedactPersonalData", "Ignore", "UpsertProduct", "DeleteProduct")
+INTENT_TYPES = ("Cancel", "Fulfill", "CreateOrder", "RecordPayment", "RecordRefund",
+                "DeactivateChannel", "RedactPersonalData", "Ignore", "UpsertProduct",
+                "DeleteProduct")
 
 
 class AdapterContract:
@@ -352,7 +353,8 @@ class AdapterContract:
     def test_translate_returns_only_intents(self, adapter, contract_channel, valid_delivery,
                                             mock_channel_api):
         from core import intents as intent_module
-        from core.intents import Fulfill, ProductVariant, Shipment, UpsertProduct
+        from core.intents import (Fulfill, ProductVariant, RecordRefund, RefundLine, Shipment,
+                                  UpsertProduct)
         body, headers = valid_delivery(contract_channel)
         result = adapter.translate(self._incoming(body, headers), contract_channel)
         assert result is not None, "translate returns an iterable of intents (maybe empty)"
@@ -368,6 +370,9 @@ class AdapterContract:
             if isinstance(intent, UpsertProduct):
                 assert isinstance(intent.variants, tuple)
                 assert all(isinstance(v, ProductVariant) for v in intent.variants)
+            elif isinstance(intent, RecordRefund):
+                assert isinstance(intent.channel_refund_id, str) and intent.channel_refund_id
+                assert all(isinstance(line, RefundLine) for line in intent.lines)
         # the worker calls translate_many: one result (a list of intents) per delivery, in order
         batch = [self._incoming(body, headers), self._incoming(body, headers)]
         results = adapter.translate_many(batch, contract_channel)

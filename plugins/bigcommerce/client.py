@@ -158,6 +158,23 @@ class BigCommerceClient:
         return self.json("GET", f"/v3/catalog/products/{_order_segment(product_id, 'product')}",
                          params={"include": "variants"}, decimals=True)
 
+    def refunds(self, order_id: str) -> list[dict] | None:
+        """The order's refunds (``GET /v3/orders/{id}/payment_actions/refunds``, oldest
+        first); None when BigCommerce does not know the order. Amounts are read as the JSON
+        writes them (text), never through a float."""
+        path = f"/v3/orders/{_order_segment(order_id)}/payment_actions/refunds"
+        response = self.call("GET", path)
+        if response.status_code == 404:
+            return None
+        try:
+            data = response.json(parse_float=str) if response.content else {}
+        except ValueError as exc:
+            raise ChannelAPIError(f"GET {path} answered with invalid JSON") from exc
+        rows = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise ChannelAPIError(f"GET {path} answered with no list of refunds")
+        return [row for row in rows if isinstance(row, dict)]
+
     # -- hooks ------------------------------------------------------------------------------
 
     def hooks(self) -> list[dict]:

@@ -43,8 +43,9 @@ from marshmallow import Schema, fields, validate
 from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
                         ChannelAPIError, CreateOrder, Customer, DeleteProduct, Delivery,
                         DeliveryInfo, Fulfill, Ignore, InvalidDelivery, InvalidIntent, OrderLine,
-                        ProductVariant, RecordPayment, RemoteSubscription, RetryLater, Shipment,
-                        ShipmentItem, SubscriptionSpec, UpsertProduct, hookimpl)
+                        ProductVariant, RecordPayment, RecordRefund, RefundLine,
+                        RemoteSubscription, RetryLater, Shipment, ShipmentItem, SubscriptionSpec,
+                        UpsertProduct, hookimpl)
 
 from . import client as api
 from .client import BigCommerceClient
@@ -55,6 +56,7 @@ log = logging.getLogger("orderhooks.bigcommerce")
 SECRET_HEADER = "X-Orderhooks-Secret"
 ORDER_SCOPE = "store/order/statusUpdated"
 CREATED_SCOPE = "store/order/created"
+REFUND_SCOPE = "store/order/refund/created"
 #: Each webhook a merchant may tick (core.webhooks names) and the scopes that carry it.
 #: BigCommerce has no paid scope: a payment is a status change out of Awaiting Payment (7).
 #: Refunds have one scope for POS and online; a product edit may come as a product or a SKU.
@@ -63,15 +65,16 @@ WEBHOOK_SCOPES = {
     "order_payment": (ORDER_SCOPE,),
     "cancellation": (ORDER_SCOPE,),
     "fulfillment": (ORDER_SCOPE,),
-    "refund_pos": ("store/order/refund/created",),
-    "refund_ecommerce": ("store/order/refund/created",),
+    "refund_pos": (REFUND_SCOPE,),
+    "refund_ecommerce": (REFUND_SCOPE,),
     "product_update": ("store/product/created", "store/product/updated",
                        "store/sku/updated"),
     "product_deletion": ("store/product/deleted",),
 }
 #: The webhooks translated today (and so subscribed).
 TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
-                                 "fulfillment", "product_update", "product_deletion"})
+                                 "fulfillment", "product_update", "product_deletion",
+                                 "refund_pos", "refund_ecommerce"})
 #: Scopes whose product is read from the catalog (``store/sku/*`` name it in ``data.sku``).
 PRODUCT_READ_SCOPES = ("store/product/created", "store/product/updated", "store/sku/created",
                        "store/sku/updated", "store/sku/deleted")
@@ -202,6 +205,8 @@ class BigCommerceAdapter(ChannelAdapter):
         reads: dict[tuple[str, str], list[int]] = {}
         #: index -> (scope, data) of each delivery that needs its order read
         deliveries_info: dict[int, tuple[str, dict]] = {}
+        #: order id -> (index, data) of each refund delivery: one refunds read per order
+        refunds: dict[str, list[tuple[int, dict]]] = {}
         for index, delivery in enumerate(deliveries):
             try:
                 payload = _payload(delivery)
@@ -240,6 +245,9 @@ class BigCommerceAdapter(ChannelAdapter):
                     results[index] = [Ignore(f"{scope}: order creation is off for this channel "
                                              "(its webhooks do not include order_creation)")]
                     continue
+                if scope == REFUND_SCOPE:
+                    refunds.setdefault(str(order_id), []).append((index, data))
+                    continue
                 reads.setdefault(("order", str(order_id)), []).append(index)
                 deliveries_info[index] = (scope, data)
             except Exception as exc:  # noqa: BLE001
@@ -265,6 +273,10 @@ class BigCommerceAdapter(ChannelAdapter):
                 return ChannelAPIError(f"GET {path}: an answer we cannot read "
                                        f"({type(exc).__name__})")
 
+        for order_id, group in refunds.items():
+            for index, result in zip((i for i, _ in group),
+                                     refund_results(client, channel, order_id, group)):
+                results[index] = result
         keys = list(reads)
         if len(keys) > 1 and self.concurrency > 1:
             if self._pool is None:
@@ -344,6 +356,61 @@ def order_results(client: BigCommerceClient, channel: Channel, order_id: str,
                  if _completes_checkout(scope, data, channel) else [])
         results.append(first + state + _payment(order_id, order, data, channel))
     return results
+
+
+def refund_results(client: BigCommerceClient, channel: Channel, order_id: str,
+                   group: list[tuple[int, dict]]) -> list:
+    """The result of each refund delivery of one order (``group``: index and data of each),
+    from one read of the order's refunds. BigCommerce does not tell POS refunds from online
+    ones: either refund webhook ticked records them. It carries no restock data either, so
+    every line's action is left for a person."""
+    if not (channel.uses("refund_pos") or channel.uses("refund_ecommerce")):
+        return [[Ignore(f"{REFUND_SCOPE}: order {order_id}: neither refund webhook "
+                        "(refund_pos, refund_ecommerce) is ticked")] for _ in group]
+    try:
+        found = client.refunds(order_id)
+    except (ChannelAPIError, RetryLater) as exc:  # every delivery of the order shares it
+        return [exc for _ in group]
+    results = []
+    for _, data in group:
+        refund_data = data.get("refund") if isinstance(data.get("refund"), dict) else {}
+        refund_id = refund_data.get("refund_id")
+        refund = next((r for r in found or () if str(r.get("id")) == str(refund_id)), None)
+        if refund_id is None or isinstance(refund_id, (bool, dict, list)):
+            results.append([Ignore(f"{REFUND_SCOPE}: order {order_id}: the delivery names no "
+                                   "refund (data.refund.refund_id)")])
+        elif refund is None:
+            results.append([Ignore(
+                f"{REFUND_SCOPE}: order {order_id} has no refund {str(refund_id)[:40]} in GET "
+                f"/v3/orders/{order_id}/payment_actions/refunds"
+                + (" (BigCommerce does not know the order)" if found is None else ""))])
+        else:
+            try:
+                results.append([refund_intent(order_id, refund)])
+            except InvalidIntent as exc:  # a refund no retry can record
+                results.append(exc)
+    return results
+
+
+def refund_intent(order_id: str, refund: dict) -> RecordRefund:
+    """A v3 refund as a RecordRefund: its PRODUCT items (``item_id`` is the order product's
+    id, as the order's lines have it) with no action (BigCommerce carries no restock data)."""
+    lines = tuple(
+        RefundLine(channel_line_id=_text(item.get("item_id")),
+                   quantity=_quantity(item.get("quantity")),
+                   amount=_money(item.get("requested_amount")))
+        for item in refund.get("items") or () if isinstance(item, dict)
+        and item.get("item_type") == "PRODUCT")
+    return RecordRefund(order_id, _text(refund.get("id")), lines=lines,
+                        note=_text(refund.get("reason")),
+                        occurred_at=_iso(refund.get("created")))
+
+
+def _iso(value) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _completes_checkout(scope: str, data: dict, channel: Channel) -> bool:

@@ -62,9 +62,10 @@ from marshmallow import Schema, fields, post_load, validate
 from orderhooks import (Address, AuthenticationError, Cancel, Channel, ChannelAdapter,
                         ChannelAPIError, CreateOrder, Customer, DeactivateChannel, DeleteProduct,
                         Delivery, DeliveryInfo, Fulfill, Ignore, InvalidDelivery, OrderLine,
-                        ProductVariant, RecordPayment, RedactPersonalData, RemoteSubscription,
-                        RetryLater, Shipment, ShipmentItem, SubscriptionSpec, UpsertProduct,
-                        hookimpl)
+                        ProductVariant, RecordPayment, RecordRefund, RedactPersonalData,
+                        RefundLine, REINSERT, RemoteSubscription, RetryLater, Shipment,
+                        ShipmentItem, SubscriptionSpec, UpsertProduct, WRITE_OFF, hookimpl,
+                        segment)
 
 from . import client as api
 from .client import ShopifyClient, ShopPacer
@@ -100,6 +101,7 @@ SHOP_REDACT = "shop/redact"
 PRODUCTS_CREATE = "products/create"
 PRODUCTS_UPDATE = "products/update"
 PRODUCTS_DELETE = "products/delete"
+REFUNDS_CREATE = "refunds/create"
 
 ORDER_TOPICS = (ORDERS_CREATE, ORDERS_PAID, ORDERS_CANCELLED, ORDERS_FULFILLED,
                 ORDERS_PARTIALLY_FULFILLED)
@@ -131,7 +133,13 @@ WEBHOOK_TOPICS = {
 }
 #: The webhooks translated today (and so subscribed).
 TRANSLATED_WEBHOOKS = frozenset({"order_creation", "order_payment", "cancellation",
-                                 "fulfillment", "product_update", "product_deletion"})
+                                 "fulfillment", "product_update", "product_deletion",
+                                 "refund_pos", "refund_ecommerce"})
+#: A refund line's ``restock_type`` and the RMA action it implies: ``return`` and ``cancel``
+#: put the items back on sale, ``no_restock`` does not; ``legacy_restock`` (the deprecated
+#: top-level ``restock`` was used) "made the items available for sale again".
+RESTOCK_ACTIONS = {"return": REINSERT, "cancel": REINSERT, "legacy_restock": REINSERT,
+                   "no_restock": WRITE_OFF}
 
 #: ``financial_status`` values of an order whose payment was captured (refunds come after a
 #: payment). pending, authorized, partially_paid, voided and expired are not paid.
@@ -280,6 +288,8 @@ class ShopifyAdapter(ChannelAdapter):
             return [_fulfillment_intent(topic, payload, when)]
         if topic in (ORDERS_FULFILLED, ORDERS_PARTIALLY_FULFILLED):
             return [_order_fulfillment_intent(topic, payload, when)]
+        if topic == REFUNDS_CREATE:
+            return [self._refund_intent(payload, channel, when)]
         if topic == APP_UNINSTALLED:
             return [self._uninstall_intent(channel)]
         if topic == SHOP_REDACT and channel.active:
@@ -303,13 +313,25 @@ class ShopifyAdapter(ChannelAdapter):
         it (404: only the last 60 days' orders are readable without read_all_orders)."""
         if _shopify_id(channel_order_id, "Order") is None:
             return Ignore(f"order {channel_order_id!r} is not a Shopify order id")
+        path, order = self._get_order(channel, channel_order_id)
+        if order is None:
+            return Ignore(f"order {channel_order_id} could not be imported: GET {path} answered "
+                          "404 (Shopify does not know it, or it is older than 60 days)")
+        if _order_problem(order):
+            raise ChannelAPIError(f"GET {path} answered with no readable order")
+        intents = import_intents(order, channel, None, with_cancel=False)
+        return intents[0]
+
+    def _get_order(self, channel: Channel, order_id: str, query: str = ""):
+        """``(path, order)`` from ``GET /admin/api/<version>/orders/<id>.json``; the order is
+        None when Shopify answers 404. A throttled read raises RetryLater, any other failure
+        ChannelAPIError."""
         client = self.client(channel)
-        path = f"/admin/api/{client.version}/orders/{channel_order_id}.json"
+        path = f"/admin/api/{client.version}/orders/{segment(order_id)}.json{query}"
         response = client.http.request("GET", path)
         status = response.status_code
         if status == 404:
-            return Ignore(f"order {channel_order_id} could not be imported: GET {path} answered "
-                          "404 (Shopify does not know it, or it is older than 60 days)")
+            return path, None
         if status == 429:
             raise RetryLater(f"Shopify shop {_shop(channel)} is throttling GET {path}",
                              delay=_seconds(response.headers.get("Retry-After"), 2.0))
@@ -319,10 +341,43 @@ class ShopifyAdapter(ChannelAdapter):
             order = response.json().get("order")
         except (ValueError, AttributeError):
             order = None
-        if not isinstance(order, dict) or _order_problem(order):
+        if not isinstance(order, dict):
             raise ChannelAPIError(f"GET {path} answered with no readable order")
-        intents = import_intents(order, channel, None, with_cancel=False)
-        return intents[0]
+        return path, order
+
+    def _refund_intent(self, refund: dict, channel: Channel, when: datetime | None):
+        """A refunds/create: a RecordRefund when the channel ticked the refund webhook of its
+        kind (POS or e-commerce, told by the order's source), else an Ignore saying why."""
+        order_id, refund_id = _id(refund.get("order_id")), _id(refund.get("id"))
+        pos, ecommerce = channel.uses("refund_pos"), channel.uses("refund_ecommerce")
+        if not (pos or ecommerce):
+            return Ignore(f"{REFUNDS_CREATE}: refund {refund_id} of order {order_id}: neither "
+                          "refund webhook (refund_pos, refund_ecommerce) is ticked")
+        if not (pos and ecommerce):
+            kind = self._refund_kind(refund, channel, order_id)
+            if isinstance(kind, Ignore):
+                return kind
+            if (kind == "pos") != pos:
+                wanted = "refund_pos" if kind == "pos" else "refund_ecommerce"
+                return Ignore(f"{REFUNDS_CREATE}: refund {refund_id} of order {order_id} is "
+                              f"a {'POS' if kind == 'pos' else 'e-commerce'} refund, and "
+                              f"{wanted} is not ticked for this channel")
+        return refund_intent(refund, when)
+
+    def _refund_kind(self, refund: dict, channel: Channel, order_id: str):
+        """``"pos"`` or ``"ecommerce"``. The refund does not carry its order's source: a
+        transaction made at a POS says so; otherwise the order is read (its ``source_name``
+        "pos" or a ``location_id`` make it a POS order)."""
+        for transaction in _list(refund.get("transactions")):
+            if isinstance(transaction, dict) and transaction.get("source_name") == "pos":
+                return "pos"
+        path, order = self._get_order(channel, order_id, "?fields=id,source_name,location_id")
+        if order is None:
+            return Ignore(f"{REFUNDS_CREATE}: order {order_id} could not be read to tell a POS "
+                          f"refund from an e-commerce one: GET {path} answered 404")
+        if order.get("source_name") == "pos" or order.get("location_id") not in (None, ""):
+            return "pos"
+        return "ecommerce"
 
     def _uninstall_intent(self, channel: Channel):
         """Deactivate only once Shopify confirms the uninstall: its body (a shop object) and
@@ -457,6 +512,27 @@ def _payment_intents(order: dict, channel: Channel, when: datetime | None) -> li
                                  currency=_text(order.get("currency")), status=financial,
                                  occurred_at=when))
     return intents
+
+
+def refund_intent(refund: dict, when: datetime | None):
+    """A refund as a RecordRefund: its lines (the order line refunded, SKU, quantity, the
+    shop-currency subtotal) with the action their ``restock_type`` implies."""
+    lines = []
+    for item in _list(refund.get("refund_line_items")):
+        if not isinstance(item, dict):
+            continue
+        line_item = item.get("line_item") if isinstance(item.get("line_item"), dict) else {}
+        amount = ((item.get("subtotal_set") or {}).get("shop_money") or {}).get("amount") \
+            if isinstance(item.get("subtotal_set"), dict) else None
+        if isinstance(amount, dict) or isinstance(amount, list):
+            amount = None
+        lines.append(RefundLine(
+            channel_line_id=_id(item.get("line_item_id")) or _id(line_item.get("id")),
+            sku=_text(line_item.get("sku")), quantity=_int(item.get("quantity"), -1),
+            amount=_money(amount), action=RESTOCK_ACTIONS.get(item.get("restock_type"))))
+    return RecordRefund(_id(refund.get("order_id")), _id(refund.get("id")), lines=tuple(lines),
+                        note=_text(refund.get("note")),
+                        occurred_at=parse_time(refund.get("created_at")) or when)
 
 
 def _money(value):
@@ -639,6 +715,8 @@ _EXPECTED = {
              "order_number, and no order_id)",
     "fulfillment": "a fulfillment (an id, the order_id, admin_graphql_api_id "
                    "gid://shopify/Fulfillment/<id> when present, and no order_number)",
+    "refund": "a refund (an id, the order_id, admin_graphql_api_id "
+              "gid://shopify/Refund/<id> when present, and no order_number)",
     APP_UNINSTALLED: "a shop object (an id and myshopify_domain)",
     SHOP_REDACT: "{shop_id, shop_domain} and nothing about a customer",
     CUSTOMERS_REDACT: "{shop_id, shop_domain, customer, orders_to_redact}",
@@ -660,6 +738,8 @@ def shape_problem(topic: str, payload: dict, shop: str) -> str | None:
         kind, why = "order", _order_problem(payload)
     elif topic in FULFILLMENT_TOPICS:
         kind, why = "fulfillment", _fulfillment_problem(payload)
+    elif topic == REFUNDS_CREATE:
+        kind, why = "refund", _refund_problem(payload)
     elif topic == APP_UNINSTALLED:
         kind, why = topic, _shop_object_problem(payload, shop)
     elif topic in PRIVACY_TOPICS:
@@ -694,6 +774,14 @@ def _order_problem(order: dict) -> str | None:
     if order.get("admin_graphql_api_id") is None and order.get("order_number") is None:
         return "it has neither an admin_graphql_api_id nor an order_number"
     return _object_problem(order, "Order")
+
+
+def _refund_problem(refund: dict) -> str | None:
+    if _shopify_id(refund.get("order_id"), "Order") is None:
+        return "it names no order (order_id)"
+    if refund.get("order_number") is not None:
+        return "it has an order_number, as an order does"
+    return _object_problem(refund, "Refund")
 
 
 def _fulfillment_problem(fulfillment: dict) -> str | None:
@@ -828,7 +916,7 @@ def _topic(delivery: Delivery) -> str:
 def _order_id(topic: str, payload: dict) -> str | None:
     if topic.startswith("orders/"):
         return _id(payload.get("id"))
-    if topic.startswith("fulfillments/"):
+    if topic.startswith("fulfillments/") or topic == REFUNDS_CREATE:
         return _id(payload.get("order_id"))
     return None
 
