@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from . import events
 from .clock import naive_utc, utcnow
 from .intents import RESTOCK_ACTIONS, RecordRefund
 from .models import RMA_MOVES, Order, OrderLine, Rma, RmaChange, RmaLine, SalesChannel
@@ -46,17 +47,23 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     # A refund that names only the order line (BigCommerce) takes the line's SKU. One
     # multi-row INSERT, executed now: the next refund of this order in the batch (applied
     # without autoflush) counts these lines.
-    session.execute(insert(RmaLine), [
-        {"rma_id": rma_id, "channel_line_id": line.channel_line_id,
-         "sku": line.sku or ordered.get(line.channel_line_id, (0, None))[1],
-         "quantity": line.quantity, "amount": line.amount,
-         "action": _action(channel, line.action)} for line in intent.lines])
+    lines = [{"channel_line_id": line.channel_line_id,
+              "sku": line.sku or ordered.get(line.channel_line_id, (0, None))[1],
+              "quantity": line.quantity, "amount": line.amount,
+              "action": _action(channel, line.action)} for line in intent.lines]
+    session.execute(insert(RmaLine), [{"rma_id": rma_id, **line} for line in lines])
     message = f"opened from refund {intent.channel_refund_id} ({len(intent.lines)} lines)"
     if warning:
         message += f"; warning: {warning}"
     session.execute(insert(RmaChange).values(rma_id=rma_id, at=now, event="created",
                                              delivery_id=delivery_id, actor="worker",
                                              message=message))
+    events.emit(session, "rma.created", {
+        "rma": {"id": rma_id, "channel_id": channel.id, "order_id": order.id,
+                "channel_order_id": order.channel_order_id,
+                "channel_refund_id": intent.channel_refund_id, "status": "open",
+                "note": intent.note, "warning": warning, "lines": lines},
+        "delivery_id": delivery_id}, channel_id=channel.id, order_key=events.order_key(order))
     return rma_id, warning
 
 

@@ -303,3 +303,22 @@ def test_record_refund_refuses_what_no_table_can_hold():
     refund = RecordRefund("1", str(2 ** 64 - 1), lines=({"channel_line_id": "7", "quantity": 2},))
     assert refund.channel_refund_id == "18446744073709551615"
     assert refund.lines == (RefundLine(channel_line_id="7", quantity=2),)
+
+
+def test_an_rma_opened_writes_rma_created_in_the_order_s_sequence(shopify, admin, worker, api,
+                                                                   app):
+    from tests.test_events import all_events
+    channel = setup_channel(shopify, admin, refund_restock_actions=True)
+    order = shipped_order(shopify, admin, worker, channel)
+    api.add(responses.GET, ORDER_REST, json={"order": {"id": ORDER_ID, "source_name": "web",
+                                                       "location_id": None}})
+    shopify.send("refunds/create", refund(restock=("return",) * 5))
+    worker.run_until_idle()
+    shopify.send("refunds/create", refund())  # the same refund again: no second RMA, no event
+    worker.run_until_idle()
+    [created] = [e for e in all_events(app) if e.type == "rma.created"]
+    [rma] = admin.get(f"/orders/{order['id']}")["rmas"]
+    assert created.data["rma"]["id"] == rma["id"] and created.channel_id == channel["id"]
+    assert created.order_key == f"order:{order['id']}"  # sent after the order's earlier events
+    assert created.data["rma"]["channel_refund_id"] == "890088186047892319"
+    assert [line["action"] for line in created.data["rma"]["lines"]] == ["Reinsert"] * 5
