@@ -49,6 +49,16 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
                        + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: a SIGTERM when the test process dies. A test run that is
+    killed (no teardown) must not leave a worker claiming deliveries in the shared test
+    database, where the next run's tests would find them taken."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Proc:
     """A child process with its stderr+stdout in a log file."""
 
@@ -58,7 +68,8 @@ class Proc:
         self._log = open(self.log_path, "ab")
         self.started = time.monotonic()
         self.popen = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
 
     @property
     def pid(self) -> int:
