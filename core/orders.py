@@ -331,16 +331,18 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     paid = f"payment {intent.payment_status}" if intent.payment_status else (
         "paid" if intent.paid else "not paid")
     reason = f"order imported from the channel as {status} ({paid})"
-    order = Order(channel_id=channel.id, channel_order_id=intent.channel_order_id,
-                  status=status, shipments=[], payments=[])
-    _fill_details(session, order, intent)
-    session.add(order)
-    session.flush()
+    # INSERT ... RETURNING hands back the order as a persistent object with its id, without
+    # flushing the session: the batch's other pending rows (history, events, deliveries) are
+    # written together at its end, in one statement per table.
+    order = session.scalars(insert(Order).returning(Order), [{
+        "channel_id": channel.id, "channel_order_id": intent.channel_order_id,
+        "status": status, "shipments": [], "payments": [], **_details(intent)}]).one()
     session.add(OrderChange(order_id=order.id, event="created", new_status=status,
                             delivery_id=delivery_id, message=reason))
     if intent.lines:
-        # One multi-row INSERT, no ORM objects: an order may have hundreds of lines.
-        session.execute(insert(OrderLine), [_line_row(order.id, line) for line in intent.lines])
+        # One multi-row INSERT through Core, no ORM objects: an order may have hundreds of lines.
+        session.execute(OrderLine.__table__.insert(),
+                        [_line_row(order.id, line) for line in intent.lines])
     _emit_order(session, "order.created", order, None, delivery_id, reason,
                 intent="createorder", lines=[_line_row(None, line) for line in intent.lines])
     if cache is not None:
@@ -348,7 +350,12 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     # PostgreSQL: under the order key's lock, a worker that held an intent for this order has
     # committed it, so look; SQLite: the batch's own view of what is held is exact.
     locked = _lock_order_key(session, channel.id, order.channel_order_id)
-    if locked or _may_have_held(channel, order.channel_order_id, cache):
+    held_here = _may_have_held(channel, order.channel_order_id, cache)
+    if held_here:
+        # an intent this batch held for the order is still pending in the session: the
+        # release reads held intents from the database
+        session.flush()
+    if locked or held_here:
         release_held(session, channel, order, config)
     return rules.Decision(rules.APPLIED, reason, new_status=status)
 
@@ -361,18 +368,25 @@ def _line_row(order_id: int | None, line) -> dict:
             "name": line.name, "quantity": line.quantity, "unit_price": line.unit_price}
 
 
+def _details(intent: CreateOrder) -> dict:
+    """The order's columns the channel's order fills in."""
+    return {"order_number": intent.order_number,
+            "placed_at": naive_utc(intent.placed_at) if intent.placed_at else None,
+            "currency": intent.currency, "totals": dict(intent.totals),
+            "customer": intent.customer.to_record() if intent.customer else None,
+            "shipping_address": (intent.shipping_address.to_record()
+                                 if intent.shipping_address else None),
+            "billing_address": (intent.billing_address.to_record()
+                                if intent.billing_address else None)}
+
+
 def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
-    order.order_number = intent.order_number
-    order.placed_at = naive_utc(intent.placed_at) if intent.placed_at else None
-    order.currency = intent.currency
-    order.totals = dict(intent.totals)
-    order.customer = order.customer or (intent.customer.to_record() if intent.customer
-                                        else None)
-    order.shipping_address = (intent.shipping_address.to_record()
-                              if intent.shipping_address else None)
-    order.billing_address = (intent.billing_address.to_record()
-                             if intent.billing_address else None)
-    if order.id is not None and intent.lines:
+    """An existing order takes the channel's details; a customer it has already stays."""
+    customer = order.customer
+    for name, value in _details(intent).items():
+        setattr(order, name, value)
+    order.customer = customer or order.customer
+    if intent.lines:
         has_lines = session.scalars(select(OrderLine.id).where(OrderLine.order_id == order.id)
                                     .limit(1)).first()
         if has_lines is None:
