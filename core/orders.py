@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import insert, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from . import events, rmas, rules
 from . import statuses as st
@@ -331,12 +331,9 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     paid = f"payment {intent.payment_status}" if intent.payment_status else (
         "paid" if intent.paid else "not paid")
     reason = f"order imported from the channel as {status} ({paid})"
-    # INSERT ... RETURNING hands back the order as a persistent object with its id, without
-    # flushing the session: the batch's other pending rows (history, events, deliveries) are
-    # written together at its end, in one statement per table.
-    order = session.scalars(insert(Order).returning(Order), [{
+    order = _insert_order(session, {
         "channel_id": channel.id, "channel_order_id": intent.channel_order_id,
-        "status": status, "shipments": [], "payments": [], **_details(intent)}]).one()
+        "status": status, "shipments": [], "payments": [], **_details(intent)})
     session.add(OrderChange(order_id=order.id, event="created", new_status=status,
                             delivery_id=delivery_id, message=reason))
     if intent.lines:
@@ -358,6 +355,21 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     if locked or held_here:
         release_held(session, channel, order, config)
     return rules.Decision(rules.APPLIED, reason, new_status=status)
+
+
+def _insert_order(session: Session, row: dict) -> Order:
+    """The order written at once by a Core INSERT ... RETURNING id, and made a persistent
+    object of the session as if loaded: no flush of the session for it (the batch's other
+    pending rows — history, events, deliveries — are written together at its end, one
+    statement per table) and no ORM bulk machinery."""
+    now = utcnow()
+    row = {**row, "created_at": now, "updated_at": now, "last_event_at": None}
+    table = Order.__table__
+    order_id = session.execute(table.insert().returning(table.c.id), row).scalar_one()
+    order = Order(id=order_id, **row)
+    make_transient_to_detached(order)
+    session.add(order)
+    return order
 
 
 def _line_row(order_id: int | None, line) -> dict:
