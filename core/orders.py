@@ -336,12 +336,13 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
         "status": status, "shipments": [], "payments": [], **_details(intent)})
     session.add(OrderChange(order_id=order.id, event="created", new_status=status,
                             delivery_id=delivery_id, message=reason))
-    if intent.lines:
+    lines = [_line_row(None, line) for line in intent.lines]
+    if lines:
         # One multi-row INSERT through Core, no ORM objects: an order may have hundreds of lines.
-        session.execute(OrderLine.__table__.insert(),
-                        [_line_row(order.id, line) for line in intent.lines])
+        session.connection().execute(_INSERT_LINES,
+                                     [{"order_id": order.id, **line} for line in lines])
     _emit_order(session, "order.created", order, None, delivery_id, reason,
-                intent="createorder", lines=[_line_row(None, line) for line in intent.lines])
+                intent="createorder", lines=lines)
     if cache is not None:
         cache[(channel.id, order.channel_order_id)] = order
     # PostgreSQL: under the order key's lock, a worker that held an intent for this order has
@@ -357,6 +358,10 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     return rules.Decision(rules.APPLIED, reason, new_status=status)
 
 
+_INSERT_ORDER = Order.__table__.insert().returning(Order.__table__.c.id)
+_INSERT_LINES = OrderLine.__table__.insert()
+
+
 def _insert_order(session: Session, row: dict) -> Order:
     """The order written at once by a Core INSERT ... RETURNING id, and made a persistent
     object of the session as if loaded: no flush of the session for it (the batch's other
@@ -364,8 +369,7 @@ def _insert_order(session: Session, row: dict) -> Order:
     statement per table) and no ORM bulk machinery."""
     now = utcnow()
     row = {**row, "created_at": now, "updated_at": now, "last_event_at": None}
-    table = Order.__table__
-    order_id = session.execute(table.insert().returning(table.c.id), row).scalar_one()
+    order_id = session.connection().execute(_INSERT_ORDER, row).scalar_one()
     order = Order(id=order_id, **row)
     make_transient_to_detached(order)
     session.add(order)
