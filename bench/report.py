@@ -347,6 +347,7 @@ def profiles(files: list[dict]) -> tuple[list[str], list]:
 #: run failed, and whether a result of that shape is one to render.
 SECTIONS = (
     ("intake", intake, "Intake", lambda x: isinstance(x, list)),
+    ("intake_create", intake, "Intake of orders/create", lambda x: isinstance(x, list) and bool(x)),
     ("worker", worker, "Worker throughput", lambda x: isinstance(x, list) and bool(x)),
     ("pacing", pacing, "Per-store pacing", lambda x: isinstance(x, dict) and "per_store" in x),
     ("rss", memory, "Worker memory", lambda x: isinstance(x, dict) and "rss_end_mib" in x),

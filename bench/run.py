@@ -26,8 +26,8 @@ from .session import Session
 from .sections import intake, memory, pacing, profiles, worker
 
 #: The sections in the order they run, each the function that measures it.
-SECTIONS = {"intake": intake.run, "worker": worker.run, "pacing": pacing.run,
-            "rss": memory.run, "profile": profiles.run}
+SECTIONS = {"intake": intake.run, "intake_create": intake.run_create, "worker": worker.run,
+            "pacing": pacing.run, "rss": memory.run, "profile": profiles.run}
 
 
 def code_version() -> dict:

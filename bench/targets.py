@@ -81,6 +81,29 @@ def shopify_payload(order_id: int = 820982911946154508) -> dict:
     return payload
 
 
+#: Intake bodies of ``orders/create`` (``template`` kinds, and ``m-`` + kind for baseline M):
+#: the published sample (~15 kB) and the same order with 200 lines (~100 kB).
+SHOPIFY_CREATE_LINES = {"shopify-create": None, "shopify-create-200": 200}
+
+
+def shopify_create_payload(lines: int | None = None) -> dict:
+    """The published ``orders/create`` sample; with ``lines``, its line items repeated (each
+    with its own id) up to that many."""
+    payload = json.loads((FIXTURES / "shopify" / "orders_create.json").read_text())
+    if lines:
+        items = payload["line_items"]
+        payload["line_items"] = [{**items[i % len(items)], "id": 10 ** 12 + i}
+                                 for i in range(lines)]
+    return payload
+
+
+def _shopify_kind(kind: str) -> tuple[dict, str]:
+    """The payload and topic of a Shopify intake template kind."""
+    if kind in SHOPIFY_CREATE_LINES:
+        return shopify_create_payload(SHOPIFY_CREATE_LINES[kind]), "orders/create"
+    return shopify_payload(), "orders/cancelled"
+
+
 def shopify_headers(body: bytes, webhook_id: str, topic: str = "orders/cancelled",
                     secret: str = SHOPIFY_SECRET) -> dict[str, str]:
     return {"Content-Type": "application/json", "X-Shopify-Topic": topic,
@@ -115,10 +138,11 @@ def template(kind: str, *, channel_id: int | None = None, secret: str | None = N
     if kind == "bigcommerce":
         return Template(f"/webhooks/bigcommerce/{channel_id}", _compact(bigcommerce_body()),
                         {"Content-Type": "application/json", "X-Orderhooks-Secret": secret})
-    if kind == "shopify":
+    if kind == "shopify" or kind in SHOPIFY_CREATE_LINES:
         secret = secret or SHOPIFY_SECRET
-        body = _compact({**shopify_payload(), "note": MARK})
-        headers = shopify_headers(body.encode(), MARK, secret=secret)
+        payload, topic = _shopify_kind(kind)
+        body = _compact({**payload, "note": MARK})
+        headers = shopify_headers(body.encode(), MARK, topic=topic, secret=secret)
         return Template(f"/webhooks/shopify/{channel_id}", body, headers,
                         signed=("X-Shopify-Hmac-Sha256", secret))
     if kind == "m-bigcommerce":
@@ -126,8 +150,9 @@ def template(kind: str, *, channel_id: int | None = None, secret: str | None = N
         return Template("/webhooks/m/1", body, {"Content-Type": "application/json",
                                                 "X-Bench-Signature": _m_hmac(body.encode(),
                                                                              M_SECRET)})
-    if kind == "m-shopify":
-        return Template("/webhooks/m/1", _compact({**shopify_payload(), "note": MARK}),
+    if kind == "m-shopify" or kind.removeprefix("m-") in SHOPIFY_CREATE_LINES:
+        payload, _ = _shopify_kind(kind.removeprefix("m-"))
+        return Template("/webhooks/m/1", _compact({**payload, "note": MARK}),
                         {"Content-Type": "application/json"},
                         signed=("X-Bench-Signature", M_SECRET), hex_signature=True)
     raise ValueError(kind)

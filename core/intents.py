@@ -161,6 +161,8 @@ def _short(value, what: str, length: int = TEXT_LENGTH) -> str | None:
     text = str(value).strip()
     if not text:
         return None
+    if text.isascii():  # ASCII encodes as UTF-8 whatever it holds: only NULs to drop
+        return (text.replace("\x00", "") if "\x00" in text else text)[:length]
     text = text.replace("\x00", "")
     if not _storable(text):
         text = text.encode("utf-8", "replace").decode("utf-8")

@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import insert, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from . import events, rmas, rules
 from . import statuses as st
@@ -331,26 +331,49 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     paid = f"payment {intent.payment_status}" if intent.payment_status else (
         "paid" if intent.paid else "not paid")
     reason = f"order imported from the channel as {status} ({paid})"
-    order = Order(channel_id=channel.id, channel_order_id=intent.channel_order_id,
-                  status=status, shipments=[], payments=[])
-    _fill_details(session, order, intent)
-    session.add(order)
-    session.flush()
+    order = _insert_order(session, {
+        "channel_id": channel.id, "channel_order_id": intent.channel_order_id,
+        "status": status, "shipments": [], "payments": [], **_details(intent)})
     session.add(OrderChange(order_id=order.id, event="created", new_status=status,
                             delivery_id=delivery_id, message=reason))
-    if intent.lines:
-        # One multi-row INSERT, no ORM objects: an order may have hundreds of lines.
-        session.execute(insert(OrderLine), [_line_row(order.id, line) for line in intent.lines])
+    lines = [_line_row(None, line) for line in intent.lines]
+    if lines:
+        # One multi-row INSERT through Core, no ORM objects: an order may have hundreds of lines.
+        session.connection().execute(_INSERT_LINES,
+                                     [{"order_id": order.id, **line} for line in lines])
     _emit_order(session, "order.created", order, None, delivery_id, reason,
-                intent="createorder", lines=[_line_row(None, line) for line in intent.lines])
+                intent="createorder", lines=lines)
     if cache is not None:
         cache[(channel.id, order.channel_order_id)] = order
     # PostgreSQL: under the order key's lock, a worker that held an intent for this order has
     # committed it, so look; SQLite: the batch's own view of what is held is exact.
     locked = _lock_order_key(session, channel.id, order.channel_order_id)
-    if locked or _may_have_held(channel, order.channel_order_id, cache):
+    held_here = _may_have_held(channel, order.channel_order_id, cache)
+    if held_here:
+        # an intent this batch held for the order is still pending in the session: the
+        # release reads held intents from the database
+        session.flush()
+    if locked or held_here:
         release_held(session, channel, order, config)
     return rules.Decision(rules.APPLIED, reason, new_status=status)
+
+
+_INSERT_ORDER = Order.__table__.insert().returning(Order.__table__.c.id)
+_INSERT_LINES = OrderLine.__table__.insert()
+
+
+def _insert_order(session: Session, row: dict) -> Order:
+    """The order written at once by a Core INSERT ... RETURNING id, and made a persistent
+    object of the session as if loaded: no flush of the session for it (the batch's other
+    pending rows — history, events, deliveries — are written together at its end, one
+    statement per table) and no ORM bulk machinery."""
+    now = utcnow()
+    row = {**row, "created_at": now, "updated_at": now, "last_event_at": None}
+    order_id = session.connection().execute(_INSERT_ORDER, row).scalar_one()
+    order = Order(id=order_id, **row)
+    make_transient_to_detached(order)
+    session.add(order)
+    return order
 
 
 def _line_row(order_id: int | None, line) -> dict:
@@ -361,18 +384,25 @@ def _line_row(order_id: int | None, line) -> dict:
             "name": line.name, "quantity": line.quantity, "unit_price": line.unit_price}
 
 
+def _details(intent: CreateOrder) -> dict:
+    """The order's columns the channel's order fills in."""
+    return {"order_number": intent.order_number,
+            "placed_at": naive_utc(intent.placed_at) if intent.placed_at else None,
+            "currency": intent.currency, "totals": dict(intent.totals),
+            "customer": intent.customer.to_record() if intent.customer else None,
+            "shipping_address": (intent.shipping_address.to_record()
+                                 if intent.shipping_address else None),
+            "billing_address": (intent.billing_address.to_record()
+                                if intent.billing_address else None)}
+
+
 def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
-    order.order_number = intent.order_number
-    order.placed_at = naive_utc(intent.placed_at) if intent.placed_at else None
-    order.currency = intent.currency
-    order.totals = dict(intent.totals)
-    order.customer = order.customer or (intent.customer.to_record() if intent.customer
-                                        else None)
-    order.shipping_address = (intent.shipping_address.to_record()
-                              if intent.shipping_address else None)
-    order.billing_address = (intent.billing_address.to_record()
-                             if intent.billing_address else None)
-    if order.id is not None and intent.lines:
+    """An existing order takes the channel's details; a customer it has already stays."""
+    customer = order.customer
+    for name, value in _details(intent).items():
+        setattr(order, name, value)
+    order.customer = customer or order.customer
+    if intent.lines:
         has_lines = session.scalars(select(OrderLine.id).where(OrderLine.order_id == order.id)
                                     .limit(1)).first()
         if has_lines is None:

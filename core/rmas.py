@@ -5,7 +5,7 @@ the order's history change together or not at all.
 """
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import events
@@ -29,6 +29,11 @@ def _action(channel: SalesChannel, action: str | None) -> str | None:
     return action if channel.refund_restock_actions else None
 
 
+_INSERT_RMA = Rma.__table__.insert().returning(Rma.__table__.c.id)
+_INSERT_RMA_LINES = RmaLine.__table__.insert()
+_INSERT_RMA_CHANGE = RmaChange.__table__.insert()
+
+
 def open_rma(session: Session, channel: SalesChannel, order: Order, intent: RecordRefund, *,
              delivery_id: int | None) -> tuple[int, str | None]:
     """Open the RMA for ``intent`` (the rules allowed it); returns its id and warning. Lines
@@ -39,11 +44,15 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     ordered = _ordered(session, order)
     warning = _warning(session, order, intent, ordered)
     now = utcnow()
-    rma_id = session.execute(insert(Rma).values(
-        channel_id=channel.id, order_id=order.id, channel_refund_id=intent.channel_refund_id,
-        status="open", note=intent.note, warning=warning, delivery_id=delivery_id,
-        refunded_at=naive_utc(intent.occurred_at) if intent.occurred_at else None,
-        created_at=now, updated_at=now).returning(Rma.id)).scalar_one()
+    # Statements built once, run on the session's connection with plain parameters: no ORM
+    # bulk machinery and no statement built per refund.
+    connection = session.connection()
+    rma_id = connection.execute(_INSERT_RMA, {
+        "channel_id": channel.id, "order_id": order.id,
+        "channel_refund_id": intent.channel_refund_id, "status": "open", "note": intent.note,
+        "warning": warning, "delivery_id": delivery_id,
+        "refunded_at": naive_utc(intent.occurred_at) if intent.occurred_at else None,
+        "created_at": now, "updated_at": now}).scalar_one()
     # A refund that names only the order line (BigCommerce) takes the line's SKU. One
     # multi-row INSERT, executed now: the next refund of this order in the batch (applied
     # without autoflush) counts these lines.
@@ -51,13 +60,14 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
               "sku": line.sku or ordered.get(line.channel_line_id, (0, None))[1],
               "quantity": line.quantity, "amount": line.amount,
               "action": _action(channel, line.action)} for line in intent.lines]
-    session.execute(insert(RmaLine), [{"rma_id": rma_id, **line} for line in lines])
+    if lines:
+        connection.execute(_INSERT_RMA_LINES, [{"rma_id": rma_id, **line} for line in lines])
     message = f"opened from refund {intent.channel_refund_id} ({len(intent.lines)} lines)"
     if warning:
         message += f"; warning: {warning}"
-    session.execute(insert(RmaChange).values(rma_id=rma_id, at=now, event="created",
-                                             delivery_id=delivery_id, actor="worker",
-                                             message=message))
+    connection.execute(_INSERT_RMA_CHANGE, {"rma_id": rma_id, "at": now, "event": "created",
+                                            "delivery_id": delivery_id, "actor": "worker",
+                                            "message": message})
     events.emit(session, "rma.created", {
         "rma": {"id": rma_id, "channel_id": channel.id, "order_id": order.id,
                 "channel_order_id": order.channel_order_id,

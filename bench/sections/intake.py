@@ -38,6 +38,18 @@ def run(session) -> list[dict]:
     return rows
 
 
+def run_create(session) -> list[dict]:
+    """M and intake per database on Shopify ``orders/create`` bodies: the published sample
+    (~15 kB) and a 200-line order (~100 kB), as ``rounds`` measures the other bodies."""
+    if "shopify" not in session.channels:
+        return []
+    rows = []
+    for db in session.dbs:
+        for kind in targets.SHOPIFY_CREATE_LINES:
+            rows.extend(rounds(session, db, kind))
+    return rows
+
+
 def rounds(session, db: str, channel: str) -> list[dict]:
     """M (under both kinds of gunicorn worker: whichever is faster is the baseline) and the
     intake, back to back, ``--rounds`` times; each target's row is its median round, and
@@ -100,7 +112,7 @@ def setup(session, db: str, channel: str, name: str = "intake"):
     upgrade(url)
     env = orderhooks_env(url)
     secret, channel_id = None, None
-    if channel == "shopify":
+    if channel.startswith("shopify"):
         # In-process: there is no Shopify API on loopback to subscribe with.
         app = fill.make_app(url)
         channel_id = session.make_channel(app, "shopify", "shop")
