@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import alerts, endpoints, events
@@ -98,6 +98,7 @@ class Sender:
         self._busy_lock = threading.Lock()
         self._local = threading.local()
         self._lane_pools: list[ThreadPoolExecutor] = []
+        self._proxy_cache: dict[str, dict] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -211,9 +212,11 @@ class Sender:
             if cursor == start:
                 return 0
             wanted = [e for e in rows if endpoints.matches(endpoint, e)]
-            session.add_all(WebhookMessage(endpoint_id=endpoint_id, event_id=e.id,
-                                           order_key=e.order_key, next_attempt_at=now)
-                            for e in wanted)
+            if wanted:
+                session.execute(insert(WebhookMessage), [
+                    {"endpoint_id": endpoint_id, "event_id": e.id, "order_key": e.order_key,
+                     "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+                    for e in wanted])
             moved = session.execute(update(WebhookEndpoint).where(
                 WebhookEndpoint.id == endpoint_id, WebhookEndpoint.position == start).values(
                 position=cursor, updated_at=WebhookEndpoint.updated_at))
@@ -309,9 +312,20 @@ class Sender:
     def _http(self) -> requests.Session:
         """One keep-alive session per sending thread (requests sessions are not thread-safe)."""
         if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-            self._local.session.headers["User-Agent"] = "orderhooks-webhooks/0.1"
+            session = requests.Session()
+            session.headers["User-Agent"] = "orderhooks-webhooks/0.1"
+            # No ~/.netrc credentials on a POST to a receiver; proxies from the environment
+            # are still used (:meth:`_proxies`).
+            session.trust_env = False
+            self._local.session = session
         return self._local.session
+
+    def _proxies(self, url: str) -> dict:
+        """The environment's proxies for ``url`` (HTTPS_PROXY, NO_PROXY, ...), once per URL."""
+        found = self._proxy_cache.get(url)
+        if found is None:
+            found = self._proxy_cache[url] = requests.utils.get_environ_proxies(url)
+        return found
 
     def post(self, url: str, secrets_: list[str], item: Outgoing) -> Answer:
         headers = {"Content-Type": "application/json",
@@ -320,6 +334,7 @@ class Sender:
         try:
             # Never a redirect: it would carry the signed event somewhere nobody named.
             with self._http().post(url, data=item.body.encode(), headers=headers,
+                                   proxies=self._proxies(url),
                                    timeout=self.timeout, allow_redirects=False,
                                    stream=True) as response:
                 head = next(response.iter_content(RESPONSE_SLICE), b"")[:RESPONSE_SLICE]
@@ -340,27 +355,33 @@ class Sender:
     # -- recording --------------------------------------------------------------------------
 
     def _record(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]]) -> None:
+        """Every attempt of ``results`` and its message's new state, in one transaction: the
+        attempts as one multi-row insert, the delivered messages as one update per status."""
         now = utcnow()
         disable_after = timedelta(seconds=self.config["WEBHOOK_DISABLE_AFTER_SECONDS"])
         with self.db.session() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
             if endpoint is None:
                 return
+            failed = [item.message_id for item, answer in results if not answer.ok]
             messages = {m.id: m for m in session.scalars(select(WebhookMessage).where(
-                WebhookMessage.id.in_([item.message_id for item, _ in results])))}
+                WebhookMessage.id.in_(failed)))} if failed else {}
+            alive = set(session.scalars(select(WebhookMessage.id).where(
+                WebhookMessage.id.in_([item.message_id for item, _ in results]))))
+            attempts, delivered = [], {}
             for item, answer in results:
-                message = messages.get(item.message_id)
-                if message is None:
-                    continue
-                session.add(WebhookAttempt(endpoint_id=endpoint_id, message_id=message.id,
-                                           at=now, status_code=answer.status,
-                                           latency_ms=round(answer.latency_ms, 3),
-                                           response_body=answer.body, error=answer.error))
-                message.last_status, message.last_error = answer.status, answer.error
+                if item.message_id not in alive:
+                    continue  # deleted with its endpoint meanwhile
+                attempts.append({"endpoint_id": endpoint_id, "message_id": item.message_id,
+                                 "at": now, "status_code": answer.status,
+                                 "latency_ms": round(answer.latency_ms, 3),
+                                 "response_body": answer.body, "error": answer.error})
                 if answer.ok:
-                    message.state, message.delivered_at = DELIVERED, now
+                    delivered.setdefault(answer.status, []).append(item.message_id)
                     endpoint.failing_since = None
                     continue
+                message = messages[item.message_id]
+                message.last_status, message.last_error = answer.status, answer.error
                 message.attempts += 1
                 if message.attempts > len(self.schedule):
                     message.state = FAILED
@@ -374,6 +395,12 @@ class Sender:
                     self._disable(session, endpoint, f"every attempt failed for "
                                                      f"{int(disable_after.total_seconds())} s "
                                                      f"(last: {answer.error})")
+            if attempts:
+                session.execute(insert(WebhookAttempt), attempts)
+            for status, ids in delivered.items():
+                session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
+                    state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
+                    execution_options={"synchronize_session": False})
 
     @staticmethod
     def _disable(session, endpoint: WebhookEndpoint, reason: str) -> None:
