@@ -121,10 +121,14 @@ class Sender:
         log.info("sender.stopped", extra={"worker": self.name})
 
     def round(self) -> list:
-        events.sequence(self.db)
         with self.db.Session() as session:
             ids = session.scalars(select(WebhookEndpoint.id).where(
                 WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)).all()
+            # events committed by another process wait for their numbers: the sequencer's
+            # write transaction only when the probe (a read) finds one
+            waiting = events.unnumbered(session)
+        if waiting:
+            events.sequence(self.db)
         futures = []
         for endpoint_id in ids:
             with self._busy_lock:
@@ -150,7 +154,13 @@ class Sender:
 
     def _serve_guarded(self, endpoint_id: int) -> None:
         try:
-            self.serve(endpoint_id)
+            while True:
+                # Events numbered in this process while the endpoint was served found it busy
+                # (the loop skipped it): serve it again rather than leave them to the idle wait.
+                seen = events.generation()
+                self.serve(endpoint_id)
+                if events.generation() == seen:
+                    break
         except Exception:  # noqa: BLE001 — one endpoint's trouble must not stop the others
             log.exception("sender.endpoint_error", extra={"endpoint_id": endpoint_id})
         finally:
@@ -167,10 +177,12 @@ class Sender:
                     if not self._lease(endpoint_id):
                         break
                     renew_at = time.monotonic() + self.lease_seconds / 2
-                self._fan_out(endpoint_id)
-                made, failed = self._send_batch(endpoint_id)
+                fanned = self._fan_out(endpoint_id)
+                made, failed, full = self._send_batch(endpoint_id)
                 attempts += made
-                if not made or failed:
+                # drained: a batch that was not full after a fan-out that was not full either
+                # (what is numbered meanwhile brings the endpoint back: _serve_guarded)
+                if not made or failed or (not full and fanned < FANOUT_BATCH):
                     break
         finally:
             self._release(endpoint_id)
@@ -200,7 +212,8 @@ class Sender:
     # -- fan-out ----------------------------------------------------------------------------
 
     def _fan_out(self, endpoint_id: int) -> int:
-        """The endpoint's next events become its messages; returns how many."""
+        """The endpoint's next events become its messages; returns how many events were read
+        (fewer than ``FANOUT_BATCH``: the endpoint caught up with the feed)."""
         now = utcnow()
         with self.db.session() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
@@ -223,7 +236,7 @@ class Sender:
             if moved.rowcount != 1:  # another sender moved it (an expired lease): leave it
                 session.rollback()
                 return 0
-            return len(wanted)
+            return len(rows)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -244,8 +257,9 @@ class Sender:
                          json.dumps(events.public(event), separators=(",", ":")))
                 for message_id, order_key, event in rows]
 
-    def _send_batch(self, endpoint_id: int) -> tuple[int, bool]:
-        """Send a batch of due messages; returns (attempts made, whether one failed).
+    def _send_batch(self, endpoint_id: int) -> tuple[int, bool, bool]:
+        """Send a batch of due messages; returns (attempts made, whether one failed, whether the
+        batch was full).
 
         The batch's orders go out side by side (at most ``ORDER_LANES`` at once), each order's
         messages one after another: a message is POSTed only after every earlier message of
@@ -256,12 +270,12 @@ class Sender:
         with self.db.Session() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
             if endpoint is None or not endpoint.enabled:
-                return 0, False
+                return 0, False, False
             url = endpoint.url
             secrets_ = endpoints.signing_secrets(endpoint, self.box, now)
             batch = self._due(session, endpoint_id, now)
         if not batch:
-            return 0, False
+            return 0, False, False
         lanes: dict[object, list[Outgoing]] = {}
         for item in batch:  # messages with no order key are ordered with nothing: a lane each
             lanes.setdefault(item.order_key or ("message", item.message_id), []).append(item)
@@ -297,7 +311,7 @@ class Sender:
                 made += len(taken)
             if not pending:
                 break
-        return made, stop.is_set()
+        return made, stop.is_set(), len(batch) == MESSAGE_BATCH
 
     def _lanes(self) -> ThreadPoolExecutor:
         """The lanes of the endpoint this thread serves (a pool per sending thread, so a slow
