@@ -8,13 +8,15 @@ its messages go out in the order they were made):
 1. fan-out: the events past the endpoint's place in the feed (core/events.py: positions never
    skip a committed event) become its messages, in feed order, and its place moves on — in one
    transaction, so an event becomes a message exactly once;
-2. sending: its due messages, oldest first, one POST at a time; a message whose order has an
+2. sending: its due messages, oldest first, the batch's orders side by side in up to
+   ``ORDER_LANES`` lanes, each order's messages one POST at a time; a message whose order has an
    earlier message waiting for a retry waits too (a later event for an order never overtakes an
-   earlier one); the first failure ends the batch, so an endpoint that is down costs one attempt
-   per round, not one timeout per waiting message;
+   earlier one); the first failure stops every lane before its next POST, so an endpoint that is
+   down costs at most one attempt per lane per round, not one timeout per waiting message;
 3. recording: each attempt (status, latency, the first ``RESPONSE_SLICE`` bytes of the answer,
-   or the error) and the message's new state, in one transaction per batch (or per
-   ``RECORD_SECONDS`` of a slow batch). A kill between the POST and this commit sends the
+   or the error) and the message's new state, in one transaction per batch or per
+   ``RECORD_SECONDS`` of a slow batch (one multi-row insert of the attempts, one update per
+   answer status of the delivered messages). A kill between the POST and this commit sends the
    message again: delivery is at least once, and the ``webhook-id`` (the event's id) lets a
    receiver drop the repeat.
 
