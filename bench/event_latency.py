@@ -38,8 +38,9 @@ def run(database_url: str, rate: float, seconds: float, workdir: Path,
         idle: float = 0.5) -> dict:
     receiver = Receiver()
     count = int(rate * seconds)
+    # INFO: the Stack waits for the worker's ``worker.started`` line before the clock starts
     env = {"ORDERHOOKS_ALLOWED_WEBHOOK_URLS": "http://127.0.0.1:*",
-           "ORDERHOOKS_WORKER_IDLE_SECONDS": str(idle), "ORDERHOOKS_LOG_LEVEL": "WARNING"}
+           "ORDERHOOKS_WORKER_IDLE_SECONDS": str(idle), "ORDERHOOKS_LOG_LEVEL": "INFO"}
     acked: dict[int, float] = {}
     try:
         with Stack(database_url, workdir / "live", env=env) as stack:

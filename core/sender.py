@@ -8,13 +8,15 @@ its messages go out in the order they were made):
 1. fan-out: the events past the endpoint's place in the feed (core/events.py: positions never
    skip a committed event) become its messages, in feed order, and its place moves on — in one
    transaction, so an event becomes a message exactly once;
-2. sending: its due messages, oldest first, one POST at a time; a message whose order has an
+2. sending: its due messages, oldest first, the batch's orders side by side in up to
+   ``ORDER_LANES`` lanes, each order's messages one POST at a time; a message whose order has an
    earlier message waiting for a retry waits too (a later event for an order never overtakes an
-   earlier one); the first failure ends the batch, so an endpoint that is down costs one attempt
-   per round, not one timeout per waiting message;
+   earlier one); the first failure stops every lane before its next POST, so an endpoint that is
+   down costs at most one attempt per lane per round, not one timeout per waiting message;
 3. recording: each attempt (status, latency, the first ``RESPONSE_SLICE`` bytes of the answer,
-   or the error) and the message's new state, in one transaction per batch (or per
-   ``RECORD_SECONDS`` of a slow batch). A kill between the POST and this commit sends the
+   or the error) and the message's new state, in one transaction per batch or per
+   ``RECORD_SECONDS`` of a slow batch (one multi-row insert of the attempts, one update per
+   answer status of the delivered messages). A kill between the POST and this commit sends the
    message again: delivery is at least once, and the ``webhook-id`` (the event's id) lets a
    receiver drop the repeat.
 
@@ -32,12 +34,12 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import alerts, endpoints, events
@@ -52,6 +54,8 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 RESPONSE_SLICE = 2048
 #: Messages sent per batch, and events turned into messages per fan-out.
 MESSAGE_BATCH = 100
+#: Orders of one endpoint sent side by side (each order's messages still one at a time).
+ORDER_LANES = 8
 FANOUT_BATCH = 1000
 #: Attempts are recorded at least this often while a batch is sent: what a kill can make the
 #: next sender send again is what one such stretch sent.
@@ -64,6 +68,7 @@ JITTER = (0.8, 1.2)
 class Outgoing:
     message_id: int
     event_id: str
+    order_key: str | None
     body: str
 
 
@@ -94,6 +99,8 @@ class Sender:
         self._busy: set[int] = set()
         self._busy_lock = threading.Lock()
         self._local = threading.local()
+        self._lane_pools: list[ThreadPoolExecutor] = []
+        self._proxy_cache: dict[str, dict] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -111,13 +118,19 @@ class Sender:
                 continue
             events.wait_numbered(seen, self.config["WORKER_IDLE_SECONDS"])
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for lanes in self._lane_pools:
+            lanes.shutdown(wait=False, cancel_futures=True)
         log.info("sender.stopped", extra={"worker": self.name})
 
     def round(self) -> list:
-        events.sequence(self.db)
         with self.db.Session() as session:
             ids = session.scalars(select(WebhookEndpoint.id).where(
                 WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)).all()
+            # events committed by another process wait for their numbers: the sequencer's
+            # write transaction only when the probe (a read) finds one
+            waiting = events.unnumbered(session)
+        if waiting:
+            events.sequence(self.db)
         futures = []
         for endpoint_id in ids:
             with self._busy_lock:
@@ -143,7 +156,13 @@ class Sender:
 
     def _serve_guarded(self, endpoint_id: int) -> None:
         try:
-            self.serve(endpoint_id)
+            while True:
+                # Events numbered in this process while the endpoint was served found it busy
+                # (the loop skipped it): serve it again rather than leave them to the idle wait.
+                seen = events.generation()
+                self.serve(endpoint_id)
+                if events.generation() == seen:
+                    break
         except Exception:  # noqa: BLE001 — one endpoint's trouble must not stop the others
             log.exception("sender.endpoint_error", extra={"endpoint_id": endpoint_id})
         finally:
@@ -160,10 +179,12 @@ class Sender:
                     if not self._lease(endpoint_id):
                         break
                     renew_at = time.monotonic() + self.lease_seconds / 2
-                self._fan_out(endpoint_id)
-                made, failed = self._send_batch(endpoint_id)
+                fanned = self._fan_out(endpoint_id)
+                made, failed, full = self._send_batch(endpoint_id)
                 attempts += made
-                if not made or failed:
+                # drained: a batch that was not full after a fan-out that was not full either
+                # (what is numbered meanwhile brings the endpoint back: _serve_guarded)
+                if not made or failed or (not full and fanned < FANOUT_BATCH):
                     break
         finally:
             self._release(endpoint_id)
@@ -193,7 +214,8 @@ class Sender:
     # -- fan-out ----------------------------------------------------------------------------
 
     def _fan_out(self, endpoint_id: int) -> int:
-        """The endpoint's next events become its messages; returns how many."""
+        """The endpoint's next events become its messages; returns how many events were read
+        (fewer than ``FANOUT_BATCH``: the endpoint caught up with the feed)."""
         now = utcnow()
         with self.db.session() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
@@ -205,16 +227,18 @@ class Sender:
             if cursor == start:
                 return 0
             wanted = [e for e in rows if endpoints.matches(endpoint, e)]
-            session.add_all(WebhookMessage(endpoint_id=endpoint_id, event_id=e.id,
-                                           order_key=e.order_key, next_attempt_at=now)
-                            for e in wanted)
+            if wanted:
+                session.execute(insert(WebhookMessage), [
+                    {"endpoint_id": endpoint_id, "event_id": e.id, "order_key": e.order_key,
+                     "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+                    for e in wanted])
             moved = session.execute(update(WebhookEndpoint).where(
                 WebhookEndpoint.id == endpoint_id, WebhookEndpoint.position == start).values(
                 position=cursor, updated_at=WebhookEndpoint.updated_at))
             if moved.rowcount != 1:  # another sender moved it (an expired lease): leave it
                 session.rollback()
                 return 0
-            return len(wanted)
+            return len(rows)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -226,48 +250,98 @@ class Sender:
             earlier.endpoint_id == WebhookMessage.endpoint_id,
             earlier.order_key == WebhookMessage.order_key, earlier.state == PENDING,
             earlier.id < WebhookMessage.id, earlier.next_attempt_at > now).exists()
-        rows = session.execute(select(WebhookMessage.id, Event).join(
+        rows = session.execute(select(WebhookMessage.id, WebhookMessage.order_key, Event).join(
             Event, Event.id == WebhookMessage.event_id).where(
             WebhookMessage.endpoint_id == endpoint_id, WebhookMessage.state == PENDING,
             WebhookMessage.next_attempt_at <= now, ~blocked)
             .order_by(WebhookMessage.id).limit(MESSAGE_BATCH)).all()
-        return [Outgoing(message_id, event.event_id,
+        return [Outgoing(message_id, event.event_id, order_key,
                          json.dumps(events.public(event), separators=(",", ":")))
-                for message_id, event in rows]
+                for message_id, order_key, event in rows]
 
-    def _send_batch(self, endpoint_id: int) -> tuple[int, bool]:
-        """Send a batch of due messages; returns (attempts made, whether one failed)."""
+    def _send_batch(self, endpoint_id: int) -> tuple[int, bool, bool]:
+        """Send a batch of due messages; returns (attempts made, whether one failed, whether the
+        batch was full).
+
+        The batch's orders go out side by side (at most ``ORDER_LANES`` at once), each order's
+        messages one after another: a message is POSTed only after every earlier message of
+        its order in the batch succeeded, so a later event never overtakes an earlier one. The
+        first failure stops every lane before its next POST (what is in flight finishes), so
+        an endpoint that is down costs at most one attempt per lane per round."""
         now = utcnow()
         with self.db.Session() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
             if endpoint is None or not endpoint.enabled:
-                return 0, False
+                return 0, False, False
             url = endpoint.url
             secrets_ = endpoints.signing_secrets(endpoint, self.box, now)
             batch = self._due(session, endpoint_id, now)
-        started = recorded = time.monotonic()
-        made, failed = 0, False
+        if not batch:
+            return 0, False, False
+        lanes: dict[object, list[Outgoing]] = {}
+        for item in batch:  # messages with no order key are ordered with nothing: a lane each
+            lanes.setdefault(item.order_key or ("message", item.message_id), []).append(item)
         results: list[tuple[Outgoing, Answer]] = []
-        for item in batch:
-            answer = self.post(url, secrets_, item)
-            results.append((item, answer))
-            made, failed = made + 1, not answer.ok
-            now_ = time.monotonic()
-            if failed or now_ - started > self.lease_seconds / 2:
+        lock = threading.Lock()
+        stop = threading.Event()
+        ends = time.monotonic() + self.lease_seconds / 2
+
+        def send_lane(items: list[Outgoing]) -> None:
+            for item in items:
+                if stop.is_set() or time.monotonic() > ends:
+                    return
+                answer = self.post(url, secrets_, item)
+                with lock:
+                    results.append((item, answer))
+                if not answer.ok:
+                    stop.set()
+                    return
+
+        if len(lanes) == 1:
+            send_lane(batch)
+            pending: set = set()
+        else:
+            pending = {self._lanes().submit(send_lane, items) for items in lanes.values()}
+        made = 0
+        while True:  # record as the lanes go: a slow receiver's answers are kept every stretch
+            if pending:
+                _, pending = wait(pending, timeout=RECORD_SECONDS)
+            with lock:
+                taken, results[:] = list(results), []
+            if taken:
+                self._record(endpoint_id, taken)
+                made += len(taken)
+            if not pending:
                 break
-            if now_ - recorded >= RECORD_SECONDS:  # a slow receiver: record as we go
-                self._record(endpoint_id, results)
-                results, recorded = [], now_
-        if results:
-            self._record(endpoint_id, results)
-        return made, failed
+        return made, stop.is_set(), len(batch) == MESSAGE_BATCH
+
+    def _lanes(self) -> ThreadPoolExecutor:
+        """The lanes of the endpoint this thread serves (a pool per sending thread, so a slow
+        endpoint's lanes never take a fast one's)."""
+        if not hasattr(self._local, "lanes"):
+            self._local.lanes = ThreadPoolExecutor(ORDER_LANES,
+                                                   thread_name_prefix="orderhooks-lane")
+            with self._busy_lock:
+                self._lane_pools.append(self._local.lanes)
+        return self._local.lanes
 
     def _http(self) -> requests.Session:
         """One keep-alive session per sending thread (requests sessions are not thread-safe)."""
         if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-            self._local.session.headers["User-Agent"] = "orderhooks-webhooks/0.1"
+            session = requests.Session()
+            session.headers["User-Agent"] = "orderhooks-webhooks/0.1"
+            # No ~/.netrc credentials on a POST to a receiver; proxies from the environment
+            # are still used (:meth:`_proxies`).
+            session.trust_env = False
+            self._local.session = session
         return self._local.session
+
+    def _proxies(self, url: str) -> dict:
+        """The environment's proxies for ``url`` (HTTPS_PROXY, NO_PROXY, ...), once per URL."""
+        found = self._proxy_cache.get(url)
+        if found is None:
+            found = self._proxy_cache[url] = requests.utils.get_environ_proxies(url)
+        return found
 
     def post(self, url: str, secrets_: list[str], item: Outgoing) -> Answer:
         headers = {"Content-Type": "application/json",
@@ -276,6 +350,7 @@ class Sender:
         try:
             # Never a redirect: it would carry the signed event somewhere nobody named.
             with self._http().post(url, data=item.body.encode(), headers=headers,
+                                   proxies=self._proxies(url),
                                    timeout=self.timeout, allow_redirects=False,
                                    stream=True) as response:
                 head = next(response.iter_content(RESPONSE_SLICE), b"")[:RESPONSE_SLICE]
@@ -296,27 +371,33 @@ class Sender:
     # -- recording --------------------------------------------------------------------------
 
     def _record(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]]) -> None:
+        """Every attempt of ``results`` and its message's new state, in one transaction: the
+        attempts as one multi-row insert, the delivered messages as one update per status."""
         now = utcnow()
         disable_after = timedelta(seconds=self.config["WEBHOOK_DISABLE_AFTER_SECONDS"])
         with self.db.session() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
             if endpoint is None:
                 return
+            failed = [item.message_id for item, answer in results if not answer.ok]
             messages = {m.id: m for m in session.scalars(select(WebhookMessage).where(
-                WebhookMessage.id.in_([item.message_id for item, _ in results])))}
+                WebhookMessage.id.in_(failed)))} if failed else {}
+            alive = set(session.scalars(select(WebhookMessage.id).where(
+                WebhookMessage.id.in_([item.message_id for item, _ in results]))))
+            attempts, delivered = [], {}
             for item, answer in results:
-                message = messages.get(item.message_id)
-                if message is None:
-                    continue
-                session.add(WebhookAttempt(endpoint_id=endpoint_id, message_id=message.id,
-                                           at=now, status_code=answer.status,
-                                           latency_ms=round(answer.latency_ms, 3),
-                                           response_body=answer.body, error=answer.error))
-                message.last_status, message.last_error = answer.status, answer.error
+                if item.message_id not in alive:
+                    continue  # deleted with its endpoint meanwhile
+                attempts.append({"endpoint_id": endpoint_id, "message_id": item.message_id,
+                                 "at": now, "status_code": answer.status,
+                                 "latency_ms": round(answer.latency_ms, 3),
+                                 "response_body": answer.body, "error": answer.error})
                 if answer.ok:
-                    message.state, message.delivered_at = DELIVERED, now
+                    delivered.setdefault(answer.status, []).append(item.message_id)
                     endpoint.failing_since = None
                     continue
+                message = messages[item.message_id]
+                message.last_status, message.last_error = answer.status, answer.error
                 message.attempts += 1
                 if message.attempts > len(self.schedule):
                     message.state = FAILED
@@ -330,6 +411,12 @@ class Sender:
                     self._disable(session, endpoint, f"every attempt failed for "
                                                      f"{int(disable_after.total_seconds())} s "
                                                      f"(last: {answer.error})")
+            if attempts:
+                session.execute(insert(WebhookAttempt), attempts)
+            for status, ids in delivered.items():
+                session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
+                    state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
+                    execution_options={"synchronize_session": False})
 
     @staticmethod
     def _disable(session, endpoint: WebhookEndpoint, reason: str) -> None:

@@ -148,19 +148,23 @@ def test_a_failing_message_is_retried_and_later_events_of_its_order_wait(app, ad
     other = write(app, order=2)
     receiver.refused.add(first)
     sender.run_until_idle()
-    # first failed; the other order's event went meanwhile; order 1's second waits for first
-    assert [b["id"] for b in bodies(receiver)] == [first, other]
+    # first failed; the other order's event went meanwhile (its own lane, so either may
+    # arrive first); order 1's second waits for first
+    assert sorted(b["id"] for b in bodies(receiver)) == sorted([first, other])
     time.sleep(0.5)
     sender.run_until_idle()  # first fails again, second still waits
-    assert [b["id"] for b in bodies(receiver)] == [first, other, first]
+    assert [b["id"] for b in bodies(receiver)][2:] == [first]
     receiver.refused.clear()
     drain(sender, until=lambda: second in [b["id"] for b in bodies(receiver)])
     # the second event of order 1 reached the receiver only after the first got through
     assert [b["id"] for b in bodies(receiver)][-2:] == [first, second]
     attempts = admin.get(f"/webhook-endpoints/{created['id']}/attempts")
-    assert [a["status_code"] for a in reversed(attempts)] == [500, 204, 500, 204, 204]
-    assert [a["response_body"] for a in reversed(attempts)][:2] == ["answer 500", ""]
-    assert "HTTP 500" in attempts[-1]["error"]
+    in_turn = list(reversed(attempts))
+    assert sorted(a["status_code"] for a in in_turn[:2]) == [204, 500]
+    assert [a["status_code"] for a in in_turn[2:]] == [500, 204, 204]
+    assert {a["status_code"]: a["response_body"] for a in in_turn[:2]} == {500: "answer 500",
+                                                                          204: ""}
+    assert all("HTTP 500" in a["error"] for a in attempts if a["status_code"] == 500)
     assert admin.get(f"/webhook-endpoints/{created['id']}")["failing_since"] is None
     assert {m["state"] for m in admin.get(f"/webhook-endpoints/{created['id']}/messages")} == {
         "delivered"}
@@ -286,7 +290,10 @@ def test_a_slow_endpoint_does_not_hold_back_the_others(app, admin, sender):
             time.sleep(0.02)
         assert len(fast.at("/ok")) == 3
         assert time.monotonic() - started < 3.5  # not after the slow one's 5 s answer
-        assert len(slow.at("/slow")) == 1
+        # its three orders are sent side by side, not one 5 s answer after another
+        while len(slow.at("/slow")) < 3 and time.monotonic() - started < 3.5:
+            time.sleep(0.02)
+        assert len(slow.at("/slow")) == 3
         for future in futures:
             future.result(timeout=30)
     finally:
