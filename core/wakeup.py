@@ -7,8 +7,8 @@ LISTENs on a connection of its own. SQLite (one box): the intake sends a one-byt
 unix socket beside the database file after its commit; the worker holding that socket wakes.
 
 The doorbell is only a hint: a ring lost (no worker listening yet, a full socket buffer, a
-listener connection being replaced) costs at most the idle sleep, as before, and a ring without
-work costs one empty claim.
+listener connection being replaced) costs at most the idle sleep (the worker looks for work
+after it anyway), and a ring without work costs one empty claim.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class Listener:
             return False
         if self._sock is None:
             self._sock = self._bind()
-            if self._sock is None:  # another worker holds the bell: sleep as before
+            if self._sock is None:  # another worker holds the bell: the idle sleep
                 select.select([], [], [], timeout)
                 return False
         ready, _, _ = select.select([self._sock], [], [], timeout)
