@@ -1,4 +1,5 @@
-"""Regression tests for bugs found in review: each failed before its fix."""
+"""Orders under races and odd values: an import racing the worker's hold, two imports of one
+order at once, numbers no JSON column can store."""
 import json
 import threading
 
@@ -10,9 +11,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 def test_order_imported_while_the_worker_holds_its_cancel_still_gets_cancelled(
         bc, admin, app, worker, monkeypatch):
     """The webhook beats the import, and the import lands while the worker is recording the
-    deferral. On PostgreSQL the import's release did not see the uncommitted held intent, the
-    worker did not see the uncommitted order: the cancel stayed held until its window ran out,
-    then was given up ("order stayed AWAITING_SHIPMENT")."""
+    deferral: whichever commits second must see the other's row (on PostgreSQL neither sees the
+    other's uncommitted one), so the cancel is applied, never held until its window runs out."""
     from core import orders
     channel = bc.create()
     bc.order(250, status_id=5)
@@ -47,7 +47,7 @@ def test_order_imported_while_the_worker_holds_its_cancel_still_gets_cancelled(
 
 def test_order_customer_with_non_finite_numbers_is_422_not_500(bc, admin):
     """Python's JSON reader takes NaN and Infinity; no JSON column stores them (PostgreSQL
-    refused the insert: a 500) and no JSON reader could read them back."""
+    refuses the insert) and no JSON reader could read them back: a 422, never a 500."""
     channel = bc.create()
     body = ('{"channel_id": %d, "channel_order_id": "250", "status": "AWAITING_SHIPMENT", '
             '"customer": {"score": NaN, "limit": Infinity}}' % channel["id"])
@@ -62,7 +62,7 @@ def test_order_customer_with_non_finite_numbers_is_422_not_500(bc, admin):
 def test_an_order_imported_twice_at_once_is_409_not_500(bc, admin, make_order, monkeypatch):
     """Two imports of one order racing (e.g. the order-routing system retrying a slow import):
     both pass the "already exists?" check before either commits, the second insert then hits
-    the unique constraint — that was a 500, it is the documented 409."""
+    the unique constraint: the documented 409, never a 500."""
     from core.api import orders as orders_api
     channel = bc.create()
     make_order(channel["id"], 250)
