@@ -9,6 +9,8 @@ import json
 import pytest
 import responses
 
+from tests.conftest import load_fixture
+
 from tests.shopify_helpers import (CUSTOMER_EMAIL, CUSTOMER_ID, ORDER_ID, app_uninstalled,
                                    cancelled_order, customers_data_request, customers_redact,
                                    fulfilled_order, fulfillment, shop_redact)
@@ -119,6 +121,13 @@ def test_a_customers_request_re_sent_as_a_wider_one_is_refused(shopify, admin, w
     ("orders/cancelled", customers_redact()),
     ("fulfillments/update", shop_redact()),
     ("orders/cancelled", cancelled_order(admin_graphql_api_id="gid://shopify/DraftOrder/1")),
+    # the topics that create orders, RMAs and products take only their own kind of body
+    ("orders/create", fulfillment(status="success")),
+    ("orders/paid", customers_redact()),
+    ("refunds/create", cancelled_order()),
+    ("refunds/create", fulfillment(status="success")),
+    ("orders/cancelled", load_fixture("shopify", "refunds_create.json")),
+    ("products/update", cancelled_order()),
 ])
 def test_a_body_of_another_kind_is_refused_for_an_order_topic(shopify, admin, shop, topic,
                                                               body):
