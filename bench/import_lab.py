@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from . import fill, targets
+from . import fill, labs, targets
 from .worker_lab import database
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "shopify"
@@ -76,9 +76,7 @@ def main(argv=None) -> int:
                                        datetime.utcnow()))
         first += args.size
         fill.insert_deliveries(filler, rows)
-        wall, cpu = time.perf_counter(), time.process_time()
-        done = worker.run_until_idle(10 ** 6)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done, wall, cpu = labs.timed_until_idle(worker)
         with app.extensions["orderhooks.db"].engine.connect() as conn:
             imported = conn.execute(text("SELECT count(*) FROM deliveries WHERE outcome = "
                                          "'applied' AND topic = 'orders/create' AND "
@@ -88,10 +86,7 @@ def main(argv=None) -> int:
         if imported != args.size:
             print(f"round {index + 1}: {imported} of {args.size} imported", file=sys.stderr)
             return 1
-        rates.append(done / wall)
-        print(f"round {index + 1}: {done:,} orders imported, {done / wall:,.0f}/s, "
-              f"CPU {1000 * cpu / done:.3f} ms/order, wall {1000 * wall / done:.3f}",
-              flush=True)
+        rates.append(labs.report_round(index, done, wall, cpu, "orders imported", "order"))
     print(f"median: {statistics.median(rates):,.0f} orders/s ({args.orders:,} orders before, "
           f"{args.size:,} a round, {args.rounds} rounds)")
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from . import fill, targets
+from . import fill, labs, targets
 from .worker_lab import database
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "shopify"
@@ -73,9 +73,7 @@ def main(argv=None) -> int:
         before = first
         first += args.size
         fill.insert_deliveries(filler, rows)
-        wall, cpu = time.perf_counter(), time.process_time()
-        done = worker.run_until_idle(10 ** 6)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done, wall, cpu = labs.timed_until_idle(worker)
         with app.extensions["orderhooks.db"].engine.connect() as conn:
             opened = conn.execute(text("SELECT count(*) FROM rmas WHERE channel_refund_id >= "
                                        ":low AND length(channel_refund_id) = 16"),
@@ -83,10 +81,7 @@ def main(argv=None) -> int:
         if opened < args.size or done < args.size:
             print(f"round {index + 1}: {opened} RMAs for {args.size} refunds", file=sys.stderr)
             return 1
-        rates.append(done / wall)
-        print(f"round {index + 1}: {done:,} refunds as RMAs, {done / wall:,.0f}/s, "
-              f"CPU {1000 * cpu / done:.3f} ms/refund, wall {1000 * wall / done:.3f}",
-              flush=True)
+        rates.append(labs.report_round(index, done, wall, cpu, "refunds as RMAs", "refund"))
     print(f"median: {statistics.median(rates):,.0f} refunds/s ({args.orders:,} orders, "
           f"{args.size:,} a round, {args.rounds} rounds)")
     return 0

@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from . import fill, targets
+from . import fill, labs, targets
 
 
 def database(directory: Path, orders: int) -> tuple[str, int]:
@@ -82,16 +82,11 @@ def main(argv=None) -> int:
         rows = list(fill.delivery_rows(filler, channel_id, "shopify", requests,
                                        datetime.utcnow()))
         fill.insert_deliveries(filler, rows)
-        wall, cpu = time.perf_counter(), time.process_time()
-        done = worker.run_until_idle(10**6)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done, wall, cpu = labs.timed_until_idle(worker)
         if not done:
             print(f"round {index + 1}: nothing was processed", file=sys.stderr)
             return 1
-        rates.append(done / wall)
-        print(f"round {index + 1}: {done:,} deliveries, {done / wall:,.0f}/s, "
-              f"CPU {1000 * cpu / done:.3f} ms/delivery, wall {1000 * wall / done:.3f}",
-              flush=True)
+        rates.append(labs.report_round(index, done, wall, cpu, "deliveries", "delivery"))
     print(f"median: {statistics.median(rates):,.0f}/s ({args.orders:,} orders, "
           f"{size:,} deliveries a round, {args.rounds} rounds)")
     return 0
