@@ -1,7 +1,10 @@
 """Shopify: full-payload deliveries signed with the app's client secret.
 
-Every delivery carries the whole object, so :meth:`ShopifyAdapter.translate` makes no API call;
-the GraphQL Admin API is used only for webhook subscriptions (:mod:`plugins.shopify.client`).
+Every delivery carries the whole object, so most translations make no API call. The Admin API
+(:mod:`plugins.shopify.client`) is read only where the body cannot say: a refund's order (POS or
+e-commerce), the app's uninstall (the token refused), an order imported on demand, and a product
+whose ``variants`` are only some of those ``variant_gids`` names (read whole with GraphQL). The
+webhook subscriptions are managed with GraphQL too.
 
 Topic rule (documented in docs/shopify.md):
 
@@ -31,7 +34,11 @@ Topic rule (documented in docs/shopify.md):
   refuses the access token (a genuine one comes 48 h after an uninstall). These three and
   ``app/uninstalled`` are accepted even once the channel is inactive.
 * ``products/create`` and ``products/update`` → UpsertProduct: the body is the product (its
-  ``updated_at`` decides against what the catalog holds); ``products/delete`` → DeleteProduct (the
+  ``updated_at`` decides against what the catalog holds). When its ``variants`` are fewer than
+  its ``variant_gids`` (a product may have 2,048 variants), the product is read with GraphQL,
+  every page of its variants, and the current state read is applied (once per product per
+  batch); a product Shopify no longer has is applied as delivered (its missing variants kept),
+  with the reason recorded; ``products/delete`` → DeleteProduct (the
   body is only the id; the time is ``X-Shopify-Triggered-At``, else when it was received).
 * Any other topic → ignored, with the topic named.
 
@@ -70,7 +77,7 @@ from .orders import (_fulfillment_intent, _order_fulfillment_intent, _payment_in
 from .payloads import (SHAPE_FIELDS, WHOLE_BODY_TOPICS, _order_id, _order_problem,
                        shape_problem)
 from .privacy import _privacy_intent
-from .products import product_intent
+from .products import product_from_api, product_intent
 from .topics import (API_VERSION_HEADER, APP_UNINSTALLED, EVENT_ID_HEADER, FULFILLMENT_TOPICS,
                      HMAC_HEADER, LIFECYCLE_TOPICS, ORDERS_CANCELLED, ORDERS_CREATE,
                      ORDERS_FULFILLED, ORDERS_PAID, ORDERS_PARTIALLY_FULFILLED, PRIVACY_TOPICS,
@@ -207,7 +214,21 @@ class ShopifyAdapter(ChannelAdapter):
 
     # -- worker -----------------------------------------------------------------------------
 
-    def translate(self, delivery: Delivery, channel: Channel):
+    def translate_many(self, deliveries: list[Delivery], channel: Channel) -> list:
+        """Each delivery translated in turn; a product read from the API is read once for the
+        batch, however many of its deliveries need it (a read failure fails each of them)."""
+        reads: dict[str, dict | None | Exception] = {}
+        results: list = []
+        for delivery in deliveries:
+            try:
+                results.append(list(self.translate(delivery, channel, reads)))
+            except Exception as exc:  # noqa: BLE001 — handed to the worker, per delivery
+                results.append(exc)
+        return results
+
+    def translate(self, delivery: Delivery, channel: Channel, reads: dict | None = None):
+        """The intents of one delivery. ``reads``: products already read from the API in this
+        batch, by product id (the answer, or the exception the read raised)."""
         topic = _topic(delivery)
         payload = delivery.json_object()
         # Checked again here: a delivery stored before these checks, or replayed, is held to
@@ -242,7 +263,7 @@ class ShopifyAdapter(ChannelAdapter):
         if topic in PRIVACY_TOPICS:
             return [_privacy_intent(topic, payload, channel)]
         if topic in PRODUCT_TOPICS:
-            return [product_intent(payload, when)]
+            return self._product_intents(payload, channel, when, {} if reads is None else reads)
         if topic == PRODUCTS_DELETE:
             return [DeleteProduct(_shopify_id(payload.get("id"), "Product"), occurred_at=when)]
         return [Ignore(f"Shopify topic {topic or '(none)'} does not concern cancellations or "
@@ -319,6 +340,34 @@ class ShopifyAdapter(ChannelAdapter):
         if order.get("source_name") == "pos" or order.get("location_id") not in (None, ""):
             return "pos"
         return "ecommerce"
+
+    def _product_intents(self, product: dict, channel: Channel, when: datetime | None,
+                         reads: dict) -> list:
+        """A products/create or products/update. A body whose ``variants`` are only some of
+        the product's is completed by reading the product (every variant) with GraphQL: the
+        state read is applied. A product Shopify no longer has (deleted since) is applied as
+        delivered, its missing variants kept, with the reason. A read that fails raises: the
+        delivery is retried (RetryLater when throttled, ChannelAPIError otherwise)."""
+        delivered = product_intent(product, when)
+        if delivered.variants_complete:
+            return [delivered]
+        product_id = delivered.product_id
+        if product_id not in reads:
+            try:
+                reads[product_id] = self.client(channel).product(product_id)
+            except Exception as exc:
+                reads[product_id] = exc
+                raise
+        found = reads[product_id]
+        if isinstance(found, Exception):
+            raise found
+        if found is None:
+            return [delivered, Ignore(
+                f"product {product_id}: the delivery lists {len(delivered.variants)} of its "
+                "variants and the rest could not be read: Shopify has no such product any "
+                "more (deleted since the delivery was sent), so the variants not listed are "
+                "kept as they were")]
+        return [product_from_api(product_id, found, delivered.updated_at)]
 
     def _uninstall_intent(self, channel: Channel):
         """Deactivate only once Shopify confirms the uninstall: its body (a shop object) and
