@@ -124,6 +124,8 @@ class ShopifyStandin:
         self.products: dict[str, dict] = {}
         #: The variables of each product query, in order.
         self.product_reads: list[dict] = []
+        #: ``extensions.cost`` of product answers (None: the same as every other answer's).
+        self.product_cost: dict | None = None
         self.channel = None
         self.token = TOKEN
         self.endpoint = f"{base}/admin/api/{version}/graphql.json"
@@ -169,9 +171,11 @@ class ShopifyStandin:
             status, headers, answer = self.queued.pop(0)
             return status, headers, json.dumps(answer)
         data = getattr(self, "_" + operation)(variables)
-        return 200, {}, json.dumps({"data": data, "extensions": {"cost": {
-            "requestedQueryCost": 10, "actualQueryCost": 10, "throttleStatus": {
-                "maximumAvailable": 2000.0, "currentlyAvailable": 1990, "restoreRate": 100.0}}}})
+        cost = {"requestedQueryCost": 10, "actualQueryCost": 10, "throttleStatus": {
+            "maximumAvailable": 2000.0, "currentlyAvailable": 1990, "restoreRate": 100.0}}
+        if operation == "product" and self.product_cost is not None:
+            cost = self.product_cost
+        return 200, {}, json.dumps({"data": data, "extensions": {"cost": cost}})
 
     def _webhookSubscriptions(self, variables):
         nodes = list(self.subscriptions.values())

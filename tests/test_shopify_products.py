@@ -112,6 +112,19 @@ def test_a_throttled_page_is_waited_out_and_asked_again(shopify, admin, worker):
     assert stored(admin)[0]["attempts"] == 0
 
 
+def test_between_pages_the_read_waits_until_the_bucket_holds_a_page(shopify, admin, worker):
+    """Each page requests 252 points; after one, the bucket holds 150 and refills at 50/s: the
+    next page is asked for only once it can run (2.04 s later), so Shopify never throttles."""
+    shopify.product_cost = {"requestedQueryCost": 252, "actualQueryCost": 252,
+                            "throttleStatus": {"maximumAvailable": 1000.0,
+                                               "currentlyAvailable": 150.0, "restoreRate": 50.0}}
+    channel = partial_update(shopify, 600)
+    worker.run_until_idle()
+    assert len(shopify.product_reads) == 3
+    assert shopify.slept == [pytest.approx(2.04, abs=0.01)] * 2  # before pages 2 and 3
+    assert len(product(admin, channel["id"])["variants"]) == 600
+
+
 def test_a_long_throttle_reschedules_the_delivery_without_counting_an_attempt(
         shopify, admin, worker, app):
     from core.worker import Worker
