@@ -68,11 +68,13 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     connection.execute(_INSERT_RMA_CHANGE, {"rma_id": rma_id, "at": now, "event": "created",
                                             "delivery_id": delivery_id, "actor": "worker",
                                             "message": message})
+    # The refund's note is free text that may name the customer: it stays on the RMA, where a
+    # privacy request blanks it, and out of the event, whose copies receivers keep.
     events.emit(session, "rma.created", {
         "rma": {"id": rma_id, "channel_id": channel.id, "order_id": order.id,
                 "channel_order_id": order.channel_order_id,
                 "channel_refund_id": intent.channel_refund_id, "status": "open",
-                "note": intent.note, "warning": warning, "lines": lines},
+                "warning": warning, "lines": lines},
         "delivery_id": delivery_id}, channel_id=channel.id, order_key=events.order_key(order))
     return rma_id, warning
 

@@ -1,5 +1,6 @@
 """Shopify test kit: a stand-in Admin API (``responses`` callbacks: GraphQL webhook subscriptions
-and ``shop.json``, which answers 401 once the app is uninstalled) and signed deliveries.
+and products, and ``shop.json``, which answers 401 once the app is uninstalled) and signed
+deliveries.
 
 Use the ``shopify`` fixture (import it into the test module)::
 
@@ -118,6 +119,13 @@ class ShopifyStandin:
         #: topic → userErrors returned by webhookSubscriptionCreate for it.
         self.create_errors: dict[str, list[dict]] = {}
         self.operations: list[str] = []
+        #: What GraphQL ``product(id:)`` answers, by product id (digits): ``{title, status,
+        #: updatedAt, variants: [variant nodes]}``; a product not here answers null (deleted).
+        self.products: dict[str, dict] = {}
+        #: The variables of each product query, in order.
+        self.product_reads: list[dict] = []
+        #: ``extensions.cost`` of product answers (None: the same as every other answer's).
+        self.product_cost: dict | None = None
         self.channel = None
         self.token = TOKEN
         self.endpoint = f"{base}/admin/api/{version}/graphql.json"
@@ -157,15 +165,17 @@ class ShopifyStandin:
         body = json.loads(request.body)
         query, variables = body["query"], body.get("variables") or {}
         operation = re.search(r"(webhookSubscriptionCreate|webhookSubscriptionDelete|"
-                              r"webhookSubscriptions)\(", query).group(1)
+                              r"webhookSubscriptions|product)\(", query).group(1)
         self.operations.append(operation)
         if self.queued:
             status, headers, answer = self.queued.pop(0)
             return status, headers, json.dumps(answer)
         data = getattr(self, "_" + operation)(variables)
-        return 200, {}, json.dumps({"data": data, "extensions": {"cost": {
-            "requestedQueryCost": 10, "actualQueryCost": 10, "throttleStatus": {
-                "maximumAvailable": 2000.0, "currentlyAvailable": 1990, "restoreRate": 100.0}}}})
+        cost = {"requestedQueryCost": 10, "actualQueryCost": 10, "throttleStatus": {
+            "maximumAvailable": 2000.0, "currentlyAvailable": 1990, "restoreRate": 100.0}}
+        if operation == "product" and self.product_cost is not None:
+            cost = self.product_cost
+        return 200, {}, json.dumps({"data": data, "extensions": {"cost": cost}})
 
     def _webhookSubscriptions(self, variables):
         nodes = list(self.subscriptions.values())
@@ -175,6 +185,22 @@ class ShopifyStandin:
         more = start + size < len(nodes)
         return {"webhookSubscriptions": {"nodes": page, "pageInfo": {
             "hasNextPage": more, "endCursor": str(start + size) if more else None}}}
+
+    def _product(self, variables):
+        """``product(id:) { id title status updatedAt variants(first:, after:) {...} }``, the
+        cursor being the index of the page's first variant."""
+        self.product_reads.append(dict(variables))
+        product = self.products.get(variables["id"].rsplit("/", 1)[-1])
+        if product is None:
+            return {"product": None}
+        start, size = int(variables.get("after") or 0), min(int(variables["first"]), 250)
+        variants = product["variants"]
+        more = start + size < len(variants)
+        return {"product": {
+            "id": variables["id"], "title": product["title"], "status": product["status"],
+            "updatedAt": product["updatedAt"],
+            "variants": {"nodes": variants[start:start + size], "pageInfo": {
+                "hasNextPage": more, "endCursor": str(start + size) if more else None}}}}
 
     def _webhookSubscriptionCreate(self, variables):
         topic, uri = variables["topic"], variables["webhookSubscription"]["uri"]

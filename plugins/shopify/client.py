@@ -1,4 +1,5 @@
-"""Shopify GraphQL Admin API client: webhook subscriptions, with Shopify's throttling respected.
+"""Shopify GraphQL Admin API client: webhook subscriptions and product reads, with Shopify's
+throttling respected.
 
 ``POST {api_base_url}/admin/api/{api_version}/graphql.json`` with ``X-Shopify-Access-Token``.
 Two kinds of "slow down" exist and both are handled the same way:
@@ -8,11 +9,14 @@ Two kinds of "slow down" exist and both are handled the same way:
   to wait follows from ``extensions.cost``: (requested cost − currently available) / restore rate.
 
 Short waits (≤ ``MAX_INLINE_WAIT`` seconds) are slept in-process and the call is retried; longer
-ones raise :class:`core.errors.RetryLater`. After a successful answer whose bucket is nearly empty,
-the next call to the same shop waits for it to refill a little (``ShopPacer``).
+ones raise :class:`core.errors.RetryLater`. After a successful answer, the next call to the same
+shop waits until the bucket holds what that call asked for (``ShopPacer``): Shopify refuses a
+query whose requested cost is more than the bucket holds, so a paginated read asks again only
+when its next page can run.
 
 Any other top-level ``errors`` entry or ``userErrors`` from a mutation raises
-:class:`core.errors.SubscriptionError`; 5xx, timeouts and unreadable answers raise
+:class:`core.errors.SubscriptionError` (a product read raises :class:`core.errors.ChannelAPIError`
+instead: its delivery is retried); 5xx, timeouts and unreadable answers raise
 :class:`core.errors.ChannelAPIError`. Their messages are ours (the status, the fields Shopify
 named): Shopify's own text goes to the log only, never into what our API shows.
 """
@@ -37,6 +41,15 @@ MAX_THROTTLED_RETRIES = 3
 #: Retry-After was absent on a 429: wait this long.
 DEFAULT_RETRY_AFTER = 2.0
 PAGE_SIZE = 100
+#: Variants asked for per page of a product read: the most a connection gives at once. A page
+#: requests about 2 + 250 points, less than any plan's bucket holds.
+VARIANT_PAGE_SIZE = 250
+#: Longest a product read waits in-process before its next page (the first waits at most
+#: MAX_INLINE_WAIT): a read given up half-way is read again from its first page later, paying
+#: for its pages twice. A full page refills in about 5 s at the slowest restore rate (50 points/s).
+MAX_PAGE_WAIT = 10.0
+#: A bound on a product read's pages (2,048 variants are 9), not a limit anyone reaches.
+MAX_VARIANT_PAGES = 100
 
 
 def sleep(seconds: float) -> None:  # indirection so tests can observe waits without waiting
@@ -75,11 +88,15 @@ class ShopPacer:
             self._blocked_until[shop] = max(until, self._blocked_until.get(shop, 0.0))
 
     def observe_cost(self, shop: str, cost: dict | None) -> None:
-        status = (cost or {}).get("throttleStatus") or {}
+        """After an answer: the next call waits until the bucket holds what this one requested
+        (a next page costs as much), and at least :attr:`WANTED` points."""
+        cost = cost or {}
+        status = cost.get("throttleStatus") or {}
         available, rate = _number(status.get("currentlyAvailable")), _number(
             status.get("restoreRate"))
-        if available is not None and rate and available < self.WANTED:
-            self.block(shop, (self.WANTED - available) / rate)
+        wanted = max(self.WANTED, _number(cost.get("requestedQueryCost")) or 0.0)
+        if available is not None and rate and available < wanted:
+            self.block(shop, (wanted - available) / rate)
 
 
 PACER = ShopPacer()
@@ -113,6 +130,19 @@ mutation OrderhooksWebhookSubscriptionDelete($id: ID!) {
 """
 
 
+PRODUCT_QUERY = """
+query OrderhooksProductVariants($id: ID!, $first: Int!, $after: String) {
+  product(id: $id) {
+    id title status updatedAt
+    variants(first: $first, after: $after) {
+      nodes { id sku title price position updatedAt }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}
+"""
+
+
 class ShopifyClient:
     def __init__(self, credentials: dict, timeout: float = 10.0, pacer: ShopPacer = PACER,
                  allowed: APIBaseURLs | None = None):
@@ -127,11 +157,15 @@ class ShopifyClient:
 
     # -- transport --------------------------------------------------------------------------
 
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        """Run one query; returns its ``data``. Throttling is waited out or raises RetryLater."""
+    def graphql(self, query: str, variables: dict | None = None, *,
+                refused: type[Exception] = SubscriptionError,
+                max_wait: float = MAX_INLINE_WAIT) -> dict:
+        """Run one query; returns its ``data``. Throttling is waited out (up to ``max_wait``
+        seconds at a time) or raises RetryLater; ``refused`` is raised when Shopify refuses the
+        token or answers errors."""
         for attempt in range(MAX_THROTTLED_RETRIES + 1):
             wait = self.pacer.wait_time(self.shop)
-            if wait > MAX_INLINE_WAIT:
+            if wait > max_wait:
                 raise RetryLater(f"Shopify shop {self.shop} is throttled", delay=wait)
             if wait:
                 sleep(wait)
@@ -140,7 +174,7 @@ class ShopifyClient:
             if response.status_code == 429:
                 self.pacer.block(self.shop, _retry_after(response))
                 continue
-            body = self._body(response)
+            body = self._body(response, refused)
             extensions = body.get("extensions") or {}
             errors = body.get("errors") or []
             if not isinstance(errors, list):
@@ -152,8 +186,8 @@ class ShopifyClient:
             if errors:
                 log.warning("shopify.graphql_errors", extra={"shop": self.shop,
                                                              "detail": _messages(errors)})
-                raise SubscriptionError("Shopify answered GraphQL errors (their text is in the "
-                                        "log: shopify.graphql_errors)")
+                raise refused("Shopify answered GraphQL errors (their text is in the "
+                              "log: shopify.graphql_errors)")
             data = body.get("data")
             if not isinstance(data, dict):
                 raise ChannelAPIError("Shopify GraphQL answered without data")
@@ -161,13 +195,13 @@ class ShopifyClient:
         raise RetryLater(f"Shopify shop {self.shop} kept throttling us",
                          delay=max(self.pacer.wait_time(self.shop), DEFAULT_RETRY_AFTER))
 
-    def _body(self, response: requests.Response) -> dict:
+    def _body(self, response: requests.Response, refused: type[Exception]) -> dict:
         status = response.status_code
         if status in (401, 403):
-            raise SubscriptionError(f"Shopify refused the access token (HTTP {status})")
+            raise refused(f"Shopify refused the access token (HTTP {status})")
         if status == 404:
-            raise SubscriptionError(f"no Shopify Admin API at {self.path} (HTTP 404): "
-                                    "check shop_domain, api_base_url and api_version")
+            raise refused(f"no Shopify Admin API at {self.path} (HTTP 404): "
+                          "check shop_domain, api_base_url and api_version")
         if status >= 400:
             raise ChannelAPIError(f"Shopify GraphQL answered HTTP {status}")
         try:
@@ -177,6 +211,43 @@ class ShopifyClient:
         if not isinstance(body, dict):
             raise ChannelAPIError("Shopify GraphQL answered with an unexpected document")
         return body
+
+    # -- products ---------------------------------------------------------------------------
+
+    def product(self, product_id: str) -> dict | None:
+        """The product as Shopify holds it now: ``{id, title, status, updatedAt, variants}``
+        with every variant (``{id, sku, title, price, position, updatedAt}``, read page by page),
+        or None when Shopify has no such product (``product`` is null: deleted). Any failure
+        raises ChannelAPIError (the delivery is retried), throttling RetryLater."""
+        gid = f"gid://shopify/Product/{product_id}"
+        variants: list[dict] = []
+        after = None
+        for page in range(MAX_VARIANT_PAGES):
+            data = self.graphql(PRODUCT_QUERY, {"id": gid, "first": VARIANT_PAGE_SIZE,
+                                                "after": after},
+                                refused=ChannelAPIError,
+                                max_wait=MAX_INLINE_WAIT if page == 0 else MAX_PAGE_WAIT)
+            node = data.get("product")
+            if node is None:
+                return None
+            if not isinstance(node, dict) or node.get("id") != gid:
+                raise ChannelAPIError(f"Shopify answered product {product_id} with another "
+                                      "object")
+            connection = node.get("variants")
+            if not isinstance(connection, dict) or not isinstance(connection.get("nodes"), list):
+                raise ChannelAPIError(f"Shopify answered product {product_id} without its "
+                                      "variants")
+            # The product's own fields as the last page shows them: the newest read.
+            found = {key: node.get(key) for key in ("id", "title", "status", "updatedAt")}
+            variants.extend(v for v in connection["nodes"] if isinstance(v, dict))
+            info = connection.get("pageInfo") or {}
+            if not info.get("hasNextPage"):
+                return {**found, "variants": variants}
+            if not info.get("endCursor") or info.get("endCursor") == after:
+                raise ChannelAPIError(f"Shopify's variants of product {product_id} have a next "
+                                      "page but no new cursor")
+            after = info["endCursor"]
+        raise ChannelAPIError(f"Shopify kept paginating the variants of product {product_id}")
 
     # -- webhook subscriptions --------------------------------------------------------------
 
