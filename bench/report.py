@@ -301,6 +301,87 @@ def _pacing_verdicts(p: dict) -> list:
          p["api_calls_per_delivery"] <= p["ideal_calls_per_delivery"] * 1.1)]
 
 
+# -- bursts that need reads of their own ------------------------------------------------------
+
+#: Each burst's heading, what one object is, and its target number.
+BURSTS = {"products": ("Product edits burst (BigCommerce store/product/updated)", "product", 7),
+          "imports": ("Order imports burst (BigCommerce store/order/created)", "order", 8)}
+#: A small store counts as starved when the burst makes it finish this many times later than
+#: it does alone.
+STARVED_AFTER = 2.0
+
+
+def burst(p: dict) -> tuple[list[str], list]:
+    """The burst in one paragraph, a row per store (the small store timed alone too), and its
+    target: zero 429s, the reads each object needs, small stores not starved."""
+    title, what, number = BURSTS[p["kind"]]
+    products = p["kind"] == "products"
+    alone = p["alone"]
+    out = [f"### {title}", "",
+           f"{_f(p['deliveries'])} deliveries for {_f(p['objects'])} {what}s over "
+           f"{p['stores']} stores (shares {', '.join(f'{x:.0%}' for x in p['shares'])}), "
+           f"quota {p['quota']} requests per {p['window_s']:g} s per store (time factor "
+           f"{p['factor']:g}), {p['worker_procs']} worker process(es), {p['db']}; other "
+           f"processes used {(p.get('machine_load') or {}).get('foreign_cores', '-')} cores "
+           "meanwhile. "
+           + ("A product's edits arrive together (1 to 5 each), products and stores "
+              "interleaved. " if products else "Every order is new to the service and the "
+              "store has it; every other one is announced by its payment (statusUpdated 7 → "
+              "11), not its creation, and imported first. ")
+           + f"Finished: {'yes' if p['finished'] else 'NO (timed out)'} in {p['elapsed_s']} s "
+           f"(lower bound at the quota: {p['lower_bound_s']} s). **429s received: "
+           f"{p['429s']}**; API calls per {what}: **{p['api_calls_per_object']}** (at best "
+           f"{p['ideal_calls_per_object']}); lost: **{p['lost']}**. {alone['store']} alone "
+           f"(the same deliveries, the other stores silent): finished in "
+           f"{_f(alone['finish_s'])} s.", "",
+           "| store | deliveries | " + ("products | API reads | reads per product | products "
+                                       "read more than once | edits per read"
+                                       if products else "orders | API calls | calls per order "
+                                       "| orders imported")
+           + " | 429s | max calls per API window (quota) | median delay s | finished s | "
+             "finished alone s |",
+           "|---|---:|" + "---:|" * (5 if products else 4) + "---:|---:|---:|---:|---:|"]
+    for x in p["per_store"]:
+        cells = ([x["objects"], x["product_reads"], x["reads_per_product"],
+                  x["products_read_more_than_once"], x["edits_per_read"]] if products else
+                 [x["objects"], x["order_calls"], x["calls_per_order"], x["orders_imported"]])
+        out.append(f"| {x['store']} | {_f(x['deliveries'])} | "
+                   + " | ".join(_f(c) for c in cells)
+                   + f" | {x['429s']} | {x['max_calls_in_api_window']} ({x['quota']}) | "
+                     f"{_f(x['median_delay_s'])} | {_f(x['finish_s'])} | "
+                     f"{_f(x.get('finish_alone_s'))} |")
+    out.append("")
+    return out, _burst_verdicts(p, what, number)
+
+
+def _burst_verdicts(p: dict, what: str, number: int) -> list:
+    stores = p["per_store"]
+    small = [x for x in stores if x.get("finish_alone_s")]
+    slowest = max(small, key=lambda x: (x["finish_s"] or 0) / x["finish_alone_s"]) \
+        if small else None
+    verdicts = [
+        (f"{number}. {what} burst: zero 429s", f"{p['429s']}", p["429s"] == 0),
+        (f"{number}. {what} burst: each store's use under its quota",
+         f"max {max(x['max_calls_in_api_window'] for x in stores)} / {p['quota']}",
+         all(x["max_calls_in_api_window"] <= x["quota"] for x in stores)),
+        (f"{number}. {what} burst: API calls per {what} at best {p['ideal_calls_per_object']}"
+         + (" (one read per product per batch: a product whose edits straddle two batches is "
+            "read in each; within 10 %)" if what == "product" else " (order, products, "
+               "shipping addresses)"),
+         f"{p['api_calls_per_object']}",
+         p["api_calls_per_object"] <= p["ideal_calls_per_object"]
+         * (1.1 if what == "product" else 1.0)),
+        (f"{number}. {what} burst: small stores not starved (finished in the burst ≤ "
+         f"{STARVED_AFTER:g}× alone)",
+         f"{slowest['store']} {_f(slowest['finish_s'])} s vs {_f(slowest['finish_alone_s'])} "
+         "s alone" if slowest else "-",
+         (slowest["finish_s"] or 0) <= STARVED_AFTER * slowest["finish_alone_s"]
+         if slowest else None),
+        (f"{number}. {what} burst: nothing lost", f"{p['lost']}",
+         p["lost"] == 0 and p["finished"])]
+    return verdicts
+
+
 # -- memory -------------------------------------------------------------------------------------
 
 #: The run length target 6 asks for.
@@ -350,6 +431,10 @@ SECTIONS = (
     ("intake_create", intake, "Intake of orders/create", lambda x: isinstance(x, list) and bool(x)),
     ("worker", worker, "Worker throughput", lambda x: isinstance(x, list) and bool(x)),
     ("pacing", pacing, "Per-store pacing", lambda x: isinstance(x, dict) and "per_store" in x),
+    ("pacing_products", burst, "Product edits burst",
+     lambda x: isinstance(x, dict) and "per_store" in x),
+    ("pacing_imports", burst, "Order imports burst",
+     lambda x: isinstance(x, dict) and "per_store" in x),
     ("rss", memory, "Worker memory", lambda x: isinstance(x, dict) and "rss_end_mib" in x),
     ("profile", profiles, None, lambda x: isinstance(x, list) and bool(x)),
 )

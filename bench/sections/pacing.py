@@ -123,18 +123,19 @@ def arrival_order(plan) -> dict[int, int]:
     return {index: n for n, index in enumerate(sorted(position, key=position.get))}
 
 
-def burst_rows(app, channel_of: dict, plan) -> list[tuple[int, tuple]]:
+def burst_rows(app, channel_of: dict, plan, **status) -> list[tuple[int, tuple]]:
     """(place in the burst, delivery row) of every planned delivery, built as the intake
-    would."""
+    would (``channel_of``: each store's channel; ``status``: the statusUpdated deliveries'
+    ``new_status`` and ``previous_status``, when not the default cancellation)."""
     arrival = arrival_order(plan)
     built = []
-    for store in STORES:
+    for store in channel_of:
         mine = [(i, oid, scope) for i, (s, oid, scope) in enumerate(plan) if s == store]
 
         def reqs(mine=mine, store=store):
             for i, oid, scope in mine:
                 body = targets.bigcommerce_body(store, oid, scope=scope,
-                                                hash_=f"p{i}-{scope}-{oid}")
+                                                hash_=f"p{i}-{scope}-{oid}", **status)
                 yield {"Content-Type": "application/json"}, json.dumps(body).encode()
         rows = list(fill.delivery_rows(app, channel_of[store], "bigcommerce", reqs(),
                                        datetime.utcnow()))

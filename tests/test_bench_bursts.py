@@ -1,0 +1,68 @@
+"""The product-edit and order-import bursts: what they send, and how the report judges them (a
+made-up result: no benchmark runs in the test suite)."""
+import random
+
+from bench.sections.bursts import import_plan, product_plan
+from tests.test_bench_report import _verdict, markdown
+
+
+def _store(store: str, finish: float, alone: float | None = None, **figures) -> dict:
+    row = {"store": store, "deliveries": 300, "objects": 100, "api_calls": 100, "429s": 0,
+           "product_reads": 100, "reads_per_product": 1.0, "products_read_more_than_once": 0,
+           "edits_per_read": 3.0, "order_calls": 0, "orders_imported": 0,
+           "calls_per_order": None, "max_calls_in_api_window": 140, "quota": 150,
+           "median_delay_s": finish / 2, "finish_s": finish, **figures}
+    if alone is not None:
+        row["finish_alone_s"] = alone
+    return row
+
+
+def _burst(kind: str, per_store: list, calls_per_object: float, **figures) -> dict:
+    return {"kind": kind, "deliveries": 3000, "objects": 1000, "stores": 5,
+            "shares": [0.6, 0.1, 0.1, 0.1, 0.1], "quota": 150, "window_s": 3.0, "factor": 10.0,
+            "worker_procs": 1, "db": "sqlite", "finished": True, "elapsed_s": 40.0,
+            "lower_bound_s": 38.0, "429s": 0, "api_calls": 1000,
+            "api_calls_per_object": calls_per_object,
+            "ideal_calls_per_object": 1 if kind == "products" else 3, "lost": 0,
+            "alone": {"store": "store2", "finish_s": per_store[1].get("finish_alone_s"),
+                      "429s": 0, "api_calls": 100, "machine_load": {}},
+            "machine_load": {}, "per_store": per_store, **figures}
+
+
+def test_a_small_store_is_judged_against_its_own_time_alone():
+    fair = [_store("store1", 40.0), _store("store2", 9.0, alone=6.0)]
+    md = markdown({"pacing_products": _burst("products", fair, 1.02)})
+    assert "**met**" in _verdict(md, "7. product burst: small stores not starved")
+    assert "store2 9.0 s vs 6.0 s alone" in md
+    starved = [_store("store1", 40.0), _store("store2", 30.0, alone=6.0)]
+    md = markdown({"pacing_products": _burst("products", starved, 1.02)})
+    assert "**missed**" in _verdict(md, "7. product burst: small stores not starved")
+
+
+def test_reads_per_product_within_a_tenth_of_one_and_three_calls_per_order():
+    stores = [_store("store1", 40.0), _store("store2", 9.0, alone=6.0)]
+    assert "**met**" in _verdict(markdown({"pacing_products": _burst("products", stores, 1.08)}),
+                                 "7. product burst: API calls per product")
+    assert "**missed**" in _verdict(
+        markdown({"pacing_products": _burst("products", stores, 1.3)}),
+        "7. product burst: API calls per product")
+    assert "**met**" in _verdict(markdown({"pacing_imports": _burst("imports", stores, 3.0)}),
+                                 "8. order burst: API calls per order")
+    missed = markdown({"pacing_imports": _burst("imports", stores, 3.2, **{"429s": 2})})
+    assert "**missed**" in _verdict(missed, "8. order burst: API calls per order")
+    assert "**missed**" in _verdict(missed, "8. order burst: zero 429s")
+
+
+def test_product_plan_edits_each_product_one_to_five_times_in_a_row():
+    plan = product_plan(1000, random.Random(1))
+    assert len(plan) == 1000 and {scope for _, scope in plan} == {"store/product/updated"}
+    edits = {}
+    for product, _ in plan:
+        edits[product] = edits.get(product, 0) + 1
+    assert list(edits) == list(range(1, len(edits) + 1))
+    assert all(1 <= n <= 5 for n in edits.values()) and 2.5 < 1000 / len(edits) < 3.5
+
+
+def test_import_plan_announces_every_other_new_order_by_its_payment():
+    assert import_plan(3) == [(1, "store/order/created"), (2, "store/order/statusUpdated"),
+                              (3, "store/order/created")]
