@@ -116,20 +116,18 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
             return "", 204
         return jsonify(found)
 
-    @app.get("/stores/<store>/v2/orders/<order_id>/products")
-    def order_products(store, order_id):
-        with lock:
-            stats[store]["order_product_reads"] += 1
-        rows = copy.deepcopy(samples["order_products"])
-        for row in rows:
-            row["order_id"] = int(order_id) if order_id.isdigit() else order_id
-        return jsonify(rows)
+    #: The order's lists an import reads, each the published sample, and its counter.
+    order_lists = {"products": ("order_product_reads", "order_products"),
+                   "shipping_addresses": ("address_reads", "addresses")}
 
-    @app.get("/stores/<store>/v2/orders/<order_id>/shipping_addresses")
-    def order_addresses(store, order_id):
+    @app.get("/stores/<store>/v2/orders/<order_id>/<part>")
+    def order_list(store, order_id, part):
+        if part not in order_lists:
+            return jsonify([{"status": 404, "message": "Not found."}]), 404
+        counter, sample = order_lists[part]
         with lock:
-            stats[store]["address_reads"] += 1
-        rows = copy.deepcopy(samples["addresses"])
+            stats[store][counter] += 1
+        rows = copy.deepcopy(samples[sample])
         for row in rows:
             row["order_id"] = int(order_id) if order_id.isdigit() else order_id
         return jsonify(rows)

@@ -18,16 +18,15 @@ import json
 import random
 import re
 import statistics
-import time
 from datetime import datetime
 
 import requests
 
 from .. import fill
-from ..common import CpuMeter, log
+from ..common import log
 from ..peek import Peek, as_datetime
-from .pacing import (QUOTA, SHARES, STORES, burst_rows, land, max_in_fixed_windows,
-                     max_in_sliding_window)
+from .pacing import (QUOTA, SHARES, STORES, burst_rows, max_in_fixed_windows,
+                     max_in_sliding_window, measure)
 
 #: Edits per product: uniformly 1 to 5 (3 on average), as a merchant's save or a bulk edit
 #: fires several updates for one product.
@@ -128,22 +127,12 @@ def land_and_wait(session, standin: str, tag: str, plan, webhooks: list[str],
     fill.quiet_housekeeping(app)
     built = burst_rows(app, channel_of, plan, **status)
     peek = Peek(url)
-    workers = session.start_workers(url, args.worker_procs[0], name=f"worker-{tag}-")
-    time.sleep(2.0)  # the workers are up and idle when the burst lands
-    gate = session.quiet()
-    requests.post(f"{standin}/_reset", timeout=10)
-    meter = CpuMeter()
-    started = time.monotonic()
-    burst_at = datetime.utcnow()
-    land(app, built, burst_at)
     # The busiest store's calls at the quota, at best.
     objects = max(len({oid for s, oid, _ in plan if s == store}) for store in stores)
     minimum = objects * calls_per_object / QUOTA * window
-    ok = session.wait_done(peek, 1, len(plan), timeout=max(120.0, minimum * 4), procs=workers)
-    elapsed = time.monotonic() - started
-    load = {**gate, **meter.read()}
-    for w in workers:
-        session.procs.stop(w)
+    ok, elapsed, load, burst_at = measure(session, url, peek, standin, app, built,
+                                          timeout=max(120.0, minimum * 4),
+                                          name=f"worker-{tag}-")
     stats = requests.get(f"{standin}/_stats", timeout=10).json()
     calls = requests.get(f"{standin}/_calls", timeout=10).json()
     reads = requests.get(f"{standin}/_products", timeout=10).json()
