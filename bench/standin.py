@@ -10,7 +10,11 @@ Set a channel's ``api_base_url`` to ``http://127.0.0.1:8001``, and start orderho
 otherwise). Control endpoints: ``PUT
 /stores/<hash>/v2/orders/<id>`` with ``{"status_id": 5}`` sets an order; ``POST
 .../shipments`` adds a shipment; ``GET /_stats`` reports calls and 429s per store; ``GET /_calls``
-the times of the calls each store was served (the benchmark's sliding-window check).
+the times of the calls each store was served (the benchmark's sliding-window check); ``GET
+/_products`` when each product was read. Every product exists (``GET
+/v3/catalog/products/<id>``, the published sample's shape with two variants); its name says how
+many times it was read, so a delivery's recorded intent names the read that served it. Every
+order's products and shipping addresses are the published samples'.
 """
 from __future__ import annotations
 
@@ -38,8 +42,8 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
     stats = defaultdict(lambda: {"calls": 0, "throttled": 0, "order_reads": 0,
                                  "shipment_reads": 0, "order_product_reads": 0,
                                  "address_reads": 0, "product_reads": 0})
-    #: store -> product id -> reads served
-    product_reads: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    #: store -> product id -> the wall-clock times (Unix seconds) of the reads served
+    product_reads: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     samples = _samples()
     windows: dict[str, tuple[float, int]] = {}
     #: Monotonic times of the calls each store was served (not 429s), for the benchmark.
@@ -136,8 +140,8 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
     def product(store, product_id):
         with lock:
             stats[store]["product_reads"] += 1
-            product_reads[store][str(product_id)] += 1
-            read = product_reads[store][str(product_id)]
+            product_reads[store][str(product_id)].append(time.time())
+            read = len(product_reads[store][str(product_id)])
         data = copy.deepcopy(samples["product"])
         data.update(id=product_id, name=f"Product {product_id} (read {read})",
                     sku=f"P-{product_id}")
@@ -183,7 +187,7 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
 
     @app.get("/_products")
     def get_products():
-        """Reads served per product, per store."""
+        """The times (Unix seconds) of the reads served, per product, per store."""
         with lock:
             return jsonify({store: dict(reads) for store, reads in product_reads.items()})
 

@@ -18,7 +18,7 @@ import json
 import random
 import re
 import statistics
-from datetime import datetime
+from datetime import datetime, timezone
 
 import requests
 
@@ -106,6 +106,7 @@ def burst(session, name: str, total: int, plan_for, calls_per_object: int,
             "elapsed_s": together["elapsed_s"], "lower_bound_s": together["lower_bound_s"],
             "429s": together["429s"] + alone["429s"], "api_calls": calls,
             "api_calls_per_object": round(calls / max(objects, 1), 3),
+            "same_batch_rereads": sum(x["same_batch_rereads"] for x in per_store),
             "ideal_calls_per_object": calls_per_object,
             "lost": together["lost"] + alone["lost"],
             "alone": {"store": ALONE, "finish_s": alone["per_store"][0]["finish_s"],
@@ -151,37 +152,58 @@ def land_and_wait(session, standin: str, tag: str, plan, webhooks: list[str],
 def store_figures(peek, store: str, channel_id: int, plan, burst_at: datetime, stats: dict,
                   times: list[float], reads: dict, window: float) -> dict:
     """One store's row: its calls against the quota, reads per object (product or order), the
-    reads its deliveries were served by, and its time from the burst landing to its last
-    outcome."""
+    reads of a product within one batch beyond its first (``same_batch_rereads``), and its time
+    from the burst landing to its last outcome."""
     rows = peek.all("SELECT processed_at, state, outcome, intents FROM deliveries "
                     "WHERE channel_id = ?", (channel_id,))
     done = [as_datetime(p) for p, s, _, _ in rows if s == "done" and p is not None]
     delays = sorted((p - burst_at).total_seconds() for p in done)
     outcomes: dict[str, int] = {}
-    served: set[tuple[str, str]] = set()
-    for _, s, o, intents in rows:
+    #: (product id, read number) -> when the first delivery that read served was recorded
+    served: dict[tuple[str, int], float] = {}
+    for processed, s, o, intents in rows:
         outcomes[o or s] = outcomes.get(o or s, 0) + 1
         for intent in (json.loads(intents) if isinstance(intents, str) else intents) or ():
             match = READ.search(str(intent.get("title") or ""))
-            if intent.get("kind") == "UpsertProduct" and match:
-                served.add((intent.get("product_id"), match.group(1)))
+            if intent.get("kind") == "UpsertProduct" and match and processed is not None:
+                key = (str(intent.get("product_id")), int(match.group(1)))
+                at = as_datetime(processed).replace(tzinfo=timezone.utc).timestamp()
+                served[key] = min(at, served.get(key, at))
     objects = len({oid for s, oid, _ in plan if s == store})
     product_reads = stats.get("product_reads", 0)
-    order_calls = sum(stats.get(k, 0) for k in ("order_reads", "order_product_reads",
-                                                 "address_reads", "shipment_reads"))
+    order_calls = {k: stats.get(k, 0) for k in ("order_reads", "order_product_reads",
+                                                 "address_reads", "shipment_reads")}
     imported = peek.one("SELECT count(*) FROM orders WHERE channel_id = ?", (channel_id,))[0]
     return {
         "store": store, "deliveries": len(rows), "objects": objects,
         "api_calls": stats.get("calls", 0), "429s": stats.get("throttled", 0),
         "product_reads": product_reads,
         "reads_per_product": round(product_reads / objects, 3) if product_reads else None,
-        "products_read_more_than_once": sum(1 for n in reads.values() if n > 1),
+        "products_read_more_than_once": sum(1 for t in reads.values() if len(t) > 1),
+        "same_batch_rereads": same_batch_rereads(reads, served),
         "edits_per_read": round(sum(1 for s, _, _ in plan if s == store) / len(served), 2)
         if served else None,
-        "order_calls": order_calls, "orders_imported": imported,
-        "calls_per_order": round(order_calls / objects, 3) if order_calls else None,
+        **order_calls, "order_calls": sum(order_calls.values()), "orders_imported": imported,
+        "calls_per_order": round(sum(order_calls.values()) / objects, 3)
+        if any(order_calls.values()) else None,
         "max_calls_in_api_window": max_in_fixed_windows(times, window),
         "max_calls_in_any_window": max_in_sliding_window(times, window), "quota": QUOTA,
         "median_delay_s": round(statistics.median(delays), 1) if delays else None,
         "finish_s": round(delays[-1], 1) if delays else None,
         "outcomes": outcomes, "not_done": sum(1 for _, s, _, _ in rows if s != "done")}
+
+
+def same_batch_rereads(reads: dict[str, list[float]],
+                       served: dict[tuple[str, int], float]) -> int:
+    """Reads of a product made in the same batch as its read before: with one worker process,
+    a batch makes all its reads before it records any of its deliveries, and the next batch
+    reads only after that, so read n+1 came in read n's batch exactly when it was made before
+    the first delivery read n served was recorded. ``reads``: each product's read times (the
+    stand-in's); ``served``: when each (product, read number) first served a delivery."""
+    count = 0
+    for product, times in reads.items():
+        for number, later in enumerate(sorted(times)[1:], start=1):
+            recorded = served.get((product, number))
+            if recorded is not None and later < recorded:
+                count += 1
+    return count
