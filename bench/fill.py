@@ -28,8 +28,10 @@ def make_app(database_url: str, **config):
                        "CHANNEL_CACHE_SECONDS": 0, **config})
 
 
-def create_channel(app, channel_type: str, name: str, credentials: dict) -> tuple[int, str]:
-    """A channel created in-process (no subscription calls). Returns (id, webhook secret)."""
+def create_channel(app, channel_type: str, name: str, credentials: dict,
+                   webhooks=None) -> tuple[int, str]:
+    """A channel created in-process (no subscription calls), using ``webhooks`` (core.webhooks
+    names; None: the default for its statuses). Returns (id, webhook secret)."""
     from core import channel_store
     adapter = app.extensions["orderhooks.channels"].get(channel_type)
     if adapter.credentials_schema is not None:
@@ -39,7 +41,7 @@ def create_channel(app, channel_type: str, name: str, credentials: dict) -> tupl
         row = channel_store.create(session, app.extensions["orderhooks.box"], type=channel_type,
                                    name=name, credentials=credentials,
                                    valid_cancellation_statuses=[VALID],
-                                   valid_fulfillment_statuses=[VALID])
+                                   valid_fulfillment_statuses=[VALID], webhooks=webhooks)
         session.flush()
         view = channel_store.view(row, app.extensions["orderhooks.box"], PUBLIC_BASE_URL)
         return row.id, view.webhook_secret

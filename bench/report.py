@@ -301,6 +301,104 @@ def _pacing_verdicts(p: dict) -> list:
          p["api_calls_per_delivery"] <= p["ideal_calls_per_delivery"] * 1.1)]
 
 
+# -- bursts that need reads of their own ------------------------------------------------------
+
+#: Each burst's heading, what one object is, and its target number.
+BURSTS = {"products": ("Product edits burst (BigCommerce store/product/updated)", "product", 7),
+          "imports": ("Order imports burst (BigCommerce store/order/created)", "order", 8)}
+#: How much later than alone a small store may finish in the burst. Alone, below its quota, it
+#: has the worker to itself; in the burst the worker's batches are shared by the five stores,
+#: so this also measures the worker's share, not only waiting behind the big store.
+STARVED_AFTER = 2.0
+
+
+def burst(p: dict) -> tuple[list[str], list]:
+    """The burst in one paragraph, a row per store (the small store timed alone too), and its
+    target: zero 429s, the reads each object needs, small stores not starved."""
+    title, what, number = BURSTS[p["kind"]]
+    products = p["kind"] == "products"
+    alone = p["alone"]
+    out = [f"### {title}", "",
+           f"{_f(p['deliveries'])} deliveries for {_f(p['objects'])} {what}s over "
+           f"{p['stores']} stores (shares {', '.join(f'{x:.0%}' for x in p['shares'])}), "
+           f"quota {p['quota']} requests per {p['window_s']:g} s per store (time factor "
+           f"{p['factor']:g}), {p['worker_procs']} worker process(es), {p['db']}; other "
+           f"processes used {(p.get('machine_load') or {}).get('foreign_cores', '-')} cores "
+           "meanwhile. "
+           + ("A product's edits arrive together (1 to 5 each), products and stores "
+              "interleaved. " if products else "Every order is new to the service and the "
+              "store has it; every other one is announced by its payment (statusUpdated 7 → "
+              "11), not its creation, and imported first. ")
+           + f"Finished: {'yes' if p['finished'] else 'NO (timed out)'} in {p['elapsed_s']} s "
+           f"(lower bound at the quota: {p['lower_bound_s']} s). **429s received: "
+           f"{p['429s']}**; API calls per {what}: **{p['api_calls_per_object']}** (at best "
+           f"{p['ideal_calls_per_object']}); lost: **{p['lost']}**. {alone['store']} alone "
+           f"(the same deliveries, the other stores silent): finished in "
+           f"{_f(alone['finish_s'])} s.", "",
+           "| store | deliveries | " + ("products | API reads | reads per product | products "
+                                       "read more than once | reads in a batch that had read "
+                                       "the product | edits per read"
+                                       if products else "orders | API calls | calls per order "
+                                       "| orders imported")
+           + " | 429s | max calls per API window (quota) | median delay s | finished s | "
+             "finished alone s |",
+           "|---|---:|" + "---:|" * (6 if products else 4) + "---:|---:|---:|---:|---:|"]
+    for x in p["per_store"]:
+        cells = ([x["objects"], x["product_reads"], x["reads_per_product"],
+                  x["products_read_more_than_once"], x["same_batch_rereads"],
+                  x["edits_per_read"]] if products else
+                 [x["objects"], x["order_calls"], x["calls_per_order"], x["orders_imported"]])
+        out.append(f"| {x['store']} | {_f(x['deliveries'])} | "
+                   + " | ".join(_f(c) for c in cells)
+                   + f" | {x['429s']} | {x['max_calls_in_api_window']} ({x['quota']}) | "
+                     f"{_f(x['median_delay_s'])} | {_f(x['finish_s'])} | "
+                     f"{_f(x.get('finish_alone_s'))} |")
+    out.append("")
+    return out, _burst_verdicts(p, what, number)
+
+
+def _reads_verdict(p: dict, what: str, number: int) -> tuple:
+    """Products: no read of a product in a batch that had read it already (told apart exactly
+    with one worker process: ``bench.sections.bursts.same_batch_rereads``). Orders: at most
+    the three calls a new order needs."""
+    if what == "product":
+        exact = p["worker_procs"] == 1
+        return (f"{number}. product burst: at most one API read per product per batch",
+                f"{p['same_batch_rereads']} reads in a batch that had read the product "
+                f"({p['api_calls_per_object']} reads per product over the burst)",
+                p["same_batch_rereads"] == 0 if exact else None)
+    return (f"{number}. order burst: at most 3 API calls per new order (order, products, "
+            "shipping addresses)", f"{p['api_calls_per_object']}",
+            p["api_calls_per_object"] <= p["ideal_calls_per_object"])
+
+
+def _burst_verdicts(p: dict, what: str, number: int) -> list:
+    stores = p["per_store"]
+    big = stores[0]
+    worst_small = max((x["median_delay_s"] or 0) for x in stores[1:])
+    small = [x for x in stores if x.get("finish_alone_s")]
+    slowest = max(small, key=lambda x: (x["finish_s"] or 0) / x["finish_alone_s"]) \
+        if small else None
+    verdicts = [
+        (f"{number}. {what} burst: zero 429s", f"{p['429s']}", p["429s"] == 0),
+        (f"{number}. {what} burst: each store's use under its quota",
+         f"max {max(x['max_calls_in_api_window'] for x in stores)} / {p['quota']}",
+         all(x["max_calls_in_api_window"] <= x["quota"] for x in stores)),
+        _reads_verdict(p, what, number),
+        (f"{number}. {what} burst: small stores not stuck behind the big one (small-store "
+         "median delay ≤ ½ the big store's)", f"{worst_small} s vs {big['median_delay_s']} s",
+         worst_small <= 0.5 * (big["median_delay_s"] or 0)),
+        (f"{number}. {what} burst: small stores finish within {STARVED_AFTER:g}× their time "
+         "alone",
+         f"{slowest['store']} {_f(slowest['finish_s'])} s vs {_f(slowest['finish_alone_s'])} "
+         "s alone" if slowest else "-",
+         (slowest["finish_s"] or 0) <= STARVED_AFTER * slowest["finish_alone_s"]
+         if slowest else None),
+        (f"{number}. {what} burst: nothing lost", f"{p['lost']}",
+         p["lost"] == 0 and p["finished"])]
+    return verdicts
+
+
 # -- memory -------------------------------------------------------------------------------------
 
 #: The run length target 6 asks for.
@@ -350,6 +448,10 @@ SECTIONS = (
     ("intake_create", intake, "Intake of orders/create", lambda x: isinstance(x, list) and bool(x)),
     ("worker", worker, "Worker throughput", lambda x: isinstance(x, list) and bool(x)),
     ("pacing", pacing, "Per-store pacing", lambda x: isinstance(x, dict) and "per_store" in x),
+    ("pacing_products", burst, "Product edits burst",
+     lambda x: isinstance(x, dict) and "per_store" in x),
+    ("pacing_imports", burst, "Order imports burst",
+     lambda x: isinstance(x, dict) and "per_store" in x),
     ("rss", memory, "Worker memory", lambda x: isinstance(x, dict) and "rss_end_mib" in x),
     ("profile", profiles, None, lambda x: isinstance(x, list) and bool(x)),
 )

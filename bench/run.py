@@ -1,12 +1,13 @@
 """The orderhooks benchmark: baselines and intake side by side, worker throughput, per-store
-pacing, worker memory and profiles, on loopback on this machine. One command:
+pacing (and bursts of product edits and order imports against the quota), worker memory and
+profiles, on loopback on this machine. One command:
 
     python -m bench.run            # full run (1,000,000 orders, 10,000-delivery pacing burst)
     python -m bench.run --quick    # CI-ish: 100,000 orders, shorter runs, smaller bursts
 
 Writes ``bench/results/latest.json`` and ``bench/results/latest.md`` (``--readme`` also puts the
-table in README.md). ``--only intake,worker,pacing,rss,profile`` runs a part (the files then hold
-only that part). See ``python -m bench.run --help`` for every knob.
+table in README.md). ``--only intake,worker,pacing,pacing_products,pacing_imports,rss,profile``
+runs a part (the files then hold only that part). See ``python -m bench.run --help`` for every knob.
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from datetime import datetime, timezone
 from .common import RESULTS, ROOT, log, machine, pg_settings
 from .report import markdown, update_readme
 from .session import Session
-from .sections import intake, memory, pacing, profiles, worker
+from .sections import bursts, intake, memory, pacing, profiles, worker
 
 #: The sections in the order they run, each the function that measures it.
 SECTIONS = {"intake": intake.run, "intake_create": intake.run_create, "worker": worker.run,
-            "pacing": pacing.run, "rss": memory.run, "profile": profiles.run}
+            "pacing": pacing.run, "pacing_products": bursts.run_products,
+            "pacing_imports": bursts.run_imports, "rss": memory.run, "profile": profiles.run}
 
 
 def code_version() -> dict:
@@ -125,6 +127,12 @@ def parse_args(argv=None):
     p.add_argument("--pacing-factor", type=float, default=10.0,
                    help="time compression of the stand-in's quota window: 150 requests per "
                         "30/FACTOR seconds (1 = BigCommerce's real 150 per 30 s; default 10)")
+    p.add_argument("--product-edits", type=int, default=None,
+                   help="BigCommerce product edits in the product burst (default 10000; quick "
+                        "2000)")
+    p.add_argument("--import-orders", type=int, default=None,
+                   help="new BigCommerce orders in the order imports burst (default 2000; quick "
+                        "500)")
     p.add_argument("--pacing-db", default="sqlite", choices=("sqlite", "postgresql"))
     p.add_argument("--rss-deliveries", type=int, default=None,
                    help="deliveries in the worker memory run (default 1000000, the target; "
@@ -151,6 +159,8 @@ def parse_args(argv=None):
     args.worker_procs = [int(x) for x in (args.worker_procs or ("1" if q else "1,2"))
                          .split(",")]
     args.pacing_deliveries = args.pacing_deliveries or (2000 if q else 10000)
+    args.product_edits = args.product_edits or (2000 if q else 10000)
+    args.import_orders = args.import_orders or (500 if q else 2000)
     args.rss_deliveries = args.rss_deliveries or (20000 if q else 1_000_000)
     args.web_workers = args.web_workers or int(os.environ.get("ORDERHOOKS_WEB_WORKERS",
                                                               os.cpu_count() or 1))

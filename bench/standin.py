@@ -1,6 +1,7 @@
-"""A local stand-in for the BigCommerce API, on loopback: orders, shipments, hooks, and per-store
-rate limits like the real one (quota per window, ``X-Rate-Limit-*`` headers, 429 with
-``X-Retry-After``). For the README walkthrough, manual testing and the benchmark.
+"""A local stand-in for the BigCommerce API, on loopback: orders (with their products and shipping
+addresses), shipments, catalog products, hooks, and per-store rate limits like the real one
+(quota per window, ``X-Rate-Limit-*`` headers, 429 with ``X-Retry-After``). For the README
+walkthrough, manual testing and the benchmark.
 
     python -m bench.standin --port 8001 [--quota 150 --window 30] [--default-status 5]
 
@@ -9,17 +10,26 @@ Set a channel's ``api_base_url`` to ``http://127.0.0.1:8001``, and start orderho
 otherwise). Control endpoints: ``PUT
 /stores/<hash>/v2/orders/<id>`` with ``{"status_id": 5}`` sets an order; ``POST
 .../shipments`` adds a shipment; ``GET /_stats`` reports calls and 429s per store; ``GET /_calls``
-the times of the calls each store was served (the benchmark's sliding-window check).
+the times of the calls each store was served (the benchmark's sliding-window check); ``GET
+/_products`` when each product was read. Every product exists (``GET
+/v3/catalog/products/<id>``, the published sample's shape with two variants); its name says how
+many times it was read, so a delivery's recorded intent names the read that served it. Every
+order's products and shipping addresses are the published samples'.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
+import json
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from flask import Flask, jsonify, request
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "bigcommerce"
 
 
 def create_standin(quota: int = 0, window: float = 30.0, default_status: int | None = None):
@@ -30,7 +40,11 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
     hooks: dict[str, dict[int, dict]] = defaultdict(dict)
     ids = itertools.count(1)
     stats = defaultdict(lambda: {"calls": 0, "throttled": 0, "order_reads": 0,
-                                 "shipment_reads": 0})
+                                 "shipment_reads": 0, "order_product_reads": 0,
+                                 "address_reads": 0, "product_reads": 0})
+    #: store -> product id -> the wall-clock times (Unix seconds) of the reads served
+    product_reads: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    samples = _samples()
     windows: dict[str, tuple[float, int]] = {}
     #: Monotonic times of the calls each store was served (not 429s), for the benchmark.
     served: dict[str, list[float]] = defaultdict(list)
@@ -106,6 +120,36 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
             return "", 204
         return jsonify(found)
 
+    #: The order's lists an import reads, each the published sample, and its counter.
+    order_lists = {"products": ("order_product_reads", "order_products"),
+                   "shipping_addresses": ("address_reads", "addresses")}
+
+    @app.get("/stores/<store>/v2/orders/<order_id>/<part>")
+    def order_list(store, order_id, part):
+        if part not in order_lists:
+            return jsonify([{"status": 404, "message": "Not found."}]), 404
+        counter, sample = order_lists[part]
+        with lock:
+            stats[store][counter] += 1
+        rows = copy.deepcopy(samples[sample])
+        for row in rows:
+            row["order_id"] = int(order_id) if order_id.isdigit() else order_id
+        return jsonify(rows)
+
+    @app.get("/stores/<store>/v3/catalog/products/<int:product_id>")
+    def product(store, product_id):
+        with lock:
+            stats[store]["product_reads"] += 1
+            product_reads[store][str(product_id)].append(time.time())
+            read = len(product_reads[store][str(product_id)])
+        data = copy.deepcopy(samples["product"])
+        data.update(id=product_id, name=f"Product {product_id} (read {read})",
+                    sku=f"P-{product_id}")
+        data["variants"] = [{**v, "product_id": product_id, "id": product_id * 10 + n,
+                             "sku": f"P-{product_id}-{n}"}
+                            for n, v in enumerate(copy.deepcopy(samples["variants"])[:2])]
+        return jsonify({"data": data, "meta": {}})
+
     @app.route("/stores/<store>/v3/hooks", methods=["GET", "POST"])
     def hook_list(store):
         with lock:
@@ -141,10 +185,17 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
             return jsonify({"quota": quota, "window": window,
                             "stores": {store: list(t) for store, t in served.items()}})
 
+    @app.get("/_products")
+    def get_products():
+        """The times (Unix seconds) of the reads served, per product, per store."""
+        with lock:
+            return jsonify({store: dict(reads) for store, reads in product_reads.items()})
+
     @app.post("/_reset")
     def reset():
         with lock:
             stats.clear()
+            product_reads.clear()
             windows.clear()
             served.clear()
         return jsonify({"ok": True})
@@ -153,9 +204,26 @@ def create_standin(quota: int = 0, window: float = 30.0, default_status: int | N
 
 
 def _order(order_id: str, status_id: int) -> dict:
+    """An order as ``GET /v2/orders/<id>`` answers, with what an import reads from it."""
     return {"id": int(order_id) if order_id.isdigit() else order_id, "status_id": status_id,
             "status": "", "items_total": 1, "items_shipped": 1 if status_id in (2, 10) else 0,
-            "is_deleted": False, "date_shipped": "", "date_modified": ""}
+            "is_deleted": False, "date_shipped": "", "date_modified": "",
+            "date_created": "Tue, 20 Nov 2012 00:00:00 +0000", "currency_code": "USD",
+            "total_inc_tax": "111.9800", "subtotal_inc_tax": "111.9800", "total_tax": "0.0000",
+            "customer_id": 11, "billing_address": {
+                "first_name": "Jane", "last_name": "Doe", "street_1": "1 Main St",
+                "city": "Austin", "state": "Texas", "zip": "78701", "country": "United States",
+                "country_iso2": "US", "email": "jane@example.com", "phone": ""}}
+
+
+def _samples() -> dict:
+    """The published samples the answers are made from."""
+    def load(name):
+        return json.loads((FIXTURES / name).read_text())
+    product = load("v3_catalog_product.json")["data"]
+    return {"order_products": load("v2_order_products.json"),
+            "addresses": load("v2_order_shipping_addresses.json"),
+            "product": product, "variants": load("v3_catalog_product_variants.json")["data"]}
 
 
 def main() -> None:

@@ -63,12 +63,14 @@ def _m_hmac(body: bytes, secret: str) -> str:
 
 def bigcommerce_body(store_hash: str = "bench1", order_id: int = 250, new_status: int = 5,
                      scope: str = "store/order/statusUpdated", hash_: str = MARK,
-                     created_at: int = 1561479335) -> dict:
+                     created_at: int = 1561479335, previous_status: int = 11) -> dict:
     data = {"type": "order", "id": order_id}
     if scope == "store/order/statusUpdated":
-        data["status"] = {"previous_status_id": 11, "new_status_id": new_status}
+        data["status"] = {"previous_status_id": previous_status, "new_status_id": new_status}
     if scope.startswith("store/shipment/"):
         data = {"type": "shipment", "id": order_id * 10, "orderId": order_id}
+    if scope.startswith("store/product/"):  # ``order_id`` is then the product's id
+        data = {"type": "product", "id": order_id}
     return {"scope": scope, "store_id": "1025646", "data": data, "hash": hash_,
             "created_at": created_at, "producer": f"stores/{store_hash}"}
 

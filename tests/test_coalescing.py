@@ -115,3 +115,34 @@ def test_a_store_keeps_its_api_client_between_batches_until_its_credentials_chan
         adapter.client(other)
     assert len(adapter._clients) == 2
     assert adapter.client(others[-1]) is adapter.client(others[-1])
+
+
+def test_a_new_kind_of_read_is_one_entry_in_the_table_and_is_coalesced(bc, admin, worker, api,
+                                                                       monkeypatch):
+    """The coalescing belongs to the table, not to a kind: one more entry (here customers,
+    read from ``/v2/customers/{id}``) and a batch's deliveries naming one customer cost one
+    read of it, each delivery getting its own result."""
+    import responses
+
+    from orderhooks import Ignore
+    from plugins.bigcommerce import plugin, reads
+
+    customers = reads.ReadKind(
+        "customer", lambda scope: scope == "store/customer/updated",
+        lambda scope, data, payload, channel: str(data["id"]),
+        lambda client, customer_id: client.json("GET", f"/v2/customers/{customer_id}"),
+        lambda batch, customer_id, answer, group: [
+            [Ignore(f"customer {customer_id} ({answer['email']}), change {data['change']}")]
+            for _, data in group],
+        "/v2/customers/{}", "customer")
+    monkeypatch.setattr(plugin, "READ_KINDS", (customers, *reads.READ_KINDS))
+    bc.create()
+    api.add(responses.GET, f"{BC_STORE}/v2/customers/7", json={"id": 7, "email": "a@example.com"})
+    for change in range(3):
+        assert bc.send({"scope": "store/customer/updated", "store_id": "1", "hash": f"c{change}",
+                        "data": {"type": "customer", "id": 7, "change": change},
+                        "created_at": change, "producer": "stores/abc123"}).status_code == 200
+    assert worker.run_until_idle() == 3
+    assert calls_to(api, "/v2/customers/7") == 1
+    assert sorted(d["reason"] for d in admin.get("/deliveries")) == [
+        f"customer 7 (a@example.com), change {n}" for n in range(3)]

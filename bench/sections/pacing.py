@@ -47,19 +47,8 @@ def run(session) -> dict:
     minimum = max(deliveries_of(plan, store) for store in STORES) / QUOTA * window
 
     peek = Peek(url)
-    workers = session.start_workers(url, args.worker_procs[0], name="worker-pacing-")
-    time.sleep(2.0)  # the workers are up and idle when the burst lands
-    gate = session.quiet()
-    requests.post(f"{standin}/_reset", timeout=10)
-    meter = CpuMeter()
-    started = time.monotonic()
-    land(app, built, datetime.utcnow())
-    ok = session.wait_done(peek, 1, total, timeout=max(120.0, minimum * 4), procs=workers)
-    elapsed = time.monotonic() - started
-    load = {**gate, **meter.read()}
-    for w in workers:
-        session.procs.stop(w)
-
+    ok, elapsed, load, _ = measure(session, url, peek, standin, app, built,
+                                   timeout=max(120.0, minimum * 4), name="worker-pacing-")
     stats = requests.get(f"{standin}/_stats", timeout=10).json()
     calls = requests.get(f"{standin}/_calls", timeout=10).json()
     per_store = [store_figures(peek, store, channel_of[store], plan, stats.get(store, {}),
@@ -83,6 +72,27 @@ def run(session) -> dict:
             "ideal_calls_per_delivery": round(orders_total / total, 3),
             "lost": sum(p["not_done"] for p in per_store) + dead,
             "dead_or_failed": dead, "machine_load": load, "per_store": per_store}
+
+
+def measure(session, url: str, peek, standin: str, app, built, timeout: float,
+            name: str) -> tuple[bool, float, dict, datetime]:
+    """The burst ``built`` landing on idle workers (started beforehand, stopped after): whether
+    every delivery was done within ``timeout`` s, the seconds it took, the machine's load
+    meanwhile, and when it landed. The stand-in's counts start at the landing."""
+    workers = session.start_workers(url, session.args.worker_procs[0], name=name)
+    time.sleep(2.0)  # the workers are up and idle when the burst lands
+    gate = session.quiet()
+    requests.post(f"{standin}/_reset", timeout=10)
+    meter = CpuMeter()
+    started = time.monotonic()
+    burst_at = datetime.utcnow()
+    land(app, built, burst_at)
+    ok = session.wait_done(peek, 1, len(built), timeout=timeout, procs=workers)
+    elapsed = time.monotonic() - started
+    load = {**gate, **meter.read()}
+    for w in workers:
+        session.procs.stop(w)
+    return ok, elapsed, load, burst_at
 
 
 def store_plan(want: int) -> tuple[int, list[tuple[int, str]]]:
@@ -123,18 +133,19 @@ def arrival_order(plan) -> dict[int, int]:
     return {index: n for n, index in enumerate(sorted(position, key=position.get))}
 
 
-def burst_rows(app, channel_of: dict, plan) -> list[tuple[int, tuple]]:
+def burst_rows(app, channel_of: dict, plan, **status) -> list[tuple[int, tuple]]:
     """(place in the burst, delivery row) of every planned delivery, built as the intake
-    would."""
+    would (``channel_of``: each store's channel; ``status``: the statusUpdated deliveries'
+    ``new_status`` and ``previous_status``, when not the default cancellation)."""
     arrival = arrival_order(plan)
     built = []
-    for store in STORES:
+    for store in channel_of:
         mine = [(i, oid, scope) for i, (s, oid, scope) in enumerate(plan) if s == store]
 
         def reqs(mine=mine, store=store):
             for i, oid, scope in mine:
                 body = targets.bigcommerce_body(store, oid, scope=scope,
-                                                hash_=f"p{i}-{scope}-{oid}")
+                                                hash_=f"p{i}-{scope}-{oid}", **status)
                 yield {"Content-Type": "application/json"}, json.dumps(body).encode()
         rows = list(fill.delivery_rows(app, channel_of[store], "bigcommerce", reqs(),
                                        datetime.utcnow()))

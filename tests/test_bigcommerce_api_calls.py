@@ -1,0 +1,136 @@
+"""What a new BigCommerce order costs in API calls: its order, its products and its shipping
+addresses, each read once — whether it arrives as store/order/created, as a cancellation or
+payment of an order the service does not know yet (imported first), or as a burst of deliveries
+for one new order in one batch. ``responses`` counts every call."""
+from collections import Counter
+
+import pytest
+
+from plugins.bigcommerce.reads import RecentOrders
+from tests.conftest import BC_STORE
+from tests.test_orders_from_channel import bc_channel, bc_order, outcome, the_order
+
+ORDER = f"{BC_STORE}/v2/orders/250"
+
+
+def calls(bc) -> Counter:
+    """The order's API calls by what they read: order, products, shipping_addresses,
+    shipments."""
+    counted = Counter()
+    for call in bc.api.calls:
+        path = call.request.url.split("?")[0]
+        if path == ORDER:
+            counted["order"] += 1
+        elif path.startswith(ORDER + "/"):
+            counted[path[len(ORDER) + 1:]] += 1
+    return counted
+
+
+THREE_READS = {"order": 1, "products": 1, "shipping_addresses": 1}
+
+
+def test_order_created_costs_three_calls(bc, admin, worker):
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=11)
+    created = bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    assert the_order(admin, channel, 250)["status"] == "UNPROCESSED"
+    assert outcome(admin, created)["outcome"] == "applied"
+    assert calls(bc) == THREE_READS
+
+
+def test_a_shipped_order_created_reads_no_shipments(bc, admin, worker):
+    """A creation imports the order as it is: its shipments are a fulfilment's business."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=2)
+    bc.shipments(250, [{"id": 5, "tracking_number": "Z1"}])
+    bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    assert the_order(admin, channel, 250) is not None
+    assert calls(bc) == THREE_READS
+
+
+@pytest.mark.parametrize("previous, status, imported_as", [
+    (7, 5, "CANCELLED"),        # a cancellation of an order not known yet
+    (7, 11, "UNPROCESSED"),     # its payment: out of Awaiting Payment into a paid status
+])
+def test_status_updated_for_an_unknown_order_imports_it_from_the_same_read(
+        bc, admin, worker, previous, status, imported_as):
+    """The order read to translate the status change is the one imported: no second read."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=status)
+    update = bc.send(new_status=status, previous=previous)
+    worker.run_until_idle()
+    order = the_order(admin, channel, 250)
+    assert order["status"] == imported_as and order["history"][0]["event"] == "created"
+    assert len(order["lines"]) == 2
+    assert outcome(admin, update)["state"] == "done"
+    assert calls(bc) == THREE_READS
+
+
+def test_a_shipped_unknown_order_also_reads_its_shipments(bc, admin, worker):
+    """A fulfilment of an order not known yet: the order, products and addresses to import
+    it, and the shipments the fulfilment records — the order still read once."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=2, items_shipped=2)
+    bc.shipments(250, [{"id": 5, "tracking_number": "Z1", "items": []}])
+    shipped = bc.send(new_status=2, previous=11)
+    worker.run_until_idle()
+    assert the_order(admin, channel, 250)["history"][0]["event"] == "created"
+    assert outcome(admin, shipped)["intents"][-1]["kind"] == "Fulfill"
+    assert calls(bc) == {**THREE_READS, "shipments": 1}
+
+
+def test_a_burst_for_one_new_order_costs_three_calls(bc, admin, worker):
+    """Several deliveries for one order not known yet, in one batch (paid, then cancelled, and
+    the order updated twice; no creation among them): one read of the order, one import."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=5)
+    sent = [bc.send(new_status=11, previous=7, created_at=1),
+            bc.send(scope="store/order/updated", created_at=2),
+            bc.send(new_status=5, previous=11, created_at=3),
+            bc.send(scope="store/order/updated", created_at=4)]
+    assert worker.run_until_idle() == len(sent)
+    order = the_order(admin, channel, 250)
+    assert order["status"] == "CANCELLED"
+    assert [h["event"] for h in order["history"]][:2] == ["created", "cancelled"]
+    assert all(outcome(admin, r)["state"] == "done" for r in sent)
+    assert calls(bc) == THREE_READS
+
+
+def test_a_burst_with_the_creation_costs_three_calls(bc, admin, worker):
+    """The creation among them: it imports the order; the others share its read."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=11)
+    bc.send(new_status=11, previous=7, created_at=1)
+    bc.send(scope="store/order/created", created_at=2)
+    bc.send(scope="store/order/updated", created_at=3)
+    worker.run_until_idle()
+    assert the_order(admin, channel, 250)["status"] == "UNPROCESSED"
+    assert calls(bc) == THREE_READS
+
+
+def test_a_known_order_costs_one_read(bc, admin, worker):
+    """An order the service knows is not imported again: its status change costs the order
+    read alone."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=7)
+    bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    bc.api.calls.reset()
+    bc_order(bc, status_id=5)
+    bc.send(new_status=5, previous=7, created_at=1561479999)
+    worker.run_until_idle()
+    assert the_order(admin, channel, 250)["status"] == "CANCELLED"
+    assert calls(bc) == {"order": 1}
+
+
+def test_recent_orders_hands_each_order_out_once_and_keeps_only_the_newest():
+    recent = RecentOrders(size=2)
+    for order_id in ("1", "2", "3"):
+        recent.keep(7, order_id, {"id": int(order_id)})
+    assert recent.take(7, "1") is None  # the oldest made room
+    assert recent.take(8, "2") is None  # another channel's order 2 was never read
+    assert recent.take(7, "2") == {"id": 2}
+    assert recent.take(7, "2") is None
+    assert recent.take(7, "3") == {"id": 3}
