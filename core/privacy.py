@@ -6,7 +6,8 @@ from sqlalchemy import select, update
 
 from .clock import utcnow
 from .intents import RedactPersonalData
-from .models import StoredDelivery, Order, OrderChange, SalesChannel
+from .models import StoredDelivery, Order, SalesChannel
+from .orders import add_history
 
 
 def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
@@ -28,10 +29,10 @@ def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
     for order in orders:
         if order.customer or order.shipping_address or order.billing_address:
             order.customer = order.shipping_address = order.billing_address = None
-            session.add(OrderChange(order_id=order.id, event="redacted", old_status=order.status,
-                                    new_status=order.status,
-                                    message="customer personal data removed on request "
-                                            "(the customer and the addresses)"))
+            add_history(session, order, event="redacted", old_status=order.status,
+                        new_status=order.status,
+                        message="customer personal data removed on request "
+                                "(the customer and the addresses)")
     count = session.execute(deliveries_q.values(body=None, body_purged_at=utcnow())).rowcount
     if not request.everything:
         count += _redact_unaddressed(session, channel, request, exclude_delivery)
