@@ -117,11 +117,11 @@ class RawInsert:
         return connection.connection.driver_connection.cursor(), sql, processors
 
     @staticmethod
-    def _params(row: dict, columns, processors) -> tuple:
+    def _params(row: dict, columns, processors) -> list:
         # None goes through the processor too: a JSON column stores it as JSON null, as the
         # ORM and Core do
-        return tuple(row[name] if process is None else process(row[name])
-                     for name, process in zip(columns, processors))
+        return [row[name] if process is None else process(row[name])
+                for name, process in zip(columns, processors)]
 
     def one(self, session, row: dict):
         """INSERT ``row`` (every column named); returns the ``returning`` column's value."""
