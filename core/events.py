@@ -1,8 +1,8 @@
 """Events: one row per change orderhooks makes, written in the change's own transaction (a
 transactional outbox), numbered into a feed after commit.
 
-Writing: :func:`emit` adds the event to the caller's session, so the event and its change commit
-together or not at all. Its ``position`` stays NULL.
+Writing: :func:`emit` writes the event in the caller's transaction, so the event and its change
+commit together or not at all. Its ``position`` stays NULL.
 
 Numbering: :func:`sequence` gives NULL positions the next numbers, in id order, under one lock
 (PostgreSQL: an advisory transaction lock; SQLite: every write transaction is BEGIN IMMEDIATE).
