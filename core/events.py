@@ -141,8 +141,8 @@ def number(session: Session, limit: int = 5000) -> int:
     if not ids:
         return 0
     top = session.scalar(select(func.max(Event.position))) or 0
-    # One executemany through Core: the ORM's bulk UPDATE by primary key was a visible part of
-    # a worker batch's time, and no event is an object of the session (emit writes them).
+    # One executemany through Core, not the ORM's bulk UPDATE by primary key: cheaper for a
+    # worker's batch, and no event is an object of the session (emit writes them).
     session.connection().execute(_NUMBER, [{"b_id": event_id, "b_position": top + n}
                                            for n, event_id in enumerate(ids, 1)])
     return len(ids)

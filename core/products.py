@@ -113,7 +113,7 @@ def _create(session: Session, channel_id: int, intent: UpsertProduct, when: date
     written at once (core.db.RawInsert), with no ORM objects but the product, attached to the
     session as if loaded (its variants and history load if a later delivery of the batch
     needs them). A batch creates products by the hundred, and flushing an ORM object per row
-    was most of their cost. What is recorded is what :func:`_set_fields` and
+    costs more than the rest of their work. What is recorded is what :func:`_set_fields` and
     :func:`_set_variants` record for a product starting from nothing."""
     now = utcnow()
     row = {"channel_id": channel_id, "channel_product_id": intent.product_id,
