@@ -2,10 +2,12 @@
 through ``ORDERHOOKS_DATABASE_URL``."""
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -24,7 +26,8 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, connect_args={"timeout": 30,
-                                                           "check_same_thread": False})
+                                                           "check_same_thread": False},
+                                        json_serializer=json_dumps, json_deserializer=json_loads)
             #: Set on every new connection (read at connect time: changes apply to later ones).
             self.sqlite_pragmas = {"journal_mode": "WAL", "synchronous": sqlite_synchronous,
                                    "busy_timeout": 30000, "foreign_keys": "ON",
@@ -33,7 +36,8 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                                         pool_recycle=1800,
-                                        connect_args={"connect_timeout": 5})
+                                        connect_args={"connect_timeout": 5},
+                                        json_serializer=json_dumps, json_deserializer=json_loads)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -79,6 +83,96 @@ class Database:
             return
         self.sqlite_pragmas["wal_autocheckpoint"] = int(pages)
         self.engine.dispose()
+
+
+class RawInsert:
+    """An INSERT into some columns of a table, run on the DBAPI cursor of a session's
+    connection, in the session's transaction: for rows a worker batch writes by the hundred
+    (orders and their lines, history, events, RMAs), where building SQLAlchemy's execution
+    context per statement cost more than the database's own work. Values are converted by
+    SQLAlchemy's own bind processors for the connection's dialect (JSON, datetimes, booleans),
+    so a row is stored exactly as an ORM or Core INSERT would store it. The ORM does not see
+    these rows: nothing here may be an object the session holds."""
+
+    def __init__(self, table, columns: tuple[str, ...], returning: str | None = None):
+        self.table, self.columns, self.returning = table, columns, returning
+        self._prepared: dict[str, tuple[str, list]] = {}
+
+    def _prepare(self, dialect) -> tuple[str, list]:
+        prepared = self._prepared.get(dialect.name)
+        if prepared is None:
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            sql = (f"INSERT INTO {self.table.name} ({', '.join(self.columns)}) "
+                   f"VALUES ({', '.join([mark] * len(self.columns))})")
+            if self.returning:
+                sql += f" RETURNING {self.returning}"
+            processors = [self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                          for name in self.columns]
+            prepared = self._prepared[dialect.name] = (sql, processors)
+        return prepared
+
+    def _cursor(self, session):
+        connection = session.connection()
+        sql, processors = self._prepare(connection.dialect)
+        return connection.connection.driver_connection.cursor(), sql, processors
+
+    @staticmethod
+    def _params(row: dict, columns, processors) -> list:
+        # None goes through the processor too: a JSON column stores it as JSON null, as the
+        # ORM and Core do
+        return [row[name] if process is None else process(row[name])
+                for name, process in zip(columns, processors)]
+
+    def one(self, session, row: dict):
+        """INSERT ``row`` (every column named); returns the ``returning`` column's value."""
+        cursor, sql, processors = self._cursor(session)
+        try:
+            cursor.execute(sql, self._params(row, self.columns, processors))
+            return cursor.fetchone()[0] if self.returning else None
+        finally:
+            cursor.close()
+
+    def many(self, session, rows: list[dict]) -> None:
+        """INSERT ``rows`` (one executemany)."""
+        if not rows:
+            return
+        cursor, sql, processors = self._cursor(session)
+        try:
+            cursor.executemany(sql, [self._params(row, self.columns, processors)
+                                     for row in rows])
+        finally:
+            cursor.close()
+
+
+#: orjson writes what the standard library writes, except what it has its own form for: those
+#: (datetimes, dataclasses) are handed back to ``_refuse`` and so to the standard library.
+_ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                   | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+def _refuse(value):
+    raise TypeError(f"{type(value).__name__} is left to the standard library")
+
+
+def json_dumps(value) -> str:
+    """A JSON column's value as text: orjson, since a worker batch encodes several JSON values
+    per delivery (event data, order details, intents) and ``json.dumps`` takes several times
+    as long. What orjson will not write as the standard library does (integers beyond 64 bits,
+    lone surrogates, datetimes) goes to ``json.dumps``, so a value is stored, or refused, as
+    the standard library stores or refuses it."""
+    try:
+        return orjson.dumps(value, default=_refuse, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value)
+
+
+def json_loads(text):
+    """A JSON column's text as values: orjson, and the standard library for what orjson refuses
+    to read (NaN, integers beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(text) if isinstance(text, memoryview) else text)
 
 
 def alembic_config(url: str):

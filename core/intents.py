@@ -452,6 +452,9 @@ Intent = (Cancel | Fulfill | CreateOrder | RecordPayment | RecordRefund | Deacti
 ORDER_INTENTS = (Cancel, Fulfill, CreateOrder, RecordPayment, RecordRefund)
 
 
+_REFUND_LINE_FIELDS = tuple(f.name for f in dataclasses.fields(RefundLine))
+
+
 def to_dict(intent) -> dict:
     """A JSON-friendly form, tagged with the intent's kind (stored with deferred intents and on
     the delivery). An imported order is summarised: the order keeps its lines, and its customer
@@ -462,6 +465,13 @@ def to_dict(intent) -> dict:
                 "currency": intent.currency, "totals": dict(intent.totals),
                 "paid": intent.paid, "payment_status": intent.payment_status,
                 "lines": len(intent.lines), "occurred_at": intent.occurred_at}
+    elif isinstance(intent, RecordRefund):
+        # dataclasses.asdict's form, without its deep copy of every line
+        data = {"channel_order_id": intent.channel_order_id,
+                "channel_refund_id": intent.channel_refund_id,
+                "lines": [{name: getattr(line, name) for name in _REFUND_LINE_FIELDS}
+                          for line in intent.lines],
+                "note": intent.note, "occurred_at": intent.occurred_at}
     elif isinstance(intent, UpsertProduct):
         # A product's variants are in the delivery's body (and may be 2,048): its record of
         # intents names how many, not each.

@@ -10,12 +10,13 @@ import dataclasses
 import logging
 from datetime import timedelta
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from . import events, rmas, rules
 from . import statuses as st
 from .clock import naive_utc, utcnow
+from .db import RawInsert
 from .intents import (Cancel, CreateOrder, Fulfill, RecordPayment, RecordRefund, Shipment,
                       from_dict, to_dict)
 from .models import (StoredDelivery, Order, OrderChange, OrderLine, PendingIntent, Rma,
@@ -155,9 +156,9 @@ def _carry_out(session: Session, channel: SalesChannel, order: Order, intent,
                                                                         "shipments_recorded")
     else:
         event = "ignored"
-    session.add(OrderChange(order_id=order.id, event=event, old_status=old,
-                            new_status=order.status, delivery_id=delivery_id,
-                            message=decision.reason))
+    add_history(session, order, event=event, old_status=old,
+                new_status=order.status, delivery_id=delivery_id,
+                message=decision.reason)
     _emit_order(session, ORDER_EVENT_TYPES[event], order, old, delivery_id, decision.reason,
                 intent=type(intent).__name__.lower())
 
@@ -189,9 +190,9 @@ def _hold(session: Session, channel: SalesChannel, order: Order | None, intent,
                          expires_at=utcnow() + timedelta(seconds=window))
     session.add(held)
     if order is not None:
-        session.add(OrderChange(order_id=order.id, event="deferred", old_status=order.status,
-                                new_status=order.status, delivery_id=delivery_id,
-                                message=decision.reason))
+        add_history(session, order, event="deferred", old_status=order.status,
+                    new_status=order.status, delivery_id=delivery_id,
+                    message=decision.reason)
     return held
 
 
@@ -249,9 +250,9 @@ def expire_held(session: Session, *, limit: int = 500) -> int:
         else:
             reason = (f"gave up: order stayed {order.status} until "
                       f"{pending.expires_at.isoformat()}Z")
-            session.add(OrderChange(order_id=order.id, event="ignored", old_status=order.status,
-                                    new_status=order.status, delivery_id=pending.delivery_id,
-                                    message=reason))
+            add_history(session, order, event="ignored", old_status=order.status,
+                        new_status=order.status, delivery_id=pending.delivery_id,
+                        message=reason)
             _emit_order(session, "order.ignored", order, order.status, pending.delivery_id,
                         reason, intent=str(pending.intent.get("kind", "")).lower() or None)
         _set_delivery_outcome(session, pending.delivery_id, rules.IGNORED, reason)
@@ -281,10 +282,10 @@ def _record_payment(session: Session, channel: SalesChannel, order: Order,
     old = order.status
     if decision.new_status:
         order.status = decision.new_status
-    session.add(OrderChange(order_id=order.id,
-                            event="paid" if decision.new_status else "payment_ignored",
-                            old_status=old, new_status=order.status, delivery_id=delivery_id,
-                            message=decision.reason))
+    add_history(session, order,
+                event="paid" if decision.new_status else "payment_ignored",
+                old_status=old, new_status=order.status, delivery_id=delivery_id,
+                message=decision.reason)
     _emit_order(session, "order.paid" if decision.new_status else "order.ignored", order, old,
                 delivery_id, decision.reason, intent="recordpayment")
 
@@ -305,8 +306,8 @@ def _record_refund(session: Session, channel: SalesChannel, order: Order, intent
                                              intent, delivery_id=delivery_id)
             if filled:
                 message += f"; {filled} unset actions taken from it"
-    session.add(OrderChange(order_id=order.id, event=event, old_status=order.status,
-                            new_status=order.status, delivery_id=delivery_id, message=message))
+    add_history(session, order, event=event, old_status=order.status,
+                new_status=order.status, delivery_id=delivery_id, message=message)
 
 
 def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *,
@@ -319,10 +320,10 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     if order is not None:
         if order.placed_at is None and not order.order_number and not order.totals:
             _fill_details(session, order, intent)
-            session.add(OrderChange(order_id=order.id, event="details_imported",
-                                    old_status=order.status, new_status=order.status,
-                                    delivery_id=delivery_id,
-                                    message="order details imported from the channel"))
+            add_history(session, order, event="details_imported",
+                        old_status=order.status, new_status=order.status,
+                        delivery_id=delivery_id,
+                        message="order details imported from the channel")
             return rules.Decision(rules.APPLIED, f"order already existed as {order.status}; "
                                                  "its details were imported from the channel")
         return rules.Decision(rules.IGNORED, f"order already imported (now {order.status}); "
@@ -334,13 +335,11 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     order = _insert_order(session, {
         "channel_id": channel.id, "channel_order_id": intent.channel_order_id,
         "status": status, "shipments": [], "payments": [], **_details(intent)})
-    session.add(OrderChange(order_id=order.id, event="created", new_status=status,
-                            delivery_id=delivery_id, message=reason))
+    add_history(session, order, event="created", new_status=status,
+                delivery_id=delivery_id, message=reason)
     lines = [_line_row(None, line) for line in intent.lines]
-    if lines:
-        # One multi-row INSERT through Core, no ORM objects: an order may have hundreds of lines.
-        session.connection().execute(_INSERT_LINES,
-                                     [{"order_id": order.id, **line} for line in lines])
+    # One executemany, no ORM objects: an order may have hundreds of lines.
+    _INSERT_LINES.many(session, [{"order_id": order.id, **line} for line in lines])
     _emit_order(session, "order.created", order, None, delivery_id, reason,
                 intent="createorder", lines=lines)
     if cache is not None:
@@ -358,18 +357,37 @@ def import_order(session: Session, channel: SalesChannel, intent: CreateOrder, *
     return rules.Decision(rules.APPLIED, reason, new_status=status)
 
 
-_INSERT_ORDER = Order.__table__.insert().returning(Order.__table__.c.id)
-_INSERT_LINES = OrderLine.__table__.insert()
+_INSERT_ORDER = RawInsert(Order.__table__, (
+    "channel_id", "channel_order_id", "status", "shipments", "payments", "order_number",
+    "placed_at", "currency", "totals", "customer", "shipping_address", "billing_address",
+    "created_at", "updated_at", "last_event_at"), returning="id")
+_INSERT_LINES = RawInsert(OrderLine.__table__, (
+    "order_id", "channel_line_id", "product_id", "variant_id", "sku", "name", "quantity",
+    "unit_price"))
+_INSERT_CHANGE = RawInsert(OrderChange.__table__, (
+    "order_id", "at", "event", "old_status", "new_status", "delivery_id", "message"))
+
+
+def add_history(session: Session, order: Order, *, event: str, old_status: str | None = None,
+                new_status: str | None = None, delivery_id: int | None = None,
+                message: str = "") -> None:
+    """A line of ``order``'s history, written at once in the session's transaction. Every
+    line goes this way, so an order's history is in the order its lines were added (by id)
+    whatever the ORM flushes later."""
+    if order.id is None:  # an order the session has not written yet
+        session.flush()
+    _INSERT_CHANGE.one(session, {"order_id": order.id, "at": utcnow(), "event": event,
+                                 "old_status": old_status, "new_status": new_status,
+                                 "delivery_id": delivery_id, "message": message})
 
 
 def _insert_order(session: Session, row: dict) -> Order:
-    """The order written at once by a Core INSERT ... RETURNING id, and made a persistent
-    object of the session as if loaded: no flush of the session for it (the batch's other
-    pending rows — history, events, deliveries — are written together at its end, one
-    statement per table) and no ORM bulk machinery."""
+    """The order written at once by an INSERT ... RETURNING id, and made a persistent object
+    of the session as if loaded: no flush of the session for it (the batch's other pending
+    rows — events, deliveries — are written together at its end) and no ORM bulk machinery."""
     now = utcnow()
     row = {**row, "created_at": now, "updated_at": now, "last_event_at": None}
-    order_id = session.connection().execute(_INSERT_ORDER, row).scalar_one()
+    order_id = _INSERT_ORDER.one(session, row)
     order = Order(id=order_id, **row)
     make_transient_to_detached(order)
     session.add(order)
@@ -406,8 +424,8 @@ def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
         has_lines = session.scalars(select(OrderLine.id).where(OrderLine.order_id == order.id)
                                     .limit(1)).first()
         if has_lines is None:
-            session.execute(insert(OrderLine), [_line_row(order.id, line)
-                                                for line in intent.lines])
+            _INSERT_LINES.many(session, [_line_row(order.id, line) for line in intent.lines])
+            rmas.forget_lines(session, order.id)
 
 
 def create_order(session: Session, channel: SalesChannel, channel_order_id: str, status: str, *,
@@ -416,8 +434,8 @@ def create_order(session: Session, channel: SalesChannel, channel_order_id: str,
                   shipments=[], customer=customer)
     session.add(order)
     session.flush()
-    session.add(OrderChange(order_id=order.id, event="created", new_status=status,
-                            message=f"order imported as {status}"))
+    add_history(session, order, event="created", new_status=status,
+                message=f"order imported as {status}")
     session.flush()
     _lock_order_key(session, channel.id, order.channel_order_id)
     release_held(session, channel, order, config)
@@ -431,7 +449,7 @@ def change_status(session: Session, channel: SalesChannel, order: Order, status:
     if status == order.status:
         return
     old, order.status = order.status, status
-    session.add(OrderChange(order_id=order.id, event="status_changed", old_status=old,
-                            new_status=status, message=message))
+    add_history(session, order, event="status_changed", old_status=old,
+                new_status=status, message=message)
     session.flush()
     release_held(session, channel, order, config)

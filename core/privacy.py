@@ -19,8 +19,8 @@ from sqlalchemy import Text, cast, select, update
 
 from .clock import utcnow
 from .intents import RedactPersonalData
-from .models import (Event, Order, OrderChange, PendingIntent, Rma, RmaChange, SalesChannel,
-                     StoredDelivery)
+from .models import Event, Order, PendingIntent, Rma, RmaChange, SalesChannel, StoredDelivery
+from .orders import add_history
 
 #: What an order's customer and addresses are called in its history.
 CUSTOMER_DATA = "the customer and the addresses"
@@ -56,10 +56,10 @@ def redact(session, channel: SalesChannel, request: RedactPersonalData, *,
         if notes.get(order.id):
             removed.append(f"{notes[order.id]} refund note(s)")
         if removed:
-            session.add(OrderChange(order_id=order.id, event="redacted", old_status=order.status,
-                                    new_status=order.status,
-                                    message="customer personal data removed on request "
-                                            f"({' and '.join(removed)})"))
+            add_history(session, order, event="redacted", old_status=order.status,
+                        new_status=order.status,
+                        message="customer personal data removed on request "
+                                f"({' and '.join(removed)})")
     count = session.execute(deliveries_q.values(body=None, body_purged_at=utcnow())).rowcount
     if not request.everything:
         count += _redact_unaddressed(session, channel, request, exclude_delivery)

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select, text
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
 
 from . import events
 from .clock import naive_utc, utcnow
+from .db import RawInsert
 from .intents import DeleteProduct, UpsertProduct
 from .models import Product, ProductChange, ProductVariantRow
 from .outcomes import Outcome
@@ -97,6 +98,51 @@ def _find_locked(session: Session, channel_id: int, product_id: str) -> Product 
     return product
 
 
+_INSERT_PRODUCT = RawInsert(Product.__table__, (
+    "channel_id", "channel_product_id", *FIELDS, "deleted_at", "channel_updated_at",
+    "created_at", "updated_at"), returning="id")
+_INSERT_VARIANTS = RawInsert(ProductVariantRow.__table__, (
+    "product_id", "channel_id", "channel_variant_id", *VARIANT_FIELDS))
+_INSERT_CHANGE = RawInsert(ProductChange.__table__, (
+    "product_id", "at", "event", "channel_updated_at", "delivery_id", "changes", "message"))
+
+
+def _create(session: Session, channel_id: int, intent: UpsertProduct, when: datetime,
+            delivery_id: int | None) -> Product:
+    """A product the catalog has not seen: the product, its variants and its history line
+    written at once (core.db.RawInsert), with no ORM objects but the product, attached to the
+    session as if loaded (its variants and history load if a later delivery of the batch
+    needs them). A batch creates products by the hundred, and flushing an ORM object per row
+    costs more than the rest of their work. What is recorded is what :func:`_set_fields` and
+    :func:`_set_variants` record for a product starting from nothing."""
+    now = utcnow()
+    row = {"channel_id": channel_id, "channel_product_id": intent.product_id,
+           **{field: getattr(intent, field) for field in FIELDS}, "deleted_at": None,
+           "channel_updated_at": when, "created_at": now, "updated_at": now}
+    product_id = _INSERT_PRODUCT.one(session, row)
+    # a repeated variant id: the last one counts, in the place of the first
+    wanted = {variant.variant_id: variant for variant in intent.variants}
+    variants = [{"channel_variant_id": variant_id,
+                 **{field: getattr(variant, field) for field in VARIANT_FIELDS}}
+                for variant_id, variant in wanted.items()]
+    _INSERT_VARIANTS.many(session, [{"product_id": product_id, "channel_id": channel_id,
+                                     **variant} for variant in variants])
+    changes = {field: [None, row[field]] for field in FIELDS
+               if field != "active" and row[field] is not None}
+    if variants:
+        changes["variants"] = {"added": len(variants), "removed": 0, "changed": 0}
+    product = Product(id=product_id, **row)
+    make_transient_to_detached(product)
+    session.add(product)
+    _seen(session)[(channel_id, intent.product_id)] = product
+    _INSERT_CHANGE.one(session, {"product_id": product_id, "at": utcnow(), "event": "created",
+                                 "channel_updated_at": when, "delivery_id": delivery_id,
+                                 "changes": changes,
+                                 "message": f"created with {len(variants)} variant(s)"})
+    _emit(session, product, "created", changes, delivery_id, variants)
+    return product
+
+
 def _new(session: Session, channel_id: int, product_id: str, **values) -> Product:
     product = Product(channel_id=channel_id, channel_product_id=product_id, variants=[],
                       history=[], **values)
@@ -109,12 +155,7 @@ def _upsert(session: Session, channel_id: int, product: Product | None, intent: 
             when: datetime, delivery_id: int | None) -> tuple[str, str]:
     name = f"product {intent.product_id}"
     if product is None:
-        product = _new(session, channel_id, intent.product_id, active=intent.active,
-                       channel_updated_at=when)
-        changes = _set_fields(product, intent)
-        changes.update(_set_variants(product, intent))
-        _record(session, product, "created", when, delivery_id, changes,
-                f"created with {len(product.variants)} variant(s)")
+        _create(session, channel_id, intent, when, delivery_id)
         return Outcome.APPLIED, f"{name}: created"
     if product.deleted_at is not None and when <= product.deleted_at:
         return Outcome.IGNORED, (f"{name}: this state (updated {_iso(when)}) is not newer than "
@@ -206,22 +247,29 @@ def _record(session: Session, product: Product, event: str, when: datetime,
     session.add(ProductChange(product=product, at=utcnow(), event=event,
                               channel_updated_at=when, delivery_id=delivery_id,
                               changes=changes, message=message))
+    _emit(session, product, event, changes, delivery_id)
+
+
+def _emit(session: Session, product: Product, event: str, changes: dict,
+          delivery_id: int | None, variants: list[dict] | None = None) -> None:
     events.emit(session, "product.deleted" if event == "deleted" else "product.updated",
-                {"product": product_view(product), "change": event, "changes": changes,
-                 "delivery_id": delivery_id}, channel_id=product.channel_id)
+                {"product": product_view(product, variants), "change": event,
+                 "changes": changes, "delivery_id": delivery_id}, channel_id=product.channel_id)
 
 
-def product_view(product: Product) -> dict:
-    """A product as events carry it: the catalog entry and its variants after the change."""
+def product_view(product: Product, variants: list[dict] | None = None) -> dict:
+    """A product as events carry it: the catalog entry and its variants after the change
+    (``variants``: as :func:`_create` wrote them, else the product's)."""
+    if variants is None:
+        variants = [{"channel_variant_id": row.channel_variant_id,
+                     **{f: getattr(row, f) for f in VARIANT_FIELDS}} for row in product.variants]
     return {"channel_id": product.channel_id, "channel_product_id": product.channel_product_id,
             **{field: getattr(product, field) for field in FIELDS},
             "active": product.active, "deleted": product.deleted_at is not None,
             "deleted_at": _iso(product.deleted_at) if product.deleted_at else None,
             "channel_updated_at": (_iso(product.channel_updated_at)
                                    if product.channel_updated_at else None),
-            "variants": [{"channel_variant_id": row.channel_variant_id,
-                          **{f: getattr(row, f) for f in VARIANT_FIELDS}}
-                         for row in product.variants]}
+            "variants": variants}
 
 
 def _iso(moment: datetime) -> str:

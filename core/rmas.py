@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import events
 from .clock import naive_utc, utcnow
+from .db import RawInsert
 from .intents import RESTOCK_ACTIONS, RecordRefund
 from .models import RMA_MOVES, Order, OrderLine, Rma, RmaChange, RmaLine, SalesChannel
 
@@ -20,8 +21,58 @@ class RmaRefused(ValueError):
 
 def recorded_as(session: Session, channel_id: int, channel_refund_id: str) -> int | None:
     """The id of the RMA ``channel_refund_id`` opened, if any."""
+    known = _known(session)["recorded"]
+    if (channel_id, channel_refund_id) in known:
+        return known[(channel_id, channel_refund_id)]
     return session.scalars(select(Rma.id).where(
         Rma.channel_id == channel_id, Rma.channel_refund_id == channel_refund_id)).first()
+
+
+def _known(session: Session) -> dict:
+    """What this transaction knows of RMAs (see :func:`prefetch`): ``recorded`` (channel,
+    refund id) -> RMA id or None; ``ordered`` order id -> its lines (:func:`_ordered`);
+    ``returned`` order id -> channel line id -> quantity in its RMAs. Kept up to date by
+    :func:`open_rma`; a key absent is read from the database."""
+    return session.info.setdefault("orderhooks.rmas", {"recorded": {}, "ordered": {},
+                                                        "returned": {}})
+
+
+def prefetch(session: Session, refunds) -> None:
+    """Read what a batch's refunds need in three queries, not three per refund: whether each
+    refund opened an RMA already, and the lines and returned quantities of their orders.
+    ``refunds``: (order, RecordRefund) pairs of orders the caller loaded, and on PostgreSQL
+    locked, in this transaction — an RMA is only opened under its order's lock, so what is read
+    now stays true for the transaction, with what :func:`open_rma` adds."""
+    refunds = [(order, intent) for order, intent in refunds if order is not None]
+    if not refunds:
+        return
+    known = _known(session)
+    wanted: dict[int, set[str]] = {}
+    for order, intent in refunds:
+        wanted.setdefault(order.channel_id, set()).add(intent.channel_refund_id)
+    for channel_id, refund_ids in wanted.items():
+        found = dict(session.execute(select(Rma.channel_refund_id, Rma.id).where(
+            Rma.channel_id == channel_id, Rma.channel_refund_id.in_(refund_ids))).all())
+        for refund_id in refund_ids:
+            known["recorded"][(channel_id, refund_id)] = found.get(refund_id)
+    order_ids = {order.id for order, _ in refunds} - set(known["ordered"])
+    if not order_ids:
+        return
+    ordered = {order_id: {} for order_id in order_ids}
+    for order_id, line_id, quantity, sku in session.execute(
+            select(OrderLine.order_id, OrderLine.channel_line_id, OrderLine.quantity,
+                   OrderLine.sku).where(OrderLine.order_id.in_(order_ids))
+            .order_by(OrderLine.order_id, OrderLine.id)):
+        _add_line(ordered[order_id], line_id, quantity, sku)
+    returned = {order_id: {} for order_id in order_ids}
+    for order_id, line_id, quantity in session.execute(
+            select(Rma.order_id, RmaLine.channel_line_id, func.sum(RmaLine.quantity))
+            .join(Rma, Rma.id == RmaLine.rma_id).where(Rma.order_id.in_(order_ids))
+            .group_by(Rma.order_id, RmaLine.channel_line_id)):
+        if line_id is not None:
+            returned[order_id][line_id] = int(quantity or 0)
+    known["ordered"].update(ordered)
+    known["returned"].update(returned)
 
 
 def _action(channel: SalesChannel, action: str | None) -> str | None:
@@ -29,9 +80,13 @@ def _action(channel: SalesChannel, action: str | None) -> str | None:
     return action if channel.refund_restock_actions else None
 
 
-_INSERT_RMA = Rma.__table__.insert().returning(Rma.__table__.c.id)
-_INSERT_RMA_LINES = RmaLine.__table__.insert()
-_INSERT_RMA_CHANGE = RmaChange.__table__.insert()
+_INSERT_RMA = RawInsert(Rma.__table__, (
+    "channel_id", "order_id", "channel_refund_id", "status", "note", "warning", "delivery_id",
+    "refunded_at", "created_at", "updated_at"), returning="id")
+_INSERT_RMA_LINES = RawInsert(RmaLine.__table__, (
+    "rma_id", "channel_line_id", "sku", "quantity", "amount", "action"))
+_INSERT_RMA_CHANGE = RawInsert(RmaChange.__table__, (
+    "rma_id", "at", "event", "delivery_id", "actor", "message"))
 
 
 def open_rma(session: Session, channel: SalesChannel, order: Order, intent: RecordRefund, *,
@@ -44,30 +99,36 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     ordered = _ordered(session, order)
     warning = _warning(session, order, intent, ordered)
     now = utcnow()
-    # Statements built once, run on the session's connection with plain parameters: no ORM
+    # Statements built once, run on the session's connection (core.db.RawInsert): no ORM
     # bulk machinery and no statement built per refund.
-    connection = session.connection()
-    rma_id = connection.execute(_INSERT_RMA, {
+    rma_id = _INSERT_RMA.one(session, {
         "channel_id": channel.id, "order_id": order.id,
         "channel_refund_id": intent.channel_refund_id, "status": "open", "note": intent.note,
         "warning": warning, "delivery_id": delivery_id,
         "refunded_at": naive_utc(intent.occurred_at) if intent.occurred_at else None,
-        "created_at": now, "updated_at": now}).scalar_one()
-    # A refund that names only the order line (BigCommerce) takes the line's SKU. One
-    # multi-row INSERT, executed now: the next refund of this order in the batch (applied
-    # without autoflush) counts these lines.
+        "created_at": now, "updated_at": now})
+    # A refund that names only the order line (BigCommerce) takes the line's SKU. Written
+    # now, and added to what the transaction knows: the next refund of this order in the
+    # batch counts these lines.
     lines = [{"channel_line_id": line.channel_line_id,
               "sku": line.sku or ordered.get(line.channel_line_id, (0, None))[1],
               "quantity": line.quantity, "amount": line.amount,
               "action": _action(channel, line.action)} for line in intent.lines]
-    if lines:
-        connection.execute(_INSERT_RMA_LINES, [{"rma_id": rma_id, **line} for line in lines])
+    _INSERT_RMA_LINES.many(session, [{"rma_id": rma_id, **line} for line in lines])
+    known = _known(session)
+    known["recorded"][(channel.id, intent.channel_refund_id)] = rma_id
+    if order.id in known["returned"]:
+        returned = known["returned"][order.id]
+        for line in lines:
+            if line["channel_line_id"] is not None:
+                returned[line["channel_line_id"]] = (returned.get(line["channel_line_id"], 0)
+                                                     + line["quantity"])
     message = f"opened from refund {intent.channel_refund_id} ({len(intent.lines)} lines)"
     if warning:
         message += f"; warning: {warning}"
-    connection.execute(_INSERT_RMA_CHANGE, {"rma_id": rma_id, "at": now, "event": "created",
-                                            "delivery_id": delivery_id, "actor": "worker",
-                                            "message": message})
+    _INSERT_RMA_CHANGE.one(session, {"rma_id": rma_id, "at": now, "event": "created",
+                                     "delivery_id": delivery_id, "actor": "worker",
+                                     "message": message})
     # The refund's note is free text that may name the customer: it stays on the RMA, where a
     # privacy request blanks it, and out of the event, whose copies receivers keep.
     events.emit(session, "rma.created", {
@@ -79,27 +140,41 @@ def open_rma(session: Session, channel: SalesChannel, order: Order, intent: Reco
     return rma_id, warning
 
 
+def forget_lines(session: Session, order_id: int) -> None:
+    """The order's lines changed in this transaction: read them again when next needed."""
+    _known(session)["ordered"].pop(order_id, None)
+
+
 def _ordered(session: Session, order: Order) -> dict[str, tuple[int, str | None]]:
     """The order's lines by channel line id: (quantity, SKU)."""
+    known = _known(session)["ordered"]
+    if order.id in known:
+        return known[order.id]
     ordered: dict[str, tuple[int, str | None]] = {}
     for line_id, quantity, sku in session.execute(
             select(OrderLine.channel_line_id, OrderLine.quantity, OrderLine.sku)
-            .where(OrderLine.order_id == order.id)):
-        if line_id is not None:
-            before = ordered.get(line_id, (0, sku))
-            ordered[line_id] = (before[0] + quantity, before[1] or sku)
+            .where(OrderLine.order_id == order.id).order_by(OrderLine.id)):
+        _add_line(ordered, line_id, quantity, sku)
     return ordered
+
+
+def _add_line(ordered: dict, line_id: str | None, quantity: int, sku: str | None) -> None:
+    if line_id is not None:
+        before = ordered.get(line_id, (0, sku))
+        ordered[line_id] = (before[0] + quantity, before[1] or sku)
 
 
 def _warning(session: Session, order: Order, intent: RecordRefund,
              ordered: dict[str, tuple[int, str | None]]) -> str | None:
     shipped = {line_id: quantity for line_id, (quantity, _) in ordered.items()}
     known = {line.channel_line_id for line in intent.lines} & set(shipped)
-    returned = dict(session.execute(
-        select(RmaLine.channel_line_id, func.sum(RmaLine.quantity))
-        .join(Rma, Rma.id == RmaLine.rma_id)
-        .where(Rma.order_id == order.id, RmaLine.channel_line_id.in_(known))
-        .group_by(RmaLine.channel_line_id)).all()) if known else {}
+    returned = _known(session)["returned"].get(order.id)
+    if returned is None:
+        returned = dict(session.execute(
+            select(RmaLine.channel_line_id, func.sum(RmaLine.quantity))
+            .join(Rma, Rma.id == RmaLine.rma_id)
+            .where(Rma.order_id == order.id, RmaLine.channel_line_id.in_(known))
+            .group_by(RmaLine.channel_line_id)).all()) if known else {}
     problems = []
     asked: dict[str | None, int] = {}
     for line in intent.lines:

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import object_session
 
-from . import alerts, events, imports, metrics, orders, products
+from . import alerts, events, imports, metrics, orders, products, rmas
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
@@ -31,7 +31,7 @@ from .db import Database
 from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
 from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, DeleteProduct, Ignore,
-                      InvalidIntent, RedactPersonalData, UpsertProduct, to_dict)
+                      InvalidIntent, RecordRefund, RedactPersonalData, UpsertProduct, to_dict)
 from .models import StoredDelivery, Order, PendingIntent, SalesChannel
 from .outcomes import DeliveryState, Outcome
 from .privacy import redact
@@ -397,6 +397,7 @@ class Worker:
         intent does not query its order again."""
         wanted: dict[int, set[str]] = {}
         imported: dict[int, set[str]] = {}
+        refunds: list[tuple[int, RecordRefund]] = []
         for item in work:
             result = results.get(item.id)
             if isinstance(result, list):
@@ -407,6 +408,8 @@ class Worker:
                     if isinstance(intent, CreateOrder):
                         imported.setdefault(item.channel_id, set()).add(
                             intent.channel_order_id)
+                    elif isinstance(intent, RecordRefund):
+                        refunds.append((item.channel_id, intent))
         cache: dict = {}
         for channel_id, order_ids in imported.items():
             # which of the orders this batch imports have intents held for them (one query)
@@ -423,6 +426,9 @@ class Worker:
                 query = query.with_for_update()
             for order in session.scalars(query):
                 cache[(channel_id, order.channel_order_id)] = order
+        # the refunds' duplicate checks and their orders' lines, once for the batch
+        rmas.prefetch(session, [(cache.get((channel_id, str(intent.channel_order_id))), intent)
+                                for channel_id, intent in refunds])
         return cache
 
     def _apply(self, session, row: StoredDelivery, channel_row: SalesChannel, intents: list,
