@@ -31,7 +31,7 @@ def make_app(database_url: str, **config):
 def create_channel(app, channel_type: str, name: str, credentials: dict) -> tuple[int, str]:
     """A channel created in-process (no subscription calls). Returns (id, webhook secret)."""
     from core import channel_store
-    adapter = app.extensions["orderhooks.channels"].get(channel_type)
+    adapter = app.extensions["orderhooks.channel_types"].get(channel_type)
     if adapter.credentials_schema is not None:
         credentials = adapter.credentials_schema().load(credentials)
     db = app.extensions["orderhooks.db"]
@@ -121,7 +121,7 @@ def delivery_rows(app, channel_id: int, channel_type: str,
     from core.channel_store import view
     from core.edge import COMMON_HEADERS
     from core.models import SalesChannel
-    adapter = app.extensions["orderhooks.channels"].get(channel_type)
+    adapter = app.extensions["orderhooks.channel_types"].get(channel_type)
     db = app.extensions["orderhooks.db"]
     with db.Session() as session:
         channel = view(session.get(SalesChannel, channel_id), app.extensions["orderhooks.box"],

@@ -331,7 +331,7 @@ def plugins_cmd(as_json):
     """List channel plugins: version, status (loaded, failed, disabled) and channel types.
 
     Exits with status 1 when a plugin failed to load."""
-    infos = [p.to_dict() for p in current_app.extensions["orderhooks.channels"].plugins]
+    infos = [p.to_dict() for p in current_app.extensions["orderhooks.channel_types"].plugins]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
     elif not infos:
