@@ -46,13 +46,13 @@ def create_channel(app, channel_type: str, name: str, credentials: dict) -> tupl
 
 
 def quiet_housekeeping(app) -> None:
-    """Mark the hourly jobs (subscription check, body purge) as just done, so benchmark workers
-    do not call channel APIs for subscriptions in the middle of a measurement."""
+    """Mark the hourly jobs (subscription check, retention purge) as just done, so benchmark
+    workers do not call channel APIs for subscriptions in the middle of a measurement."""
     from core.clock import utcnow
     from core.models import WorkerState
     db = app.extensions["orderhooks.db"]
     with db.session() as session:
-        for key in ("subscriptions_checked_at", "bodies_purged_at"):
+        for key in ("subscriptions_checked_at", "retention_purged_at"):
             row = session.get(WorkerState, key)
             if row is None:
                 session.add(WorkerState(key=key, value=utcnow().isoformat()))
