@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from core import events, retention
 from core.clock import utcnow
@@ -272,3 +272,43 @@ def test_the_purge_command_and_the_worker_both_purge_in_bounded_rounds(app, app_
     assert result.exit_code == 0, result.output
     assert "0 webhook messages" in result.output and "1 alert mails" in result.output
     assert "alerts after 10)" in result.output
+
+
+def test_a_purge_cut_short_goes_on_at_the_next_round_of_the_same_worker(app, admin, worker,
+                                                                      monkeypatch):
+    """The worker purges at most PURGE_ROUND_SECONDS per round (here: one batch); with more to
+    do it goes on ROUND_SECONDS later instead of an hour later, while other workers still wait
+    for the hourly lease."""
+    from core import housekeeping
+    from core.worker import Worker
+    monkeypatch.setattr(housekeeping, "PURGE_ROUND_SECONDS", 0.0)
+    created = admin.post("/webhook-endpoints", {"url": "https://routing.example.com/hooks"})
+    with db(app).session() as session:
+        written = [events.emit(session, "order.cancelled", {"n": n}) for n in range(1200)]
+        session.flush()
+        session.execute(insert(WebhookMessage), [
+            {"endpoint_id": created["id"], "event_id": e.id, "state": "delivered",
+             "attempts": 1, "next_attempt_at": ago(40), "created_at": ago(40),
+             "delivered_at": ago(40)} for e in written])
+
+    def left() -> int:
+        with db(app).Session() as session:
+            return session.scalar(select(func.count(WebhookMessage.id)))
+
+    def a_while_later():
+        with db(app).session() as session:
+            session.execute(update(WorkerState).where(WorkerState.key == "retention_purged_at")
+                            .values(value=(utcnow() - timedelta(seconds=10)).isoformat()))
+
+    worker.housekeeping(force=True)
+    assert left() == 1200 - retention.BATCH
+    worker.housekeeping(force=True)  # within ROUND_SECONDS: not yet
+    assert left() == 1200 - retention.BATCH
+    a_while_later()
+    Worker(app, name="another-worker").housekeeping(force=True)  # its lease is hourly
+    assert left() == 1200 - retention.BATCH
+    worker.housekeeping(force=True)
+    assert left() == 1200 - 2 * retention.BATCH
+    a_while_later()
+    worker.housekeeping(force=True)
+    assert left() == 0
