@@ -33,7 +33,7 @@ def create_channel(app, channel_type: str, name: str, credentials: dict,
     """A channel created in-process (no subscription calls), using ``webhooks`` (core.webhooks
     names; None: the default for its statuses). Returns (id, webhook secret)."""
     from core import channel_store
-    adapter = app.extensions["orderhooks.channels"].get(channel_type)
+    adapter = app.extensions["orderhooks.channel_types"].get(channel_type)
     if adapter.credentials_schema is not None:
         credentials = adapter.credentials_schema().load(credentials)
     db = app.extensions["orderhooks.db"]
@@ -48,13 +48,13 @@ def create_channel(app, channel_type: str, name: str, credentials: dict,
 
 
 def quiet_housekeeping(app) -> None:
-    """Mark the hourly jobs (subscription check, body purge) as just done, so benchmark workers
-    do not call channel APIs for subscriptions in the middle of a measurement."""
+    """Mark the hourly jobs (subscription check, retention purge) as just done, so benchmark
+    workers do not call channel APIs for subscriptions in the middle of a measurement."""
     from core.clock import utcnow
     from core.models import WorkerState
     db = app.extensions["orderhooks.db"]
     with db.session() as session:
-        for key in ("subscriptions_checked_at", "bodies_purged_at"):
+        for key in ("subscriptions_checked_at", "retention_purged_at"):
             row = session.get(WorkerState, key)
             if row is None:
                 session.add(WorkerState(key=key, value=utcnow().isoformat()))
@@ -123,7 +123,7 @@ def delivery_rows(app, channel_id: int, channel_type: str,
     from core.channel_store import view
     from core.edge import COMMON_HEADERS
     from core.models import SalesChannel
-    adapter = app.extensions["orderhooks.channels"].get(channel_type)
+    adapter = app.extensions["orderhooks.channel_types"].get(channel_type)
     db = app.extensions["orderhooks.db"]
     with db.Session() as session:
         channel = view(session.get(SalesChannel, channel_id), app.extensions["orderhooks.box"],

@@ -54,7 +54,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     alerts.init_app(app)  # ORDERHOOKS_SMTP_URL and recipients: checked before anything runs
     app.extensions["orderhooks.box"] = Box(secret_keys(
         app.config["SECRET_KEY"], sqlite=database.is_sqlite, instance_path=app.instance_path))
-    app.extensions["orderhooks.channels"] = plugins.load_channel_types(
+    app.extensions["orderhooks.channel_types"] = plugins.load_channel_types(
         extra=app.config.get("PLUGINS", ()),
         disabled=app.config["DISABLED_PLUGINS"],
         strict=bool(app.config["STRICT_PLUGINS"]),
@@ -68,8 +68,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     except ValueError as exc:
         raise config_module.ConfigError(str(exc).replace(
             "ORDERHOOKS_ALLOWED_API_BASE_URLS", "ORDERHOOKS_ALLOWED_WEBHOOK_URLS")) from None
-    for channel_type in app.extensions["orderhooks.channels"].types:
-        adapter = app.extensions["orderhooks.channels"].get(channel_type)
+    for channel_type in app.extensions["orderhooks.channel_types"].types:
+        adapter = app.extensions["orderhooks.channel_types"].get(channel_type)
         if isinstance(getattr(adapter, "timeout", None), (int, float)):
             adapter.timeout = float(app.config["HTTP_TIMEOUT_SECONDS"])
         adapter.allowed_api_base_urls = allowed

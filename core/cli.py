@@ -189,7 +189,7 @@ def web(bind, workers, threads):
 @with_appcontext
 def worker(once, metrics_bind):
     """Start a worker: processes deliveries, sends outbound webhooks, mails alerts, checks
-    subscriptions, purges old bodies."""
+    subscriptions, purges what retention lets go."""
     import threading
 
     from . import metrics
@@ -320,7 +320,24 @@ def deliveries_purge(days):
     """Drop raw bodies of processed deliveries older than the retention period."""
     from .retention import purge_bodies
     days = current_app.config["RETENTION_DAYS"] if days is None else days
-    click.echo(f"purged {purge_bodies(_db(), days)} delivery bodies older than {days} days")
+    click.echo(f"purged {purge_bodies(_db(), days).bodies} delivery bodies older than "
+               f"{days} days")
+
+
+@main.command("purge")
+@with_appcontext
+def purge_cmd():
+    """Purge now all that retention lets go, each after its ORDERHOOKS_*_RETENTION_DAYS:
+    delivery bodies, delivered and failed outbound webhook messages with their attempts,
+    events every enabled endpoint took, alert mails sent or given up."""
+    from .retention import purge
+    config = current_app.config
+    done = purge(_db(), config)
+    click.echo(f"purged {done.summary()} (bodies after {config['RETENTION_DAYS']} days, "
+               f"delivered messages after {config['WEBHOOK_RETENTION_DAYS']}, failed ones after "
+               f"{config['WEBHOOK_FAILED_RETENTION_DAYS']}, events after "
+               f"{config['EVENT_RETENTION_DAYS']}, alerts after "
+               f"{config['ALERT_RETENTION_DAYS']})")
 
 
 @main.command("plugins")
@@ -331,7 +348,7 @@ def plugins_cmd(as_json):
     """List channel plugins: version, status (loaded, failed, disabled) and channel types.
 
     Exits with status 1 when a plugin failed to load."""
-    infos = [p.to_dict() for p in current_app.extensions["orderhooks.channels"].plugins]
+    infos = [p.to_dict() for p in current_app.extensions["orderhooks.channel_types"].plugins]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
     elif not infos:

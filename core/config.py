@@ -46,7 +46,20 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
     "REPLAY_MAX_DELIVERIES": (1000, int, "Most deliveries one POST /api/v1/deliveries/replay "
                                          "queues again; its answer's 'next' continues the window"),
     "SUBSCRIPTION_CHECK_SECONDS": (3600, int, "Interval of the worker's subscription check"),
-    "RETENTION_DAYS": (30, int, "Raw delivery bodies older than this are purged"),
+    "RETENTION_DAYS": (30, int, "Raw delivery bodies of processed deliveries older than this "
+                                "are purged (outcomes stay)"),
+    "EVENT_RETENTION_DAYS": (30, int, "Events older than this are deleted once every enabled "
+                                      "outbound webhook endpoint took them and no message "
+                                      "refers to them (a feed cursor older than what was "
+                                      "deleted is answered 410)"),
+    "WEBHOOK_RETENTION_DAYS": (30, int, "Delivered outbound webhook messages (with their "
+                                        "attempts) are deleted this long after delivery"),
+    "WEBHOOK_FAILED_RETENTION_DAYS": (90, int, "Failed outbound webhook messages (retries used "
+                                               "up; with their attempts) are deleted this long "
+                                               "after their last retry: the time left to "
+                                               "re-send them"),
+    "ALERT_RETENTION_DAYS": (90, int, "Alert mails sent or given up are deleted this long "
+                                      "after their last attempt"),
     "STRICT_PLUGINS": (False, bool, "Fail start-up when a plugin fails to load"),
     "DISABLED_PLUGINS": ("", str, "Comma-separated plugin names not to load"),
     "HTTP_TIMEOUT_SECONDS": (10.0, float, "Timeout of calls to channel APIs"),

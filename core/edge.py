@@ -52,15 +52,15 @@ class WebhookEdge:
     def __init__(self, app, inbox):
         self.config = app.config
         self.limit = int(app.config["MAX_BODY_BYTES"])
-        self.channels = app.extensions["orderhooks.channels"]
+        self.channel_types = app.extensions["orderhooks.channel_types"]
         self.cache = app.extensions["orderhooks.channel_cache"]
         self.box = app.extensions["orderhooks.box"]
         self.db = app.extensions["orderhooks.db"]
         self.inbox = inbox
         # Headers stored with each delivery, by channel type (never secrets).
         self.kept = {channel_type: frozenset(h.lower() for h in (
-            *COMMON_HEADERS, *self.channels.get(channel_type).stored_headers))
-            for channel_type in self.channels.types}
+            *COMMON_HEADERS, *self.channel_types.get(channel_type).stored_headers))
+            for channel_type in self.channel_types.types}
 
     def __call__(self, environ, start_response):
         try:
@@ -83,29 +83,53 @@ class WebhookEdge:
         return [body]
 
     def receive(self, environ, rest: str):
+        """``(status, payload, headers)`` for one request: each step below either hands on
+        what it found or refuses with the answer for its failure (:class:`_Refused`)."""
+        try:
+            channel_type, channel_id, adapter, label, length = self._route(environ, rest)
+            body = self._read_body(environ, length, label)
+            channel, delivery, sent = self._find_channel(environ, channel_type, channel_id,
+                                                         adapter, label, body)
+            self._authenticate(adapter, delivery, channel, label)
+            info = self._inspect(adapter, delivery, channel, label)
+            return self._store(channel, info, delivery, sent, label)
+        except _Refused as refused:
+            return refused.answer
+
+    def _route(self, environ, rest: str):
+        """The channel type and id from the path, the adapter of that type, the metric label
+        and the announced body length (-1: none); refused before any byte of the body is
+        read: a path that is not a channel's (404), a method other than POST (405), a
+        Content-Length that is not a number (400) or above the cap (413)."""
         channel_type, _, channel_id = rest.partition("/")
         if not channel_type:  # the mount point itself, or a slash after it
             metrics.rejected("unknown", "unknown_channel")
-            return _error(404, "unknown_channel",
+            raise _refuse(404, "unknown_channel",
                           f"webhooks are posted to {MOUNT}/<channel_type>/<channel_id>")
         if environ.get("REQUEST_METHOD") != "POST":
-            return _error(405, "method_not_allowed", "webhooks are delivered with POST",
+            raise _refuse(405, "method_not_allowed", "webhooks are delivered with POST",
                           extra=(("Allow", "POST"),))
-        adapter = self.channels.get(channel_type)
+        adapter = self.channel_types.get(channel_type)
         # Metric labels come from the installed channel types only: a type taken from the URL
         # would add a time series per name anyone cares to send.
         label = channel_type if adapter is not None else "unknown"
-        limit = self.limit
         length = _length(environ)
         if length is None:
-            return _error(400, "invalid_request", "the Content-Length header is not a number")
-        if length > limit:
+            raise _refuse(400, "invalid_request", "the Content-Length header is not a number")
+        if length > self.limit:
             metrics.rejected(label, "too_large")
-            return _error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
+            raise _refuse(413, "body_too_large",
+                          f"webhook bodies are limited to {self.limit} bytes")
         if (adapter is None or not (channel_id.isascii() and channel_id.isdigit())
                 or len(channel_id) > 18):
             metrics.rejected(label, "unknown_channel")
-            return _error(404, "unknown_channel", f"no {channel_type} channel {channel_id} here")
+            raise _refuse(404, "unknown_channel", f"no {channel_type} channel {channel_id} here")
+        return channel_type, channel_id, adapter, label, length
+
+    def _read_body(self, environ, length: int, label: str) -> bytes:
+        """The whole body, at most the cap: a body that breaks HTTP framing or ends before its
+        Content-Length is refused (400), one beyond the cap too (413)."""
+        limit = self.limit
         stream = environ["wsgi.input"]
         try:
             if length >= 0:
@@ -122,9 +146,9 @@ class WebhookEdge:
             log.info("intake.malformed_body", extra={"channel_type": label,
                                                      "error": type(exc).__name__})
             metrics.rejected(label, "malformed_body")
-            return _error(400, "malformed_body",
+            raise _refuse(400, "malformed_body",
                           "the request body does not follow HTTP framing (chunked encoding or "
-                          "Content-Length); send it again whole")
+                          "Content-Length); send it again whole") from None
         if 0 < length != len(body):
             # The connection ended before the announced Content-Length: a truncated body is
             # not the delivery that was sent, so it is neither stored nor acknowledged.
@@ -132,13 +156,20 @@ class WebhookEdge:
                                                       "announced": length,
                                                       "received": len(body)})
             metrics.rejected(label, "malformed_body")
-            return _error(400, "incomplete_body",
+            raise _refuse(400, "incomplete_body",
                           f"the body ended after {len(body)} of the {length} bytes its "
                           "Content-Length announced; send it again whole")
         if len(body) > limit:
             metrics.rejected(label, "too_large")
-            return _error(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
+            raise _refuse(413, "body_too_large", f"webhook bodies are limited to {limit} bytes")
+        return body
 
+    def _find_channel(self, environ, channel_type: str, channel_id: str, adapter, label: str,
+                      body: bytes):
+        """The channel the path names (from the channel cache), the delivery as adapters see
+        it and the request's headers. An unknown channel, one of another type, or an inactive
+        one is 404 — unless its adapter takes this authentic delivery while inactive; a
+        database that cannot be reached is 503."""
         try:
             number = int(channel_id)
             channel = self.cache.get(number, lambda: self._load_channel(number),
@@ -146,66 +177,85 @@ class WebhookEdge:
         except SQLAlchemyError:
             log.exception("intake.database_unavailable", extra={"channel_id": channel_id})
             metrics.rejected(label, "database_unavailable")
-            return _unavailable()
+            raise _Refused(_unavailable()) from None
         sent = _headers(environ)
         delivery = Delivery(body=body, headers=Headers.from_lowercase(sent),
-                                    received_at=utcnow())
+                            received_at=utcnow())
         if channel is None or channel.type != channel_type or not (
                 channel.active or _accepted_while_inactive(adapter, delivery, channel)):
             metrics.rejected(label, "unknown_channel")
-            return _error(404, "unknown_channel",
+            raise _refuse(404, "unknown_channel",
                           f"no active {channel_type} channel {channel_id} here")
+        return channel, delivery, sent
+
+    @staticmethod
+    def _authenticate(adapter, delivery, channel, label: str) -> None:
+        """The adapter's verdict on the delivery's signature: anything but a pass is 401."""
         try:
             adapter.authenticate(delivery, channel)
         except AuthenticationError as exc:
             log.info("intake.unauthenticated", extra={"channel_id": channel.id, "error": str(exc)})
             metrics.rejected(label, "unauthenticated")
-            return _error(401, "unauthenticated",
-                          str(exc) or "the delivery's signature is not valid")
+            raise _refuse(401, "unauthenticated",
+                          str(exc) or "the delivery's signature is not valid") from None
         except Exception as exc:  # noqa: BLE001 — a verifier choking on garbage is still a 401
             log.info("intake.unauthenticated", extra={"channel_id": channel.id,
                                                       "error": repr(exc)})
             metrics.rejected(label, "unauthenticated")
-            return _error(401, "unauthenticated", "the delivery's signature could not be verified")
+            raise _refuse(401, "unauthenticated",
+                          "the delivery's signature could not be verified") from None
+
+    @staticmethod
+    def _inspect(adapter, delivery, channel, label: str):
+        """What the adapter reads from the authentic delivery (its key, topic, order id); a
+        delivery it cannot read, or whose identifiers no column can store, is 400."""
         try:
             info = adapter.inspect(delivery, channel)
         except (InvalidDelivery, ValueError, TypeError, KeyError, AttributeError) as exc:
             metrics.rejected(label, "invalid")
-            return _error(400, "invalid_delivery", f"the delivery cannot be read: {exc}")
+            raise _refuse(400, "invalid_delivery",
+                          f"the delivery cannot be read: {exc}") from None
         except Exception as exc:  # noqa: BLE001 — a reader choking on odd input is still a 400
             log.warning("intake.unreadable", extra={"channel_id": channel.id, "error": repr(exc)})
             metrics.rejected(label, "invalid")
-            return _error(400, "invalid_delivery",
-                          f"the delivery cannot be read ({type(exc).__name__})")
+            raise _refuse(400, "invalid_delivery",
+                          f"the delivery cannot be read ({type(exc).__name__})") from None
         if unstorable_text([info.key, info.topic, info.channel_order_id]):
             # NUL characters or lone surrogates: no database column takes them (PostgreSQL would
             # fail the insert, and the sender would retry a 503 for ever).
             metrics.rejected(label, "invalid")
-            return _error(400, "invalid_delivery", "the delivery's identifiers are not valid text")
+            raise _refuse(400, "invalid_delivery",
+                          "the delivery's identifiers are not valid text")
+        return info
 
-        kept = self.kept[channel_type]
+    def _store(self, channel, info, delivery, sent: dict, label: str):
+        """The delivery committed through the inbox with the headers its type keeps: 200
+        accepted, or 200 duplicate with the first copy's id; values the database refuses are
+        400, a database that cannot be reached 503."""
+        kept = self.kept[channel.type]
         headers = {k: v.replace("\x00", "\ufffd") for k, v in sent.items() if k in kept}
         try:
-            delivery_id, duplicate = self.inbox.store(channel, info, headers, body,
+            delivery_id, duplicate = self.inbox.store(channel, info, headers, delivery.body,
                                                       delivery.received_at)
         except Unstorable as exc:
             # The database refused the values themselves: sending it again will not help.
             log.warning("intake.unstorable", extra={"channel_id": channel.id, "error": str(exc)})
             metrics.rejected(label, "invalid")
-            return _error(400, "invalid_delivery", "the delivery's fields cannot be stored")
+            raise _refuse(400, "invalid_delivery",
+                          "the delivery's fields cannot be stored") from None
         except Unavailable:
             log.exception("intake.database_unavailable", extra={"channel_id": channel.id})
             metrics.rejected(label, "database_unavailable")
-            return _unavailable()
+            raise _Refused(_unavailable()) from None
         if duplicate:
             log.info("intake.duplicate", extra={"channel_id": channel.id,
                                                 "delivery_id": delivery_id,
                                                 "dedupe_key": info.key})
-            metrics.received(channel_type, "duplicate")
+            metrics.received(channel.type, "duplicate")
             return 200, {"status": "duplicate", "delivery_id": delivery_id}, ()
         log.info("intake.stored", extra={"channel_id": channel.id, "delivery_id": delivery_id,
                                          "topic": info.topic})
-        metrics.received(channel_type, "stored")
+        metrics.received(channel.type, "stored")
         return 200, {"status": "accepted", "delivery_id": delivery_id}, ()
 
     def _highest_channel_id(self) -> int:
@@ -240,6 +290,19 @@ class _Drained(list):
                 self.left -= len(chunk)
         except Exception:  # noqa: BLE001 — a client that went away: nothing more to do
             return
+
+
+class _Refused(Exception):
+    """A step of :meth:`WebhookEdge.receive` refusing the request: ``answer`` is the
+    ``(status, payload, headers)`` to send."""
+
+    def __init__(self, answer):
+        super().__init__(answer[0])
+        self.answer = answer
+
+
+def _refuse(status: int, code: str, message: str, extra=()) -> _Refused:
+    return _Refused(_error(status, code, message, extra))
 
 
 def _error(status: int, code: str, message: str, extra=()):

@@ -72,12 +72,11 @@ def emit(session: Session, type: str, data: dict, *, channel_id: int | None = No
            "channel_id": channel_id, "order_key": order_key, "data": data}
     # Written at once, not left to the ORM's flush: events of a transaction get ids in the
     # order they were emitted, and a batch writes hundreds.
-    _INSERT_EVENT.one(session, row)
-    return Event(**row)
+    return Event(id=_INSERT_EVENT.one(session, row), **row)
 
 
 _INSERT_EVENT = RawInsert(Event.__table__, ("event_id", "type", "occurred_at", "channel_id",
-                                            "order_key", "data"))
+                                            "order_key", "data"), returning="id")
 
 
 def order_key(order) -> str:

@@ -1,5 +1,5 @@
 """The worker's periodic jobs: expire held intents, refresh the lag gauge, check channel
-subscriptions and purge old bodies — each when it is due, by exactly one worker."""
+subscriptions and purge what retention lets go — each when it is due, by exactly one worker."""
 from __future__ import annotations
 
 import time
@@ -11,13 +11,16 @@ from . import metrics, orders
 from .clock import utcnow
 from .db import Database
 from .models import WorkerState
-from .retention import purge_bodies
+from . import retention
 from .subscriptions import check_all
 
 #: Seconds between two rounds of one worker's housekeeping.
 ROUND_SECONDS = 5.0
-#: Seconds between two purges of old bodies (by any worker).
+#: Seconds between two retention purges (by any worker).
 PURGE_SECONDS = 3600
+#: Longest a worker spends purging in one round: a purge with more to do goes on in the next
+#: round (``ROUND_SECONDS`` later), so deliveries never wait long behind it.
+PURGE_ROUND_SECONDS = 2.0
 
 
 class Housekeeping:
@@ -26,6 +29,8 @@ class Housekeeping:
         self.config = app.config
         self.db: Database = app.extensions["orderhooks.db"]
         self._last_round = 0.0
+        #: The last purge stopped at its time budget: this worker goes on at its next round.
+        self._purge_unfinished = False
 
     def run(self, force: bool = False) -> None:
         """One round, unless this worker ran one less than ``ROUND_SECONDS`` ago."""
@@ -39,8 +44,10 @@ class Housekeeping:
         metrics.update_lag(self.db)
         if self.due("subscriptions_checked_at", self.config["SUBSCRIPTION_CHECK_SECONDS"]):
             check_all(self.app)
-        if self.due("bodies_purged_at", PURGE_SECONDS):
-            purge_bodies(self.db, self.config["RETENTION_DAYS"])
+        interval = ROUND_SECONDS if self._purge_unfinished else PURGE_SECONDS
+        if self.due("retention_purged_at", interval):
+            done = retention.purge(self.db, self.config, seconds=PURGE_ROUND_SECONDS)
+            self._purge_unfinished = not done.finished
 
     def due(self, key: str, interval: int) -> bool:
         """True for exactly one worker once per ``interval`` seconds: a lease kept in the

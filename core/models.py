@@ -402,7 +402,10 @@ class WebhookMessage(Base):
     __tablename__ = "webhook_messages"
     __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_messages"),
                       Index("ix_webhook_messages_due", "endpoint_id", "state", "next_attempt_at"),
-                      Index("ix_webhook_messages_order", "endpoint_id", "order_key", "state"))
+                      Index("ix_webhook_messages_order", "endpoint_id", "order_key", "state"),
+                      # retention asks which events messages still refer to, and deleting an
+                      # event checks its foreign key here (core.retention)
+                      Index("ix_webhook_messages_event", "event_id"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id",

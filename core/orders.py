@@ -428,12 +428,18 @@ def _fill_details(session: Session, order: Order, intent: CreateOrder) -> None:
             rmas.forget_lines(session, order.id)
 
 
-def create_order(session: Session, channel: SalesChannel, channel_order_id: str, status: str, *,
+def create_order(session: Session, channel: SalesChannel, intent: CreateOrder, status: str, *,
                  customer: dict | None, config: dict) -> Order:
-    order = Order(channel_id=channel.id, channel_order_id=str(channel_order_id), status=status,
-                  shipments=[], customer=customer)
+    """An order the order-routing system registers (``POST /api/v1/orders``) in ``status``,
+    with the channel's order as ``intent`` carries it — number, placed-at time, currency,
+    totals, addresses and lines, in the columns a channel import fills — and ``customer`` as
+    sent. Intents held for it are decided at once, in the same transaction."""
+    order = Order(channel_id=channel.id, channel_order_id=intent.channel_order_id,
+                  status=status, shipments=[], **{**_details(intent), "customer": customer})
     session.add(order)
     session.flush()
+    if intent.lines:
+        _INSERT_LINES.many(session, [_line_row(order.id, line) for line in intent.lines])
     add_history(session, order, event="created", new_status=status,
                 message=f"order imported as {status}")
     session.flush()

@@ -48,7 +48,7 @@ def reconcile(app, channel_id: int) -> list[dict]:
     ORDERHOOKS_PUBLIC_BASE_URL is not set: nothing is then called or changed."""
     public_base_url(app.config)
     db = app.extensions["orderhooks.db"]
-    adapter_for = app.extensions["orderhooks.channels"].get
+    adapter_for = app.extensions["orderhooks.channel_types"].get
     with db.Session() as session:
         row = session.get(SalesChannel, channel_id)
         if row is None:

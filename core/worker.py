@@ -64,7 +64,7 @@ class Worker:
         self.app = app
         self.config = app.config
         self.db: Database = app.extensions["orderhooks.db"]
-        self.channel_types = app.extensions["orderhooks.channels"]
+        self.channel_types = app.extensions["orderhooks.channel_types"]
         self.box = app.extensions["orderhooks.box"]
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
         self.stopping = threading.Event()

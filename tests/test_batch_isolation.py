@@ -159,7 +159,7 @@ def test_postgresql_refusing_a_value_at_commit_stalls_nothing(
     big, shop = two_channels
     monkeypatch.setattr(intents, "CHANNEL_ORDER_ID_LENGTH", 10_000)
     # A plugin that names the 129-character id (the built-in ones refuse it before this).
-    adapter = app.extensions["orderhooks.channels"].get("bigcommerce")
+    adapter = app.extensions["orderhooks.channel_types"].get("bigcommerce")
     real = adapter.translate_many
 
     def translate_many(deliveries, channel):
@@ -180,7 +180,7 @@ def test_postgresql_refusing_a_value_at_commit_stalls_nothing(
 
 def test_a_plugin_failing_for_the_whole_batch_fails_only_the_delivery_that_breaks_it(
         app, bc, two_channels, worker, monkeypatch):
-    adapter = app.extensions["orderhooks.channels"].get("bigcommerce")
+    adapter = app.extensions["orderhooks.channel_types"].get("bigcommerce")
     real = adapter.translate_many
     poison = b'"id": 251'
 

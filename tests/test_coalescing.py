@@ -100,7 +100,7 @@ def test_a_store_keeps_its_api_client_between_batches_until_its_credentials_chan
 
     channel = channel_view(bc.app, bc.create()["id"])
     adapter = BigCommerceAdapter()
-    adapter.allowed_api_base_urls = bc.app.extensions["orderhooks.channels"].get(
+    adapter.allowed_api_base_urls = bc.app.extensions["orderhooks.channel_types"].get(
         "bigcommerce").allowed_api_base_urls  # the stand-in's host, as the app allows it
     first = adapter.client(channel)
     assert adapter.client(channel) is first

@@ -92,7 +92,7 @@ def test_discovered_through_its_entry_point(app, admin, manual_installed):
     plugins = {p["name"]: p for p in admin.get("/plugins")}
     assert plugins["manual"] == {"name": "manual", "version": "0.1.0",
                                  "channel_types": ["manual"], "status": "loaded", "error": None}
-    assert "manual" in app.extensions["orderhooks.channels"].types
+    assert "manual" in app.extensions["orderhooks.channel_types"].types
     dist = metadata.distribution("orderhooks-manual")
     assert Path(str(dist.locate_file(""))).resolve() == manual_installed.resolve()
     assert [ep.value for ep in dist.entry_points if ep.group == "orderhooks"] == [
@@ -107,7 +107,7 @@ def test_without_the_distribution_there_is_no_manual_channel(database_url):
     app = create_app({"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
                       "SECRET_KEY": SECRET_KEY, "TESTING": True, "LOG_LEVEL": "WARNING"})
     try:
-        assert "manual" not in app.extensions["orderhooks.channels"]
+        assert "manual" not in app.extensions["orderhooks.channel_types"]
         client = app.test_client()
         assert client.post("/webhooks/manual/1", data=b"{}").status_code == 404
         response = client.post("/api/v1/channels", headers={

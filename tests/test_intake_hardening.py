@@ -185,7 +185,7 @@ def test_random_types_and_ids_leave_metrics_and_the_channel_cache_bounded(bc, ap
     size_before = len(before)
     assert answers <= {401, 404}, answers
     # (The registry is the process's: other tests' channel types may be there too.)
-    installed = set(app.extensions["orderhooks.channels"].types)
+    installed = set(app.extensions["orderhooks.channel_types"].types)
     sent = {path.split("/")[2] for path in paths} - installed
     assert not sent & _rejected_labels(text), sorted(sent & _rejected_labels(text))[:5]
     assert _rejected_labels(text) == _rejected_labels(before) and "unknown" in _rejected_labels(text)

@@ -48,7 +48,7 @@ def dump_database(app) -> str:
 
 def allow(app, channel_type: str, allowance: str, monkeypatch) -> None:
     """As ORDERHOOKS_ALLOWED_API_BASE_URLS would (the admin API and the clients read it here)."""
-    monkeypatch.setattr(app.extensions["orderhooks.channels"].get(channel_type),
+    monkeypatch.setattr(app.extensions["orderhooks.channel_types"].get(channel_type),
                         "allowed_api_base_urls", APIBaseURLs(allowance))
 
 

@@ -97,7 +97,7 @@ def test_bigcommerce_is_discovered_through_its_entry_point(app, admin):
     assert listed == {"name": "bigcommerce", "version": metadata.version("orderhooks"),
                       "channel_types": ["bigcommerce"], "status": "loaded", "error": None}
     from plugins.bigcommerce.plugin import BigCommerceAdapter
-    assert isinstance(app.extensions["orderhooks.channels"].get("bigcommerce"),
+    assert isinstance(app.extensions["orderhooks.channel_types"].get("bigcommerce"),
                       BigCommerceAdapter)
 
 
@@ -289,7 +289,7 @@ def test_strict_mode_starts_when_every_plugin_loads(app_config, monkeypatch):
                     "PLUGINS": [("bigcommerce", bigcommerce)]})
     try:
         assert app.config["STRICT_PLUGINS"] is True
-        assert app.extensions["orderhooks.channels"].types == ["bigcommerce"]
+        assert app.extensions["orderhooks.channel_types"].types == ["bigcommerce"]
     finally:
         app.extensions["orderhooks.db"].dispose()
 
@@ -300,7 +300,7 @@ def test_strict_mode_blocked_broken_plugin_starts(broken_dist, app_config, monke
     monkeypatch.setenv("ORDERHOOKS_DISABLED_PLUGINS", "broken")
     app = make_app(app_config)
     try:
-        info = next(p for p in app.extensions["orderhooks.channels"].plugins
+        info = next(p for p in app.extensions["orderhooks.channel_types"].plugins
                     if p.name == "broken")
         assert info.status == "disabled" and info.error is None
     finally:

@@ -6,12 +6,14 @@ an index dropped from under a query.)"""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
 from core import metrics, retention
 
 #: Tables that grow with the business; a full scan of one is a bug on a hot path.
 BIG_TABLES = ("deliveries", "orders", "order_changes", "pending_intents")
+#: What the retention purge walks besides: it runs while they are at their largest.
+RETAINED_TABLES = (*BIG_TABLES, "events", "webhook_messages", "webhook_attempts", "alerts")
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def statements(app):
     event.remove(db.engine, "before_cursor_execute", record)
 
 
-def _scans(app, seen) -> list[str]:
+def _scans(app, seen, tables=BIG_TABLES) -> list[str]:
     db = app.extensions["orderhooks.db"]
     found = []
     with db.engine.connect() as conn:
@@ -42,7 +44,7 @@ def _scans(app, seen) -> list[str]:
             for row in plan:
                 detail = row[3]
                 if any(detail.startswith(f"SCAN {table}") and "USING" not in detail
-                       for table in BIG_TABLES):
+                       for table in tables):
                     found.append(f"{detail}  <-  {' '.join(statement.split())[:300]}")
     return found
 
@@ -71,3 +73,43 @@ def test_intake_statements_use_indexes(app, bc, statements):
     writer = app.extensions["orderhooks.inbox"]
     probe = [(writer.existing, (1, "k"))]
     assert _scans(app, probe) == []
+
+
+def test_retention_purge_statements_use_indexes(app, admin, statements):
+    """Every batch of the purge is an index range: bodies by channel and outcome, messages by
+    endpoint and state, events by position, the messages that still refer to an event by
+    event id, alerts by status."""
+    from datetime import timedelta
+
+    from core import events
+    from core.clock import utcnow
+    from core.models import Alert, Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
+    db = app.extensions["orderhooks.db"]
+    endpoint = admin.post("/webhook-endpoints", {"url": "https://routing.example.com/hooks"})
+    old = utcnow() - timedelta(days=400)
+    with db.session() as session:
+        written = [events.emit(session, "order.cancelled", {"n": n}, channel_id=1)
+                   for n in range(6)]
+        for event in written:
+            event.occurred_at = old
+    events.sequence(db)
+    with db.session() as session:
+        ids = session.scalars(select(Event.id).order_by(Event.position)).all()
+        for n, event_id in enumerate(ids[:4]):
+            message = WebhookMessage(endpoint_id=endpoint["id"], event_id=event_id,
+                                     state=("delivered", "failed", "pending", "delivered")[n],
+                                     next_attempt_at=old, delivered_at=old, created_at=old)
+            session.add(message)
+            session.flush()
+            session.add(WebhookAttempt(endpoint_id=endpoint["id"], message_id=message.id,
+                                       at=old, status_code=204, latency_ms=1.0))
+        for status in ("sent", "failed", "pending"):
+            session.add(Alert(kind="subscription.check", recipients=["a@example.com"],
+                              subject="s", body="", status=status, next_attempt_at=old,
+                              created_at=old))
+        session.execute(update(WebhookEndpoint).values(position=6))  # it took them all
+    statements.clear()
+    done = retention.purge(db, app.config)
+    assert (done.messages, done.attempts, done.events, done.alerts) == (3, 3, 4, 2), done
+    assert len(statements) > 10, statements
+    assert _scans(app, statements, RETAINED_TABLES) == []

@@ -74,7 +74,7 @@ def test_second_check_changes_nothing(shopify, admin):
 def test_custom_api_base_url_and_version(app, client, api, make_channel, admin, monkeypatch):
     from core.http import APIBaseURLs
     # The operator's allowance (ORDERHOOKS_ALLOWED_API_BASE_URLS) for a stand-in on http.
-    monkeypatch.setattr(app.extensions["orderhooks.channels"].get("shopify"),
+    monkeypatch.setattr(app.extensions["orderhooks.channel_types"].get("shopify"),
                         "allowed_api_base_urls", APIBaseURLs("http://127.0.0.1:8001"))
     standin = ShopifyStandin(app, client, api, make_channel, admin,
                              base="http://127.0.0.1:8001", version="2025-10")
@@ -172,7 +172,7 @@ def test_deleting_a_subscription_already_gone_is_fine(shopify, app):
     from core.adapters import RemoteSubscription
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
-    adapter = app.extensions["orderhooks.channels"].get("shopify")
+    adapter = app.extensions["orderhooks.channel_types"].get("shopify")
     before = dict(shopify.subscriptions)
     shopify.operations.clear()
     gone = "gid://shopify/WebhookSubscription/999999"
@@ -190,7 +190,7 @@ def test_activate_recreates(shopify, app):
     from core.adapters import RemoteSubscription
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
-    adapter = app.extensions["orderhooks.channels"].get("shopify")
+    adapter = app.extensions["orderhooks.channel_types"].get("shopify")
     old_id = next(i for i, n in shopify.subscriptions.items() if n["topic"] == "ORDERS_FULFILLED")
     remote = adapter.activate_subscription(view, RemoteSubscription(
         old_id, "ORDERS_FULFILLED", channel["webhook_url"], active=False))
@@ -288,7 +288,7 @@ def test_long_graphql_throttling_raises_retry_later(shopify, app):
     channel = shopify.create(cancel=(), fulfill=())
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
-    adapter = app.extensions["orderhooks.channels"].get("shopify")
+    adapter = app.extensions["orderhooks.channel_types"].get("shopify")
     shopify.queued.append(shopify.throttled(requested=1000, available=0.0, rate=50.0))
     with pytest.raises(RetryLater) as caught:
         adapter.list_subscriptions(view)
@@ -300,7 +300,7 @@ def test_persistent_throttling_gives_up_with_retry_later(shopify, app):
     channel = shopify.create(cancel=(), fulfill=())
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
-    adapter = app.extensions["orderhooks.channels"].get("shopify")
+    adapter = app.extensions["orderhooks.channel_types"].get("shopify")
     shopify.queued.extend([shopify.throttled(requested=10, available=0, rate=50)] * 10)
     with pytest.raises(RetryLater):
         adapter.list_subscriptions(view)
@@ -311,7 +311,7 @@ def test_low_bucket_paces_the_next_call(shopify, app, api):
     channel = shopify.create(cancel=(), fulfill=())
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
-    adapter = app.extensions["orderhooks.channels"].get("shopify")
+    adapter = app.extensions["orderhooks.channel_types"].get("shopify")
     shopify.queued.append((200, {}, {
         "data": {"webhookSubscriptions": {"nodes": [], "pageInfo": {"hasNextPage": False}}},
         "extensions": {"cost": {"requestedQueryCost": 10, "actualQueryCost": 10,
@@ -329,7 +329,7 @@ def test_subscription_error_type(shopify, app):
     from core.adapters import SubscriptionSpec
     from core.testing import channel_view
     view = channel_view(app, channel["id"])
-    adapter = app.extensions["orderhooks.channels"].get("shopify")
+    adapter = app.extensions["orderhooks.channel_types"].get("shopify")
     shopify.create_errors["ORDERS_CANCELLED"] = [{"field": None, "message": "Invalid topic"}]
     with pytest.raises(SubscriptionError, match="Shopify refused it") as raised:
         adapter.create_subscription(view, SubscriptionSpec("ORDERS_CANCELLED",

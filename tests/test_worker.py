@@ -198,7 +198,7 @@ def test_claim_lost_mid_translation_is_not_recorded_twice(bc, api, admin, app, c
     _channel, order, delivery_id = cancel_setup
     bc.order(250, status_id=5)
     slow, fast = Worker(app, name="slow"), Worker(app, name="fast")
-    adapter = app.extensions["orderhooks.channels"].get("bigcommerce")
+    adapter = app.extensions["orderhooks.channel_types"].get("bigcommerce")
     original = adapter.translate_many
     taken_over = []
 

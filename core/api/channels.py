@@ -57,9 +57,9 @@ blp = SettingsBlueprint("channels", __name__, description="Sales channels and th
 
 
 def _adapter(channel_type: str):
-    adapter = current_app.extensions["orderhooks.channels"].get(channel_type)
+    adapter = current_app.extensions["orderhooks.channel_types"].get(channel_type)
     if adapter is None:
-        known = ", ".join(current_app.extensions["orderhooks.channels"].types) or "none"
+        known = ", ".join(current_app.extensions["orderhooks.channel_types"].types) or "none"
         abort(422, message=f"unknown channel type {channel_type!r}; installed types: {known}")
     return adapter
 

@@ -26,4 +26,4 @@ class Plugins(MethodView):
     @blp.response(200, PluginSchema(many=True))
     def get(self):
         """Channel plugins: loaded, failed (with the error) or disabled"""
-        return [p.to_dict() for p in current_app.extensions["orderhooks.channels"].plugins]
+        return [p.to_dict() for p in current_app.extensions["orderhooks.channel_types"].plugins]

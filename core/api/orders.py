@@ -9,6 +9,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import orders, products
 from ..db import get_session
+from ..intents import Address, CreateOrder, InvalidIntent
+from ..intents import OrderLine as IntentLine
 from ..models import Order, OrderLine, PendingIntent, Rma, SalesChannel
 from . import paging
 from .lookup import get_or_404
@@ -76,20 +78,46 @@ class Orders(MethodView):
                                + (" (it was deleted)" if channel is not None else ""),
                   errors={"json": {"channel_id": ["unknown channel"]}})
         if orders.find_order(session, channel.id, data["channel_order_id"]) is not None:
-            abort(409, message=f"order {data['channel_order_id']} already exists on channel "
-                               f"{channel.id}")
+            _already_exists(session, channel.id, data["channel_order_id"])
         try:
-            order = orders.create_order(session, channel, data["channel_order_id"],
-                                        data["status"], customer=data.get("customer"),
+            intent = _as_intent(data)
+        except InvalidIntent as exc:  # the schema keeps the intents' rules: a last guard
+            abort(422, message=str(exc))
+        try:
+            order = orders.create_order(session, channel, intent, data["status"],
+                                        customer=data.get("customer"),
                                         config=current_app.config)
             session.commit()
         except IntegrityError:
             # Another import of the same order committed between our check and our insert.
             session.rollback()
-            abort(409, message=f"order {data['channel_order_id']} already exists on channel "
-                               f"{data['channel_id']}")
+            _already_exists(session, data["channel_id"], data["channel_order_id"])
+        session.expire(order, ["lines", "history"])
         return _detail(session, order), {"Location": url_for("orders.OrderById",
                                                              order_id=order.id)}
+
+
+def _as_intent(data: dict) -> CreateOrder:
+    """The body as the channel imports' CreateOrder: one order model, whichever way an order
+    arrives (values already checked by OrderCreateSchema, to the intents' rules)."""
+    def address(raw):
+        return Address(**raw) if raw else None
+    return CreateOrder(
+        channel_order_id=data["channel_order_id"], order_number=data.get("order_number"),
+        placed_at=data.get("placed_at"), currency=data.get("currency"),
+        totals=data.get("totals") or {},
+        shipping_address=address(data.get("shipping_address")),
+        billing_address=address(data.get("billing_address")),
+        lines=tuple(IntentLine(**line) for line in data["lines"]))
+
+
+def _already_exists(session, channel_id: int, channel_order_id: str):
+    """409 naming the order that exists: an order sent twice, or sent here after the channel's
+    creation webhook imported it, stays one order."""
+    found = orders.find_order(session, channel_id, channel_order_id)
+    where = f" as order {found.id} (GET /api/v1/orders/{found.id})" if found is not None else ""
+    abort(409, message=f"order {channel_order_id} already exists on channel {channel_id}{where};"
+                       f" nothing was changed")
 
 
 @blp.route("/<int:order_id>")

@@ -8,9 +8,10 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from .. import alerts, events, statuses
 from .. import webhooks as hooks
 from ..channel_store import ALERT_EMAILS_MAX
-from ..intents import RESTOCK_ACTIONS, InvalidIntent, check_channel_order_id
+from ..intents import (ADDRESS_FIELDS, RESTOCK_ACTIONS, InvalidIntent, check_channel_order_id,
+                       check_money)
 from ..models import (CHANNEL_ORDER_ID_LENGTH, DELIVERY_OUTCOMES, PRODUCT_ID_LENGTH, RMA_STATUSES,
-                      SKU_LENGTH)
+                      SKU_LENGTH, TEXT_LENGTH)
 from ..outcomes import DeliveryState, Outcome
 from .paging import PageQuerySchema
 
@@ -212,15 +213,6 @@ class HeldIntentSchema(Schema):
     expires_at = UTCDateTime()
 
 
-class OrderCreateSchema(StrictSchema):
-    channel_id = fields.Integer(required=True, strict=True,
-                                validate=validate.Range(min=1, max=2**62))
-    channel_order_id = fields.String(required=True, validate=[
-        validate.Length(min=1, max=CHANNEL_ORDER_ID_LENGTH), _channel_order_id])
-    status = fields.String(load_default=statuses.UNPROCESSED, validate=STATUS)
-    customer = fields.Dict(keys=fields.String(), allow_none=True, load_default=None)
-
-
 class OrderPatchSchema(StrictSchema):
     status = fields.String(required=True, validate=STATUS)
 
@@ -241,6 +233,104 @@ class AddressSchema(Schema):
 
 MONEY = {"description": "A decimal string in the order's currency (never a float)",
          "example": "404.95"}
+MONEY_IN = {"description": "A decimal string in the order's currency, e.g. \"19.99\" (a JSON "
+                           "integer is taken too; a JSON number with a fraction is refused: "
+                           "its digits were rounded to a float)", "example": "404.95"}
+
+
+class Money(fields.String):
+    """An amount as a decimal string (``"19.99"``), or a JSON integer; a JSON number with a
+    fraction is refused: its digits were rounded to a float before anyone could read them.
+    The rule is the channel imports' (core.intents.check_money)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float):
+            raise ValidationError(f"send amounts as decimal strings (\"{value!r}\"), not JSON "
+                                  f"numbers with a fraction: those reach us as floats, with "
+                                  f"digits already rounded")
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ValidationError("not a decimal string, e.g. \"19.99\"")
+        try:
+            return check_money(value, attr or "amount")
+        except InvalidIntent as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class ChannelId(fields.String):
+    """A channel's id for a line, product or variant: text, or a JSON integer taken digit for
+    digit (64-bit ids never pass through a float)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+#: Most lines one POST /api/v1/orders takes.
+MAX_ORDER_LINES = 5000
+TEXT = validate.Length(max=TEXT_LENGTH)
+ID = validate.Length(min=1, max=64)
+
+
+ID_DOC = "text, or a JSON integer of up to 64 bits (kept digit for digit)"
+
+
+class OrderLineCreateSchema(StrictSchema):
+    channel_line_id = ChannelId(allow_none=True, validate=ID, metadata={
+        "description": f"The channel's id of the line: {ID_DOC}"})
+    product_id = ChannelId(allow_none=True, validate=ID, metadata={
+        "description": f"The channel's product id: {ID_DOC}"})
+    variant_id = ChannelId(allow_none=True, validate=ID, metadata={
+        "description": f"The channel's variant id: {ID_DOC}"})
+    sku = fields.String(allow_none=True, validate=TEXT)
+    name = fields.String(allow_none=True, validate=TEXT)
+    quantity = fields.Integer(strict=True, load_default=1,
+                              validate=validate.Range(min=0, max=2**31 - 1))
+    unit_price = Money(allow_none=True, metadata=MONEY_IN)
+
+
+class TotalsCreateSchema(StrictSchema):
+    total = Money(allow_none=True, metadata=MONEY_IN)
+    subtotal = Money(allow_none=True, metadata=MONEY_IN)
+    tax = Money(allow_none=True, metadata=MONEY_IN)
+    shipping = Money(allow_none=True, metadata=MONEY_IN)
+    discount = Money(allow_none=True, metadata=MONEY_IN)
+
+
+AddressCreateSchema = StrictSchema.from_dict(
+    {name: fields.String(allow_none=True, validate=TEXT) for name in ADDRESS_FIELDS},
+    name="AddressCreateSchema")
+
+CUSTOMER_DOC = ("The buyer, as the channel names them: `id` (the channel's customer id), "
+                "`name`, `email`, `phone` — other keys are kept as sent. Personal data: "
+                "blanked by privacy requests")
+
+
+class OrderCreateSchema(StrictSchema):
+    """An order as the channel has it: the same fields an order imported from the channel
+    (its creation webhook) gets, so an order either way is one order."""
+    channel_id = fields.Integer(required=True, strict=True,
+                                validate=validate.Range(min=1, max=2**62))
+    channel_order_id = fields.String(required=True, validate=[
+        validate.Length(min=1, max=CHANNEL_ORDER_ID_LENGTH), _channel_order_id])
+    status = fields.String(load_default=statuses.UNPROCESSED, validate=STATUS)
+    customer = fields.Dict(keys=fields.String(), allow_none=True, load_default=None,
+                           metadata={"description": CUSTOMER_DOC})
+    order_number = fields.String(allow_none=True, validate=validate.Length(min=1, max=64),
+                                 metadata={"description": "The order's number as the merchant "
+                                                          "sees it (e.g. #1001)"})
+    placed_at = UTCDateTime(allow_none=True, metadata={
+        "description": "When the buyer placed it (no offset: UTC)"})
+    currency = fields.String(allow_none=True, validate=validate.Length(min=1, max=8),
+                             metadata={"example": "USD"})
+    totals = fields.Nested(TotalsCreateSchema, allow_none=True)
+    shipping_address = fields.Nested(AddressCreateSchema, allow_none=True)
+    billing_address = fields.Nested(AddressCreateSchema, allow_none=True)
+    lines = fields.List(fields.Nested(OrderLineCreateSchema), load_default=list,
+                        validate=validate.Length(max=MAX_ORDER_LINES), metadata={
+                            "description": f"The order's lines (at most {MAX_ORDER_LINES})"})
+
+
 
 
 class TotalsSchema(Schema):

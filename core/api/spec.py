@@ -12,7 +12,7 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def document(api, app) -> None:
-    channels = app.extensions["orderhooks.channels"]
+    channels = app.extensions["orderhooks.channel_types"]
     _credentials_per_type(api.spec, channels)
     _optional_if_match(api.spec)
     _intake(api.spec, channels.types, app.config["MAX_BODY_BYTES"])

@@ -101,9 +101,9 @@ class AdapterContract:
         """The adapter the app loaded for ``channel_type``."""
         if not self.channel_type:
             pytest.fail(f"{type(self).__name__} must set channel_type")
-        adapter = app.extensions["orderhooks.channels"].get(self.channel_type)
+        adapter = app.extensions["orderhooks.channel_types"].get(self.channel_type)
         if adapter is None:
-            plugins = [p.to_dict() for p in app.extensions["orderhooks.channels"].plugins]
+            plugins = [p.to_dict() for p in app.extensions["orderhooks.channel_types"].plugins]
             pytest.fail(f"no plugin provides channel type {self.channel_type!r}; "
                         f"plugins: {plugins}")
         return adapter
@@ -142,7 +142,7 @@ class AdapterContract:
         assert TYPE_NAME.fullmatch(adapter.type), adapter.type
         assert isinstance(adapter.title, str) and adapter.title.strip(), "give the adapter a title"
         assert all(h == h.lower() for h in adapter.stored_headers)
-        providers = [p for p in app.extensions["orderhooks.channels"].plugins
+        providers = [p for p in app.extensions["orderhooks.channel_types"].plugins
                      if adapter.type in p.channel_types]
         assert len(providers) == 1, providers
         provider = providers[0]

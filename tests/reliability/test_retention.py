@@ -86,7 +86,7 @@ def test_the_worker_purges_on_a_timer(bc, make_order, worker, app):
     assert _rows(app)[middle].body is not None
 
     with app.extensions["orderhooks.db"].session() as session:  # an hour later
-        session.execute(update(WorkerState).where(WorkerState.key == "bodies_purged_at")
+        session.execute(update(WorkerState).where(WorkerState.key == "retention_purged_at")
                         .values(value=(utcnow() - timedelta(hours=2)).isoformat()))
     other.housekeeping(force=True)
     rows = _rows(app)
