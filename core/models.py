@@ -401,8 +401,9 @@ class WebhookMessage(Base):
     """One event to send to one endpoint, and what became of it."""
     __tablename__ = "webhook_messages"
     __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_messages"),
-                      Index("ix_webhook_messages_due", "endpoint_id", "state", "next_attempt_at"),
-                      Index("ix_webhook_messages_order", "endpoint_id", "order_key", "state"))
+                      # the sender's due scan and the admin API's lists: an endpoint's
+                      # messages in one state, in id order (core/sender.py)
+                      Index("ix_webhook_messages_pending", "endpoint_id", "state", "id"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id",
