@@ -481,14 +481,12 @@ class Sender:
                     self._disable(session, endpoint, f"every attempt failed for "
                                                      f"{int(disable_after.total_seconds())} s "
                                                      f"(last: {answer.error})")
-            # Core statements on the tables: one executemany and one UPDATE per status, without
-            # the ORM's per-row bookkeeping (nothing here is read back through the session)
-            messages_table = WebhookMessage.__table__
             if attempts:
-                session.execute(insert(WebhookAttempt.__table__), attempts)
+                session.execute(insert(WebhookAttempt), attempts)
             for status, ids in delivered.items():
-                session.execute(update(messages_table).where(messages_table.c.id.in_(ids)).values(
-                    state=DELIVERED, delivered_at=now, last_status=status, last_error=None))
+                session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
+                    state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
+                    execution_options={"synchronize_session": False})
 
     @staticmethod
     def _disable(session, endpoint: WebhookEndpoint, reason: str) -> None:
