@@ -43,7 +43,7 @@ import certifi
 import orjson
 import urllib3
 from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
@@ -63,6 +63,11 @@ MESSAGE_BATCH = 100
 #: takes a batch's worth; each further one, only needed past messages held behind a retry,
 #: takes more).
 DUE_PAGE_MAX = 5000
+#: A due scan that found nothing to send is remembered at most this long (less if a held
+#: message comes due sooner, nothing once any attempt is recorded for the endpoint): until
+#: then the endpoint's next scans read only the messages made since. A message re-sent from
+#: the admin API meanwhile waits at most this long.
+REST_SECONDS = 10.0
 #: Orders of one endpoint sent side by side (each order's messages still one at a time).
 ORDER_LANES = 8
 FANOUT_BATCH = 1000
@@ -84,6 +89,17 @@ class Outgoing:
     body: str
     #: When the event was written (the delivery-time metric starts there).
     written_at: datetime
+
+
+@dataclass(slots=True)
+class Rest:
+    """What a due scan that found nothing to send learnt: every pending message up to
+    ``read_to`` is held (its order's key in ``held``) until ``until`` at the soonest, as long as
+    the endpoint's newest attempt is still ``last_attempt``."""
+    until: datetime
+    read_to: int
+    held: set
+    last_attempt: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,8 @@ class Sender:
         self._http_timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
         #: endpoint id -> (its sealed secrets in use, their signers)
         self._signer_cache: dict[int, tuple[tuple, list]] = {}
+        #: endpoint id -> its last due scan that found nothing to send
+        self._rests: dict[int, Rest] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -279,10 +297,22 @@ class Sender:
         whatever the planner knows of the table) and the order rule is kept while reading: a
         message not due yet holds back every later message of its order. A backlog therefore
         costs one page per batch however long it is; only messages held behind a retry are
-        read again on the next batch."""
-        held: set[str] = set()
+        read again on the next batch.
+
+        When every pending message is held (an endpoint that is down, its backlog behind
+        retries), the scan is remembered (:class:`Rest`) and the next ones read only the
+        messages made since — unless a held message may have come due, or an attempt was
+        recorded since by any sender (a message it sent may now hold its order)."""
+        # taken before the scan: an attempt committed after it voids what the scan learns
+        last_attempt = session.scalar(select(func.max(WebhookAttempt.id)).where(
+            WebhookAttempt.endpoint_id == endpoint_id))
+        rest = self._rests.pop(endpoint_id, None)
+        if rest is not None and now < rest.until and rest.last_attempt == last_attempt:
+            held, after, soonest = rest.held, rest.read_to, rest.until
+        else:
+            held, after, soonest = set(), 0, now + timedelta(seconds=REST_SECONDS)
         picked: list[tuple[int, str | None, int]] = []
-        after, page = 0, MESSAGE_BATCH
+        page = MESSAGE_BATCH
         while len(picked) < MESSAGE_BATCH:
             rows = session.execute(select(
                 WebhookMessage.id, WebhookMessage.order_key, WebhookMessage.next_attempt_at,
@@ -295,14 +325,18 @@ class Sender:
                 if due_at > now:  # waits for a retry: its order's later messages wait too
                     if order_key is not None:
                         held.add(order_key)
+                    soonest = min(soonest, due_at)
                     continue
                 picked.append((message_id, order_key, event_id))
                 if len(picked) == MESSAGE_BATCH:
                     break
+            if rows:
+                after = rows[-1][0]
             if len(rows) < page:
                 break
-            after, page = rows[-1][0], min(4 * page, DUE_PAGE_MAX)
+            page = min(4 * page, DUE_PAGE_MAX)
         if not picked:
+            self._rests[endpoint_id] = Rest(soonest, after, held, last_attempt)
             return []
         found = {row.id: row for row in session.execute(select(
             Event.id, Event.event_id, Event.type, Event.occurred_at, Event.channel_id,

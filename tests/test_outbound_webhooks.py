@@ -408,3 +408,36 @@ def test_metrics_show_attempts_delivery_time_and_what_waits_per_endpoint(
     admin.request("DELETE", f"/webhook-endpoints/{failing}")
     gone = scrape(client)
     assert gone[(gauge, (("endpoint", failing), ("state", "failed")))] == 0
+
+
+def test_an_endpoint_whose_every_message_waits_is_not_read_again_but_order_holds(
+        app, admin, receiver, sender):
+    """A scan that found every pending message held is remembered (the next scans read only
+    newer messages); an attempt recorded meanwhile by another sender voids it, so a message
+    that other sender re-sent and failed holds its order's later events here too."""
+    created = endpoint(admin, receiver.url())
+    base = f"/webhook-endpoints/{created['id']}"
+    earlier = write(app, order=2)
+    receiver.refused.add(earlier)
+    drain(sender, until=lambda: admin.get(f"{base}/messages")[0]["state"] == "failed")
+    other = Sender(app, "other")
+    try:
+        for s in (sender, other):
+            s.schedule = [60.0, 60.0]
+        first = write(app, order=1)
+        receiver.refused.add(first)
+        sender.run_until_idle()  # first fails: waits 60 s; nothing else to send
+        assert created["id"] in sender._rests
+        got = len(receiver.at("/ok"))
+        [failed] = [m for m in admin.get(f"{base}/messages") if m["state"] == "failed"]
+        admin.post(f"{base}/messages/{failed['id']}/resend", expect=202)
+        other.run_until_idle()  # the re-sent one fails again there: it now holds order 2
+        assert len(receiver.at("/ok")) == got + 1
+        later = write(app, order=2)
+        sender.run_until_idle()
+        assert later not in [b["id"] for b in bodies(receiver)]
+        newer = write(app, order=3)  # an order nothing holds goes at once
+        sender.run_until_idle()
+        assert newer in [b["id"] for b in bodies(receiver)]
+    finally:
+        other.pool.shutdown(wait=False, cancel_futures=True)
