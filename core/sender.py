@@ -20,6 +20,10 @@ its messages go out in the order they were made):
    message again: delivery is at least once, and the ``webhook-id`` (the event's id) lets a
    receiver drop the repeat.
 
+POSTs go through urllib3 (one pool manager shared by the sending threads, keep-alive per host):
+no redirect is followed, no retry is made inside a POST, at most ``RESPONSE_SLICE`` bytes of an
+answer are read, the environment's proxies are used and ``~/.netrc`` is not read.
+
 Endpoints are served by a pool of threads, so a slow or dead endpoint holds back only itself.
 A failed attempt is retried after the next delay of ``ORDERHOOKS_WEBHOOK_RETRY_SCHEDULE`` (Svix's
 by default), spread by ±20 % jitter; after the last one the message is ``failed`` (re-sendable
