@@ -273,7 +273,7 @@ class Sender:
                 return 0
             start = endpoint.position
             rows, cursor = events.read(session, start, types=endpoint.event_types or (),
-                                       limit=FANOUT_BATCH)
+                                       limit=FANOUT_BATCH, with_data=False)
             if cursor == start:
                 return 0
             wanted = [e for e in rows if endpoints.matches(endpoint, e)]
