@@ -119,6 +119,7 @@ def _register_basics(app: Flask) -> None:
     def prometheus():
         try:
             metrics.update_lag(app.extensions["orderhooks.db"])
+            metrics.update_webhooks(app.extensions["orderhooks.db"])
         except Exception:  # noqa: BLE001 — the other metrics still answer with the database down
             log.warning("metrics.lag_unavailable")
         body, content_type = metrics.render()

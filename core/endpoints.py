@@ -87,10 +87,16 @@ def signing_secrets(row: WebhookEndpoint, box: Box, now: datetime) -> list[str]:
     return found
 
 
-def sign(secrets_: list[str], message_id: str, moment: datetime, body: str) -> dict:
-    """The Standard Webhooks headers of one POST: one ``v1,`` signature per secret in use.
-    ``moment`` is naive UTC."""
-    signature = " ".join(Webhook(s).sign(message_id, moment, body) for s in secrets_)
+def signers(secrets_: list[str]) -> list[Webhook]:
+    """The secrets in use as Standard Webhooks signers, each key decoded once: a sender keeps
+    them for the endpoint's every POST."""
+    return [Webhook(s) for s in secrets_]
+
+
+def sign(signers_: list[Webhook], message_id: str, moment: datetime, body: str) -> dict:
+    """The Standard Webhooks headers of one POST: one ``v1,`` signature per secret in use
+    (:func:`signers`). ``moment`` is naive UTC."""
+    signature = " ".join(w.sign(message_id, moment, body) for w in signers_)
     return {"webhook-id": message_id,
             "webhook-timestamp": str(int(moment.replace(tzinfo=timezone.utc).timestamp())),
             "webhook-signature": signature}

@@ -25,7 +25,7 @@ import time
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from .clock import utcnow
 from .db import RawInsert
@@ -199,15 +199,19 @@ def decode_cursor(cursor: str) -> int:
 
 
 def read(session: Session, after: int, *, types=(), channel_id: int | None = None,
-         limit: int = 100) -> tuple[list[Event], int]:
+         limit: int = 100, with_data: bool = True) -> tuple[list[Event], int]:
     """Events past position ``after`` matching the filters, oldest first, and the position to
     continue from. ``top`` is read first: every position up to it is committed (see the module
     docstring), and the page is read after it, so when the page is not full the reader may skip
-    to ``top`` — events filtered out are not scanned again."""
+    to ``top`` — events filtered out are not scanned again. ``with_data=False`` leaves each
+    event's resource unread (decoding its JSON is most of a page's cost) for a reader that
+    needs only ids, types and keys."""
     top = session.scalar(select(func.max(Event.position))) or 0
     if top <= after:
         return [], after
     query = select(Event).where(Event.position > after, Event.position <= top)
+    if not with_data:
+        query = query.options(defer(Event.data))
     if types:
         query = query.where(Event.type.in_(list(types)))
     if channel_id is not None:

@@ -401,8 +401,9 @@ class WebhookMessage(Base):
     """One event to send to one endpoint, and what became of it."""
     __tablename__ = "webhook_messages"
     __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_messages"),
-                      Index("ix_webhook_messages_due", "endpoint_id", "state", "next_attempt_at"),
-                      Index("ix_webhook_messages_order", "endpoint_id", "order_key", "state"),
+                      # the sender's due scan and the admin API's lists: an endpoint's
+                      # messages in one state, in id order (core/sender.py)
+                      Index("ix_webhook_messages_pending", "endpoint_id", "state", "id"),
                       # retention asks which events messages still refer to, and deleting an
                       # event checks its foreign key here (core.retention)
                       Index("ix_webhook_messages_event", "event_id"))

@@ -20,6 +20,10 @@ its messages go out in the order they were made):
    message again: delivery is at least once, and the ``webhook-id`` (the event's id) lets a
    receiver drop the repeat.
 
+POSTs go through urllib3 (one pool manager shared by the sending threads, keep-alive per host):
+no redirect is followed, no retry is made inside a POST, at most ``RESPONSE_SLICE`` bytes of an
+answer are read, the environment's proxies are used and ``~/.netrc`` is not read.
+
 Endpoints are served by a pool of threads, so a slow or dead endpoint holds back only itself.
 A failed attempt is retried after the next delay of ``ORDERHOOKS_WEBHOOK_RETRY_SCHEDULE`` (Svix's
 by default), spread by ±20 % jitter; after the last one the message is ``failed`` (re-sendable
@@ -36,13 +40,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from http.client import HTTPException
 
-import requests
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.orm import aliased
+import certifi
+import orjson
+import urllib3
+from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
+from sqlalchemy import func, insert, or_, select, update
+from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
+                                ReadTimeoutError, SSLError)
 
-from . import alerts, endpoints, events
+from . import alerts, endpoints, events, metrics
 from .clock import utcnow
 from .config import retry_schedule
 from .models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -54,6 +63,15 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 RESPONSE_SLICE = 2048
 #: Messages sent per batch, and events turned into messages per fan-out.
 MESSAGE_BATCH = 100
+#: Most pending messages read at once while looking for a batch's due ones (the first read
+#: takes a batch's worth; each further one, only needed past messages held behind a retry,
+#: takes more).
+DUE_PAGE_MAX = 5000
+#: A due scan that found nothing to send is remembered at most this long (less if a held
+#: message comes due sooner, nothing once any attempt is recorded for the endpoint): until
+#: then the endpoint's next scans read only the messages made since. A message re-sent from
+#: the admin API meanwhile waits at most this long.
+REST_SECONDS = 10.0
 #: Orders of one endpoint sent side by side (each order's messages still one at a time).
 ORDER_LANES = 8
 FANOUT_BATCH = 1000
@@ -64,12 +82,28 @@ RECORD_SECONDS = 0.5
 JITTER = (0.8, 1.2)
 
 
+USER_AGENT = "orderhooks-webhooks/0.1"
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     message_id: int
     event_id: str
     order_key: str | None
     body: str
+    #: When the event was written (the delivery-time metric starts there).
+    written_at: datetime
+
+
+@dataclass(slots=True)
+class Rest:
+    """What a due scan that found nothing to send learnt: every pending message up to
+    ``read_to`` is held (its order's key in ``held``) until ``until`` at the soonest, as long as
+    the endpoint's newest attempt is still ``last_attempt``."""
+    until: datetime
+    read_to: int
+    held: set
+    last_attempt: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +112,20 @@ class Answer:
     latency_ms: float
     body: str | None = None
     error: str | None = None
+    #: No answer within the timeout (status None).
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def result(self) -> str:
+        """The attempt in a word for the metrics: ``2xx`` ... ``5xx``, ``timeout``, ``error``
+        (no HTTP answer: refused, reset, TLS, proxy)."""
+        if self.status is None:
+            return "timeout" if self.timed_out else "error"
+        return f"{min(max(self.status // 100, 1), 5)}xx"
 
 
 class Sender:
@@ -100,7 +144,13 @@ class Sender:
         self._busy_lock = threading.Lock()
         self._local = threading.local()
         self._lane_pools: list[ThreadPoolExecutor] = []
-        self._proxy_cache: dict[str, dict] = {}
+        self._proxy_cache: dict[str, str | None] = {}
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._http_timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
+        #: endpoint id -> (its sealed secrets in use, their signers)
+        self._signer_cache: dict[int, tuple[tuple, list]] = {}
+        #: endpoint id -> its last due scan that found nothing to send
+        self._rests: dict[int, Rest] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -223,7 +273,7 @@ class Sender:
                 return 0
             start = endpoint.position
             rows, cursor = events.read(session, start, types=endpoint.event_types or (),
-                                       limit=FANOUT_BATCH)
+                                       limit=FANOUT_BATCH, with_data=False)
             if cursor == start:
                 return 0
             wanted = [e for e in rows if endpoints.matches(endpoint, e)]
@@ -244,20 +294,72 @@ class Sender:
 
     def _due(self, session, endpoint_id: int, now) -> list[Outgoing]:
         """Due messages, oldest first, minus those behind an earlier message of their order
-        that waits for a retry."""
-        earlier = aliased(WebhookMessage)
-        blocked = select(earlier.id).where(
-            earlier.endpoint_id == WebhookMessage.endpoint_id,
-            earlier.order_key == WebhookMessage.order_key, earlier.state == PENDING,
-            earlier.id < WebhookMessage.id, earlier.next_attempt_at > now).exists()
-        rows = session.execute(select(WebhookMessage.id, WebhookMessage.order_key, Event).join(
-            Event, Event.id == WebhookMessage.event_id).where(
-            WebhookMessage.endpoint_id == endpoint_id, WebhookMessage.state == PENDING,
-            WebhookMessage.next_attempt_at <= now, ~blocked)
-            .order_by(WebhookMessage.id).limit(MESSAGE_BATCH)).all()
-        return [Outgoing(message_id, event.event_id, order_key,
-                         json.dumps(events.public(event), separators=(",", ":")))
-                for message_id, order_key, event in rows]
+        that waits for a retry.
+
+        The endpoint's pending messages are read in id order (``ix_webhook_messages_pending``:
+        equality on endpoint and state, then id — a plan with no sort and no per-row subquery,
+        whatever the planner knows of the table) and the order rule is kept while reading: a
+        message not due yet holds back every later message of its order. A backlog therefore
+        costs one page per batch however long it is; only messages held behind a retry are
+        read again on the next batch.
+
+        When every pending message is held (an endpoint that is down, its backlog behind
+        retries), the scan is remembered (:class:`Rest`) and the next ones read only the
+        messages made since — unless a held message may have come due, or an attempt was
+        recorded since by any sender (a message it sent may now hold its order)."""
+        # taken before the scan: an attempt committed after it voids what the scan learns
+        last_attempt = session.scalar(select(func.max(WebhookAttempt.id)).where(
+            WebhookAttempt.endpoint_id == endpoint_id))
+        rest = self._rests.pop(endpoint_id, None)
+        if rest is not None and now < rest.until and rest.last_attempt == last_attempt:
+            held, after, soonest = rest.held, rest.read_to, rest.until
+        else:
+            held, after, soonest = set(), 0, now + timedelta(seconds=REST_SECONDS)
+        picked: list[tuple[int, str | None, int]] = []
+        page = MESSAGE_BATCH
+        while len(picked) < MESSAGE_BATCH:
+            rows = session.execute(select(
+                WebhookMessage.id, WebhookMessage.order_key, WebhookMessage.next_attempt_at,
+                WebhookMessage.event_id).where(
+                WebhookMessage.endpoint_id == endpoint_id, WebhookMessage.state == PENDING,
+                WebhookMessage.id > after).order_by(WebhookMessage.id).limit(page)).all()
+            for message_id, order_key, due_at, event_id in rows:
+                if order_key is not None and order_key in held:
+                    continue
+                if due_at > now:  # waits for a retry: its order's later messages wait too
+                    if order_key is not None:
+                        held.add(order_key)
+                    soonest = min(soonest, due_at)
+                    continue
+                picked.append((message_id, order_key, event_id))
+                if len(picked) == MESSAGE_BATCH:
+                    break
+            if rows:
+                after = rows[-1][0]
+            if len(rows) < page:
+                break
+            page = min(4 * page, DUE_PAGE_MAX)
+        if not picked:
+            self._rests[endpoint_id] = Rest(soonest, after, held, last_attempt)
+            return []
+        found = {row.id: row for row in session.execute(select(
+            Event.id, Event.event_id, Event.type, Event.occurred_at, Event.channel_id,
+            Event.data).where(Event.id.in_([event_id for _, _, event_id in picked])))}
+        return [Outgoing(message_id, found[event_id].event_id, order_key,
+                         _render(found[event_id]), found[event_id].occurred_at)
+                for message_id, order_key, event_id in picked if event_id in found]
+
+    def _signers(self, endpoint: WebhookEndpoint, now) -> list:
+        """The endpoint's signers, decrypted and decoded once for as long as its secrets in
+        use stay the same (a rotation, or the end of its overlap, changes them)."""
+        in_use = (endpoint.secret_sealed,
+                  endpoint.previous_secret_sealed if endpoint.previous_secret_until
+                  and endpoint.previous_secret_until > now else None)
+        found = self._signer_cache.get(endpoint.id)
+        if found is None or found[0] != in_use:
+            found = self._signer_cache[endpoint.id] = (in_use, endpoints.signers(
+                endpoints.signing_secrets(endpoint, self.box, now)))
+        return found[1]
 
     def _send_batch(self, endpoint_id: int) -> tuple[int, bool, bool]:
         """Send a batch of due messages; returns (attempts made, whether one failed, whether the
@@ -274,7 +376,7 @@ class Sender:
             if endpoint is None or not endpoint.enabled:
                 return 0, False, False
             url = endpoint.url
-            secrets_ = endpoints.signing_secrets(endpoint, self.box, now)
+            signers = self._signers(endpoint, now)
             batch = self._due(session, endpoint_id, now)
         if not batch:
             return 0, False, False
@@ -285,12 +387,15 @@ class Sender:
         lock = threading.Lock()
         stop = threading.Event()
         ends = time.monotonic() + self.lease_seconds / 2
+        label = str(endpoint_id)
 
         def send_lane(items: list[Outgoing]) -> None:
             for item in items:
                 if stop.is_set() or time.monotonic() > ends:
                     return
-                answer = self.post(url, secrets_, item)
+                answer = self.post(url, signers, item)
+                metrics.webhook_attempt(label, answer.result, answer.latency_ms / 1000,
+                                        item.written_at if answer.ok else None)
                 with lock:
                     results.append((item, answer))
                 if not answer.ok:
@@ -325,41 +430,44 @@ class Sender:
                 self._lane_pools.append(self._local.lanes)
         return self._local.lanes
 
-    def _http(self) -> requests.Session:
-        """One keep-alive session per sending thread (requests sessions are not thread-safe)."""
-        if not hasattr(self._local, "session"):
-            session = requests.Session()
-            session.headers["User-Agent"] = "orderhooks-webhooks/0.1"
-            # No ~/.netrc credentials on a POST to a receiver; proxies from the environment
-            # are still used (:meth:`_proxies`).
-            session.trust_env = False
-            self._local.session = session
-        return self._local.session
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        """The connection pools for ``url``: direct, or through the proxy the environment
+        names for it (HTTPS_PROXY, NO_PROXY, ...; looked up once per URL). Shared by every
+        sending thread (urllib3's pools are thread-safe), keep-alive per host."""
+        try:
+            proxy = self._proxy_cache[url]
+        except KeyError:
+            proxy = self._proxy_cache[url] = select_proxy(url, get_environ_proxies(url))
+        manager = self._managers.get(proxy)
+        if manager is None:
+            with self._busy_lock:
+                manager = self._managers.get(proxy)
+                if manager is None:
+                    manager = self._managers[proxy] = _pool_manager(
+                        proxy, int(self.config["WEBHOOK_SENDERS"]) * ORDER_LANES)
+        return manager
 
-    def _proxies(self, url: str) -> dict:
-        """The environment's proxies for ``url`` (HTTPS_PROXY, NO_PROXY, ...), once per URL."""
-        found = self._proxy_cache.get(url)
-        if found is None:
-            found = self._proxy_cache[url] = requests.utils.get_environ_proxies(url)
-        return found
-
-    def post(self, url: str, secrets_: list[str], item: Outgoing) -> Answer:
-        headers = {"Content-Type": "application/json",
-                   **endpoints.sign(secrets_, item.event_id, utcnow(), item.body)}
+    def post(self, url: str, signers: list, item: Outgoing) -> Answer:
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   **endpoints.sign(signers, item.event_id, utcnow(), item.body)}
         started = time.perf_counter()
         try:
-            # Never a redirect: it would carry the signed event somewhere nobody named.
-            with self._http().post(url, data=item.body.encode(), headers=headers,
-                                   proxies=self._proxies(url),
-                                   timeout=self.timeout, allow_redirects=False,
-                                   stream=True) as response:
-                head = next(response.iter_content(RESPONSE_SLICE), b"")[:RESPONSE_SLICE]
+            # Never a redirect (with retries off urllib3 hands a 3xx back as it came): it would
+            # carry the signed event somewhere nobody named. No retry here either: a failed
+            # attempt is recorded and retried on the schedule. No ~/.netrc is read.
+            response = self._manager(url).urlopen(
+                "POST", url, body=item.body.encode(), headers=headers, redirect=False,
+                retries=False, timeout=self._http_timeout, preload_content=False)
+            try:
+                head = response.read(RESPONSE_SLICE)
                 latency = (time.perf_counter() - started) * 1000
-                status = response.status_code
-        except requests.RequestException as exc:
-            self._local.__dict__.pop("session", None)  # a broken connection is not reused
+                status = response.status
+            finally:
+                _let_go(response)
+        except (urllib3.exceptions.HTTPError, HTTPException, OSError, ValueError) as exc:
             return Answer(None, (time.perf_counter() - started) * 1000,
-                          error=_describe(exc, self.timeout))
+                          error=_describe(exc, self.timeout),
+                          timed_out=_timed_out(exc))
         text = head.decode("utf-8", "replace")
         error = None
         if 300 <= status < 400:
@@ -376,18 +484,16 @@ class Sender:
         now = utcnow()
         disable_after = timedelta(seconds=self.config["WEBHOOK_DISABLE_AFTER_SECONDS"])
         with self.db.session() as session:
-            endpoint = session.get(WebhookEndpoint, endpoint_id)
+            # The endpoint's row is locked (PostgreSQL; SQLite's write transaction is the only
+            # one): deleting it, and its messages with it, waits until these are recorded.
+            endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
             if endpoint is None:
-                return
+                return  # deleted meanwhile, its messages with it
             failed = [item.message_id for item, answer in results if not answer.ok]
             messages = {m.id: m for m in session.scalars(select(WebhookMessage).where(
                 WebhookMessage.id.in_(failed)))} if failed else {}
-            alive = set(session.scalars(select(WebhookMessage.id).where(
-                WebhookMessage.id.in_([item.message_id for item, _ in results]))))
             attempts, delivered = [], {}
             for item, answer in results:
-                if item.message_id not in alive:
-                    continue  # deleted with its endpoint meanwhile
                 attempts.append({"endpoint_id": endpoint_id, "message_id": item.message_id,
                                  "at": now, "status_code": answer.status,
                                  "latency_ms": round(answer.latency_ms, 3),
@@ -396,7 +502,9 @@ class Sender:
                     delivered.setdefault(answer.status, []).append(item.message_id)
                     endpoint.failing_since = None
                     continue
-                message = messages[item.message_id]
+                message = messages.get(item.message_id)
+                if message is None:
+                    continue
                 message.last_status, message.last_error = answer.status, answer.error
                 message.attempts += 1
                 if message.attempts > len(self.schedule):
@@ -428,12 +536,51 @@ class Sender:
         alerts.endpoint_disabled(session, endpoint.id, endpoint.url, reason)
 
 
-def _describe(exc: requests.RequestException, timeout: float) -> str:
-    if isinstance(exc, requests.Timeout):
+def _render(event) -> str:
+    """An event's body: its feed form as compact JSON (orjson; the standard library for what
+    orjson refuses, e.g. an integer beyond 64 bits)."""
+    view = events.public(event)
+    try:
+        return orjson.dumps(view).decode()
+    except TypeError:
+        return json.dumps(view, separators=(",", ":"))
+
+
+def _pool_manager(proxy: str | None, connections: int) -> urllib3.PoolManager:
+    """Keep-alive pools verifying TLS against certifi's certificates (what requests trusts),
+    through ``proxy`` (its user and password as Proxy-Authorization) when one is named."""
+    options = {"num_pools": 64, "maxsize": connections, "block": False,
+               "cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()}
+    if proxy is None:
+        return urllib3.PoolManager(**options)
+    user, password = get_auth_from_url(proxy)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
+
+
+def _let_go(response) -> None:
+    """An answer read to its end has given its connection back for the next POST; one with
+    more to read is closed instead (a 5 MB answer is never read to reuse a connection)."""
+    if response.connection is not None:
+        response.close()
+        response.release_conn()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    # urllib3's NewConnectionError is a ConnectTimeoutError: a refused connection is not a
+    # timeout
+    return isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, TimeoutError)) and \
+        not isinstance(exc, NewConnectionError)
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if _timed_out(exc):
         return f"no answer within {timeout:g} s ({type(exc).__name__})"
+    kind = "SSLError" if isinstance(exc, SSLError) else \
+        "ProxyError" if isinstance(exc, ProxyError) else "ConnectionError"
     cause: BaseException = exc
     for _ in range(10):  # the innermost cause names it: ConnectionResetError, ...
         if cause.__context__ is None:
             break
         cause = cause.__context__
-    return f"{type(exc).__name__}: {type(cause).__name__}"[:500]
+    return f"{kind}: {type(cause).__name__}"[:500]

@@ -250,14 +250,19 @@ def test_an_endpoint_failing_continuously_is_disabled(app, admin, receiver, send
 ])
 def test_hangs_resets_and_redirects_are_failed_attempts(app, admin, receiver, sender, mode,
                                                         error):
+    from prometheus_client import REGISTRY
     created = endpoint(admin, receiver.url(f"/{mode}"))
     receiver.behave(f"/{mode}", mode)
+    result = {"hang": "timeout", "reset": "error", "redirect": "3xx"}[mode]
+    labels = {"endpoint": str(created["id"]), "result": result}
+    counted = REGISTRY.get_sample_value("orderhooks_webhook_attempts_total", labels) or 0
     write(app)
     started = time.monotonic()
     sender.run_until_idle()
     assert time.monotonic() - started < 5
     [attempt] = admin.get(f"/webhook-endpoints/{created['id']}/attempts")
     assert error in attempt["error"]
+    assert REGISTRY.get_sample_value("orderhooks_webhook_attempts_total", labels) == counted + 1
     assert receiver.at("/landing") == []  # the redirect was not followed
     [message] = admin.get(f"/webhook-endpoints/{created['id']}/messages")
     assert message["state"] == "pending" and message["attempts"] == 1
@@ -355,3 +360,84 @@ def test_a_whole_change_reaches_the_receiver(bc, api, make_order, worker, admin,
     assert payload["type"] == "order.cancelled"
     assert payload["data"]["order"]["id"] == order["id"]
     assert payload["data"]["order"]["status"] == "CANCELLED"
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def scrape(client) -> dict:
+    """Every sample /metrics shows: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = client.get("/metrics").get_data(as_text=True)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_show_attempts_delivery_time_and_what_waits_per_endpoint(
+        app, admin, client, receiver, sender):
+    fine = str(endpoint(admin, receiver.url("/ok"))["id"])
+    failing = str(endpoint(admin, receiver.url("/down"))["id"])
+    receiver.behave("/down", "500")
+    before = scrape(client)
+    write(app, order=1)
+    write(app, order=2)
+    sender.run_until_idle()
+    after = scrape(client)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("orderhooks_webhook_attempts_total", endpoint=fine, result="2xx") == 2
+    assert moved("orderhooks_webhook_attempts_total", endpoint=failing, result="5xx") >= 1
+    assert moved("orderhooks_webhook_attempts_total", endpoint=failing, result="2xx") == 0
+    assert moved("orderhooks_webhook_attempt_seconds_count", endpoint=fine) == 2
+    assert moved("orderhooks_webhook_delivery_seconds_count", endpoint=fine) == 2
+    assert moved("orderhooks_webhook_delivery_seconds_count", endpoint=failing) == 0
+    gauge = "orderhooks_webhook_messages"
+    assert after[(gauge, (("endpoint", fine), ("state", "pending")))] == 0
+    assert after[(gauge, (("endpoint", failing), ("state", "pending")))] == 2
+    assert after[("orderhooks_webhook_oldest_pending_seconds", (("endpoint", failing),))] > 0
+    assert after[("orderhooks_webhook_oldest_pending_seconds", (("endpoint", fine),))] == 0
+    # retries used up: the gauge moves them from pending to failed
+    drain(sender, until=lambda: {m["state"] for m in admin.get(
+        f"/webhook-endpoints/{failing}/messages")} == {"failed"})
+    later = scrape(client)
+    assert later[(gauge, (("endpoint", failing), ("state", "pending")))] == 0
+    assert later[(gauge, (("endpoint", failing), ("state", "failed")))] == 2
+    # a deleted endpoint reads 0, not what it had
+    admin.request("DELETE", f"/webhook-endpoints/{failing}")
+    gone = scrape(client)
+    assert gone[(gauge, (("endpoint", failing), ("state", "failed")))] == 0
+
+
+def test_an_endpoint_whose_every_message_waits_is_not_read_again_but_order_holds(
+        app, admin, receiver, sender):
+    """A scan that found every pending message held is remembered (the next scans read only
+    newer messages); an attempt recorded meanwhile by another sender voids it, so a message
+    that other sender re-sent and failed holds its order's later events here too."""
+    created = endpoint(admin, receiver.url())
+    base = f"/webhook-endpoints/{created['id']}"
+    earlier = write(app, order=2)
+    receiver.refused.add(earlier)
+    drain(sender, until=lambda: admin.get(f"{base}/messages")[0]["state"] == "failed")
+    other = Sender(app, "other")
+    try:
+        for s in (sender, other):
+            s.schedule = [60.0, 60.0]
+        first = write(app, order=1)
+        receiver.refused.add(first)
+        sender.run_until_idle()  # first fails: waits 60 s; nothing else to send
+        assert created["id"] in sender._rests
+        got = len(receiver.at("/ok"))
+        [failed] = [m for m in admin.get(f"{base}/messages") if m["state"] == "failed"]
+        admin.post(f"{base}/messages/{failed['id']}/resend", expect=202)
+        other.run_until_idle()  # the re-sent one fails again there: it now holds order 2
+        assert len(receiver.at("/ok")) == got + 1
+        later = write(app, order=2)
+        sender.run_until_idle()
+        assert later not in [b["id"] for b in bodies(receiver)]
+        newer = write(app, order=3)  # an order nothing holds goes at once
+        sender.run_until_idle()
+        assert newer in [b["id"] for b in bodies(receiver)]
+    finally:
+        other.pool.shutdown(wait=False, cancel_futures=True)

@@ -5,6 +5,8 @@ bound. (The benchmark measures the cost at 1,000,000 orders; this catches the pl
 an index dropped from under a query.)"""
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import event, select, update
 
@@ -88,10 +90,9 @@ def test_retention_purge_statements_use_indexes(app, admin, statements):
     endpoint = admin.post("/webhook-endpoints", {"url": "https://routing.example.com/hooks"})
     old = utcnow() - timedelta(days=400)
     with db.session() as session:
-        written = [events.emit(session, "order.cancelled", {"n": n}, channel_id=1)
-                   for n in range(6)]
-        for event in written:
-            event.occurred_at = old
+        for n in range(6):
+            events.emit(session, "order.cancelled", {"n": n}, channel_id=1)
+        session.execute(update(Event).values(occurred_at=old))
     events.sequence(db)
     with db.session() as session:
         ids = session.scalars(select(Event.id).order_by(Event.position)).all()
@@ -113,3 +114,110 @@ def test_retention_purge_statements_use_indexes(app, admin, statements):
     assert (done.messages, done.attempts, done.events, done.alerts) == (3, 3, 4, 2), done
     assert len(statements) > 10, statements
     assert _scans(app, statements, RETAINED_TABLES) == []
+
+
+#: The outbound side's tables: every event, every message, every attempt is kept.
+OUTBOUND_TABLES = ("events", "webhook_messages", "webhook_attempts")
+
+
+def _outbound_endpoint(app, url: str) -> int:
+    from core import endpoints
+    db = app.extensions["orderhooks.db"]
+    with db.session() as session:
+        return endpoints.create(session, app.extensions["orderhooks.box"], url=url)[0].id
+
+
+def test_sender_and_outbound_metrics_statements_use_indexes(app, statements):
+    """Fan-out, the due scan (with an order held behind a retry), recording and the scrape's
+    message gauges."""
+    from core import events
+    from core.sender import Sender
+    from tests.webhook_receiver import Receiver
+    receiver = Receiver()
+    sender = Sender(app, "plans")
+    db = app.extensions["orderhooks.db"]
+    try:
+        _outbound_endpoint(app, receiver.url("/ok"))
+        written = []
+        with db.session() as session:
+            for n in range(6):
+                written.append(events.emit(session, "order.cancelled", {"n": n},
+                                           order_key=f"order:{n % 3}").event_id)
+        receiver.refused.add(written[0])  # order 0 waits for a retry; its later event waits
+        statements.clear()
+        sender.run_until_idle()
+        metrics.update_webhooks(db)
+        assert len(receiver.at("/ok")) >= 2
+    finally:
+        sender.pool.shutdown(wait=False, cancel_futures=True)
+        receiver.stop()
+    assert any("webhook_messages" in s for s, _ in statements)  # the paths did run
+    assert _scans(app, statements, OUTBOUND_TABLES) == []
+
+
+def test_the_due_scan_reads_one_page_of_a_backlog_on_postgresql(app):
+    """PostgreSQL plans the due scan as a read of the endpoint's pending messages in id order
+    that stops after a page — on a freshly filled table it has no statistics for (the state
+    after a long outage, before autovacuum's ANALYZE) and after ANALYZE alike: no sequential
+    scan of the messages, no sort of the backlog, and rows read bounded by the batch, not by
+    the 20,000 waiting."""
+    from sqlalchemy import event as sa_event, text
+
+    from core.clock import utcnow
+    from core.sender import MESSAGE_BATCH, Sender
+    db = app.extensions["orderhooks.db"]
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner (SQLite's is checked above)")
+    endpoint_id = _outbound_endpoint(app, "https://routing.example.com/hooks")
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO events (event_id, type, occurred_at, order_key, data, position) "
+            "SELECT 'evt_' || g, 'order.cancelled', now(), 'order:' || (g % 1000), '{}', g "
+            "FROM generate_series(1, 20000) AS g"))
+        conn.execute(text(
+            "INSERT INTO webhook_messages (endpoint_id, event_id, order_key, state, attempts, "
+            "next_attempt_at, created_at) SELECT :e, id, order_key, 'pending', 0, "
+            "now() - interval '1 minute', now() FROM events ORDER BY id"), {"e": endpoint_id})
+        # order:7's first message waits for a retry: its 19 later ones are held
+        conn.execute(text("UPDATE webhook_messages SET next_attempt_at = now() + interval '1 "
+                          "hour' WHERE id = (SELECT min(id) FROM webhook_messages WHERE "
+                          "order_key = 'order:7')"))
+    sender = Sender(app, "plans")
+    sender.pool.shutdown(wait=False)
+    for analysed in (False, True):
+        if analysed:
+            with db.engine.begin() as conn:
+                conn.execute(text("ANALYZE webhook_messages"))
+                conn.execute(text("ANALYZE events"))
+        seen: list[tuple[str, object]] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            seen.append((statement, parameters))
+
+        sa_event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            with db.Session() as session:
+                batch = sender._due(session, endpoint_id, utcnow())
+        finally:
+            sa_event.remove(db.engine, "before_cursor_execute", record)
+        assert len(batch) == MESSAGE_BATCH
+        assert "order:7" not in {item.order_key for item in batch}
+        for statement, parameters in seen:
+            with db.engine.connect() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                plan = cursor.fetchone()[0][0]["Plan"]
+            # (the batch's events are read by id: by index or, on a table this small, by a
+            # sequential scan, as the planner's costs say; the messages are what grows)
+            nodes = [n for n in _plan_nodes(plan)
+                     if n.get("Relation Name", "webhook_messages") == "webhook_messages"]
+            shown = json.dumps(plan)[:2000]
+            assert not [n for n in nodes if n["Node Type"] in ("Sort", "Seq Scan")], shown
+            assert all(n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)
+                       <= 5 * MESSAGE_BATCH for n in nodes), shown
+
+
+def _plan_nodes(node):
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _plan_nodes(child)
