@@ -7,7 +7,9 @@ its messages go out in the order they were made):
 
 1. fan-out: the events past the endpoint's place in the feed (core/events.py: positions never
    skip a committed event) become its messages, in feed order, and its place moves on — in one
-   transaction, so an event becomes a message exactly once;
+   transaction with the endpoint's row locked, so an event becomes a message exactly once
+   (core/fanout.py). The worker does this in its batch's own transaction for the events the
+   batch numbers, so they are usually messages already; the sender takes the rest;
 2. sending: its due messages, oldest first, the batch's orders side by side in up to
    ``ORDER_LANES`` lanes, each order's messages one POST at a time; a message whose order has an
    earlier message waiting for a retry waits too (a later event for an order never overtakes an
@@ -42,7 +44,7 @@ import requests
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from . import alerts, endpoints, events
+from . import alerts, endpoints, events, fanout
 from .clock import utcnow
 from .config import retry_schedule
 from .models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -56,7 +58,7 @@ RESPONSE_SLICE = 2048
 MESSAGE_BATCH = 100
 #: Orders of one endpoint sent side by side (each order's messages still one at a time).
 ORDER_LANES = 8
-FANOUT_BATCH = 1000
+FANOUT_BATCH = fanout.BATCH
 #: Attempts are recorded at least this often while a batch is sent: what a kill can make the
 #: next sender send again is what one such stretch sent.
 RECORD_SECONDS = 0.5
@@ -214,31 +216,11 @@ class Sender:
     # -- fan-out ----------------------------------------------------------------------------
 
     def _fan_out(self, endpoint_id: int) -> int:
-        """The endpoint's next events become its messages; returns how many events were read
-        (fewer than ``FANOUT_BATCH``: the endpoint caught up with the feed)."""
-        now = utcnow()
+        """The endpoint's next events become its messages (:mod:`core.fanout`); returns how
+        many events were read (fewer than ``FANOUT_BATCH``: the endpoint caught up with the
+        feed). The worker fans out the events its batches number; this takes the rest."""
         with self.db.session() as session:
-            endpoint = session.get(WebhookEndpoint, endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                return 0
-            start = endpoint.position
-            rows, cursor = events.read(session, start, types=endpoint.event_types or (),
-                                       limit=FANOUT_BATCH)
-            if cursor == start:
-                return 0
-            wanted = [e for e in rows if endpoints.matches(endpoint, e)]
-            if wanted:
-                session.execute(insert(WebhookMessage), [
-                    {"endpoint_id": endpoint_id, "event_id": e.id, "order_key": e.order_key,
-                     "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
-                    for e in wanted])
-            moved = session.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.position == start).values(
-                position=cursor, updated_at=WebhookEndpoint.updated_at))
-            if moved.rowcount != 1:  # another sender moved it (an expired lease): leave it
-                session.rollback()
-                return 0
-            return len(rows)
+            return fanout.fan_out(session, endpoint_id, FANOUT_BATCH)
 
     # -- sending ----------------------------------------------------------------------------
 
