@@ -158,25 +158,23 @@ class Sender:
 
     def _serve_guarded(self, endpoint_id: int) -> None:
         try:
-            while True:
-                # Events numbered in this process while the endpoint was served found it busy
-                # (the loop skipped it): serve it again rather than leave them to the idle wait.
-                seen = events.generation()
-                self.serve(endpoint_id)
-                if events.generation() == seen:
-                    break
+            self.serve(endpoint_id, follow=True)
         except Exception:  # noqa: BLE001 — one endpoint's trouble must not stop the others
             log.exception("sender.endpoint_error", extra={"endpoint_id": endpoint_id})
         finally:
             with self._busy_lock:
                 self._busy.discard(endpoint_id)
 
-    def serve(self, endpoint_id: int) -> int:
-        """Fan out and send for one endpoint while it has due work; returns the attempts made."""
+    def serve(self, endpoint_id: int, follow: bool = False) -> int:
+        """Fan out and send for one endpoint while it has due work, under one lease; returns
+        the attempts made. With ``follow``, also while events are numbered in this process
+        meanwhile: the round found the endpoint busy and skipped it, so they are taken here
+        rather than left to the idle wait, without a lease and a release between."""
         attempts = 0
         renew_at = 0.0  # the lease is renewed once half of it has passed, not every batch
         try:
             while True:
+                seen = events.generation()
                 if time.monotonic() >= renew_at:
                     if not self._lease(endpoint_id):
                         break
@@ -185,8 +183,9 @@ class Sender:
                 made, failed, full = self._send_batch(endpoint_id)
                 attempts += made
                 # drained: a batch that was not full after a fan-out that was not full either
-                # (what is numbered meanwhile brings the endpoint back: _serve_guarded)
                 if not made or failed or (not full and fanned < FANOUT_BATCH):
+                    if follow and events.generation() != seen:
+                        continue
                     break
         finally:
             self._release(endpoint_id)
