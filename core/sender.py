@@ -125,7 +125,7 @@ class Sender:
         log.info("sender.stopped", extra={"worker": self.name})
 
     def round(self) -> list:
-        with self.db.Session() as session:
+        with self.db.reading() as session:
             ids = session.scalars(select(WebhookEndpoint.id).where(
                 WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)).all()
             # events committed by another process wait for their numbers: the sequencer's
@@ -218,6 +218,9 @@ class Sender:
         """The endpoint's next events become its messages (:mod:`core.fanout`); returns how
         many events were read (fewer than ``FANOUT_BATCH``: the endpoint caught up with the
         feed). The worker fans out the events its batches number; this takes the rest."""
+        with self.db.reading() as session:  # usually the worker's batch did it: a look first
+            if not fanout.behind(session, endpoint_id):
+                return 0
         with self.db.session() as session:
             return fanout.fan_out(session, endpoint_id, FANOUT_BATCH)
 
@@ -250,7 +253,7 @@ class Sender:
         first failure stops every lane before its next POST (what is in flight finishes), so
         an endpoint that is down costs at most one attempt per lane per round."""
         now = utcnow()
-        with self.db.Session() as session:
+        with self.db.reading() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 return 0, False, False

@@ -218,7 +218,7 @@ class Worker:
         """Translate a batch of claimed deliveries (channel API calls happen here, outside any
         transaction), then record every outcome in one transaction: one commit per batch."""
         started = time.perf_counter()
-        with self.db.Session() as session:
+        with self.db.reading() as session:
             rows = session.scalars(select(StoredDelivery).where(
                 StoredDelivery.id.in_(ids), StoredDelivery.claimed_by == self.name,
                 StoredDelivery.state == PROCESSING).order_by(StoredDelivery.id)).all()
