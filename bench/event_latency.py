@@ -1,32 +1,57 @@
 """Time from a channel delivery's 2xx to its event's arrival at a loopback webhook receiver.
 
-Real processes (tests/reliability/live.py's Stack): gunicorn with the intake, one
-``orderhooks worker`` (the worker and its outbound sender) with the default idle sleep, the
-BigCommerce stand-in (each cancellation reads its order there once) and a threaded http.server
-receiver. Deliveries are sent open loop at a fixed rate, each to its own order; for each, the
-latency is from the moment its 2xx was read to the moment the receiver got the signed
-``order.cancelled`` POST for that order.
+Real processes (tests/reliability/live.py's Stack): gunicorn (2 workers) with the intake, one
+``orderhooks worker`` (the worker and its outbound sender) with the default idle sleep, and a
+threaded http.server receiver for one endpoint subscribed to ``order.cancelled``. Deliveries
+are sent open loop at a fixed rate (one asyncio loop, requests rendered beforehand), each for
+its own order; a delivery's latency runs from the moment its 2xx was read to the moment the
+receiver got the signed ``order.cancelled`` POST for its order.
 
+* ``--channel shopify`` (the default): signed ``orders/cancelled`` deliveries, built as the
+  intake bench builds them (bench/targets.py), for orders that exist in a valid cancellation
+  status: nothing is read from a channel API.
+* ``--channel bigcommerce``: ``store/order/statusUpdated`` deliveries; each cancellation reads
+  its order once from the BigCommerce stand-in.
+
+Rates: ``--rate`` (repeatable) and ``--half``: half the intake's maximum for that channel and
+database, taken from bench/results/latest.json (``--half latest``, the README's figure) or
+measured first on the same stack (``--half measure``: a closed loop of ``--max-seconds``, 16
+connections, before the worker starts; the deliveries it stored are removed). Each rate runs on
+a fresh database and stack. With no ``--rate`` and no ``--half``: 10/s, 100/s and half of the
+README's maximum.
+
+Where the time goes comes from the database's own timestamps (wall clock, the same machine):
+received -> processed (the intake's insert to the worker's apply), event -> message (the
+batch's commit, numbering and fan-out), message -> arrived (to the receiver) and message ->
+delivered (the attempt recorded).
+
+    python -m bench.event_latency --sqlite
     python -m bench.event_latency --sqlite --rate 100 --seconds 20
-    python -m bench.event_latency --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_events
+    python -m bench.event_latency --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_events \\
+        --half measure
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
 from pathlib import Path
 
-import requests
-
+from bench import fill, loadgen, targets
 from bench.common import RESULTS, fresh_database, log, machine, upgrade
+from tests.reliability import live
 from tests.reliability.live import Stack, delivery_body, wait_for
 from tests.webhook_receiver import Receiver
+
+#: Seconds of deliveries per rate, unless ``--seconds`` says otherwise: enough for a p99 of
+#: 100 deliveries at the trickle.
+DEFAULT_SECONDS = 10.0
+REFERENCE_RATES = (10.0, 100.0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,81 +59,271 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(database_url: str, rate: float, seconds: float, workdir: Path,
-        idle: float = 0.5) -> dict:
+def spread(values: list[float]) -> dict:
+    if not values:
+        return {}
+    return {"p50_ms": round(statistics.median(values), 1),
+            "p90_ms": round(percentile(values, 0.90), 1),
+            "p99_ms": round(percentile(values, 0.99), 1),
+            "max_ms": round(max(values), 1)}
+
+
+def readme_max(channel: str, db: str) -> float | None:
+    """The intake's req/s for ``channel`` on ``db`` in bench/results/latest.json (the median
+    round of the README's run), or None."""
+    try:
+        report = json.loads((RESULTS / "latest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for row in report.get("intake") or []:
+        if (row.get("target"), row.get("channel"), row.get("db")) == ("intake", channel, db):
+            return float(row["rps"])
+    return None
+
+
+class Shop:
+    """The Shopify side: a channel and its orders created in-process (no subscription calls;
+    the housekeeping that would check subscriptions is marked done), signed deliveries."""
+
+    channel = "shopify"
+
+    def __init__(self, database_url: str):
+        self.app = fill.make_app(database_url, SECRET_KEY=live.SECRET_KEY)
+        self.channel_id, _ = fill.create_channel(self.app, "shopify", "latency shop", {
+            "shop_domain": targets.SHOP_DOMAIN, "access_token": "shpat_bench",
+            "client_secret": targets.SHOPIFY_SECRET})
+        fill.quiet_housekeeping(self.app)
+        self.made = 0
+
+    def start(self, stack: Stack) -> None:
+        pass
+
+    def orders(self, stack: Stack, count: int) -> list[int]:
+        ids = list(range(self.made + 1, self.made + count + 1))
+        fill.fill_orders(self.app, self.channel_id, count, start=self.made + 1)
+        self.made += count
+        return ids
+
+    def requests(self, stack: Stack, order_ids: list[int], tag: str) -> list[bytes]:
+        host, port = loadgen._hostport(stack.web_url)
+        path = f"/webhooks/shopify/{self.channel_id}"
+        return [loadgen.raw_post(host, port, path, headers, body)
+                for headers, body in targets.shopify_requests(order_ids, tag)]
+
+    def measure_max(self, stack: Stack, seconds: float) -> float:
+        """The intake's req/s in a closed loop (16 connections, Python generator: Shopify
+        bodies are signed each), before any worker runs; what it stored is removed."""
+        tpl = targets.template("shopify", channel_id=self.channel_id,
+                               secret=targets.SHOPIFY_SECRET)
+        result = loadgen.python_closed(stack.web_url, tpl, connections=16, seconds=seconds)
+        engine = live.db_engine(stack.database_url)
+        try:
+            with engine.begin() as conn:
+                from sqlalchemy import text
+                conn.execute(text("DELETE FROM deliveries WHERE topic = 'orders/cancelled'"))
+        finally:
+            engine.dispose()
+        return float(result["rps"])
+
+    def close(self) -> None:
+        self.app.extensions["orderhooks.db"].dispose()
+
+
+class Store:
+    """The BigCommerce side: a channel on the stand-in (which answers every order as
+    Cancelled), orders created through the admin API."""
+
+    channel = "bigcommerce"
+
+    def __init__(self, database_url: str):
+        self.info: dict = {}
+        self.made = 0
+
+    def start(self, stack: Stack) -> None:
+        stack.start_standin(default_status=5)
+
+    def orders(self, stack: Stack, count: int) -> list[int]:
+        from concurrent.futures import ThreadPoolExecutor
+        if not self.info:
+            self.info = stack.create_channel("lat")
+        ids = list(range(self.made + 1, self.made + count + 1))
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: stack.create_order(self.info["id"], n), ids))
+        self.made += count
+        return ids
+
+    def requests(self, stack: Stack, order_ids: list[int], tag: str) -> list[bytes]:
+        host, port = loadgen._hostport(stack.web_url)
+        path = f"/webhooks/bigcommerce/{self.info['id']}"
+        headers = {"Content-Type": "application/json", live.SECRET_HEADER: self.info["secret"]}
+        return [loadgen.raw_post(host, port, path, headers,
+                                 delivery_body("lat", n, salt=tag)[0]) for n in order_ids]
+
+    def measure_max(self, stack: Stack, seconds: float) -> float:
+        raise SystemExit("--half measure is for the Shopify path only")
+
+    def close(self) -> None:
+        pass
+
+
+def run(database_url: str, channel: str, rate: float | str, seconds: float, workdir: Path,
+        idle: float = 0.5, max_seconds: float = 10.0) -> dict:
+    """One rate on a fresh stack; ``rate`` may be ``"measure"`` (half of the maximum measured
+    here first)."""
+    side = (Shop if channel == "shopify" else Store)(database_url)
     receiver = Receiver()
-    count = int(rate * seconds)
     # INFO: the Stack waits for the worker's ``worker.started`` line before the clock starts
     env = {"ORDERHOOKS_ALLOWED_WEBHOOK_URLS": "http://127.0.0.1:*",
            "ORDERHOOKS_WORKER_IDLE_SECONDS": str(idle), "ORDERHOOKS_LOG_LEVEL": "INFO"}
     acked: dict[int, float] = {}
+    statuses: dict[int, int] = {}
+    measured_max = None
+    loads = [os.getloadavg()[0]]
     try:
         with Stack(database_url, workdir / "live", env=env) as stack:
-            stack.start_standin(default_status=5)
+            side.start(stack)
             stack.start_web(workers=2)
-            channel = stack.create_channel("lat")
             stack.admin("POST", "/webhook-endpoints", 201,
                         json={"url": receiver.url("/hooks"), "event_types": ["order.cancelled"]})
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda n: stack.create_order(channel["id"], n), range(count)))
+            if rate == "measure":
+                log(f"measuring the intake's maximum ({max_seconds:g} s closed loop)")
+                measured_max = side.measure_max(stack, max_seconds)
+                rate = measured_max / 2
+            count = max(1, int(rate * seconds))
+            order_ids = side.orders(stack, count)
+            requests = side.requests(stack, order_ids, f"lat{time.time_ns()}")
             stack.start_worker()
             time.sleep(2.0)  # the worker is up and idle
-            bodies = [delivery_body("lat", n)[0] for n in range(count)]
-            local = threading.local()
-            errors = []
+            loads.append(os.getloadavg()[0])
 
-            def send(n: int, due: float) -> None:
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                if not hasattr(local, "session"):
-                    local.session = requests.Session()
-                response = stack.post_delivery(channel, bodies[n], session=local.session)
-                if response.status_code == 200:
-                    acked[n] = time.monotonic()
-                else:
-                    errors.append(response.status_code)
+            def on_answer(k: int, status: int, at: float) -> None:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    acked[order_ids[k]] = at
 
-            log(f"sending {count} deliveries at {rate}/s")
-            start = time.monotonic() + 0.5
-            with ThreadPoolExecutor(32) as pool:
-                list(pool.map(lambda n: send(n, start + n / rate), range(count)))
-            wait_for(lambda: len({r.headers.get("webhook-id") for r in receiver.at("/hooks")})
-                     >= len(acked), 120, what="every event at the receiver")
+            log(f"sending {count} {channel} deliveries at {rate:.1f}/s")
+            sent = loadgen.open_loop(stack.web_url, requests, rate=rate, on_answer=on_answer)
+            loads.append(os.getloadavg()[0])
+            wait_for(lambda: len(arrivals(receiver)) >= len(acked), 180, interval=0.2,
+                     what="every event at the receiver")
+            loads.append(os.getloadavg()[0])
     finally:
         receiver.stop()
-    arrived: dict[int, float] = {}
+        side.close()
+    arrived = arrivals(receiver)
+    latencies = [(arrived[n] - acked[n]) * 1000 for n in acked if n in arrived]
+    result = {"channel": channel, "rate": round(rate, 1), "deliveries": count,
+              "acknowledged": len(acked), "errors": sent["errors"] + sum(
+                  v for s, v in statuses.items() if s != 200),
+              "arrived": len(latencies), **spread(latencies),
+              "load_average": [round(x, 2) for x in loads],
+              "stages": stages(database_url, acked, arrived)}
+    if measured_max is not None:
+        result["measured_max_rps"] = round(measured_max, 1)
+    return result
+
+
+def arrivals(receiver: Receiver) -> dict[int, float]:
+    """Channel order id -> when its first ``order.cancelled`` reached the receiver."""
+    found: dict[int, float] = {}
     for got in receiver.at("/hooks"):
         order_id = int(json.loads(got.body)["data"]["order"]["channel_order_id"])
-        arrived.setdefault(order_id, got.at)
-    latencies = [(arrived[n] - acked[n]) * 1000 for n in acked if n in arrived]
-    return {"deliveries": count, "acknowledged": len(acked), "errors": len(errors),
-            "arrived": len(latencies), "rate": rate,
-            "p50_ms": round(statistics.median(latencies), 1),
-            "p90_ms": round(percentile(latencies, 0.90), 1),
-            "p99_ms": round(percentile(latencies, 0.99), 1),
-            "max_ms": round(max(latencies), 1)}
+        found.setdefault(order_id, got.at)
+    return found
+
+
+def stages(database_url: str, acked: dict[int, float], arrived: dict[int, float]) -> dict:
+    """Where the time went, per delivery, from the database's timestamps (naive UTC) and the
+    bench's clock (monotonic, moved to the wall clock by one offset)."""
+    from sqlalchemy import text
+    offset = time.time() - time.monotonic()
+    engine = live.db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            deliveries = {row[0]: row[1:] for row in conn.execute(text(
+                "SELECT id, channel_order_id, received_at, processed_at FROM deliveries "
+                "WHERE state = 'done' AND topic <> 'history'"))}
+            rows = conn.execute(text(
+                "SELECT e.occurred_at, e.data, m.created_at, m.delivered_at FROM events e "
+                "JOIN webhook_messages m ON m.event_id = e.id "
+                "WHERE e.type = 'order.cancelled'")).all()
+    finally:
+        engine.dispose()
+
+    def wall(value) -> float:
+        if isinstance(value, str):  # SQLite hands back text
+            from datetime import datetime
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc).timestamp()
+
+    parts: dict[str, list[float]] = {"ack_to_processed": [], "received_to_processed": [],
+                                     "event_to_message": [], "message_to_arrived": [],
+                                     "message_to_delivered": []}
+    for occurred, data, created, delivered in rows:
+        data = json.loads(data) if isinstance(data, str) else data
+        found = deliveries.get(data.get("delivery_id"))
+        if found is None:
+            continue
+        order_id, received, processed = found
+        order_id = int(order_id)
+        if order_id not in acked or order_id not in arrived:
+            continue
+        processed_at = wall(processed)
+        message_at = wall(created)
+        parts["ack_to_processed"].append((processed_at - (acked[order_id] + offset)) * 1000)
+        parts["received_to_processed"].append((processed_at - wall(received)) * 1000)
+        parts["event_to_message"].append((message_at - wall(occurred)) * 1000)
+        parts["message_to_arrived"].append((arrived[order_id] + offset - message_at) * 1000)
+        if delivered is not None:
+            parts["message_to_delivered"].append((wall(delivered) - message_at) * 1000)
+    return {name: spread(values) for name, values in parts.items()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sqlite", action="store_true")
     parser.add_argument("--pg-url", default=None)
-    parser.add_argument("--rate", type=float, default=100.0)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--channel", choices=("shopify", "bigcommerce"), default="shopify")
+    parser.add_argument("--rate", type=float, action="append", default=None,
+                        help="deliveries per second (repeatable)")
+    parser.add_argument("--half", choices=("latest", "measure"), default=None,
+                        help="also run at half the intake's maximum: from "
+                             "bench/results/latest.json, or measured first on the stack")
+    parser.add_argument("--max-seconds", type=float, default=10.0,
+                        help="the closed loop of --half measure")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     parser.add_argument("--idle", type=float, default=0.5, help="the worker's idle sleep: a "
                         "long one shows what the doorbell saves")
+    parser.add_argument("--out", default=str(RESULTS / "event-latency.json"))
     args = parser.parse_args(argv)
+    rates: list = list(args.rate or [])
+    half = args.half or (None if args.rate else "latest")
+    if not args.rate and not args.half:
+        rates = list(REFERENCE_RATES)
     workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
     results = []
     for kind in (["sqlite"] if args.sqlite else []) + (["postgresql"] if args.pg_url else []):
-        url = fresh_database(kind, "events", workdir, args.pg_url or "")
-        upgrade(url)
-        result = {"db": kind, "idle_seconds": args.idle, **run(url, args.rate, args.seconds, workdir / kind, args.idle)}
-        log(json.dumps(result))
-        results.append(result)
+        plan = list(rates)
+        if half == "latest":
+            top = readme_max(args.channel, kind)
+            if top is None:
+                log(f"no intake figure for {args.channel}/{kind} in latest.json: no half rate")
+            else:
+                plan.append(top / 2)
+        elif half == "measure":
+            plan.append("measure")
+        for index, rate in enumerate(plan):
+            url = fresh_database(kind, f"events{index}", workdir, args.pg_url or "")
+            upgrade(url)
+            result = {"db": kind, "idle_seconds": args.idle,
+                      **run(url, args.channel, rate, args.seconds, workdir / f"{kind}{index}",
+                            args.idle, args.max_seconds)}
+            if half == "latest" and index == len(plan) - 1 and rate not in rates:
+                result["half_of"] = round(2 * rate, 1)
+            log(json.dumps(result))
+            results.append(result)
     report = {"machine": machine(), "results": results}
-    (RESULTS / "event-latency.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
 

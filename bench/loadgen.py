@@ -195,9 +195,13 @@ class _OpenLoop:
     server's tail (docs/performance.md)."""
 
     def __init__(self, host: str, port: int, requests: list[bytes], rate: float,
-                 max_connections: int, warm_connections: int):
+                 max_connections: int, warm_connections: int, on_answer=None):
         self.host, self.port, self.requests, self.rate = host, port, requests, rate
         self.max_connections, self.warm = max_connections, warm_connections
+        #: Called as ``on_answer(index, status, at)`` for each answer (``at``: the loop's
+        #: clock, time.monotonic), for a caller that follows each request further.
+        self.on_answer = on_answer
+        self._index: dict[float, int] = {}
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
         self.errors = 0
@@ -221,6 +225,8 @@ class _OpenLoop:
         while k < total:
             now = loop.time()
             while k < total and (due := start + k / self.rate) <= now:
+                if self.on_answer is not None:
+                    self._index[due] = k  # dues are distinct: one per request
                 self._dispatch(due, self.requests[k])
                 k += 1
             if k < total:
@@ -281,8 +287,11 @@ class _OpenLoop:
         if status is None:
             self.errors += 1
         else:
-            self.latencies.append(self.loop.time() - due)
+            now = self.loop.time()
+            self.latencies.append(now - due)
             self.statuses[status] = self.statuses.get(status, 0) + 1
+            if self.on_answer is not None:
+                self.on_answer(self._index[due], status, now)
         self.done += 1
         if self.done >= len(self.requests) and not self.finished.done():
             self.finished.set_result(None)
@@ -363,10 +372,26 @@ def _header(head: bytes, name: bytes) -> bytes | None:
 
 
 def _raw_request(host: str, port: int, tpl: Template, unique: str) -> bytes:
-    path, headers, body = tpl.render(unique)
+    return raw_post(host, port, *tpl.render(unique))
+
+
+def raw_post(host: str, port: int, path: str, headers: dict, body: bytes) -> bytes:
+    """An HTTP/1.1 POST as bytes on the wire, for the open loop."""
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "content-length"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def open_loop(url: str, requests: list[bytes], *, rate: float, on_answer,
+              max_connections: int = 256, warm_connections: int = 16) -> dict:
+    """The open loop over requests rendered by the caller (:func:`raw_post`), request k due at
+    start + k/rate; ``on_answer(k, status, at)`` hears each answer as it comes."""
+    host, port = _hostport(url)
+    gen = _OpenLoop(host, port, requests, rate, max_connections, warm_connections,
+                    on_answer=on_answer)
+    asyncio.run(gen.run())
+    return {"errors": gen.errors, "statuses": dict(gen.statuses),
+            "connections_peak": gen.peak}
 
 
 def python_open(url: str, tpl: Template, *, rate: float, seconds: float,

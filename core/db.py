@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The execution option that marks a read-only session's connection (:meth:`Database.reading`).
+READ_ONLY = "orderhooks_read_only"
 
 
 class Database:
@@ -39,11 +41,23 @@ class Database:
                                         connect_args={"connect_timeout": 5},
                                         json_serializer=json_dumps, json_deserializer=json_loads)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._ReadSession = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
+                                         expire_on_commit=False)
 
     @contextmanager
     def session(self):
         """A session in a transaction: commits on success, rolls back on error."""
         with self.Session() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self):
+        """A session that only reads. On SQLite its transaction starts with a plain BEGIN, not
+        BEGIN IMMEDIATE: in WAL mode a reader sees the last commit and neither waits for the
+        write lock nor holds it, so a read on a hot path never queues behind writers (and
+        their busy-timeout sleeps). Writing in it is an error (SQLite refuses to upgrade a
+        stale read); on PostgreSQL it is an ordinary session."""
+        with self._ReadSession() as session:
             yield session
 
     def upgrade(self) -> None:
@@ -197,7 +211,8 @@ def _sqlite_pragmas(engine: Engine, pragmas: dict) -> None:
 
     @event.listens_for(engine, "begin")
     def begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY)
+                             else "BEGIN IMMEDIATE")
 
 
 def default_url(app: Flask) -> str:

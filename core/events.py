@@ -1,17 +1,19 @@
 """Events: one row per change orderhooks makes, written in the change's own transaction (a
-transactional outbox), numbered into a feed after commit.
+transactional outbox), numbered into a feed by one sequencer at a time.
 
 Writing: :func:`emit` writes the event in the caller's transaction, so the event and its change
 commit together or not at all. Its ``position`` stays NULL.
 
-Numbering: :func:`sequence` gives NULL positions the next numbers, in id order, under one lock
-(PostgreSQL: an advisory transaction lock; SQLite: every write transaction is BEGIN IMMEDIATE).
-Only committed rows are visible to it, and it commits before the lock is released, so positions
-follow the order in which events became visible, not the order their ids were drawn in: a
+Numbering: :func:`number` gives NULL positions the next numbers, in id order, under one lock
+(PostgreSQL: an advisory transaction lock; SQLite: every write transaction is BEGIN IMMEDIATE),
+in the caller's transaction (:func:`sequence`: in one of its own). Only committed rows and the
+caller's own are visible to it, and the caller commits before the lock is released, so
+positions follow the order in which events became visible, not the order their ids were drawn
+in: a
 transaction that drew a small id and commits late gets a large position. A reader that sees
 position N therefore already sees every position below N — reading ``position > cursor`` never
-skips an event, and never repeats one. Any process may run the sequencer (the worker after a
-batch, the sender, the feed before reading): the lock makes them one.
+skips an event, and never repeats one. Any process may run the sequencer (the worker at the end
+of each batch's own transaction, the sender, the feed before reading): the lock makes them one.
 
 Reading: :func:`read` answers a page of the feed and the cursor to continue from.
 """
@@ -72,11 +74,19 @@ def emit(session: Session, type: str, data: dict, *, channel_id: int | None = No
            "channel_id": channel_id, "order_key": order_key, "data": data}
     # Written at once, not left to the ORM's flush: events of a transaction get ids in the
     # order they were emitted, and a batch writes hundreds.
-    return Event(id=_INSERT_EVENT.one(session, row), **row)
+    event = Event(id=_INSERT_EVENT.one(session, row), **row)
+    session.info["events_emitted"] = True
+    return event
 
 
 _INSERT_EVENT = RawInsert(Event.__table__, ("event_id", "type", "occurred_at", "channel_id",
                                             "order_key", "data"), returning="id")
+
+
+def emitted(session: Session) -> bool:
+    """Whether :func:`emit` added an event to ``session``: a transaction that wrote none need
+    not take the sequencer's lock."""
+    return bool(session.info.get("events_emitted"))
 
 
 def order_key(order) -> str:
@@ -130,9 +140,11 @@ def sequence(db, limit: int = 5000) -> int:
 
 def number(session: Session, limit: int = 5000) -> int:
     """The sequencer's step, in the caller's transaction, which must commit before anyone else
-    numbers: on PostgreSQL it takes the advisory lock until then; on SQLite the caller's
-    transaction (BEGIN IMMEDIATE) is the only writer from its start to its commit, so its own
-    events may be numbered inside it. Call :func:`wake` after the commit."""
+    numbers: on PostgreSQL it takes the advisory lock until then (so the caller touches
+    nothing after it that another lock holder could be waiting on: events, endpoints and
+    their messages only); on SQLite the caller's transaction (BEGIN IMMEDIATE) is the only
+    writer from its start to its commit. Either way the caller's own events are numbered with
+    the committed ones. Call :func:`wake` after the commit."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
     ids = session.scalars(select(Event.id).where(Event.position.is_(None))

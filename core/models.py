@@ -348,10 +348,11 @@ class Alert(Base):
 class Event(Base):
     """One change orderhooks made, written in the same transaction as the change (an outbox).
 
-    ``position`` is the feed's order: NULL when written, set after commit by the sequencer
-    (:func:`core.events.sequence`), which numbers committed events under one lock in the order
-    they became visible — so a reader that saw position N has already seen every position
-    below it, whatever order the writers committed in."""
+    ``position`` is the feed's order: NULL when written, set by the sequencer
+    (:func:`core.events.number`), which numbers the committed events and its own transaction's
+    under one lock held until it commits, in the order they became visible — so a reader that
+    saw position N has already seen every position below it, whatever order the writers
+    committed in."""
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_position", "position", unique=True),
                       Index("ix_events_type_position", "type", "position"))

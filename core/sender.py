@@ -7,7 +7,9 @@ its messages go out in the order they were made):
 
 1. fan-out: the events past the endpoint's place in the feed (core/events.py: positions never
    skip a committed event) become its messages, in feed order, and its place moves on — in one
-   transaction, so an event becomes a message exactly once;
+   transaction with the endpoint's row locked, so an event becomes a message exactly once
+   (core/fanout.py). The worker does this in its batch's own transaction for the events the
+   batch numbers, so they are usually messages already; the sender takes the rest;
 2. sending: its due messages, oldest first, the batch's orders side by side in up to
    ``ORDER_LANES`` lanes, each order's messages one POST at a time; a message whose order has an
    earlier message waiting for a retry waits too (a later event for an order never overtakes an
@@ -51,7 +53,7 @@ from sqlalchemy import func, insert, or_, select, update
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
-from . import alerts, endpoints, events, metrics
+from . import alerts, endpoints, events, fanout, metrics
 from .clock import utcnow
 from .config import retry_schedule
 from .models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -74,7 +76,7 @@ DUE_PAGE_MAX = 5000
 REST_SECONDS = 10.0
 #: Orders of one endpoint sent side by side (each order's messages still one at a time).
 ORDER_LANES = 8
-FANOUT_BATCH = 1000
+FANOUT_BATCH = fanout.BATCH
 #: Attempts are recorded at least this often while a batch is sent: what a kill can make the
 #: next sender send again is what one such stretch sent.
 RECORD_SECONDS = 0.5
@@ -173,7 +175,7 @@ class Sender:
         log.info("sender.stopped", extra={"worker": self.name})
 
     def round(self) -> list:
-        with self.db.Session() as session:
+        with self.db.reading() as session:
             ids = session.scalars(select(WebhookEndpoint.id).where(
                 WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)).all()
             # events committed by another process wait for their numbers: the sequencer's
@@ -206,25 +208,23 @@ class Sender:
 
     def _serve_guarded(self, endpoint_id: int) -> None:
         try:
-            while True:
-                # Events numbered in this process while the endpoint was served found it busy
-                # (the loop skipped it): serve it again rather than leave them to the idle wait.
-                seen = events.generation()
-                self.serve(endpoint_id)
-                if events.generation() == seen:
-                    break
+            self.serve(endpoint_id, follow=True)
         except Exception:  # noqa: BLE001 — one endpoint's trouble must not stop the others
             log.exception("sender.endpoint_error", extra={"endpoint_id": endpoint_id})
         finally:
             with self._busy_lock:
                 self._busy.discard(endpoint_id)
 
-    def serve(self, endpoint_id: int) -> int:
-        """Fan out and send for one endpoint while it has due work; returns the attempts made."""
+    def serve(self, endpoint_id: int, follow: bool = False) -> int:
+        """Fan out and send for one endpoint while it has due work, under one lease; returns
+        the attempts made. With ``follow``, also while events are numbered in this process
+        meanwhile: the round found the endpoint busy and skipped it, so they are taken here
+        rather than left to the idle wait, without a lease and a release between."""
         attempts = 0
         renew_at = 0.0  # the lease is renewed once half of it has passed, not every batch
         try:
             while True:
+                seen = events.generation()
                 if time.monotonic() >= renew_at:
                     if not self._lease(endpoint_id):
                         break
@@ -233,8 +233,9 @@ class Sender:
                 made, failed, full = self._send_batch(endpoint_id)
                 attempts += made
                 # drained: a batch that was not full after a fan-out that was not full either
-                # (what is numbered meanwhile brings the endpoint back: _serve_guarded)
                 if not made or failed or (not full and fanned < FANOUT_BATCH):
+                    if follow and events.generation() != seen:
+                        continue
                     break
         finally:
             self._release(endpoint_id)
@@ -264,31 +265,14 @@ class Sender:
     # -- fan-out ----------------------------------------------------------------------------
 
     def _fan_out(self, endpoint_id: int) -> int:
-        """The endpoint's next events become its messages; returns how many events were read
-        (fewer than ``FANOUT_BATCH``: the endpoint caught up with the feed)."""
-        now = utcnow()
+        """The endpoint's next events become its messages (:mod:`core.fanout`); returns how
+        many events were read (fewer than ``FANOUT_BATCH``: the endpoint caught up with the
+        feed). The worker fans out the events its batches number; this takes the rest."""
+        with self.db.reading() as session:  # usually the worker's batch did it: a look first
+            if not fanout.behind(session, endpoint_id):
+                return 0
         with self.db.session() as session:
-            endpoint = session.get(WebhookEndpoint, endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                return 0
-            start = endpoint.position
-            rows, cursor = events.read(session, start, types=endpoint.event_types or (),
-                                       limit=FANOUT_BATCH, with_data=False)
-            if cursor == start:
-                return 0
-            wanted = [e for e in rows if endpoints.matches(endpoint, e)]
-            if wanted:
-                session.execute(insert(WebhookMessage), [
-                    {"endpoint_id": endpoint_id, "event_id": e.id, "order_key": e.order_key,
-                     "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
-                    for e in wanted])
-            moved = session.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.position == start).values(
-                position=cursor, updated_at=WebhookEndpoint.updated_at))
-            if moved.rowcount != 1:  # another sender moved it (an expired lease): leave it
-                session.rollback()
-                return 0
-            return len(rows)
+            return fanout.fan_out(session, endpoint_id, FANOUT_BATCH)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -371,7 +355,7 @@ class Sender:
         first failure stops every lane before its next POST (what is in flight finishes), so
         an endpoint that is down costs at most one attempt per lane per round."""
         now = utcnow()
-        with self.db.Session() as session:
+        with self.db.reading() as session:
             endpoint = session.get(WebhookEndpoint, endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 return 0, False, False

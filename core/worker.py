@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import object_session
 
-from . import alerts, events, imports, metrics, orders, products, rmas
+from . import alerts, events, fanout, imports, metrics, orders, products, rmas
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
@@ -218,7 +218,7 @@ class Worker:
         """Translate a batch of claimed deliveries (channel API calls happen here, outside any
         transaction), then record every outcome in one transaction: one commit per batch."""
         started = time.perf_counter()
-        with self.db.Session() as session:
+        with self.db.reading() as session:
             rows = session.scalars(select(StoredDelivery).where(
                 StoredDelivery.id.in_(ids), StoredDelivery.claimed_by == self.name,
                 StoredDelivery.state == PROCESSING).order_by(StoredDelivery.id)).all()
@@ -371,26 +371,18 @@ class Worker:
                     outcomes[item.id] = self._apply(session, row, channel_rows[item.channel_id],
                                                     result, cache)
             session.flush()
-            numbered = events.number(session) if self.db.is_sqlite else 0
-        self._number_events(numbered)
+            # The batch's events are numbered and fanned out to the endpoints' messages in the
+            # batch's own transaction: they commit with their changes, ready to POST.
+            numbered = events.number(session) if events.emitted(session) else 0
+            if numbered:
+                fanout.fan_out_caught_up(session)
+        if numbered:
+            events.wake()
         for delivery_id, outcome in outcomes.items():
             if outcome in (Outcome.APPLIED, Outcome.IGNORED, Outcome.DEFERRED):
                 log.info("worker.processed", extra={"delivery_id": delivery_id,
                                                     "outcome": outcome})
         return outcomes
-
-    def _number_events(self, numbered_here: int) -> None:
-        """After a batch's commit: on SQLite its events were numbered inside it; on PostgreSQL
-        the sequencer numbers them now. The batch is recorded either way: should this fail, the
-        sender or the feed number them on their next round."""
-        if self.db.is_sqlite:
-            if numbered_here:
-                events.wake()
-            return
-        try:
-            events.sequence(self.db)
-        except Exception:  # noqa: BLE001 — numbering later delays the events, loses none
-            log.warning("worker.sequence_failed", exc_info=True)
 
     def _prefetch_orders(self, session, work: list[Claimed], results) -> dict:
         """The batch's orders in one query per channel (locked on PostgreSQL), so applying an

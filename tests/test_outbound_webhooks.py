@@ -3,6 +3,8 @@ POSTs (Standard Webhooks), retries, order per order, disabling, every attempt re
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
 from datetime import timedelta
 
@@ -10,10 +12,11 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from core import events
+from core import events, fanout
 from core.clock import utcnow
-from core.models import Event, WebhookMessage
+from core.models import Event, WebhookEndpoint, WebhookMessage
 from core.sender import RESPONSE_SLICE, Sender
+from core.testing.fixtures import test_database_url
 from tests.webhook_receiver import Receiver
 
 
@@ -441,3 +444,123 @@ def test_an_endpoint_whose_every_message_waits_is_not_read_again_but_order_holds
         assert newer in [b["id"] for b in bodies(receiver)]
     finally:
         other.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def messages_in_order(app, endpoint_id: int) -> list[tuple[int, int]]:
+    """(event id, event position) of an endpoint's messages, in message id order."""
+    with app.extensions["orderhooks.db"].Session() as session:
+        return [tuple(row) for row in session.execute(
+            select(WebhookMessage.event_id, Event.position).join(
+                Event, Event.id == WebhookMessage.event_id)
+            .where(WebhookMessage.endpoint_id == endpoint_id).order_by(WebhookMessage.id))]
+
+
+def test_the_worker_makes_the_messages_in_the_batch_of_the_change(bc, api, make_order, worker,
+                                                                  admin, receiver, sender, app):
+    """The batch that cancels the order commits the event numbered and already a message of
+    every endpoint up to date with the feed: the sender has only to POST it."""
+    api.add_passthru("http://127.0.0.1")
+    created = endpoint(admin, receiver.url(), event_types=["order.cancelled"])
+    disabled = endpoint(admin, receiver.url("/off"))
+    admin.patch(f"/webhook-endpoints/{disabled['id']}", {"enabled": False})
+    channel = bc.create()
+    make_order(channel["id"], 250)
+    bc.order(250, status_id=5)
+    bc.send(order_id=250, new_status=5)
+    worker.run_until_idle()
+    [(event_id, position)] = messages_in_order(app, created["id"])
+    assert position is not None
+    assert messages_in_order(app, disabled["id"]) == []  # a disabled endpoint gets nothing
+    with app.extensions["orderhooks.db"].Session() as session:
+        assert session.get(WebhookEndpoint, created["id"]).position == position
+        assert session.get(Event, event_id).type == "order.cancelled"
+    assert sender.run_until_idle() == 1
+    assert messages_in_order(app, created["id"]) == [(event_id, position)]  # not made twice
+    assert len(receiver.at("/ok")) == 1
+
+
+def test_an_endpoint_far_behind_the_feed_is_caught_up_by_its_sender_in_feed_order(
+        bc, api, make_order, worker, admin, receiver, sender, app, monkeypatch):
+    """A batch never catches up an endpoint that is far behind (e.g. enabled again after a
+    pause): the sender does, a page at a time, in feed order, each event once."""
+    api.add_passthru("http://127.0.0.1")
+    monkeypatch.setattr(fanout, "CAUGHT_UP", 3)
+    created = endpoint(admin, receiver.url(), event_types=["order.cancelled"])
+    written = [write(app, order=n) for n in range(5)]  # numbered by nobody yet
+    channel = bc.create()
+    make_order(channel["id"], 250)
+    bc.order(250, status_id=5)
+    bc.send(order_id=250, new_status=5)
+    worker.run_until_idle()  # numbers all six: the endpoint is six behind
+    assert messages_in_order(app, created["id"]) == []
+    sender.run_until_idle()
+    made = messages_in_order(app, created["id"])
+    positions = [p for _, p in made]
+    assert len(made) == 6 and positions == sorted(set(positions))
+    got = [b["id"] for b in bodies(receiver)]
+    assert len(got) == 6 and set(written) < set(got)
+
+
+@pytest.mark.skipif(not (test_database_url() or "").startswith("postgresql"),
+                    reason="PostgreSQL only: SQLite serialises writers, so no two fan-outs "
+                           "ever overlap there")
+def test_workers_and_senders_fanning_out_at_once_make_each_message_once_in_feed_order(app,
+                                                                                     admin):
+    """Writers number and fan out in their own transactions (as the worker's batches do),
+    committing after random delays, while sender threads fan out the same endpoints and other
+    writers leave their events for them: every event becomes each endpoint's message exactly
+    once, and an endpoint's messages are made in feed order."""
+    db = app.extensions["orderhooks.db"]
+    ids = [endpoint(admin, f"https://hooks{n}.example.com/in")["id"] for n in range(2)]
+    written, errors = [], []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(seed: int):
+        rng = random.Random(seed)
+        try:
+            for _ in range(30):
+                with db.session() as session:
+                    batch = [events.emit(session, "order.cancelled", {"seed": seed},
+                                         order_key=f"order:{seed}")
+                             for _ in range(rng.randint(1, 3))]
+                    session.flush()
+                    time.sleep(rng.uniform(0, 0.01))
+                    if rng.random() < 0.7:  # as the worker's batch; else left to the senders
+                        events.number(session)
+                        fanout.fan_out_caught_up(session)
+                        time.sleep(rng.uniform(0, 0.005))
+                with lock:
+                    written.extend(e.id for e in batch)
+        except Exception as exc:  # noqa: BLE001 — reported by the assertion below
+            errors.append(exc)
+
+    def sender():
+        try:
+            while not stop.is_set():
+                events.sequence(db)
+                for endpoint_id in ids:
+                    with db.session() as session:
+                        fanout.fan_out(session, endpoint_id)
+                time.sleep(random.uniform(0, 0.005))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    senders = [threading.Thread(target=sender) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(seed,)) for seed in range(6)]
+    for thread in senders + writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    for thread in senders:
+        thread.join(timeout=60)
+    assert errors == []
+    events.sequence(db)
+    for endpoint_id in ids:
+        with db.session() as session:
+            fanout.fan_out(session, endpoint_id)
+        made = messages_in_order(app, endpoint_id)
+        assert sorted(e for e, _ in made) == sorted(written)  # each event once
+        positions = [p for _, p in made]
+        assert positions == sorted(positions)  # made in feed order

@@ -22,7 +22,7 @@ EVENTS = {
     "config.secret_key_file_not_private",
     "readyz.database_unavailable", "http.database_unavailable", "http.unexpected_error",
     "metrics.lag_unavailable", "gunicorn.error", "gunicorn.access",
-    "worker.sequence_failed", "wakeup.unavailable", "sender.started", "sender.stopped",
+    "wakeup.unavailable", "sender.started", "sender.stopped",
     "sender.error", "sender.endpoint_error", "sender.endpoint_disabled",
 }
 

@@ -1,0 +1,103 @@
+"""Fan-out: the numbered events past an outbound endpoint's place in the feed become its
+messages, in feed order, and its place moves on to the last event read.
+
+Both steps happen in the caller's transaction with the endpoint's row locked (PostgreSQL: ``FOR
+UPDATE``; SQLite: the transaction is the only writer), and the place is read under that lock, so
+an event becomes an endpoint's message exactly once whoever fans out, and an endpoint's messages
+are made (and numbered by their ids) in feed order — the order its sender keeps per order.
+
+Two callers:
+
+* the worker, in its batch's own transaction, right after numbering the batch's events
+  (:func:`fan_out_caught_up`): the messages commit with the change, so the sender can POST at
+  once, without a fan-out transaction of its own first. Only endpoints at most
+  ``CAUGHT_UP`` events behind are fanned out there, and only those whose row no other
+  transaction holds: a batch never waits on an endpoint nor catches one up after a long
+  pause (an endpoint enabled again after a day resumes through its sender, a page at a time);
+* the sender, for one endpoint before sending (:func:`fan_out`): whatever the worker left —
+  events numbered by another process, the feed, or an endpoint it skipped.
+
+A disabled endpoint is never fanned out: enabled again, it resumes from its place.
+"""
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from . import endpoints, events
+from .clock import utcnow
+from .models import Event, WebhookEndpoint, WebhookMessage
+
+PENDING = "pending"
+#: Events turned into one endpoint's messages per fan-out.
+BATCH = 1000
+#: How far behind the feed an endpoint may be for the worker to fan it out in its batch.
+CAUGHT_UP = 1000
+
+
+def _messages(session: Session, endpoint_id: int, wanted, now) -> None:
+    if wanted:
+        session.execute(insert(WebhookMessage), [
+            {"endpoint_id": endpoint_id, "event_id": e.id, "order_key": e.order_key,
+             "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for e in wanted])
+
+
+def behind(session: Session, endpoint_id: int) -> bool:
+    """Whether an enabled endpoint's place is behind the feed's newest event (a read, no lock:
+    :func:`fan_out` looks again under the lock)."""
+    place = session.scalar(select(WebhookEndpoint.position).where(
+        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True)))
+    return place is not None and place < events.newest_position(session)
+
+
+def fan_out(session: Session, endpoint_id: int, limit: int = BATCH) -> int:
+    """One endpoint's next events (at most ``limit``) become its messages; returns how many
+    events were read (fewer than ``limit``: the endpoint caught up with the feed). Waits for
+    the endpoint's row if another transaction holds it."""
+    query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    endpoint = session.scalars(query.execution_options(populate_existing=True)).first()
+    if endpoint is None or not endpoint.enabled:
+        return 0
+    start = endpoint.position
+    rows, cursor = events.read(session, start, types=endpoint.event_types or (), limit=limit,
+                               with_data=False)
+    if cursor == start:
+        return 0
+    _messages(session, endpoint_id, [e for e in rows if endpoints.matches(endpoint, e)],
+              utcnow())
+    session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).values(
+        position=cursor, updated_at=WebhookEndpoint.updated_at))
+    return len(rows)
+
+
+def fan_out_caught_up(session: Session) -> int:
+    """Every enabled endpoint at most ``CAUGHT_UP`` events behind the feed, and not held by
+    another transaction, takes every event up to the feed's newest as messages; returns how
+    many messages were made. For the transaction that has just numbered events (the worker's
+    batch), before its commit."""
+    top = events.newest_position(session)
+    query = select(WebhookEndpoint.id, WebhookEndpoint.position, WebhookEndpoint.event_types,
+                   WebhookEndpoint.channel_ids).where(
+        WebhookEndpoint.enabled.is_(True), WebhookEndpoint.position < top,
+        WebhookEndpoint.position >= top - CAUGHT_UP).order_by(WebhookEndpoint.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    behind = session.execute(query).all()
+    if not behind:
+        return 0
+    rows = session.execute(select(Event.id, Event.type, Event.channel_id, Event.order_key,
+                                  Event.position).where(
+        Event.position > min(e.position for e in behind), Event.position <= top)
+        .order_by(Event.position)).all()
+    now, made = utcnow(), 0
+    for endpoint in behind:
+        wanted = [e for e in rows if e.position > endpoint.position
+                  and endpoints.matches(endpoint, e)]
+        _messages(session, endpoint.id, wanted, now)
+        made += len(wanted)
+        session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id).values(
+            position=top, updated_at=WebhookEndpoint.updated_at))
+    return made
