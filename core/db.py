@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: How long a write transaction waits for this process's other SQLite writers (the busy
+#: timeout: past it, SQLite's own lock decides).
+WRITER_WAIT_SECONDS = 30.0
 #: The execution option that marks a read-only session's connection (:meth:`Database.reading`).
 READ_ONLY = "orderhooks_read_only"
 
@@ -40,6 +44,12 @@ class Database:
                                         pool_recycle=1800,
                                         connect_args={"connect_timeout": 5},
                                         json_serializer=json_dumps, json_deserializer=json_loads)
+        #: SQLite takes one writer at a time, and a writer that finds the lock taken sleeps in
+        #: its busy handler in growing steps (up to 100 ms each) instead of waking when the
+        #: lock frees: this process's writers (the worker's batches, the sender's leases and
+        #: records, housekeeping) queue here instead, and the next one starts as soon as the
+        #: previous commits. Bounded by the busy timeout, after which SQLite decides as before.
+        self._writers = threading.RLock() if self.is_sqlite else None
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self._ReadSession = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                          expire_on_commit=False)
@@ -47,8 +57,13 @@ class Database:
     @contextmanager
     def session(self):
         """A session in a transaction: commits on success, rolls back on error."""
-        with self.Session() as session, session.begin():
-            yield session
+        queued = self._writers is not None and self._writers.acquire(timeout=WRITER_WAIT_SECONDS)
+        try:
+            with self.Session() as session, session.begin():
+                yield session
+        finally:
+            if queued:
+                self._writers.release()
 
     @contextmanager
     def reading(self):
