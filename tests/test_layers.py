@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("orders, channels, subscriptions, the inbox", (
         "core.alerts", "core.mail", "core.orders", "core.rmas", "core.channel_store", "core.subscriptions",
         "core.privacy", "core.retention", "core.deliveries", "core.inbox", "core.channel_cache",
-        "core.endpoints", "core.products")),
+        "core.endpoints", "core.products", "core.fanout")),
     ("worker", ("core.worker", "core.housekeeping", "core.tuning", "core.imports",
                 "core.sender")),
     ("webhook edge, admin API, CLI, app factory, server, test kit", (
