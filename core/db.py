@@ -15,9 +15,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-#: How long a write transaction waits for this process's other SQLite writers (the busy
-#: timeout: past it, SQLite's own lock decides).
-WRITER_WAIT_SECONDS = 30.0
+#: How long a SQLite writer waits for the write lock: SQLite's busy timeout, and the wait for
+#: this process's other writers (past it, SQLite's own lock decides).
+SQLITE_BUSY_SECONDS = 30
 #: The execution option that marks a read-only session's connection (:meth:`Database.reading`).
 READ_ONLY = "orderhooks_read_only"
 
@@ -31,12 +31,12 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"timeout": 30,
+            self.engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS,
                                                            "check_same_thread": False},
                                         json_serializer=json_dumps, json_deserializer=json_loads)
             #: Set on every new connection (read at connect time: changes apply to later ones).
             self.sqlite_pragmas = {"journal_mode": "WAL", "synchronous": sqlite_synchronous,
-                                   "busy_timeout": 30000, "foreign_keys": "ON",
+                                   "busy_timeout": SQLITE_BUSY_SECONDS * 1000, "foreign_keys": "ON",
                                    "mmap_size": int(sqlite_mmap_bytes)}
             _sqlite_pragmas(self.engine, self.sqlite_pragmas)
         else:
@@ -57,7 +57,7 @@ class Database:
     @contextmanager
     def session(self):
         """A session in a transaction: commits on success, rolls back on error."""
-        queued = self._writers is not None and self._writers.acquire(timeout=WRITER_WAIT_SECONDS)
+        queued = self._writers is not None and self._writers.acquire(timeout=SQLITE_BUSY_SECONDS)
         try:
             with self.Session() as session, session.begin():
                 yield session
