@@ -60,7 +60,8 @@ class Database:
         #: records, housekeeping) queue here instead, and the next one starts as soon as the
         #: previous commits. Bounded by the busy timeout, after which SQLite decides as before.
         self._writers = threading.RLock() if self.is_sqlite else None
-        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.Session = sessionmaker(self.engine, class_=_DeferringSession,
+                                    expire_on_commit=False)
         _write_deferred_first(self.Session)
         self._LeaseSession = sessionmaker(self.lease_engine, expire_on_commit=False)
         self._ReadSession = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
@@ -226,6 +227,16 @@ def write_deferred(session) -> None:
         insert, rows = next(iter(held.items()))
         del held[insert]
         insert.many(session, rows)
+
+
+class _DeferringSession(Session):
+    """A session whose held rows (:func:`defer_inserts`) belong to the transaction they were
+    added in: written before a savepoint starts, so rolling the savepoint back drops only
+    the rows held since (a rollback forgets what is held)."""
+
+    def begin_nested(self):
+        write_deferred(self)
+        return super().begin_nested()
 
 
 def _write_deferred_first(session_class) -> None:

@@ -379,3 +379,13 @@ def test_held_inserts_are_written_before_the_session_reads(app):
         session.commit()
     with db.Session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == before + 2
+    # a savepoint rolled back drops the rows held since it began, not those held before it
+    with db.session() as session:
+        defer_inserts(session)
+        events.emit(session, "order.cancelled", {"n": 4})
+        savepoint = session.begin_nested()
+        events.emit(session, "order.cancelled", {"n": 5})
+        savepoint.rollback()
+    with db.Session() as session:
+        assert [e.data["n"] for e in session.scalars(
+            select(Event).order_by(Event.id))][-3:] == [1, 2, 4]
