@@ -67,6 +67,12 @@ class Database:
         self._ReadSession = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                          expire_on_commit=False)
 
+    def configure_sessions(self, **options) -> None:
+        """Configure every writing session (``sessionmaker.configure``): durable and lease
+        sessions alike, e.g. the ``info`` any transaction may need."""
+        for maker in (self.Session, self._LeaseSession):
+            maker.configure(**options)
+
     @contextmanager
     def session(self, durable: bool = True):
         """A session in a transaction: commits on success, rolls back on error.
