@@ -97,8 +97,9 @@ class Worker:
         now = utcnow()
         claimed: list[int] = []
         # A claim is a lease: lost in a database crash, its deliveries are PENDING again (or
-        # back in the expired-lease scan below), so its commit need not wait for the WAL flush
-        # (durable=False). The batch that records their changes and events is durable.
+        # back in the expired-lease scan below, which counts the attempt, or the death, again),
+        # so its commit need not wait for the WAL flush (durable=False). The batch that records
+        # their changes and events is durable.
         with self.db.session(durable=False) as session:
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
