@@ -101,7 +101,7 @@ def init_app(app) -> Settings | None:
     transaction can queue an alert with nothing but its session."""
     settings = settings_from(app.config)
     app.extensions[INFO_KEY] = settings
-    app.extensions["orderhooks.db"].Session.configure(info={INFO_KEY: settings})
+    app.extensions["orderhooks.db"].configure_sessions(info={INFO_KEY: settings})
     return settings
 
 

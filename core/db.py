@@ -20,6 +20,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
 #: The execution option that marks a read-only session's connection (:meth:`Database.reading`).
 READ_ONLY = "orderhooks_read_only"
+#: ``Session.info`` key of the rows :meth:`RawInsert.add` holds back (:func:`defer_inserts`).
+DEFERRED_INSERTS = "orderhooks_deferred_inserts"
 
 
 class Database:
@@ -44,22 +46,48 @@ class Database:
                                         pool_recycle=1800,
                                         connect_args={"connect_timeout": 5},
                                         json_serializer=json_dumps, json_deserializer=json_loads)
+        #: Connections for leases (:meth:`session` with ``durable=False``). On PostgreSQL
+        #: their commits do not wait for the WAL flush (``synchronous_commit=off``, set when
+        #: the connection opens: no statement per transaction); on SQLite they are the one
+        #: engine's connections.
+        self.lease_engine = self.engine if self.is_sqlite else create_engine(
+            url, pool_pre_ping=True, pool_size=2, max_overflow=3, pool_recycle=1800,
+            connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
+            json_serializer=json_dumps, json_deserializer=json_loads)
         #: SQLite takes one writer at a time, and a writer that finds the lock taken sleeps in
         #: its busy handler in growing steps (up to 100 ms each) instead of waking when the
         #: lock frees: this process's writers (the worker's batches, the sender's leases and
         #: records, housekeeping) queue here instead, and the next one starts as soon as the
         #: previous commits. Bounded by the busy timeout, after which SQLite decides as before.
         self._writers = threading.RLock() if self.is_sqlite else None
-        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.Session = sessionmaker(self.engine, class_=_DeferringSession,
+                                    expire_on_commit=False)
+        _write_deferred_first(self.Session)
+        self._LeaseSession = sessionmaker(self.lease_engine, expire_on_commit=False)
         self._ReadSession = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                          expire_on_commit=False)
 
+    def configure_sessions(self, **options) -> None:
+        """Configure every writing session (``sessionmaker.configure``): durable and lease
+        sessions alike, e.g. the ``info`` any transaction may need."""
+        for maker in (self.Session, self._LeaseSession):
+            maker.configure(**options)
+
     @contextmanager
-    def session(self):
-        """A session in a transaction: commits on success, rolls back on error."""
+    def session(self, durable: bool = True):
+        """A session in a transaction: commits on success, rolls back on error.
+
+        ``durable=False`` is for a transaction whose loss in a database crash costs nothing but
+        time: a lease (a worker's claim, a sender's hold on an endpoint). A lease that was lost
+        is simply free again (the delivery PENDING, the endpoint unheld), and whoever takes it
+        next repeats the work; its commit need not wait for the WAL flush. PostgreSQL flushes
+        the WAL in order, so the durable commit that follows (the batch with the change and
+        its event) makes the lease durable too: nothing durable ever rests on a lost lease.
+        Never for a change, an event or anything acknowledged."""
         queued = self._writers is not None and self._writers.acquire(timeout=SQLITE_BUSY_SECONDS)
         try:
-            with self.Session() as session, session.begin():
+            with (self.Session if durable else self._LeaseSession)() as session, \
+                    session.begin():
                 yield session
         finally:
             if queued:
@@ -99,6 +127,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.lease_engine is not self.engine:
+            self.lease_engine.dispose()
 
     def sqlite_autocheckpoint(self, pages: int) -> None:
         """From now on, this process's SQLite connections checkpoint the WAL once it holds
@@ -152,8 +182,22 @@ class RawInsert:
         return [row[name] if process is None else process(row[name])
                 for name, process in zip(columns, processors)]
 
+    def add(self, session, row: dict) -> None:
+        """INSERT ``row`` (every column named): at once, or, in a session that defers inserts
+        (:func:`defer_inserts`), together with the table's other held rows (one executemany:
+        one round trip for a batch's rows instead of one each) before the session's next
+        statement, flush or commit. A table's rows are written in the order they were added,
+        so their ids are too; nothing may read them back before then but through the
+        session."""
+        held = session.info.get(DEFERRED_INSERTS)
+        if held is None:
+            self.one(session, row)
+        else:
+            held.setdefault(self, []).append(row)
+
     def one(self, session, row: dict):
         """INSERT ``row`` (every column named); returns the ``returning`` column's value."""
+        write_deferred(session)
         cursor, sql, processors = self._cursor(session)
         try:
             cursor.execute(sql, self._params(row, self.columns, processors))
@@ -165,12 +209,62 @@ class RawInsert:
         """INSERT ``rows`` (one executemany)."""
         if not rows:
             return
+        write_deferred(session)
         cursor, sql, processors = self._cursor(session)
         try:
             cursor.executemany(sql, [self._params(row, self.columns, processors)
                                      for row in rows])
         finally:
             cursor.close()
+
+
+def defer_inserts(session) -> None:
+    """From now on, :meth:`RawInsert.add` holds ``session``'s rows back until its next
+    statement, flush or commit (for a transaction that writes many rows of a few tables: a
+    worker's batch)."""
+    session.info.setdefault(DEFERRED_INSERTS, {})
+
+
+def write_deferred(session) -> None:
+    """Write the rows ``session`` holds back, a table at a time in the order its first row
+    was added (no table's held rows refer to another's)."""
+    held = session.info.get(DEFERRED_INSERTS)
+    while held:
+        insert, rows = next(iter(held.items()))
+        del held[insert]
+        insert.many(session, rows)
+
+
+class _DeferringSession(Session):
+    """A session whose held rows (:func:`defer_inserts`) belong to the transaction they were
+    added in: written before a savepoint starts, so rolling the savepoint back drops only
+    the rows held since (a rollback forgets what is held)."""
+
+    def begin_nested(self):
+        write_deferred(self)
+        return super().begin_nested()
+
+
+def _write_deferred_first(session_class) -> None:
+    # Every way a session reaches the database but a raw cursor (RawInsert writes the held
+    # rows first itself) writes the held rows before it: statements (queries, lazy loads,
+    # session.get), flushes and the commit. A rollback forgets them.
+    @event.listens_for(session_class, "do_orm_execute")
+    def before_statement(state):
+        write_deferred(state.session)
+
+    @event.listens_for(session_class, "before_flush")
+    def before_flush(session, _context, _instances):
+        write_deferred(session)
+
+    @event.listens_for(session_class, "before_commit")
+    def before_commit(session):
+        write_deferred(session)
+
+    @event.listens_for(session_class, "after_soft_rollback")
+    def after_rollback(session, _previous):
+        if session.info.get(DEFERRED_INSERTS):
+            session.info[DEFERRED_INSERTS].clear()
 
 
 #: orjson writes what the standard library writes, except what it has its own form for: those

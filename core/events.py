@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, defer
 
 from .clock import utcnow
-from .db import RawInsert
+from .db import DEFERRED_INSERTS, RawInsert
 from .models import Event
 
 #: Every event type orderhooks writes (docs/events.md has a sample of each).
@@ -67,20 +67,25 @@ def emit(session: Session, type: str, data: dict, *, channel_id: int | None = No
     """Record that ``type`` happened, in the caller's transaction. ``data`` is the resource as
     it is after the change; ``order_key`` (e.g. ``order_key(order)``) names what outbound
     webhooks must deliver in order. Returns the event as written (not an object of the
-    session)."""
+    session); in a session that defers inserts (``core.db.defer_inserts``: a worker's batch)
+    it is written with the batch's other events before the session's next statement, and
+    the event returned has no ``id``."""
     if type not in TYPES:
         raise ValueError(f"unknown event type {type!r}; add it to core.events.TYPES")
     row = {"event_id": new_event_id(), "type": type, "occurred_at": utcnow(),
            "channel_id": channel_id, "order_key": order_key, "data": data}
-    # Written at once, not left to the ORM's flush: events of a transaction get ids in the
-    # order they were emitted, and a batch writes hundreds.
-    event = Event(id=_INSERT_EVENT.one(session, row), **row)
+    # Written by RawInsert, not left to the ORM's flush: events of a transaction get ids in
+    # the order they were emitted, and a batch writes hundreds.
     session.info["events_emitted"] = True
-    return event
+    if session.info.get(DEFERRED_INSERTS) is not None:
+        _ADD_EVENT.add(session, row)
+        return Event(id=None, **row)
+    return Event(id=_INSERT_EVENT.one(session, row), **row)
 
 
-_INSERT_EVENT = RawInsert(Event.__table__, ("event_id", "type", "occurred_at", "channel_id",
-                                            "order_key", "data"), returning="id")
+_EVENT_COLUMNS = ("event_id", "type", "occurred_at", "channel_id", "order_key", "data")
+_INSERT_EVENT = RawInsert(Event.__table__, _EVENT_COLUMNS, returning="id")
+_ADD_EVENT = RawInsert(Event.__table__, _EVENT_COLUMNS)
 
 
 def emitted(session: Session) -> bool:

@@ -371,12 +371,13 @@ _INSERT_CHANGE = RawInsert(OrderChange.__table__, (
 def add_history(session: Session, order: Order, *, event: str, old_status: str | None = None,
                 new_status: str | None = None, delivery_id: int | None = None,
                 message: str = "") -> None:
-    """A line of ``order``'s history, written at once in the session's transaction. Every
+    """A line of ``order``'s history, written in the session's transaction at once (or with
+    the batch's other lines before its next statement: ``core.db.defer_inserts``). Every
     line goes this way, so an order's history is in the order its lines were added (by id)
     whatever the ORM flushes later."""
     if order.id is None:  # an order the session has not written yet
         session.flush()
-    _INSERT_CHANGE.one(session, {"order_id": order.id, "at": utcnow(), "event": event,
+    _INSERT_CHANGE.add(session, {"order_id": order.id, "at": utcnow(), "event": event,
                                  "old_status": old_status, "new_status": new_status,
                                  "delivery_id": delivery_id, "message": message})
 

@@ -243,9 +243,12 @@ class Sender:
 
     # -- leases -----------------------------------------------------------------------------
 
+    # An endpoint's lease and its release are leases in the sense of Database.session's
+    # durable=False: one lost in a database crash leaves the endpoint free (or held until
+    # lease_until), and the next sender fans out and sends from the committed messages.
     def _lease(self, endpoint_id: int) -> bool:
         now = utcnow()
-        with self.db.session() as session:
+        with self.db.session(durable=False) as session:
             taken = session.execute(update(WebhookEndpoint).where(
                 WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True),
                 or_(WebhookEndpoint.lease_owner.is_(None),
@@ -256,7 +259,7 @@ class Sender:
             return taken.rowcount == 1
 
     def _release(self, endpoint_id: int) -> None:
-        with self.db.session() as session:
+        with self.db.session(durable=False) as session:
             session.execute(update(WebhookEndpoint).where(
                 WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.name)
                 .values(lease_owner=None, lease_until=None,

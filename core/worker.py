@@ -27,7 +27,7 @@ from . import alerts, events, fanout, imports, metrics, orders, products, rmas
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
-from .db import Database
+from .db import Database, defer_inserts
 from .errors import ChannelAPIError, RetryLater
 from .housekeeping import Housekeeping
 from .intents import (ORDER_INTENTS, CreateOrder, DeactivateChannel, DeleteProduct, Ignore,
@@ -59,6 +59,13 @@ class Claimed:
     body_missing: bool
 
 
+#: What a batch reads of each claimed delivery.
+_CLAIMED_COLUMNS = (StoredDelivery.id, StoredDelivery.channel_id, StoredDelivery.channel_type,
+                    StoredDelivery.body, StoredDelivery.headers, StoredDelivery.received_at)
+#: A batch's claimed deliveries and their channels' views (or why a view failed).
+Loaded = tuple[list[Claimed], dict[int, object]]
+
+
 class Worker:
     def __init__(self, app, name: str | None = None):
         self.app = app
@@ -79,10 +86,21 @@ class Worker:
         """Claim up to ``limit`` due deliveries, fairly across channels: each channel with work
         gets a share, so a small store is never stuck behind a big store's backlog. Channels
         whose API told us to wait (``self.blocked``) are skipped until then."""
+        return self._claim(limit)[0]
+
+    def _claim(self, limit: int | None = None) -> tuple[list[int], "Loaded | None"]:
+        """:meth:`claim`, and what :meth:`process_batch` reads of the claimed deliveries and
+        their channels, read in the claim's own transaction (the claiming UPDATE returns the
+        rows): a batch costs no read transaction of its own between its claim and its
+        record."""
         limit = limit or self.config["WORKER_BATCH"]
         now = utcnow()
         claimed: list[int] = []
-        with self.db.session() as session:
+        # A claim is a lease: lost in a database crash, its deliveries are PENDING again (or
+        # back in the expired-lease scan below, which counts the attempt, or the death, again),
+        # so its commit need not wait for the WAL flush (durable=False). The batch that records
+        # their changes and events is durable.
+        with self.db.session(durable=False) as session:
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
             # (channel_id IN / state =: ranges of ix_deliveries_claim, not a scan of the inbox.)
@@ -123,11 +141,15 @@ class Worker:
                     if len(got) == want:
                         hungry.append(channel_id)
                 channel_ids = hungry
-            if claimed:
-                session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(claimed)).values(
-                    state=PROCESSING, claimed_by=self.name,
-                    claimed_until=now + timedelta(seconds=self.config["CLAIM_SECONDS"])))
-        return claimed
+            if not claimed:
+                return claimed, None
+            rows = session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(claimed))
+                                   .values(state=PROCESSING, claimed_by=self.name,
+                                           claimed_until=now + timedelta(
+                                               seconds=self.config["CLAIM_SECONDS"]))
+                                   .returning(*_CLAIMED_COLUMNS)).all()
+            loaded = self._load(session, sorted(rows, key=lambda row: row.id))
+        return claimed, loaded
 
     def _lock_query(self, query):
         return query if self.db.is_sqlite else query.with_for_update(skip_locked=True)
@@ -161,14 +183,14 @@ class Worker:
 
     def run_once(self) -> int:
         """Claim one batch and process it. Returns how many deliveries were processed."""
-        ids = self.claim()
+        ids, loaded = self._claim()
         if not ids:
             return 0
         if self.stopping.is_set():
             self.release(ids)
             return 0
         try:
-            self.process_batch(ids)
+            self.process_batch(ids, loaded)
         except BaseException:
             self.release(ids)  # e.g. the database went away: let any worker take them again
             raise
@@ -214,29 +236,39 @@ class Worker:
         """Process one claimed delivery; returns its outcome (None if the claim was lost)."""
         return self.process_batch([delivery_id]).get(delivery_id)
 
-    def process_batch(self, ids: list[int]) -> dict[int, str | None]:
+    def _load(self, session, rows) -> "Loaded":
+        """The claimed deliveries (``rows``: :data:`_CLAIMED_COLUMNS`, in id order) as the
+        batch carries them, and their channels' views."""
+        work = [Claimed(r.id, r.channel_id, r.channel_type,
+                        Delivery(body=r.body or b"", headers=Headers(r.headers or {}),
+                                 received_at=r.received_at, id=r.id),
+                        r.body is None) for r in rows]
+        channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
+            SalesChannel.id.in_({item.channel_id for item in work})))}
+        # A channel whose settings cannot be read (e.g. credentials its plugin no longer
+        # accepts) fails its own deliveries, not the batch's other channels.
+        views: dict[int, object] = {}
+        for cid, channel_row in channel_rows.items():
+            try:
+                views[cid] = view(channel_row, self.box, self.config["PUBLIC_BASE_URL"])
+            except Exception as exc:  # noqa: BLE001
+                log.exception("worker.channel_unreadable", extra={"channel_id": cid})
+                views[cid] = exc
+        return work, views
+
+    def process_batch(self, ids: list[int], loaded: "Loaded | None" = None
+                      ) -> dict[int, str | None]:
         """Translate a batch of claimed deliveries (channel API calls happen here, outside any
-        transaction), then record every outcome in one transaction: one commit per batch."""
+        transaction), then record every outcome in one transaction: one commit per batch.
+        ``loaded``: what the claim read (:meth:`_claim`); without it, the deliveries still
+        claimed by this worker are read first."""
         started = time.perf_counter()
-        with self.db.reading() as session:
-            rows = session.scalars(select(StoredDelivery).where(
-                StoredDelivery.id.in_(ids), StoredDelivery.claimed_by == self.name,
-                StoredDelivery.state == PROCESSING).order_by(StoredDelivery.id)).all()
-            work = [Claimed(r.id, r.channel_id, r.channel_type,
-                            Delivery(body=r.body or b"", headers=Headers(r.headers or {}),
-                                     received_at=r.received_at, id=r.id),
-                            r.body is None) for r in rows]
-            channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
-                SalesChannel.id.in_({item.channel_id for item in work})))}
-            # A channel whose settings cannot be read (e.g. credentials its plugin no longer
-            # accepts) fails its own deliveries, not the batch's other channels.
-            views: dict[int, object] = {}
-            for cid, channel_row in channel_rows.items():
-                try:
-                    views[cid] = view(channel_row, self.box, self.config["PUBLIC_BASE_URL"])
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("worker.channel_unreadable", extra={"channel_id": cid})
-                    views[cid] = exc
+        if loaded is None:
+            with self.db.reading() as session:
+                loaded = self._load(session, session.execute(select(*_CLAIMED_COLUMNS).where(
+                    StoredDelivery.id.in_(ids), StoredDelivery.claimed_by == self.name,
+                    StoredDelivery.state == PROCESSING).order_by(StoredDelivery.id)).all())
+        work, views = loaded
         results: dict[int, list | Exception] = {}
         by_channel: dict[int, list[Claimed]] = {}
         for item in work:
@@ -345,6 +377,8 @@ class Worker:
         outcomes: dict[int, str | None] = {}
         now = utcnow()
         with self.db.session() as session, session.no_autoflush:
+            # The batch's history lines and events go in one executemany per table.
+            defer_inserts(session)
             # Our own claimed rows: wait for a lock (no SKIP LOCKED), or a row briefly locked by
             # someone else (e.g. a redaction) would look like a lost claim.
             query = select(StoredDelivery).where(StoredDelivery.id.in_([item.id for item in work]))

@@ -262,3 +262,130 @@ def test_delivery_for_a_channel_deactivated_meanwhile_is_ignored(bc, api, admin,
     assert stored.outcome == "ignored" and "inactive" in stored.reason
     assert order_calls(api) == 0
     assert admin.get(f"/orders/{order['id']}")["status"] == "AWAITING_SHIPMENT"
+
+
+def _settings_of_claims_and_batches(db, seen: dict):
+    """Listeners that note, for the claim's UPDATE and the batch's UPDATE of a delivery, the
+    synchronous_commit of the transaction it runs in (asked on its own connection)."""
+    from sqlalchemy import event
+
+    def note(kind):
+        def before(conn, _cursor, statement, *_args):
+            if statement.lstrip().upper().startswith("UPDATE DELIVERIES"):
+                raw = conn.connection.driver_connection
+                seen.setdefault(kind, set()).add(
+                    raw.execute("SHOW synchronous_commit").fetchone()[0])
+        return before
+
+    listeners = [(db.lease_engine, note("claim")), (db.engine, note("batch"))]
+    for engine, listener in listeners:
+        event.listen(engine, "before_cursor_execute", listener)
+    return listeners
+
+
+def test_claims_commit_without_the_wal_flush_and_batches_with_it(bc, app, cancel_setup):
+    """A claim is a lease (lost in a crash, the delivery is claimable again): its commit does
+    not wait for the WAL flush. The batch that writes the change and its event does."""
+    from sqlalchemy import event
+    db = app.extensions["orderhooks.db"]
+    if db.is_sqlite:
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    bc.order(250, status_id=5)
+    seen: dict = {}
+    listeners = _settings_of_claims_and_batches(db, seen)
+    try:
+        assert Worker(app, name="w").run_until_idle() == 1
+    finally:
+        for engine, listener in listeners:
+            event.remove(engine, "before_cursor_execute", listener)
+    assert seen == {"claim": {"off"}, "batch": {"on"}}
+
+
+def test_a_claim_lost_before_its_commit_leaves_the_delivery_claimable(bc, api, admin, app,
+                                                                      cancel_setup):
+    """The claim's transaction dies before its commit (as when the database loses a commit
+    that did not wait for the WAL flush): the delivery is PENDING, unclaimed, and the next
+    worker takes it and applies it once."""
+    from sqlalchemy import event
+    _channel, order, delivery_id = cancel_setup
+    bc.order(250, status_id=5)
+    db = app.extensions["orderhooks.db"]
+
+    def lost(_conn):
+        raise ConnectionError("the database went away before the claim's commit")
+
+    event.listen(db.lease_engine, "commit", lost)
+    try:
+        with pytest.raises(ConnectionError):
+            Worker(app, name="lost").run_once()
+    finally:
+        event.remove(db.lease_engine, "commit", lost)
+    stored = row(app, delivery_id)
+    assert stored.state == "pending" and stored.claimed_by is None
+    assert stored.attempts == 0
+    assert Worker(app, name="next").run_until_idle() == 1
+    assert row(app, delivery_id).outcome == "applied"
+    assert cancelled_in_history(admin, order["id"]) == 1
+
+
+def test_a_batch_writes_events_and_history_in_the_order_of_its_deliveries(bc, app, admin,
+                                                                          make_order):
+    """The batch holds its history lines and events back and writes them a table at a time:
+    ids still follow the order they were made in, and every row is there."""
+    from sqlalchemy import select
+    from core.models import Event, OrderChange
+    channel = bc.create()
+    orders = {n: make_order(channel["id"], n) for n in (301, 302, 303, 304)}
+    for n in orders:
+        bc.order(n, status_id=5)
+    deliveries = [bc.send(order_id=n).get_json()["delivery_id"] for n in orders]
+    assert Worker(app, name="w").run_until_idle() == len(deliveries)
+    db = app.extensions["orderhooks.db"]
+    with db.Session() as session:
+        written = session.execute(select(Event.id, Event.position, Event.data).where(
+            Event.type == "order.cancelled").order_by(Event.id)).all()
+        lines = session.execute(select(OrderChange.id, OrderChange.delivery_id).where(
+            OrderChange.event == "cancelled").order_by(OrderChange.id)).all()
+    assert [e.data["delivery_id"] for e in written] == deliveries
+    assert [e.position for e in written] == sorted(e.position for e in written)
+    assert [line.delivery_id for line in lines] == deliveries
+    for n, order in orders.items():
+        assert admin.get(f"/orders/{order['id']}")["status"] == "CANCELLED"
+
+
+def test_held_inserts_are_written_before_the_session_reads(app):
+    """A session that defers inserts sees its held rows in any query, and a rollback drops
+    them."""
+    from sqlalchemy import func, select
+    from core import events
+    from core.db import defer_inserts
+    from core.models import Event
+    db = app.extensions["orderhooks.db"]
+    with db.session() as session:
+        defer_inserts(session)
+        before = session.scalar(select(func.count()).select_from(Event))
+        events.emit(session, "order.cancelled", {"n": 1})
+        events.emit(session, "order.cancelled", {"n": 2})
+        assert session.scalar(select(func.count()).select_from(Event)) == before + 2
+        assert [e.data["n"] for e in session.scalars(
+            select(Event).where(Event.id > 0).order_by(Event.id))][-2:] == [1, 2]
+    with db.Session() as session:
+        session.begin()
+        defer_inserts(session)
+        events.emit(session, "order.cancelled", {"n": 3})
+        session.rollback()
+        # nothing held is left to write before this query or at this commit
+        assert session.scalar(select(func.count()).select_from(Event)) == before + 2
+        session.commit()
+    with db.Session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == before + 2
+    # a savepoint rolled back drops the rows held since it began, not those held before it
+    with db.session() as session:
+        defer_inserts(session)
+        events.emit(session, "order.cancelled", {"n": 4})
+        savepoint = session.begin_nested()
+        events.emit(session, "order.cancelled", {"n": 5})
+        savepoint.rollback()
+    with db.Session() as session:
+        assert [e.data["n"] for e in session.scalars(
+            select(Event).order_by(Event.id))][-3:] == [1, 2, 4]
