@@ -237,6 +237,7 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001
                     log.exception("worker.channel_unreadable", extra={"channel_id": cid})
                     views[cid] = exc
+            imports.mark_known_orders(session, rows, work, views)
         results: dict[int, list | Exception] = {}
         by_channel: dict[int, list[Claimed]] = {}
         for item in work:
