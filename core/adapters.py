@@ -71,6 +71,11 @@ class Delivery:
     received_at: datetime | None = None
     #: The stored delivery's id (None during intake, before it is stored).
     id: int | None = None
+    #: In the worker, on a channel with order creation on: whether the service held the order
+    #: the delivery names (``DeliveryInfo.channel_order_id``) when the batch was claimed, so
+    #: that a plugin knows which orders its reads may have to import (``read_order``). None:
+    #: not looked up (order creation off, no order named, or outside the worker).
+    order_known: bool | None = None
     _parsed: Any = field(default=None, repr=False)
 
     def json(self) -> Any:

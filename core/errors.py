@@ -1,6 +1,8 @@
 """Exceptions plugins raise to tell the core what went wrong, and how to react."""
 from __future__ import annotations
 
+import time
+
 
 class AuthenticationError(Exception):
     """The delivery is not from the channel: the intake answers 401 and stores nothing."""
@@ -18,6 +20,13 @@ class RetryLater(Exception):
         super().__init__(reason)
         self.reason = reason
         self.delay = max(0.0, float(delay))
+        #: When it was raised: the delay counts from then, not from when the worker records it
+        #: (a batch's other reads may take a while meanwhile).
+        self.raised_at = time.monotonic()
+
+    def remaining(self) -> float:
+        """What is left of the delay now."""
+        return max(0.0, self.delay - (time.monotonic() - self.raised_at))
 
 
 class ChannelAPIError(Exception):

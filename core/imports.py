@@ -24,6 +24,28 @@ log = logging.getLogger("orderhooks.imports")
 NEEDS_ORDER = (Cancel, Fulfill, RecordPayment, RecordRefund)
 
 
+def mark_known_orders(session, rows, work, views: dict) -> None:
+    """Tell each delivery of the batch (``work``, claimed from ``rows``) that names an order,
+    on a channel with order creation on, whether the service holds that order
+    (``Delivery.order_known``): one query per channel. A plugin then holds API calls for the
+    import only for orders that may need one."""
+    named: dict[int, dict[int, str]] = {}
+    for row in rows:
+        channel = views.get(row.channel_id)
+        if (row.channel_order_id and channel is not None
+                and not isinstance(channel, Exception) and channel.uses(hooks.ORDER_CREATION)):
+            named.setdefault(row.channel_id, {})[row.id] = row.channel_order_id
+    known: set[tuple[int, str]] = set()
+    for channel_id, ids in named.items():
+        known |= {(channel_id, order_id) for order_id in session.scalars(
+            select(Order.channel_order_id).where(Order.channel_id == channel_id,
+                                                 Order.channel_order_id.in_(set(ids.values()))))}
+    for item in work:
+        order_id = named.get(item.channel_id, {}).get(item.id)
+        if order_id is not None:
+            item.delivery.order_known = (item.channel_id, order_id) in known
+
+
 def import_unknown_orders(session_factory, adapters, work, results: dict, views: dict) -> None:
     """For each order a batch's intents name that no order table row nor any CreateOrder of the
     batch provides, on a channel with order creation on: read it from the channel's API and

@@ -61,7 +61,8 @@ class Claimed:
 
 #: What a batch reads of each claimed delivery.
 _CLAIMED_COLUMNS = (StoredDelivery.id, StoredDelivery.channel_id, StoredDelivery.channel_type,
-                    StoredDelivery.body, StoredDelivery.headers, StoredDelivery.received_at)
+                    StoredDelivery.body, StoredDelivery.headers, StoredDelivery.received_at,
+                    StoredDelivery.channel_order_id)
 #: A batch's claimed deliveries and their channels' views (or why a view failed).
 Loaded = tuple[list[Claimed], dict[int, object]]
 
@@ -220,13 +221,22 @@ class Worker:
                 try:
                     self.housekeeping()
                     if not self.run_once():
-                        bell.wait(self.config["WORKER_IDLE_SECONDS"])
+                        bell.wait(self.idle_wait())
                 except Exception:  # noqa: BLE001 — e.g. the database restarting: wait, go on
                     log.exception("worker.error")
                     self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
         finally:
             bell.close()
         log.info("worker.stopped", extra={"worker": self.name})
+
+    def idle_wait(self) -> float:
+        """How long to wait for the bell with nothing due: the idle time, or less when a
+        channel's API wait ends sooner (its deliveries are due then: the store's new rate-limit
+        window is used from its start, not from the next idle tick)."""
+        idle = self.config["WORKER_IDLE_SECONDS"]
+        now = time.monotonic()
+        ends = [until - now for until in self.blocked.values() if until > now]
+        return max(0.001, min([idle, *ends]))
 
     def housekeeping(self, force: bool = False) -> None:
         """The periodic jobs (:mod:`core.housekeeping`), when due."""
@@ -254,6 +264,7 @@ class Worker:
             except Exception as exc:  # noqa: BLE001
                 log.exception("worker.channel_unreadable", extra={"channel_id": cid})
                 views[cid] = exc
+        imports.mark_known_orders(session, rows, work, views)
         return work, views
 
     def process_batch(self, ids: list[int], loaded: "Loaded | None" = None
@@ -286,12 +297,12 @@ class Worker:
             for item, result in zip(items, self._translate(adapter, items, views[channel_id])):
                 results[item.id] = result
                 if isinstance(result, RetryLater):
-                    self.blocked[channel_id] = time.monotonic() + result.delay
+                    self.blocked[channel_id] = time.monotonic() + result.remaining()
         imports.import_unknown_orders(self.db.Session, self.channel_types, work, results, views)
         for item in work:
             if isinstance(results.get(item.id), RetryLater):  # an import's read was throttled
                 self.blocked[item.channel_id] = max(self.blocked.get(item.channel_id, 0.0),
-                                                    time.monotonic() + results[item.id].delay)
+                                                    time.monotonic() + results[item.id].remaining())
         outcomes = self._record(work, results)
         elapsed = time.perf_counter() - started
         for item in work:
@@ -396,7 +407,7 @@ class Worker:
                     continue
                 result = results[item.id]
                 if isinstance(result, RetryLater):
-                    self._reschedule(row, result.delay, f"throttled by the channel: "
+                    self._reschedule(row, result.remaining(), f"throttled by the channel: "
                                                         f"{result.reason}", now)
                     outcomes[item.id] = THROTTLED
                 elif isinstance(result, Exception):

@@ -3,12 +3,20 @@ addresses, each read once — whether it arrives as store/order/created, as a ca
 payment of an order the service does not know yet (imported first), or as a burst of deliveries
 for one new order in one batch. ``responses`` counts every call."""
 from collections import Counter
+from datetime import timedelta
 
 import pytest
+import requests
 
+from core.clock import utcnow
+from core.models import StoredDelivery
+from core.worker import Worker
+from plugins.bigcommerce import client as bc_client
 from plugins.bigcommerce.reads import RecentOrders
-from tests.conftest import BC_STORE
+from tests.conftest import BC_STORE, STORE
 from tests.test_orders_from_channel import bc_channel, bc_order, outcome, the_order
+# The fake clock of the client, and a pacer that forgets every window, for each test here.
+from tests.test_ratelimit import clock  # noqa: F401 (a fixture)
 
 ORDER = f"{BC_STORE}/v2/orders/250"
 
@@ -110,27 +118,124 @@ def test_a_burst_with_the_creation_costs_three_calls(bc, admin, worker):
     assert calls(bc) == THREE_READS
 
 
-def test_a_known_order_costs_one_read(bc, admin, worker):
-    """An order the service knows is not imported again: its status change costs the order
-    read alone."""
-    channel = bc_channel(bc, admin)
-    bc_order(bc, status_id=7)
-    bc.send(scope="store/order/created")
-    worker.run_until_idle()
-    bc.api.calls.reset()
-    bc_order(bc, status_id=5)
-    bc.send(new_status=5, previous=7, created_at=1561479999)
-    worker.run_until_idle()
-    assert the_order(admin, channel, 250)["status"] == "CANCELLED"
-    assert calls(bc) == {"order": 1}
-
-
 def test_recent_orders_hands_each_order_out_once_and_keeps_only_the_newest():
     recent = RecentOrders(size=2)
     for order_id in ("1", "2", "3"):
         recent.keep(7, order_id, {"id": int(order_id)})
     assert recent.take(7, "1") is None  # the oldest made room
     assert recent.take(8, "2") is None  # another channel's order 2 was never read
-    assert recent.take(7, "2") == {"id": 2}
+    assert recent.take(7, "2") == ({"id": 2}, None)
     assert recent.take(7, "2") is None
-    assert recent.take(7, "3") == {"id": 3}
+    assert recent.take(7, "3") == ({"id": 3}, None)
+
+
+def test_recent_orders_give_back_the_calls_held_for_imports_they_drop():
+    """An order kept for an import holds that import's calls in its store's window; when it
+    is dropped unused (room made, the channel's next batch) the calls are given back."""
+    pacer = bc_client.StorePacer()
+    recent = RecentOrders(size=1)
+    holds = []
+    for order_id in ("1", "2"):
+        assert pacer.reserve("s", 2) == 0.0
+        holds.append(bc_client.Hold(pacer, "s", 2))
+        recent.keep(7, order_id, {"id": int(order_id)}, holds[-1])
+    assert holds[0].calls == 0 and holds[1].calls == 2  # order 1 made room: its calls are back
+    assert pacer._windows["s"][2] == 2
+    recent.drop(7)
+    assert recent.take(7, "2") is None and pacer._windows["s"][2] == 0
+
+
+# -- the store's rate-limit window running out halfway through an import ---------------------
+
+
+def window_runs_out_at_the_order_read(bc, order_id=250, left=bc_client.RESERVE):
+    """The order's read answers that the store's window is down to ``left`` calls (not more
+    than the reserve kept for calls in flight) for 5 s: any call after it outside a hold
+    would wait for the next window (the delivery rescheduled)."""
+    url = f"{BC_STORE}/v2/orders/{order_id}"
+    response = next(r for r in bc.api.registered() if r.url == url)
+    response.headers = {"X-Rate-Limit-Requests-Left": str(left),
+                        "X-Rate-Limit-Time-Reset-Ms": "5000",
+                        "X-Rate-Limit-Requests-Quota": "150"}
+
+
+def window_left(left: int) -> None:
+    """An answer just told the store's pacer that ``left`` calls are left for 5 s."""
+    answer = requests.Response()
+    answer.status_code = 200
+    answer.headers.update({"X-Rate-Limit-Requests-Left": str(left),
+                           "X-Rate-Limit-Time-Reset-Ms": "5000"})
+    bc_client.PACER.observe(STORE, answer)
+
+
+def next_window(app, clock):
+    """The window is over: every delivery waiting for it is due again, for a new worker."""
+    clock.advance(5.1)
+    with app.extensions["orderhooks.db"].session() as session:
+        for row in session.query(StoredDelivery).filter_by(state="pending"):
+            row.next_attempt_at = utcnow() - timedelta(seconds=1)
+    return Worker(app, name="next-window")
+
+
+@pytest.mark.parametrize("how", ["created", "paid"])
+def test_an_import_cut_by_the_window_never_pays_a_fourth_call(bc, admin, worker, app, clock,
+                                                              how):
+    """The window runs out between the order's read and its products and addresses: those
+    two calls were held with the read, so the import finishes in the same window — three
+    calls, nothing rescheduled, no 429 — whether the order comes by its creation or by its
+    payment (imported by the worker from the read that translated the delivery)."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=11)
+    window_runs_out_at_the_order_read(bc)
+    sent = (bc.send(scope="store/order/created") if how == "created"
+            else bc.send(new_status=11, previous=7))
+    worker.run_until_idle()
+    assert outcome(admin, sent)["state"] == "done"
+    assert the_order(admin, channel, 250)["status"] == "UNPROCESSED"
+    assert calls(bc) == THREE_READS
+    assert clock.sleeps == []
+    assert not any(c.response is not None and c.response.status_code == 429
+                   for c in bc.api.calls)
+
+
+@pytest.mark.parametrize("how", ["created", "paid"])
+def test_an_import_that_does_not_fit_the_window_waits_for_the_next_without_a_call(
+        bc, admin, worker, app, clock, how):
+    """Fewer calls left in the window than an import and the reserve need: the order is not
+    read at all; the delivery waits for the next window, where it costs three calls."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=11)
+    window_left(bc_client.RESERVE + 2)
+    sent = (bc.send(scope="store/order/created") if how == "created"
+            else bc.send(new_status=11, previous=7))
+    worker.run_until_idle()
+    delivery = outcome(admin, sent)
+    assert delivery["state"] == "pending" and "throttled" in delivery["reason"]
+    assert calls(bc) == {}
+    assert the_order(admin, channel, 250) is None
+
+    assert next_window(app, clock).run_until_idle() == 1
+    assert the_order(admin, channel, 250)["status"] == "UNPROCESSED"
+    assert calls(bc) == THREE_READS
+
+
+
+@pytest.mark.parametrize("left", [None, bc_client.RESERVE + 1])
+def test_a_known_order_costs_one_read(bc, admin, worker, app, clock, left):
+    """An order the service knows is not imported again: its status change costs the order
+    read alone. The worker tells the plugin which orders it holds, so that read holds no
+    import's calls: it goes ahead in a window with room for one call and the reserve
+    (``left``), where an import's three would wait."""
+    channel = bc_channel(bc, admin)
+    bc_order(bc, status_id=7)
+    bc.send(scope="store/order/created")
+    worker.run_until_idle()
+    bc.api.calls.reset()
+    bc_order(bc, status_id=5)
+    if left is not None:
+        window_left(left)
+    cancelled = bc.send(new_status=5, previous=7, created_at=1561479999)
+    worker.run_until_idle()
+    assert outcome(admin, cancelled)["outcome"] == "applied"
+    assert the_order(admin, channel, 250)["status"] == "CANCELLED"
+    assert calls(bc) == {"order": 1}

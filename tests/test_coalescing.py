@@ -130,8 +130,10 @@ def test_a_new_kind_of_read_is_one_entry_in_the_table_and_is_coalesced(bc, admin
     customers = reads.ReadKind(
         "customer", lambda scope: scope == "store/customer/updated",
         lambda scope, data, payload, channel: str(data["id"]),
-        lambda client, customer_id: client.json("GET", f"/v2/customers/{customer_id}"),
-        lambda batch, customer_id, answer, group: [
+        lambda group, channel, new: 1,
+        lambda client, customer_id, hold: client.json("GET", f"/v2/customers/{customer_id}",
+                                                      hold=hold),
+        lambda batch, customer_id, answer, group, hold: [
             [Ignore(f"customer {customer_id} ({answer['email']}), change {data['change']}")]
             for _, data in group],
         "/v2/customers/{}", "customer")

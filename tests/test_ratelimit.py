@@ -184,3 +184,32 @@ def test_rate_limited_hooks_api_still_subscribes(bc, api, app, clock):
     assert clock.sleeps == [0.5]
     assert len(bc.hooks) == 1
     assert [s["status"] for s in channel["subscriptions"]] == ["active"]
+
+
+def test_a_throttled_delivery_waits_from_when_it_was_throttled(monkeypatch):
+    """A batch's other reads may take a while after one of them was throttled: the wait the
+    API asked for counts from the throttling, so the delivery is due when the window resets,
+    not that much later."""
+    from core import errors
+
+    fake = FakeClock()
+    monkeypatch.setattr(errors, "time", fake)
+    throttled = errors.RetryLater("store rate limited", delay=3.0)
+    fake.advance(1.25)
+    assert throttled.remaining() == 1.75
+    fake.advance(5)
+    assert throttled.remaining() == 0.0
+
+
+def test_an_idle_worker_wakes_when_a_stores_wait_ends(worker, app):
+    """Nothing due: the worker waits for the bell no longer than the idle time, and no longer
+    than the first store's API wait, so the store's next window is used from its start."""
+    import time
+
+    idle = app.config["WORKER_IDLE_SECONDS"]
+    assert worker.idle_wait() == idle
+    worker.blocked[1] = time.monotonic() - 1  # over
+    worker.blocked[2] = time.monotonic() + idle * 10
+    assert worker.idle_wait() == idle
+    worker.blocked[3] = time.monotonic() + idle / 5
+    assert 0 < worker.idle_wait() <= idle / 5

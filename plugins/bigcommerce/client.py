@@ -24,34 +24,109 @@ MAX_WINDOW = 3600.0
 
 class StorePacer:
     """Remembers, per store, what BigCommerce's rate-limit headers said, so that the next call
-    waits for the window to reset instead of collecting a 429."""
+    waits for the window to reset instead of collecting a 429; and holds calls for chains of
+    reads that must not be cut by the window running out (:meth:`reserve`).
+
+    Per store it keeps the lowest ``X-Rate-Limit-Requests-Left`` answered in the current
+    window (answers of concurrent calls arrive in any order), when that window resets, and the
+    calls held and not yet answered. A call outside a hold waits when the window's calls left,
+    less those held, are down to ``RESERVE``; a call of a hold waits only when even the held
+    calls no longer fit (another app of the store spent them): so a chain that got its hold is
+    not cut by the window, and the calls of others never eat into it."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._blocked_until: dict[str, float] = {}
+        #: store -> [lowest calls left seen, when the window resets, calls held]
+        self._windows: dict[str, list] = {}
 
-    def wait_time(self, store: str) -> float:
-        return max(0.0, self._blocked_until.get(store, 0.0) - time.monotonic())
+    def wait_time(self, store: str, held: bool = False) -> float:
+        """How long a call must wait; ``held``: the call is one of a hold's."""
+        now = time.monotonic()
+        with self._lock:
+            wait = self._blocked_until.get(store, 0.0) - now
+            window = self._windows.get(store)
+            if window and window[0] is not None and now < window[1]:
+                spare = window[0] - window[2]
+                if spare < 0 if held else spare <= RESERVE:
+                    wait = max(wait, window[1] - now)
+        return max(0.0, wait)
+
+    def reserve(self, store: str, calls: int) -> float:
+        """Hold ``calls`` calls of the store's window when they fit beside the calls already
+        held and ``RESERVE`` (0.0: held); otherwise hold nothing and say how long until they
+        may fit."""
+        now = time.monotonic()
+        with self._lock:
+            wait = self._blocked_until.get(store, 0.0) - now
+            window = self._windows.setdefault(store, [None, 0.0, 0])
+            if window[0] is not None and now < window[1] and \
+                    window[0] - window[2] - calls < RESERVE:
+                wait = max(wait, window[1] - now)
+            if wait <= 0:
+                window[2] += calls
+                return 0.0
+            return wait
+
+    def release(self, store: str, calls: int) -> None:
+        """Give back held calls (answered, or no longer needed)."""
+        with self._lock:
+            window = self._windows.get(store)
+            if window:
+                window[2] = max(0, window[2] - calls)
 
     def observe(self, store: str, response: requests.Response) -> None:
-        left = response.headers.get("X-Rate-Limit-Requests-Left")
-        reset_ms = response.headers.get("X-Rate-Limit-Time-Reset-Ms")
-        retry_after = response.headers.get("X-Retry-After")
-        until = None
-        if response.status_code == 429:
-            seconds = _number(retry_after) or (_number(reset_ms) or 0) / 1000 or 1.0
-            until = time.monotonic() + seconds
-        elif left is not None and _number(left) is not None and _number(left) <= RESERVE and reset_ms:
-            until = time.monotonic() + (_number(reset_ms) or 0) / 1000
-        if until is not None:
-            until = min(until, time.monotonic() + MAX_WINDOW)
-            with self._lock:
+        left = _number(response.headers.get("X-Rate-Limit-Requests-Left"))
+        reset_ms = _number(response.headers.get("X-Rate-Limit-Time-Reset-Ms"))
+        now = time.monotonic()
+        with self._lock:
+            if response.status_code == 429:
+                seconds = (_number(response.headers.get("X-Retry-After"))
+                           or (reset_ms or 0) / 1000 or 1.0)
+                until = min(now + seconds, now + MAX_WINDOW)
                 self._blocked_until[store] = max(until, self._blocked_until.get(store, 0.0))
+            elif left is not None and reset_ms is not None:
+                window = self._windows.setdefault(store, [None, 0.0, 0])
+                if window[0] is None or now >= window[1]:  # a new window
+                    window[0], window[1] = left, now + min(reset_ms / 1000, MAX_WINDOW)
+                else:
+                    window[0] = min(window[0], left)
 
     def reset(self) -> None:
         """Forget every store's window (tests; a restarted worker starts the same way)."""
         with self._lock:
             self._blocked_until.clear()
+            self._windows.clear()
+
+
+class Hold:
+    """Calls held in one store's window for one chain of reads (:meth:`BigCommerceClient.
+    reserve`): each answered call of the chain gives one back, ``release`` the rest."""
+
+    def __init__(self, pacer: StorePacer, store: str, calls: int):
+        self.pacer, self.store, self.calls = pacer, store, calls
+
+    def spend(self) -> None:
+        if self.calls > 0:
+            self.calls -= 1
+            self.pacer.release(self.store, 1)
+
+    def release(self) -> None:
+        calls, self.calls = self.calls, 0
+        if calls:
+            self.pacer.release(self.store, calls)
+
+    def handed_on(self) -> "Hold":
+        """The calls still held, as a hold of their own (this one keeps none): for a chain that
+        goes on later (the worker's import of an order read while translating)."""
+        rest, self.calls = Hold(self.pacer, self.store, self.calls), 0
+        return rest
+
+    def __enter__(self) -> "Hold":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 PACER = StorePacer()
@@ -87,17 +162,37 @@ class BigCommerceClient:
                                 own=(DEFAULT_API_BASE_URL,), allowed=allowed)
         self.pacer = pacer
 
-    def call(self, method: str, path: str, *, ok=(200, 201, 204), **kwargs) -> requests.Response:
-        """One API call, paced per store. Waits out short rate-limit windows; raises RetryLater
-        for long ones (the delivery is rescheduled, not failed) and ChannelAPIError otherwise."""
+    def reserve(self, calls: int) -> Hold:
+        """Hold ``calls`` calls of the store's window for a chain of reads, before its first
+        call: the chain then runs whole in the window, never paying a read again because the
+        window ran out halfway. Waits out a short wait; raises RetryLater (no call made) for a
+        long one."""
+        for _ in range(3):
+            wait = self.pacer.reserve(self.store_hash, calls)
+            if not wait:
+                return Hold(self.pacer, self.store_hash, calls)
+            if wait > MAX_INLINE_WAIT:
+                break
+            time.sleep(wait)
+        raise RetryLater(f"store {self.store_hash} has no room for {calls} calls in its "
+                         "rate-limit window", delay=max(wait, 0.1))
+
+    def call(self, method: str, path: str, *, ok=(200, 201, 204), hold: Hold | None = None,
+             **kwargs) -> requests.Response:
+        """One API call, paced per store (``hold``: one of the calls held for a chain). Waits
+        out short rate-limit windows; raises RetryLater for long ones (the delivery is
+        rescheduled, not failed) and ChannelAPIError otherwise."""
+        held = hold is not None and hold.calls > 0
         for _ in range(4):
-            wait = self.pacer.wait_time(self.store_hash)
+            wait = self.pacer.wait_time(self.store_hash, held=held)
             if wait > MAX_INLINE_WAIT:
                 raise RetryLater(f"store {self.store_hash} is rate limited", delay=wait)
             if wait:
                 time.sleep(wait)
             response = self.http.request(method, path, **kwargs)
             self.pacer.observe(self.store_hash, response)
+            if held and response.status_code != 429:
+                hold.spend()
             if response.status_code == 429:
                 continue
             if response.status_code in ok or response.status_code == 404:
@@ -123,20 +218,20 @@ class BigCommerceClient:
 
     # -- orders -----------------------------------------------------------------------------
 
-    def order(self, order_id: str) -> dict | None:
-        return self.json("GET", f"/v2/orders/{_order_segment(order_id)}")
+    def order(self, order_id: str, hold: Hold | None = None) -> dict | None:
+        return self.json("GET", f"/v2/orders/{_order_segment(order_id)}", hold=hold)
 
     def shipments(self, order_id: str) -> list[dict]:
         """The order's shipments; BigCommerce answers 204 with no body when there are none."""
         return self.json("GET", f"/v2/orders/{_order_segment(order_id)}/shipments",
                          params={"limit": 250}) or []
 
-    def order_products(self, order_id: str) -> list[dict]:
+    def order_products(self, order_id: str, hold: Hold | None = None) -> list[dict]:
         """The order's lines, 250 a page (one call for all but the largest orders)."""
         found, page = [], 1
         while True:
             rows = self.json("GET", f"/v2/orders/{_order_segment(order_id)}/products",
-                             params={"page": page, "limit": PAGE}) or []
+                             params={"page": page, "limit": PAGE}, hold=hold) or []
             if not isinstance(rows, list):
                 raise ChannelAPIError(f"GET /v2/orders/{order_id}/products answered with no "
                                       "list of products")
@@ -145,25 +240,25 @@ class BigCommerceClient:
                 return found
             page += 1
 
-    def order_shipping_addresses(self, order_id: str) -> list[dict]:
+    def order_shipping_addresses(self, order_id: str, hold: Hold | None = None) -> list[dict]:
         rows = self.json("GET", f"/v2/orders/{_order_segment(order_id)}/shipping_addresses",
-                         params={"limit": PAGE}) or []
+                         params={"limit": PAGE}, hold=hold) or []
         return rows if isinstance(rows, list) else []
 
     # -- catalog ----------------------------------------------------------------------------
 
-    def product(self, product_id: str) -> dict | None:
+    def product(self, product_id: str, hold: Hold | None = None) -> dict | None:
         """``GET /v3/catalog/products/{id}?include=variants``: the product with its variants
         (None: 404, the product does not exist)."""
         return self.json("GET", f"/v3/catalog/products/{_order_segment(product_id, 'product')}",
-                         params={"include": "variants"}, decimals=True)
+                         params={"include": "variants"}, decimals=True, hold=hold)
 
-    def refunds(self, order_id: str) -> list[dict] | None:
+    def refunds(self, order_id: str, hold: Hold | None = None) -> list[dict] | None:
         """The order's refunds (``GET /v3/orders/{id}/payment_actions/refunds``, oldest
         first); None when BigCommerce does not know the order. Amounts are read as the JSON
         writes them (text), never through a float."""
         path = f"/v3/orders/{_order_segment(order_id)}/payment_actions/refunds"
-        response = self.call("GET", path)
+        response = self.call("GET", path, hold=hold)
         if response.status_code == 404:
             return None
         try:

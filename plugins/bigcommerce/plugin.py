@@ -16,7 +16,9 @@ Status rule (documented in README and docs/plugins.md):
 * A cancellation, fulfilment or payment of an order the service does not know yet (order
   creation on): the worker imports it first (``read_order``) from the order read to translate
   the delivery, so a new order costs three calls however it arrives (a shipped one adds its
-  shipments).
+  shipments). The three are held in the store's rate-limit window before the order is read
+  (``client.StorePacer.reserve``): when they do not fit, the delivery waits for the next
+  window without a call, so the window never cuts an import after its read.
 
 The current state is trusted over the payload's ``new_status_id``: retries arrive late and out of
 order, so a stale "cancelled" for an order that was re-opened must not cancel it.
@@ -49,9 +51,9 @@ from orderhooks import (AuthenticationError, Channel, ChannelAdapter, Delivery, 
 
 from . import client as api
 from .client import BigCommerceClient
-from .reads import (CREATED_SCOPE, ORDER_SCOPE, READ_KINDS, REFUND_SCOPE, Batch, RecentOrders,
-                    delivery_time, import_intents, missing_order, parse_payload, read_group,
-                    unread)
+from .reads import (CREATED_SCOPE, IMPORT_CALLS, ORDER_SCOPE, READ_KINDS, REFUND_SCOPE, Batch,
+                    RecentOrders, delivery_time, import_intents, missing_order, parse_payload,
+                    read_group, unread)
 
 #: The header the service puts in every hook it creates, carrying the channel's secret.
 SECRET_HEADER = "X-Orderhooks-Secret"
@@ -185,6 +187,8 @@ class BigCommerceAdapter(ChannelAdapter):
         read (``reads.READ_KINDS``) says how a delivery names its object, how it is read and
         what the answer means; different objects are read at once (``concurrency``)."""
         batch = Batch(self.client(channel), channel, self.recent_orders)
+        # What the channel's last batch kept for its imports is spent or no longer wanted.
+        self.recent_orders.drop(channel.id)
         results: list = [None] * len(deliveries)
         #: (kind, object id) -> the (index, (scope, data)) of each delivery that needs it read
         groups: dict[tuple, list[tuple[int, tuple[str, dict]]]] = {}
@@ -203,7 +207,9 @@ class BigCommerceAdapter(ChannelAdapter):
 
         def read(key: tuple):
             kind, object_id = key
-            return read_group(batch, kind, object_id, [item for _, item in groups[key]])
+            return read_group(batch, kind, object_id, [item for _, item in groups[key]],
+                              new=any(deliveries[index].order_known is not True
+                                      for index, _ in groups[key]))
 
         keys = list(groups)
         if len(keys) > 1 and self.concurrency > 1:
@@ -241,21 +247,29 @@ class BigCommerceAdapter(ChannelAdapter):
         self.client(channel).delete_hook(remote.remote_id)
 
     def read_order(self, channel: Channel, channel_order_id: str):
-        """The order, its products and shipping addresses (three calls, paced per store like
-        every read), as a CreateOrder; an Ignore when BigCommerce does not know it (404) or it
-        is incomplete. The order read while translating the delivery that named it is used
-        again (``reads.RecentOrders``): the products and addresses are then the only calls."""
+        """The order, its products and shipping addresses (three calls, held together in the
+        store's window, paced per store like every read), as a CreateOrder; an Ignore when
+        BigCommerce does not know it (404) or it is incomplete. The order read while translating
+        the delivery that named it is used again (``reads.RecentOrders``), with the two calls
+        held for the rest: the products and addresses are then the only calls."""
         if not api.is_order_id(str(channel_order_id)):
             return Ignore(f"order {channel_order_id!r} is not a BigCommerce order id")
         client = self.client(channel)
-        order = self.recent_orders.take(channel.id, str(channel_order_id))
-        if order is None:
-            order = client.order(channel_order_id)
-        if missing_order(order, channel_order_id):
-            return Ignore(f"order {channel_order_id} could not be imported: GET "
-                          f"/v2/orders/{channel_order_id} answered 404 (or the order is "
-                          "deleted)")
-        return import_intents(client, channel_order_id, order)[0]
+        kept = self.recent_orders.take(channel.id, str(channel_order_id))
+        if kept is None:
+            hold = client.reserve(IMPORT_CALLS)  # the three calls fit in the window, or none
+            order = None
+        else:
+            order, hold = kept
+            hold = hold or client.reserve(IMPORT_CALLS - 1)
+        with hold:
+            if order is None:
+                order = client.order(channel_order_id, hold)
+            if missing_order(order, channel_order_id):
+                return Ignore(f"order {channel_order_id} could not be imported: GET "
+                              f"/v2/orders/{channel_order_id} answered 404 (or the order is "
+                              "deleted)")
+            return import_intents(client, channel_order_id, order, hold)[0]
 
 
 

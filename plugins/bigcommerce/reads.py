@@ -23,7 +23,7 @@ from orderhooks import (Address, Cancel, Channel, ChannelAPIError, CreateOrder, 
                         RetryLater, Shipment, ShipmentItem, UpsertProduct)
 
 from . import client as api
-from .client import BigCommerceClient
+from .client import BigCommerceClient, Hold
 
 log = logging.getLogger("orderhooks.bigcommerce")
 
@@ -65,18 +65,23 @@ class ReadKind:
     - ``takes(scope)``: whether a delivery of that scope is this kind's;
     - ``key(scope, data, payload, channel)``: the id of the object the delivery needs read, or
       the delivery's result when it needs none (its intents, or an Ignore saying why);
-    - ``read(client, object_id)``: the answer, one call (or a few pages) to the API;
-    - ``results(batch, object_id, answer, group)``: what the answer means for each delivery of
-      ``group`` (scope and data of each): its intents, or an exception of its own. An exception
-      raised by ``read`` or ``results`` is every delivery's of the group;
+    - ``calls(group, channel, new)``: the calls held in the store's window before the read
+      (the read and the calls its results make), so the chain is never cut halfway by the
+      window running out; ``new``: a delivery of the group names an order the service may
+      not hold yet;
+    - ``read(client, object_id, hold)``: the answer, one call (or a few pages) to the API;
+    - ``results(batch, object_id, answer, group, hold)``: what the answer means for each
+      delivery of ``group`` (scope and data of each): its intents, or an exception of its own.
+      An exception raised by ``read`` or ``results`` is every delivery's of the group;
     - ``path``: the read's path (``{}``: the object id), named when an answer cannot be read;
     - ``names``: what the object id is ("order", "product"), in log lines.
     """
     name: str
     takes: Callable[[str], bool]
     key: Callable[[str, dict, dict, Channel], "str | list"]
-    read: Callable[[BigCommerceClient, str], object]
-    results: Callable[["Batch", str, object, list], list]
+    calls: Callable[[list, Channel, bool], int]
+    read: Callable[[BigCommerceClient, str, Hold], object]
+    results: Callable[["Batch", str, object, list, Hold], list]
     path: str
     names: str
 
@@ -124,11 +129,26 @@ def _product_key(scope: str, data: dict, payload: dict, channel: Channel) -> "st
     return product_id
 
 
-def order_results(batch: Batch, order_id: str, order, group: list[tuple[str, dict]]) -> list:
+#: An order's import: the order, its products and its shipping addresses (up to 250 lines).
+IMPORT_CALLS = 3
+
+
+def order_calls(group: list[tuple[str, dict]], channel: Channel, new: bool) -> int:
+    """The calls held for one read of an order: the whole import when the group imports it
+    (its creation, a checkout completed) or may have to (order creation on and an order the
+    service may not hold: the worker imports it from this read), else the read alone."""
+    if any(scope == CREATED_SCOPE or _completes_checkout(scope, data, channel)
+           for scope, data in group) or (new and channel.uses("order_creation")):
+        return IMPORT_CALLS
+    return 1
+
+
+def order_results(batch: Batch, order_id: str, order, group: list[tuple[str, dict]],
+                  hold: Hold) -> list:
     """The intents of each delivery of one order (``group``: scope and data of each), from one
     read of the order — plus, when one of them is the order's creation, its products and
-    shipping addresses (at most three calls for a new order of up to 250 lines), and, when one
-    of them needs the order's state and it has shipped, its shipments."""
+    shipping addresses (at most three calls for a new order of up to 250 lines, held with the
+    read), and, when one of them needs the order's state and it has shipped, its shipments."""
     client, channel = batch.client, batch.channel
     missing = missing_order(order, order_id)
     if missing:
@@ -136,7 +156,7 @@ def order_results(batch: Batch, order_id: str, order, group: list[tuple[str, dic
     created = None
     if any(scope == CREATED_SCOPE or _completes_checkout(scope, data, channel)
            for scope, data in group):
-        created = import_intents(client, order_id, order)
+        created = import_intents(client, order_id, order, hold)
     # The state (and its shipments read) only for the deliveries that act on it: a creation
     # imports the order as it is, status and all.
     state = (order_intents(client, order_id, order)
@@ -153,18 +173,20 @@ def order_results(batch: Batch, order_id: str, order, group: list[tuple[str, dic
         results.append(first + state + _payment(order_id, order, data, channel))
     if channel.uses("order_creation") and created is None and any(
             isinstance(i, NEEDS_ORDER) for r in results for i in r):
-        # The worker imports an order it does not know before applying these: from this read.
-        batch.recent.keep(channel.id, order_id, order)
+        # The worker imports an order it does not know before applying these: from this read,
+        # with the calls held for it.
+        batch.recent.keep(channel.id, order_id, order, hold.handed_on())
     return results
 
 
-def product_results(batch: Batch, product_id: str, answer, group: list) -> list:
+def product_results(batch: Batch, product_id: str, answer, group: list, hold: Hold) -> list:
     """Every delivery of the product gets the product as it is now."""
     intents = product_intents(product_id, answer)
     return [intents for _ in group]
 
 
-def refund_results(batch: Batch, order_id: str, found, group: list[tuple[str, dict]]) -> list:
+def refund_results(batch: Batch, order_id: str, found, group: list[tuple[str, dict]],
+                   hold: Hold) -> list:
     """The result of each refund delivery of one order (``group``: scope and data of each),
     from one read of the order's refunds (None: BigCommerce does not know the order). It
     carries no restock data, so every line's action is left for a person."""
@@ -189,6 +211,10 @@ def refund_results(batch: Batch, order_id: str, found, group: list[tuple[str, di
     return results
 
 
+def _one_call(group: list, channel: Channel, new: bool) -> int:
+    return 1
+
+
 def _is_product_scope(scope: str) -> bool:
     return scope in PRODUCT_READ_SCOPES or scope == PRODUCT_DELETED_SCOPE
 
@@ -200,13 +226,13 @@ def _is_order_scope(scope: str) -> bool:
 #: The kinds of read, in the order a delivery's scope is matched against them. A scope none
 #: takes is ignored with the reason (``unread``).
 READ_KINDS = (
-    ReadKind("product", _is_product_scope, _product_key,
+    ReadKind("product", _is_product_scope, _product_key, _one_call,
              BigCommerceClient.product, product_results,
              "/v3/catalog/products/{}", "product"),
-    ReadKind("refunds", lambda scope: scope == REFUND_SCOPE, _refunds_key,
+    ReadKind("refunds", lambda scope: scope == REFUND_SCOPE, _refunds_key, _one_call,
              BigCommerceClient.refunds, refund_results,
              "/v3/orders/{}/payment_actions/refunds", "order"),
-    ReadKind("order", _is_order_scope, _order_key,
+    ReadKind("order", _is_order_scope, _order_key, order_calls,
              BigCommerceClient.order, order_results,
              "/v2/orders/{}", "order"),
 )
@@ -220,11 +246,16 @@ def unread(scope: str) -> list:
     return [Ignore(f"BigCommerce scope {scope} does not concern order status or products")]
 
 
-def read_group(batch: Batch, kind: ReadKind, object_id: str, group: list) -> "list | Exception":
+def read_group(batch: Batch, kind: ReadKind, object_id: str, group: list,
+               new: bool = True) -> "list | Exception":
     """One read for every delivery of ``group`` naming the object: a result each, or the
-    exception they all share."""
+    exception they all share. The read's calls are held first (``ReadKind.calls``; ``new``:
+    an order named may be new): when the window has no room for them, no call is made and
+    the group is rescheduled (RetryLater) for the next window."""
     try:
-        return kind.results(batch, object_id, kind.read(batch.client, object_id), group)
+        with batch.client.reserve(kind.calls(group, batch.channel, new)) as hold:
+            return kind.results(batch, object_id, kind.read(batch.client, object_id, hold),
+                                group, hold)
     except (ChannelAPIError, RetryLater, InvalidIntent) as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 — an answer we cannot read
@@ -243,31 +274,52 @@ NEEDS_ORDER = (Cancel, Fulfill, RecordPayment)
 class RecentOrders:
     """Orders read while translating a batch, kept a short while for ``read_order``: the
     worker imports an order it does not know right after translating the batch that names it,
-    and the order just read is the one to import — one read of it, not two. Only orders that
-    a cancellation, fulfilment or payment on a channel with order creation needs are kept;
-    each is handed out once; at most ``size`` of them, none older than ``seconds`` (an import
-    that comes later reads the order again)."""
+    and the order just read is the one to import — one read of it, not two — with the calls
+    held for its products and addresses in the same window. Only orders that a cancellation,
+    fulfilment or payment on a channel with order creation needs are kept; each is handed out
+    once; at most ``size`` of them, none older than ``seconds``, none beyond the channel's next
+    batch (``drop``: the worker has imported what it needed). What goes unused gives its held
+    calls back (an import that comes later reads the order again)."""
 
     def __init__(self, size: int = 256, seconds: float = 60.0):
         self.size, self.seconds = size, seconds
-        self._orders: OrderedDict[tuple[int, str], tuple[float, dict]] = OrderedDict()
+        self._orders: OrderedDict[tuple[int, str], tuple[float, dict, Hold | None]] = \
+            OrderedDict()
         self._lock = threading.Lock()
 
-    def keep(self, channel_id: int, order_id: str, order: dict) -> None:
+    def keep(self, channel_id: int, order_id: str, order: dict,
+             hold: Hold | None = None) -> None:
         now = time.monotonic()
+        dropped = []
         with self._lock:
-            self._orders.pop((channel_id, order_id), None)
-            self._orders[(channel_id, order_id)] = (now, order)
+            dropped.append(self._orders.pop((channel_id, order_id), None))
+            self._orders[(channel_id, order_id)] = (now, order, hold)
             while self._orders and (len(self._orders) > self.size or next(
                     iter(self._orders.values()))[0] < now - self.seconds):
-                self._orders.popitem(last=False)
+                dropped.append(self._orders.popitem(last=False)[1])
+        _release(dropped)
 
-    def take(self, channel_id: int, order_id: str) -> dict | None:
+    def take(self, channel_id: int, order_id: str) -> tuple[dict, Hold | None] | None:
+        """The order kept and the calls held for its import; None when none is kept."""
         with self._lock:
             kept = self._orders.pop((channel_id, order_id), None)
         if kept is None or kept[0] < time.monotonic() - self.seconds:
+            _release([kept])
             return None
-        return kept[1]
+        return kept[1], kept[2]
+
+    def drop(self, channel_id: int) -> None:
+        """Forget the channel's orders (its next batch begins)."""
+        with self._lock:
+            dropped = [self._orders.pop(key) for key in list(self._orders)
+                       if key[0] == channel_id]
+        _release(dropped)
+
+
+def _release(kept: list) -> None:
+    for entry in kept:
+        if entry is not None and entry[2] is not None:
+            entry[2].release()
 
 
 def refund_intent(order_id: str, refund: dict) -> RecordRefund:
@@ -325,10 +377,11 @@ def _payment(order_id: str, order: dict, data: dict, channel: Channel) -> list:
                           status=f"{STATUS_LABELS.get(status_id, 'unknown')} ({status_id})")]
 
 
-def import_intents(client: BigCommerceClient, order_id: str, order: dict) -> list:
+def import_intents(client: BigCommerceClient, order_id: str, order: dict,
+                   hold: Hold | None = None) -> list:
     """The order, read, as a CreateOrder — with its products and shipping addresses (two more
-    calls). Incomplete orders (0: the shopper never finished checkout) are not imported; a
-    cancelled one is imported and then cancelled."""
+    calls, of ``hold`` when it has them). Incomplete orders (0: the shopper never finished
+    checkout) are not imported; a cancelled one is imported and then cancelled."""
     status_id = _status(order)
     if status_id == INCOMPLETE:
         return [Ignore(f"order {order_id} is Incomplete (status 0) in BigCommerce: the shopper "
@@ -336,8 +389,8 @@ def import_intents(client: BigCommerceClient, order_id: str, order: dict) -> lis
                        "it)")]
     if status_id is None:
         return [Ignore(f"order {order_id} has no readable status_id; not imported")]
-    products = client.order_products(order_id)
-    addresses = client.order_shipping_addresses(order_id)
+    products = client.order_products(order_id, hold)
+    addresses = client.order_shipping_addresses(order_id, hold)
     intents: list = [order_intent(order_id, order, products, addresses)]
     if status_id == CANCELLED:
         intents.append(Cancel(order_id, reason=f"cancelled in BigCommerce (status {status_id})"))
