@@ -2,7 +2,9 @@
 through ``ORDERHOOKS_DATABASE_URL``."""
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import threading
 from contextlib import contextmanager
@@ -20,6 +22,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
 #: The execution option that marks a read-only session's connection (:meth:`Database.reading`).
 READ_ONLY = "orderhooks_read_only"
+
+log = logging.getLogger("orderhooks.db")
+
+
+def writer_queue_path(database: str | None) -> str | None:
+    """The file beside a SQLite database that every process's writers queue on (``flock``),
+    the intake's (core/inbox.py) and :meth:`Database.session`'s alike; None in memory."""
+    return f"{database}-intake.lock" if database and database != ":memory:" else None
 
 
 class Database:
@@ -50,6 +60,13 @@ class Database:
         #: records, housekeeping) queue here instead, and the next one starts as soon as the
         #: previous commits. Bounded by the busy timeout, after which SQLite decides as before.
         self._writers = threading.RLock() if self.is_sqlite else None
+        #: ...and across processes, the holder of ``_writers`` queues on the writers' file with
+        #: the intake's leaders (one flock per process: only the outermost session takes it),
+        #: so a worker or sender process is handed the write lock in its turn instead of
+        #: polling for it while the web processes pass it among themselves.
+        self._queue_path = writer_queue_path(self.engine.url.database) if self.is_sqlite else None
+        self._queue_fd = self._queue_pid = None
+        self._depth = 0
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self._ReadSession = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                          expire_on_commit=False)
@@ -58,12 +75,36 @@ class Database:
     def session(self):
         """A session in a transaction: commits on success, rolls back on error."""
         queued = self._writers is not None and self._writers.acquire(timeout=SQLITE_BUSY_SECONDS)
+        outer = queued and self._depth == 0 and self._lock_queue()
+        if queued:
+            self._depth += 1
         try:
             with self.Session() as session, session.begin():
                 yield session
         finally:
             if queued:
+                self._depth -= 1
+                if outer:
+                    fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
                 self._writers.release()
+
+    def _lock_queue(self) -> bool:
+        """Take this process's place in the writers' file queue (blocking); False when there is
+        no such file (in memory, or a directory it cannot be made in: SQLite's busy handler
+        alone then)."""
+        if self._queue_path is None:
+            return False
+        if self._queue_fd is None or self._queue_pid != os.getpid():
+            try:
+                self._queue_fd = os.open(self._queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.warning("db.no_writer_queue", extra={"path": self._queue_path,
+                                                         "error": str(exc)})
+                self._queue_path = None
+                return False
+            self._queue_pid = os.getpid()
+        fcntl.flock(self._queue_fd, fcntl.LOCK_EX)
+        return True
 
     @contextmanager
     def reading(self):
