@@ -268,9 +268,9 @@ def background_processes(config: dict) -> list[tuple[str, list[str]]]:
     batches wait on the server's round trips, two overlap them) and the sender as a process of
     its own, so applying deliveries and POSTing events do not share one interpreter lock.
     SQLite: one worker (one writer at a time: a second process only waits for the write lock)
-    with the sender as its thread, so their writes queue on the process's writer queue
-    (core/db.py) rather than in SQLite's busy handler. ``ORDERHOOKS_SENDER_PROCESS`` decides
-    the sender's place; figures in docs/performance.md."""
+    with the sender as its thread: a sender process was not measured better there.
+    ``ORDERHOOKS_SENDER_PROCESS`` decides the sender's place; figures in docs/performance.md
+    ("Process layout at half rate")."""
     sqlite = config["DATABASE_URL"].startswith("sqlite")
     workers = config["WORKER_PROCESSES"] or (1 if sqlite else 2)
     separate = config["SENDER_PROCESS"]
