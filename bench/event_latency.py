@@ -1,8 +1,13 @@
 """Time from a channel delivery's 2xx to its event's arrival at a loopback webhook receiver.
 
-Real processes (tests/reliability/live.py's Stack): gunicorn (2 workers) with the intake, one
-``orderhooks worker`` (the worker and its outbound sender) with the default idle sleep, and a
-threaded http.server receiver for one endpoint subscribed to ``order.cancelled``. Deliveries
+Real processes (tests/reliability/live.py's Stack): gunicorn (2 workers) with the intake, the
+worker and sender processes ``orderhooks serve`` starts for the database (``--layout serve``,
+the default; ``--worker-processes`` and ``--sender-process`` set its two settings) or one
+``orderhooks worker`` with its sender as a thread (``--layout thread``, for trees without
+``orderhooks sender``), with the default idle sleep, and a receiver for one endpoint subscribed
+to ``order.cancelled``: an asyncio server in a process of its own that answers 204 and parses
+bodies only at the end, so neither its parsing nor its interpreter lock is the load
+generator's. Deliveries
 are sent open loop at a fixed rate (one asyncio loop, requests rendered beforehand), each for
 its own order; a delivery's latency runs from the moment its 2xx was read to the moment the
 receiver got the signed ``order.cancelled`` POST for its order.
@@ -23,7 +28,10 @@ README's maximum.
 Where the time goes comes from the database's own timestamps (wall clock, the same machine):
 received -> processed (the intake's insert to the worker's apply), event -> message (the
 batch's commit, numbering and fan-out), message -> arrived (to the receiver) and message ->
-delivered (the attempt recorded).
+delivered (the attempt recorded). ``cpu`` has the cores each part used from the first delivery
+sent to the last event arrived: the web (gunicorn's processes), each worker and sender process,
+the receiver, the load generator (this process), the PostgreSQL server (every ``postgres``
+process on the machine) and the machine as a whole (other sessions' work included).
 
     python -m bench.event_latency --sqlite
     python -m bench.event_latency --sqlite --rate 100 --seconds 20
@@ -46,7 +54,6 @@ from bench import fill, loadgen, targets
 from bench.common import RESULTS, fresh_database, log, machine, upgrade
 from tests.reliability import live
 from tests.reliability.live import Stack, delivery_body, wait_for
-from tests.webhook_receiver import Receiver
 
 #: Seconds of deliveries per rate, unless ``--seconds`` says otherwise: enough for a p99 of
 #: 100 deliveries at the trickle.
@@ -166,12 +173,93 @@ class Store:
         pass
 
 
+def receive(port_queue) -> None:
+    """The receiver process: every POST is answered 204 and kept with the moment it was read
+    whole (time.monotonic: the machine's clock, the bench's too); ``GET /arrivals`` answers
+    channel order id -> its first ``order.cancelled``'s arrival, ``GET /count`` how many POSTs
+    came. Bodies are parsed only when asked, so a POST costs the receiver its HTTP parsing."""
+    import asyncio
+
+    got: list[tuple[float, bytes]] = []
+    loop = asyncio.new_event_loop()
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.buffer = transport, bytearray()
+
+        def data_received(self, data):
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+                length = next((int(line.split(":", 1)[1]) for line in head[1:]
+                               if line.lower().startswith("content-length:")), 0)
+                if len(self.buffer) < end + 4 + length:
+                    return
+                body = bytes(self.buffer[end + 4:end + 4 + length])
+                del self.buffer[:end + 4 + length]
+                method, path = head[0].split(" ")[:2]
+                if method == "POST":
+                    got.append((time.monotonic(), body))
+                    self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    continue
+                answer = (arrivals_of(got) if path == "/arrivals" else len(got))
+                text = json.dumps(answer).encode()
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                     % (len(text), text))
+
+    server = loop.run_until_complete(loop.create_server(Protocol, "127.0.0.1", 0))
+    port_queue.put(server.sockets[0].getsockname()[1])
+    loop.run_forever()
+
+
+def arrivals_of(got: list[tuple[float, bytes]]) -> dict[int, float]:
+    """Channel order id -> when its first ``order.cancelled`` arrived."""
+    found: dict[int, float] = {}
+    for at, body in got:
+        found.setdefault(int(json.loads(body)["data"]["order"]["channel_order_id"]), at)
+    return found
+
+
+class ReceiverProcess:
+    """The loopback receiver in a process of its own (:func:`receive`): its parsing and its
+    interpreter lock are not the load generator's, which shares this process."""
+
+    def __init__(self):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        ports = ctx.Queue()
+        self.process = ctx.Process(target=receive, args=(ports,), daemon=True)
+        self.process.start()
+        self.base = f"http://127.0.0.1:{ports.get(timeout=60)}"
+        self.pid = self.process.pid
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def count(self) -> int:
+        import requests
+        return int(requests.get(f"{self.base}/count", timeout=30).text)
+
+    def arrivals(self) -> dict[int, float]:
+        import requests
+        return {int(k): v for k, v in requests.get(f"{self.base}/arrivals",
+                                                   timeout=60).json().items()}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(timeout=10)
+
+
 def run(database_url: str, channel: str, rate: float | str, seconds: float, workdir: Path,
-        idle: float = 0.5, max_seconds: float = 10.0) -> dict:
+        idle: float = 0.5, max_seconds: float = 10.0, layout: str = "serve",
+        worker_processes: int = 0, sender_process: str = "") -> dict:
     """One rate on a fresh stack; ``rate`` may be ``"measure"`` (half of the maximum measured
-    here first)."""
+    here first). ``layout``: ``serve`` starts the processes ``orderhooks serve`` starts beside
+    the web (its two settings given by ``worker_processes`` and ``sender_process``), ``thread``
+    one ``orderhooks worker`` with its sender as a thread (the layout of trees without
+    ``orderhooks sender``)."""
     side = (Shop if channel == "shopify" else Store)(database_url)
-    receiver = Receiver()
+    receiver = ReceiverProcess()
     # INFO: the Stack waits for the worker's ``worker.started`` line before the clock starts
     env = {"ORDERHOOKS_ALLOWED_WEBHOOK_URLS": "http://127.0.0.1:*",
            "ORDERHOOKS_WORKER_IDLE_SECONDS": str(idle), "ORDERHOOKS_LOG_LEVEL": "INFO"}
@@ -192,7 +280,10 @@ def run(database_url: str, channel: str, rate: float | str, seconds: float, work
             count = max(1, int(rate * seconds))
             order_ids = side.orders(stack, count)
             requests = side.requests(stack, order_ids, f"lat{time.time_ns()}")
-            stack.start_worker()
+            if layout == "serve":
+                stack.start_background(worker_processes, sender_process)
+            else:
+                stack.start_worker()
             time.sleep(2.0)  # the worker is up and idle
             loads.append(os.getloadavg()[0])
 
@@ -202,34 +293,74 @@ def run(database_url: str, channel: str, rate: float | str, seconds: float, work
                     acked[order_ids[k]] = at
 
             log(f"sending {count} {channel} deliveries at {rate:.1f}/s")
+            cpu_before, cpu_started = cpu_ticks(stack, receiver.pid), time.monotonic()
             sent = loadgen.open_loop(stack.web_url, requests, rate=rate, on_answer=on_answer)
+            send_seconds = time.monotonic() - cpu_started
             loads.append(os.getloadavg()[0])
-            wait_for(lambda: len(arrivals(receiver)) >= len(acked), 180, interval=0.2,
+            wait_for(lambda: receiver.count() >= len(acked), 180, interval=0.2,
                      what="every event at the receiver")
+            cpu = cpu_share(cpu_before, cpu_ticks(stack, receiver.pid),
+                            time.monotonic() - cpu_started)
             loads.append(os.getloadavg()[0])
+        arrived = receiver.arrivals()
     finally:
         receiver.stop()
         side.close()
-    arrived = arrivals(receiver)
     latencies = [(arrived[n] - acked[n]) * 1000 for n in acked if n in arrived]
-    result = {"channel": channel, "rate": round(rate, 1), "deliveries": count,
+    result = {"channel": channel, "layout": [p.name for p in stack.workers + getattr(
+                  stack, "senders", [])], "rate": round(rate, 1), "deliveries": count,
               "acknowledged": len(acked), "errors": sent["errors"] + sum(
                   v for s, v in statuses.items() if s != 200),
               "arrived": len(latencies), **spread(latencies),
-              "load_average": [round(x, 2) for x in loads],
+              "load_average": [round(x, 2) for x in loads], "cpu": cpu,
+              "send_seconds": round(send_seconds, 1), "connections_peak": sent["connections_peak"],
               "stages": stages(database_url, acked, arrived)}
+    # CPU per delivery, end to end: the rate two cores could carry is 2000 / the sum's ms
+    result["cpu_ms_per_delivery"] = {
+        name: round(share * cpu["seconds"] * 1000 / max(1, len(acked)), 2)
+        for name, share in cpu.items() if name not in ("seconds", "machine")}
     if measured_max is not None:
         result["measured_max_rps"] = round(measured_max, 1)
     return result
 
 
-def arrivals(receiver: Receiver) -> dict[int, float]:
-    """Channel order id -> when its first ``order.cancelled`` reached the receiver."""
-    found: dict[int, float] = {}
-    for got in receiver.at("/hooks"):
-        order_id = int(json.loads(got.body)["data"]["order"]["channel_order_id"])
-        found.setdefault(order_id, got.at)
+def _ticks(stat_path: Path) -> int:
+    """utime + stime of a /proc stat file, in clock ticks (0 once the process is gone)."""
+    try:
+        fields = stat_path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_ticks(stack: Stack, receiver_pid: int) -> dict[str, int]:
+    """CPU ticks so far per part of the run: each process the stack started (gunicorn's master
+    and its workers together), the receiver's process, this process (the load generator), the
+    database server's processes and the whole machine."""
+    found: dict[str, int] = {"bench-receiver": _ticks(Path(f"/proc/{receiver_pid}/stat")),
+                             "bench-loadgen": _ticks(Path("/proc/self/stat"))}
+    for proc in stack.procs:
+        pids = [proc.pid] + live.children(proc.pid)
+        found[proc.name] = sum(_ticks(Path(f"/proc/{pid}/stat")) for pid in pids)
+    # the database server's processes (PostgreSQL: every backend on the machine, ours and any
+    # other session's), and the machine's busy time (all CPUs, whoever used them)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found["postgres"] = found.get("postgres", 0) + _ticks(entry / "stat")
+            except OSError:
+                continue
+    total = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    found["machine"] = sum(total) - total[3] - total[4]  # less idle and iowait
     return found
+
+
+def cpu_share(before: dict[str, int], after: dict[str, int], seconds: float) -> dict:
+    """Cores used per part between two :func:`cpu_ticks`."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return {name: round(max(0, after[name] - before.get(name, 0)) / hz / seconds, 2)
+            for name in after} | {"seconds": round(seconds, 1)}
 
 
 def stages(database_url: str, acked: dict[int, float], arrived: dict[int, float]) -> dict:
@@ -294,6 +425,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     parser.add_argument("--idle", type=float, default=0.5, help="the worker's idle sleep: a "
                         "long one shows what the doorbell saves")
+    parser.add_argument("--layout", choices=("serve", "thread"), default="serve",
+                        help="serve: the processes `orderhooks serve` starts (default); "
+                             "thread: one `orderhooks worker`, its sender a thread")
+    parser.add_argument("--worker-processes", type=int, default=0,
+                        help="ORDERHOOKS_WORKER_PROCESSES of the serve layout (0: its default)")
+    parser.add_argument("--sender-process", choices=("", "yes", "no"), default="",
+                        help="ORDERHOOKS_SENDER_PROCESS of the serve layout (default: unset)")
     parser.add_argument("--out", default=str(RESULTS / "event-latency.json"))
     args = parser.parse_args(argv)
     rates: list = list(args.rate or [])
@@ -317,7 +455,8 @@ def main(argv=None) -> int:
             upgrade(url)
             result = {"db": kind, "idle_seconds": args.idle,
                       **run(url, args.channel, rate, args.seconds, workdir / f"{kind}{index}",
-                            args.idle, args.max_seconds)}
+                            args.idle, args.max_seconds, args.layout,
+                            args.worker_processes, args.sender_process)}
             if half == "latest" and index == len(plan) - 1 and rate not in rates:
                 result["half_of"] = round(2 * rate, 1)
             log(json.dumps(result))

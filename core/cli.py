@@ -181,39 +181,59 @@ def web(bind, workers, threads):
     os.execvpe(sys.executable, _gunicorn_cmd(bind, workers, threads), env)
 
 
+def _metrics_bind_option(envvar: str):
+    return click.option("--metrics-bind", envvar=envvar, default=None, show_envvar=True,
+                        help="HOST:PORT to serve this process's /metrics on (a process that "
+                             "shares no PROMETHEUS_MULTIPROC_DIR with a web process has no "
+                             "other)")
+
+
+def _until_signalled(stopping) -> None:
+    """SIGTERM or SIGINT sets ``stopping``: the loops end after their current step."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+
+
+def _long_run(metrics_bind) -> None:
+    from . import metrics
+    from .tuning import tune_for_long_run
+    if metrics_bind:
+        _refuse_taken(metrics_bind)
+        metrics.serve(metrics_bind)
+    tune_for_long_run(current_app._get_current_object())
+
+
 @main.command()
 @click.option("--once", is_flag=True, help="Process what is due, then exit.")
-@click.option("--metrics-bind", envvar="ORDERHOOKS_WORKER_METRICS_BIND", default=None,
-              show_envvar=True, help="HOST:PORT to serve this worker's /metrics on (a worker "
-              "that shares no PROMETHEUS_MULTIPROC_DIR with a web process has no other)")
+@click.option("--no-sender", is_flag=True, help="Send no outbound webhooks: an `orderhooks "
+              "sender` process does (as `serve` runs it on PostgreSQL).")
+@_metrics_bind_option("ORDERHOOKS_WORKER_METRICS_BIND")
 @with_appcontext
-def worker(once, metrics_bind):
-    """Start a worker: processes deliveries, sends outbound webhooks, mails alerts, checks
-    subscriptions, purges what retention lets go."""
+def worker(once, no_sender, metrics_bind):
+    """Start a worker: processes deliveries, sends outbound webhooks (unless --no-sender), mails
+    alerts, checks subscriptions, purges what retention lets go."""
     import threading
 
-    from . import metrics
     from .sender import Sender
-    from .tuning import tune_for_long_run
     from .alerts import CLAIM_BATCH, Sender as AlertSender
     from .worker import Worker
     app = current_app._get_current_object()
     w = Worker(app)
-    sender = Sender(app, w.name)
+    sender = None if no_sender else Sender(app, w.name)
     if once:
         w.housekeeping(force=True)
         click.echo(f"processed {w.run_until_idle()} deliveries")
         alert_sender = AlertSender(app)
         while alert_sender.send_due() == CLAIM_BATCH:  # every alert due now, tried once
             pass
-        click.echo(f"made {sender.run_until_idle()} outbound webhook attempts")
+        if sender is not None:
+            click.echo(f"made {sender.run_until_idle()} outbound webhook attempts")
         return
-    if metrics_bind:
-        _refuse_taken(metrics_bind)
-        metrics.serve(metrics_bind)
-    tune_for_long_run(app)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: w.stopping.set())
+    _long_run(metrics_bind)
+    _until_signalled(w.stopping)
+    if sender is None:
+        w.run_forever()
+        return
     # The sender shares the worker's stop: a SIGTERM ends both, each after its current step.
     sending = threading.Thread(target=sender.run_forever, args=(w.stopping,),
                                name="orderhooks-sender", daemon=True)
@@ -222,24 +242,65 @@ def worker(once, metrics_bind):
     sending.join(timeout=app.config["WEBHOOK_TIMEOUT_SECONDS"] + 5)
 
 
+@main.command("sender")
+@_metrics_bind_option("ORDERHOOKS_SENDER_METRICS_BIND")
+@with_appcontext
+def sender_cmd(metrics_bind):
+    """Start the outbound sender alone: POSTs events to the webhook endpoints, woken when a
+    worker numbers events. Several may run: a lease gives each endpoint to one at a time."""
+    import socket
+    import threading
+
+    from .sender import Sender
+    app = current_app._get_current_object()
+    stopping = threading.Event()
+    sender = Sender(app, f"{socket.gethostname()}:{os.getpid()}")
+    _long_run(metrics_bind)
+    _until_signalled(stopping)
+    sender.hear_bell(stopping)
+    sender.run_forever(stopping)
+
+
+def background_processes(config: dict) -> list[tuple[str, list[str]]]:
+    """The processes ``serve`` starts beside the web, as (name, argv) each.
+
+    PostgreSQL: ``ORDERHOOKS_WORKER_PROCESSES`` workers (default two: one worker process's
+    batches wait on the server's round trips, two overlap them) and the sender as a process of
+    its own, so applying deliveries and POSTing events do not share one interpreter lock.
+    SQLite: one worker (one writer at a time: a second process only waits for the write lock)
+    with the sender as its thread: a sender process was not measured better there.
+    ``ORDERHOOKS_SENDER_PROCESS`` decides the sender's place; figures in docs/performance.md
+    ("Process layout at half rate")."""
+    sqlite = config["DATABASE_URL"].startswith("sqlite")
+    workers = config["WORKER_PROCESSES"] or (1 if sqlite else 2)
+    separate = config["SENDER_PROCESS"]
+    separate = (not sqlite) if separate == "" else bool(separate)
+    command = [sys.executable, "-m", "core.cli"]
+    worker = command + ["worker"] + (["--no-sender"] if separate else [])
+    plan = [(f"worker-{n}", worker) for n in range(1, workers + 1)]
+    return plan + ([("sender", command + ["sender"])] if separate else [])
+
+
 @main.command()
 @_web_options
 @with_appcontext
 def serve(bind, workers, threads):
-    """Start web and worker together (one box); migrates the database first.
-    A worker process that dies is restarted."""
+    """Start web, workers and sender together (one box); migrates the database first.
+    A worker or sender process that dies is restarted."""
     _refuse_taken(bind)
     _db().upgrade()
     env = dict(os.environ)
     env["ORDERHOOKS_DATABASE_URL"] = current_app.config["DATABASE_URL"]
-    env.pop("ORDERHOOKS_WORKER_METRICS_BIND", None)  # the web's /metrics has the worker's
+    for name in ("ORDERHOOKS_WORKER_METRICS_BIND", "ORDERHOOKS_SENDER_METRICS_BIND"):
+        env.pop(name, None)  # the web's /metrics has the workers' and the sender's
     _metrics_dir(env)
     root = Path(__file__).parent.parent
     web_proc = subprocess.Popen(_gunicorn_cmd(bind, workers, threads), env=env, cwd=root)
-    worker_cmd = [sys.executable, "-m", "core.cli", "worker"]
-    worker_proc = subprocess.Popen(worker_cmd, env=env, cwd=root)
-    click.echo(f"orderhooks serving on http://{bind} (web pid {web_proc.pid}, "
-               f"worker pid {worker_proc.pid}); Ctrl-C stops", err=True)
+    plan = background_processes(current_app.config)
+    running = {name: subprocess.Popen(cmd, env=env, cwd=root) for name, cmd in plan}
+    started = ", ".join(f"{name} pid {proc.pid}" for name, proc in running.items())
+    click.echo(f"orderhooks serving on http://{bind} (web pid {web_proc.pid}, {started}); "
+               f"Ctrl-C stops", err=True)
     stopping = False
 
     def stop(*_):
@@ -248,24 +309,26 @@ def serve(bind, workers, threads):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        while True:
+        while not stopping:  # Ctrl-C reaches the whole process group: the children stop too
             time.sleep(0.5)
-            if stopping:  # Ctrl-C reaches the whole process group: the children stop too
-                break
             if web_proc.poll() is not None:
                 click.echo(f"web exited with {web_proc.returncode}", err=True)
                 break
-            if worker_proc.poll() is not None:
+            for name, cmd in plan:
+                if stopping or running[name].poll() is None:
+                    continue
                 time.sleep(1)
                 if stopping:  # it stopped with us (the signal reached the group)
                     break
-                click.echo(f"worker exited with {worker_proc.returncode}; restarting", err=True)
-                worker_proc = subprocess.Popen(worker_cmd, env=env, cwd=root)
+                click.echo(f"{name} exited with {running[name].returncode}; restarting",
+                           err=True)
+                running[name] = subprocess.Popen(cmd, env=env, cwd=root)
     finally:
-        for proc in (worker_proc, web_proc):
+        procs = [*running.values(), web_proc]
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in (worker_proc, web_proc):
+        for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -88,6 +88,11 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
     "LOG_LEVEL": ("INFO", str, "Log level"),
     "WEB_WORKERS": (0, int, "gunicorn worker processes of `web`/`serve` (0: one per core; "
                             "`--workers` wins)"),
+    "WORKER_PROCESSES": (0, int, "`orderhooks worker` processes `serve` starts (0: two on "
+                                 "PostgreSQL, one on SQLite)"),
+    "SENDER_PROCESS": ("", bool, "Whether `serve` runs the outbound sender as a process of its "
+                                 "own (`orderhooks sender`) instead of a thread of its worker; "
+                                 "unset: yes on PostgreSQL, no on SQLite"),
     "WEB_THREADS": (8, int, "Threads per gunicorn worker process (`--threads` wins)"),
     "WEB_REQUEST_SECONDS": (15.0, float, "Time a client has to send a whole request (head and "
                                          "body) before a 408"),

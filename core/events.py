@@ -29,6 +29,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, defer
 
+from . import wakeup
 from .clock import utcnow
 from .db import DEFERRED_INSERTS, RawInsert
 from .models import Event
@@ -43,7 +44,7 @@ TYPES = ("order.created", "order.paid", "order.cancelled", "order.shipped",
 SEQUENCER_LOCK = 0x6F72646572657673  # "orderevs"
 
 #: Notified whenever events were numbered in this process: wakes its long polls and sender at
-#: once (other processes look again on their own timer).
+#: once (a sender in a process of its own hears the events bell: :func:`wake`, :func:`number`).
 _numbered = threading.Condition()
 _generation = 0
 
@@ -139,7 +140,7 @@ def sequence(db, limit: int = 5000) -> int:
     with db.session() as session:
         count = number(session, limit=limit)
     if count:
-        wake()
+        wake(db)
     return count
 
 
@@ -149,7 +150,8 @@ def number(session: Session, limit: int = 5000) -> int:
     nothing after it that another lock holder could be waiting on: events, endpoints and
     their messages only); on SQLite the caller's transaction (BEGIN IMMEDIATE) is the only
     writer from its start to its commit. Either way the caller's own events are numbered with
-    the committed ones. Call :func:`wake` after the commit."""
+    the committed ones. Call :func:`wake` after the commit. On PostgreSQL the sender's bell
+    (core/wakeup.py) is rung here, delivered by the server at the commit."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
     ids = session.scalars(select(Event.id).where(Event.position.is_(None))
@@ -161,6 +163,8 @@ def number(session: Session, limit: int = 5000) -> int:
     # worker's batch, and no event is an object of the session (emit writes them).
     session.connection().execute(_NUMBER, [{"b_id": event_id, "b_position": top + n}
                                            for n, event_id in enumerate(ids, 1)])
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(wakeup.EVENTS_NOTIFY_SQL))
     return len(ids)
 
 
@@ -168,12 +172,21 @@ _NUMBER = (update(Event.__table__).where(Event.__table__.c.id == bindparam("b_id
            .values(position=bindparam("b_position")))
 
 
-def wake() -> None:
-    """Tell this process's long polls and sender that numbered events wait."""
+def wake(db=None) -> None:
+    """Tell this process's long polls and sender that numbered events wait; with ``db`` on
+    SQLite, also a sender process's bell (core/wakeup.py; PostgreSQL's rang at the commit)."""
     global _generation
     with _numbered:
         _generation += 1
         _numbered.notify_all()
+    path = wakeup.socket_path(db, wakeup.EVENTS) if db is not None else None
+    if path is not None:
+        bell = _bells.get(path) or _bells.setdefault(path, wakeup.Doorbell(db, wakeup.EVENTS))
+        bell.ring()
+
+
+#: SQLite events bell path -> its doorbell (one socket per process and database).
+_bells: dict[str, "wakeup.Doorbell"] = {}
 
 
 def generation() -> int:

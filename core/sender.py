@@ -1,6 +1,7 @@
 """The outbound sender: POSTs each event to each endpoint that wants it, signed per Standard
 Webhooks, retried on a schedule, in order per order. It runs as a thread of ``orderhooks
-worker`` (one per process; several processes share the work through leases).
+worker``, or as a process of its own (``orderhooks sender``, woken by the events bell of
+core/wakeup.py); several share the work through leases.
 
 For each endpoint, in turn and one at a time (a lease on its row: one sender per endpoint, so
 its messages go out in the order they were made):
@@ -53,7 +54,7 @@ from sqlalchemy import func, insert, or_, select, update
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
-from . import alerts, endpoints, events, fanout, metrics
+from . import alerts, endpoints, events, fanout, metrics, wakeup
 from .clock import utcnow
 from .config import retry_schedule
 from .models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -173,6 +174,23 @@ class Sender:
         for lanes in self._lane_pools:
             lanes.shutdown(wait=False, cancel_futures=True)
         log.info("sender.stopped", extra={"worker": self.name})
+
+    def hear_bell(self, stopping: threading.Event) -> threading.Thread:
+        """For a sender in a process of its own: events numbered by other processes (the events
+        bell) wake this process's loop and its endpoints' threads as events numbered here do
+        (:func:`events.wake`), so the rest of the sender need not know where they came from."""
+        def listen() -> None:
+            bell = wakeup.Listener(self.db, wakeup.EVENTS)
+            try:
+                while not stopping.is_set():
+                    if bell.wait(min(1.0, self.config["WORKER_IDLE_SECONDS"])):
+                        events.wake()
+            finally:
+                bell.close()
+                events.wake()  # the loop sees the stop now, not after its idle wait
+        thread = threading.Thread(target=listen, name="orderhooks-sender-bell", daemon=True)
+        thread.start()
+        return thread
 
     def round(self) -> list:
         with self.db.reading() as session:

@@ -6,6 +6,9 @@ server at commit, to every listening worker; never before the rows are visible),
 LISTENs on a connection of its own. SQLite (one box): the intake sends a one-byte datagram to a
 unix socket beside the database file after its commit; the worker holding that socket wakes.
 
+A second bell, ``EVENTS``, works the same way for the outbound sender when it runs as a process
+of its own (``orderhooks sender``): whoever numbers events rings it once they are committed.
+
 The doorbell is only a hint: a ring lost (no worker listening yet, a full socket buffer, a
 listener connection being replaced) costs at most the idle sleep (the worker looks for work
 after it anyway), and a ring without work costs one empty claim.
@@ -22,21 +25,25 @@ log = logging.getLogger("orderhooks.wakeup")
 
 CHANNEL = "orderhooks_inbox"
 NOTIFY_SQL = f"NOTIFY {CHANNEL}"
+#: The sender's bell: events numbered (PostgreSQL channel, SQLite socket suffix).
+EVENTS = "orderhooks_events"
+EVENTS_NOTIFY_SQL = f"NOTIFY {EVENTS}"
+_SUFFIX = {CHANNEL: "-wake.sock", EVENTS: "-events.sock"}
 
 
-def socket_path(db) -> str | None:
+def socket_path(db, channel: str = CHANNEL) -> str | None:
     """The SQLite doorbell's path beside the database file (None: in-memory database)."""
     if not db.is_sqlite:
         return None
     database = db.engine.url.database
-    return f"{database}-wake.sock" if database and database != ":memory:" else None
+    return f"{database}{_SUFFIX[channel]}" if database and database != ":memory:" else None
 
 
 class Doorbell:
     """The ringing side (the intake, after its commit on SQLite)."""
 
-    def __init__(self, db):
-        self.path = socket_path(db)
+    def __init__(self, db, channel: str = CHANNEL):
+        self.path = socket_path(db, channel)
         self._sock: socket.socket | None = None
         self._pid = None
 
@@ -56,9 +63,10 @@ class Doorbell:
 class Listener:
     """The waiting side (a worker): :meth:`wait` returns early when the doorbell rang."""
 
-    def __init__(self, db):
+    def __init__(self, db, channel: str = CHANNEL):
         self.db = db
-        self.path = socket_path(db)
+        self.channel = channel
+        self.path = socket_path(db, channel)
         self._sock: socket.socket | None = None
         self._conn = None
 
@@ -121,7 +129,7 @@ class Listener:
             url = self.db.engine.url.set(drivername="postgresql")
             self._conn = psycopg.connect(url.render_as_string(hide_password=False),
                                          autocommit=True, connect_timeout=5)
-            self._conn.execute(f"LISTEN {CHANNEL}")
+            self._conn.execute(f"LISTEN {self.channel}")
         woken = False
         for _ in self._conn.notifies(timeout=timeout, stop_after=1):
             woken = True

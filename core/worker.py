@@ -422,7 +422,7 @@ class Worker:
             if numbered:
                 fanout.fan_out_caught_up(session)
         if numbered:
-            events.wake()
+            events.wake(self.db)
         for delivery_id, outcome in outcomes.items():
             if outcome in (Outcome.APPLIED, Outcome.IGNORED, Outcome.DEFERRED):
                 log.info("worker.processed", extra={"delivery_id": delivery_id,

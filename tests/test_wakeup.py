@@ -80,3 +80,75 @@ def test_a_second_listener_sleeps_instead_of_stealing_the_bell(app, database_url
         third.close()
     finally:
         second.close()
+
+
+def test_numbered_events_ring_the_sender_bell(app):
+    """Events numbered (here by the sequencer; the worker's batch numbers its own the same way)
+    ring the events bell a sender process listens on, once they are committed."""
+    from core import events
+    from core.wakeup import EVENTS
+    db = app.extensions["orderhooks.db"]
+    bell = Listener(db, EVENTS)
+    inbox = Listener(db)
+    try:
+        assert bell.wait(0.05) is False  # listening now; nothing rang
+        assert inbox.wait(0.01) is False
+        with db.session() as session:
+            events.emit(session, "order.cancelled", {"order": {"id": 1}}, channel_id=None,
+                        order_key="order:1")
+        assert bell.wait(0.3) is False  # written, not numbered yet: nothing to send
+        started = time.monotonic()
+        assert events.sequence(db) == 1
+        assert bell.wait(5.0) is True
+        assert time.monotonic() - started < 0.5
+        assert inbox.wait(0.2) is False  # the worker's bell stays quiet
+        assert events.sequence(db) == 0  # nothing numbered: no ring
+        assert bell.wait(0.3) is False
+    finally:
+        bell.close()
+        inbox.close()
+
+
+def test_a_sender_hearing_the_bell_sends_at_once(app):
+    """A sender in a process of its own (:meth:`Sender.hear_bell`) with a 30 s idle wait: an
+    event numbered elsewhere goes out within a second, which only the bell explains."""
+    import threading
+
+    from core import endpoints, events
+    from core.sender import Sender
+    from tests.webhook_receiver import Receiver
+    app.config["WORKER_IDLE_SECONDS"] = 30.0
+    db = app.extensions["orderhooks.db"]
+    receiver = Receiver()
+    with db.session() as session:
+        endpoints.create(session, app.extensions["orderhooks.box"], url=receiver.url("/hooks"))
+    sender = Sender(app, "bell-sender")
+    stopping = threading.Event()
+    sender.hear_bell(stopping)
+    loop = threading.Thread(target=sender.run_forever, args=(stopping,))
+    loop.start()
+    try:
+        time.sleep(1.0)  # its first round done; idle now, for 30 s unless woken
+        with db.session() as session:
+            events.emit(session, "order.cancelled", {"order": {"id": 2}}, channel_id=None,
+                        order_key="order:2")
+        started = time.monotonic()
+        # numbered as another process does it: that process's own wake-up does not reach here
+        with db.session() as session:
+            assert events.number(session) == 1
+        wakeup_bell(db)
+        while not receiver.at("/hooks") and time.monotonic() - started < 10:
+            time.sleep(0.02)
+        assert receiver.at("/hooks"), "nothing sent within 10 s"
+        assert time.monotonic() - started < 2.0
+    finally:
+        stopping.set()
+        loop.join(timeout=15)
+        receiver.stop()
+
+
+def wakeup_bell(db) -> None:
+    """What another process's :func:`core.events.wake` rings on SQLite (PostgreSQL's NOTIFY
+    went with the commit)."""
+    from core.wakeup import EVENTS, Doorbell
+    Doorbell(db, EVENTS).ring()

@@ -147,6 +147,8 @@ class Stack:
         self.procs: list[Proc] = []
         self.web: Proc | None = None
         self.workers: list[Proc] = []
+        self.senders: list[Proc] = []
+        self._sender_seq = 0
         self.standin: Proc | None = None
         self.web_url = self.standin_url = ""
         self._worker_seq = 0
@@ -229,16 +231,37 @@ class Stack:
     def web_workers(self) -> list[int]:
         return children(self.web.pid) if self.web and self.web.alive() else []
 
-    def start_worker(self) -> Proc:
-        """Start ``orderhooks worker`` and wait until its loop runs: a worker checks the
-        database once at start and exits when it cannot reach it, so a test that takes the
-        database away must not do so before the worker is up."""
+    def start_worker(self, sender: bool = True) -> Proc:
+        """Start ``orderhooks worker`` (with ``--no-sender`` unless ``sender``) and wait until
+        its loop runs: a worker checks the database once at start and exits when it cannot
+        reach it, so a test that takes the database away must not do so before the worker is
+        up."""
         self._worker_seq += 1
-        proc = self._start(f"worker-{self._worker_seq}",
-                           [sys.executable, "-m", "core.cli", "worker"])
+        cmd = [sys.executable, "-m", "core.cli", "worker"] + ([] if sender else ["--no-sender"])
+        proc = self._start(f"worker-{self._worker_seq}", cmd)
         self.workers.append(proc)
         self._wait_log(proc, "worker.started", lambda found: found >= 1)
         return proc
+
+    def start_sender(self) -> Proc:
+        """Start ``orderhooks sender`` and wait until its loop runs."""
+        self._sender_seq += 1
+        proc = self._start(f"sender-{self._sender_seq}",
+                           [sys.executable, "-m", "core.cli", "sender"])
+        self.senders.append(proc)
+        self._wait_log(proc, "sender.started", lambda found: found >= 1)
+        return proc
+
+    def start_background(self, worker_processes: int = 0, sender_process: str = "") -> list:
+        """Start the processes ``orderhooks serve`` starts beside the web, as it lays them out
+        (``core.cli.background_processes``; the two settings as their variables take them)."""
+        from core.cli import background_processes
+        separate = "" if sender_process == "" else sender_process.lower() in ("1", "true", "yes", "on")
+        plan = background_processes({"DATABASE_URL": self.database_url,
+                                     "WORKER_PROCESSES": worker_processes,
+                                     "SENDER_PROCESS": separate})
+        return [self.start_sender() if name == "sender" else
+                self.start_worker(sender="--no-sender" not in cmd) for name, cmd in plan]
 
     def live_workers(self) -> list[Proc]:
         return [w for w in self.workers if w.alive()]

@@ -172,3 +172,38 @@ def _cmdline(pid: int) -> list[str]:
             return fh.read().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def test_serve_restarts_a_dead_sender_and_stops_every_process(stack):
+    """The PostgreSQL layout (two workers, the sender a process of its own), chosen by its
+    settings on any database: a sender killed with SIGKILL is restarted; SIGTERM to ``serve``
+    alone stops web, workers and sender, and ``serve`` exits 0 without restarting anything."""
+    port = free_port()
+    env = {**stack.env, "ORDERHOOKS_WORKER_PROCESSES": "2", "ORDERHOOKS_SENDER_PROCESS": "1"}
+    serve = stack._start("serve", [sys.executable, "-m", "core.cli", "serve", "--bind",
+                                   f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"], env)
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok, 60,
+             what="serve's web")
+
+    def started(command: str) -> list[int]:
+        return [pid for pid in children(serve.pid)
+                if _cmdline(pid)[3:4] == [command]]  # python -m core.cli <command>
+
+    wait_for(lambda: len(started("worker")) == 2 and len(started("sender")) == 1, 30,
+             what="serve's two workers and its sender")
+    assert all("--no-sender" in _cmdline(pid) for pid in started("worker"))
+    [sender] = started("sender")
+    time.sleep(1.0)  # past its imports
+    os.kill(sender, signal.SIGKILL)
+    wait_for(lambda: started("sender") and started("sender") != [sender], 30,
+             what="a new sender")
+    assert "sender exited with -9; restarting" in serve.log_path.read_text()
+    time.sleep(1.0)
+    everyone = children(serve.pid)
+    os.kill(serve.pid, signal.SIGTERM)  # serve alone: it stops its children
+    serve.popen.wait(timeout=60)
+    log = serve.log_path.read_text()
+    assert serve.popen.returncode == 0, log
+    assert log.count("restarting") == 1, log
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") and _cmdline(pid) != [""]
+                             for pid in everyone), 30, what="every child gone")
