@@ -197,7 +197,8 @@ def test_serve_restarts_a_dead_sender_and_stops_every_process(stack):
     os.kill(sender, signal.SIGKILL)
     wait_for(lambda: started("sender") and started("sender") != [sender], 30,
              what="a new sender")
-    assert "sender exited with -9; restarting" in serve.log_path.read_text()
+    log = serve.log_path.read_text()
+    assert "sender exited with -9; restarting" in log, log
     time.sleep(1.0)
     everyone = children(serve.pid)
     os.kill(serve.pid, signal.SIGTERM)  # serve alone: it stops its children
