@@ -152,3 +152,39 @@ def wakeup_bell(db) -> None:
     went with the commit)."""
     from core.wakeup import EVENTS, Doorbell
     Doorbell(db, EVENTS).ring()
+
+
+def test_a_strangers_datagrams_only_wake_the_sender_once(app):
+    """Anyone on the box who can write to the events bell's socket can only make a sender look
+    for work early: a flood of odd datagrams is one wake-up, drained whole, never an error, and
+    the next wait is a plain idle wait again."""
+    import socket
+
+    import pytest
+
+    from core.wakeup import EVENTS, socket_path
+    db = app.extensions["orderhooks.db"]
+    if not db.is_sqlite:
+        pytest.skip("the socket bell is SQLite's (PostgreSQL rings by NOTIFY at the commit)")
+    bell = Listener(db, EVENTS)
+    try:
+        assert bell.wait(0.05) is False  # bound and listening
+        stranger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        stranger.setblocking(False)
+        sent = 0
+        try:
+            for n in range(300):
+                try:
+                    stranger.sendto(bytes([n % 256]) * (1 + n * 13 % 4000), socket_path(db, EVENTS))
+                    sent += 1
+                except BlockingIOError:
+                    break  # the socket's queue is full: the rest are dropped, as rings may be
+        finally:
+            stranger.close()
+        assert sent > 0
+        assert bell.wait(1.0) is True
+        started = time.monotonic()
+        assert bell.wait(0.2) is False  # every datagram was drained by the one wake-up
+        assert time.monotonic() - started >= 0.15
+    finally:
+        bell.close()

@@ -309,6 +309,14 @@ class Stack:
         channel["store"] = store
         return channel
 
+    def start_outbound(self, store: str, url: str) -> tuple[dict, dict]:
+        """The stand-in, one web process, a channel for ``store`` and an outbound webhook
+        endpoint at ``url``: (channel, endpoint as created, its secret included)."""
+        self.start_standin(default_status=5)
+        self.start_web(workers=1)
+        channel = self.create_channel(store)
+        return channel, self.admin("POST", "/webhook-endpoints", 201, json={"url": url}).json()
+
     def create_order(self, channel_id: int, order_id, status="AWAITING_SHIPMENT") -> dict:
         return self.admin("POST", "/orders", 201, json={
             "channel_id": channel_id, "channel_order_id": str(order_id),

@@ -26,11 +26,7 @@ def test_changes_reach_the_receiver_and_a_killed_sender_loses_nothing(database_u
            "ORDERHOOKS_WEBHOOK_TIMEOUT_SECONDS": "2"}
     try:
         with Stack(database_url, tmp_path / "live", env=env) as stack:
-            stack.start_standin(default_status=5)
-            stack.start_web(workers=1)
-            channel = stack.create_channel("out")
-            created = stack.admin("POST", "/webhook-endpoints", 201,
-                                  json={"url": receiver.url("/hooks")}).json()
+            channel, created = stack.start_outbound("out", receiver.url("/hooks"))
             receiver.behave("/hooks", "slow")  # each answer takes 0.3 s: sends are in flight
             orders = 20
             for n in range(orders):

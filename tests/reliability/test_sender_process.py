@@ -20,11 +20,7 @@ def test_a_sender_process_sends_what_workers_without_one_numbered(database_url, 
            "ORDERHOOKS_WORKER_IDLE_SECONDS": "30"}
     try:
         with Stack(database_url, tmp_path / "live", env=env) as stack:
-            stack.start_standin(default_status=5)
-            stack.start_web(workers=1)
-            channel = stack.create_channel("apart")
-            created = stack.admin("POST", "/webhook-endpoints", 201,
-                                  json={"url": receiver.url("/hooks")}).json()
+            channel, created = stack.start_outbound("apart", receiver.url("/hooks"))
             stack.start_worker(sender=False)
             stack.create_order(channel["id"], 1)
             assert stack.post_delivery(channel, delivery_body("apart", 1)[0]).status_code == 200
