@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from core import events, fanout
 from core.clock import utcnow
+from core.config import retry_schedule
 from core.models import Event, WebhookEndpoint, WebhookMessage
 from core.sender import RESPONSE_SLICE, Sender
 from core.testing.fixtures import test_database_url
@@ -229,6 +230,9 @@ def test_410_disables_the_endpoint_with_an_event(app, admin, receiver, sender):
 @pytest.mark.parametrize("config_key", ["WEBHOOK_DISABLE_AFTER_SECONDS"])
 def test_an_endpoint_failing_continuously_is_disabled(app, admin, receiver, sender, config_key):
     app.config[config_key] = 1
+    # Six retries of 0.3 s (±20 % jitter) keep a message failing for at least 1.44 s, past the
+    # 1 s limit; the fixture's three could all be spent in 0.72 s, leaving the endpoint enabled.
+    sender.schedule = retry_schedule("0.3,0.3,0.3,0.3,0.3,0.3")
     created = endpoint(admin, receiver.url("/down"))
     receiver.behave("/down", "500")
     write(app, order=1)
