@@ -24,9 +24,10 @@ import binascii
 import os
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Integer, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, defer
 
 from . import wakeup
@@ -144,32 +145,65 @@ def sequence(db, limit: int = 5000) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class Numbered:
+    """What one numbering gave: the events it numbered, in position order (``rows``: id,
+    position, type, channel_id, order_key), positions ``before + 1`` to ``top`` (both None
+    when it numbered none)."""
+    before: int | None
+    rows: list
+
+    @property
+    def top(self) -> int | None:
+        return self.rows[-1].position if self.rows else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 def number(session: Session, limit: int = 5000) -> int:
+    """:func:`number_events`, returning only how many events it numbered."""
+    return len(number_events(session, limit))
+
+
+def number_events(session: Session, limit: int = 5000) -> Numbered:
     """The sequencer's step, in the caller's transaction, which must commit before anyone else
     numbers: on PostgreSQL it takes the advisory lock until then (so the caller touches
     nothing after it that another lock holder could be waiting on: events, endpoints and
     their messages only); on SQLite the caller's transaction (BEGIN IMMEDIATE) is the only
     writer from its start to its commit. Either way the caller's own events are numbered with
     the committed ones. Call :func:`wake` after the commit. On PostgreSQL the sender's bell
-    (core/wakeup.py) is rung here, delivered by the server at the commit."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
-    ids = session.scalars(select(Event.id).where(Event.position.is_(None))
-                          .order_by(Event.id).limit(limit)).all()
-    if not ids:
-        return 0
-    top = session.scalar(select(func.max(Event.position))) or 0
-    # One executemany through Core, not the ORM's bulk UPDATE by primary key: cheaper for a
-    # worker's batch, and no event is an object of the session (emit writes them).
-    session.connection().execute(_NUMBER, [{"b_id": event_id, "b_position": top + n}
-                                           for n, event_id in enumerate(ids, 1)])
-    if session.get_bind().dialect.name == "postgresql":
+    (core/wakeup.py) is rung here, delivered by the server at the commit.
+
+    One statement numbers: the NULL positions, in id order, get the numbers after the feed's
+    newest, and come back (a worker's batch of one pays one round trip for it, and fans out
+    from what it returns without reading the events again)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    # A transaction with events of its own numbers at least those: its bell goes with the lock
+    # (a NOTIFY is delivered at the commit either way), saving the round trip after.
+    rung = postgres and emitted(session)
+    if postgres:
+        session.execute(_LOCK_AND_RING if rung else _LOCK, {"key": SEQUENCER_LOCK})
+    rows = sorted(session.execute(_NUMBER, {"limit": limit}).all(), key=lambda row: row.position)
+    if rows and postgres and not rung:
         session.execute(text(wakeup.EVENTS_NOTIFY_SQL))
-    return len(ids)
+    return Numbered(rows[0].position - 1 if rows else None, rows)
 
 
-_NUMBER = (update(Event.__table__).where(Event.__table__.c.id == bindparam("b_id"))
-           .values(position=bindparam("b_position")))
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK_AND_RING = text(f"SELECT pg_advisory_xact_lock(:key), pg_notify('{wakeup.EVENTS}', '')")
+# The events without a position, in id order, numbered after the newest position, read under
+# the lock in the same statement (the window runs before the LIMIT, so the first ``limit`` ids
+# get 1..limit past it).
+_NEWEST = select(func.coalesce(func.max(Event.position), 0)).scalar_subquery()
+_TODO = (select(Event.id.label("id"),
+                (func.row_number().over(order_by=Event.id) + _NEWEST).label("position"))
+         .where(Event.position.is_(None)).order_by(Event.id)
+         .limit(bindparam("limit", type_=Integer)).cte("todo"))
+_NUMBER = (update(Event.__table__).where(Event.__table__.c.id == _TODO.c.id)
+           .values(position=_TODO.c.position)
+           .returning(Event.__table__.c.id, Event.__table__.c.position, Event.__table__.c.type,
+                      Event.__table__.c.channel_id, Event.__table__.c.order_key))
 
 
 def wake(db=None) -> None:

@@ -35,12 +35,14 @@ BATCH = 1000
 CAUGHT_UP = 1000
 
 
+def _message(endpoint_id: int, event, now) -> dict:
+    return {"endpoint_id": endpoint_id, "event_id": event.id, "order_key": event.order_key,
+            "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+
+
 def _messages(session: Session, endpoint_id: int, wanted, now) -> None:
     if wanted:
-        session.execute(insert(WebhookMessage), [
-            {"endpoint_id": endpoint_id, "event_id": e.id, "order_key": e.order_key,
-             "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
-            for e in wanted])
+        session.execute(insert(WebhookMessage), [_message(endpoint_id, e, now) for e in wanted])
 
 
 def behind(session: Session, endpoint_id: int) -> bool:
@@ -73,12 +75,16 @@ def fan_out(session: Session, endpoint_id: int, limit: int = BATCH) -> int:
     return len(rows)
 
 
-def fan_out_caught_up(session: Session) -> int:
+def fan_out_caught_up(session: Session, numbered: events.Numbered) -> int:
     """Every enabled endpoint at most ``CAUGHT_UP`` events behind the feed, and not held by
     another transaction, takes every event up to the feed's newest as messages; returns how
     many messages were made. For the transaction that has just numbered events (the worker's
-    batch), before its commit."""
-    top = events.newest_position(session)
+    batch), before its commit, with what :func:`events.number_events` returned: an endpoint
+    that was caught up before that numbering (the usual case) takes its messages from those
+    rows, and only one further behind has older events read."""
+    top = numbered.top
+    if top is None:
+        return 0
     query = select(WebhookEndpoint.id, WebhookEndpoint.position, WebhookEndpoint.event_types,
                    WebhookEndpoint.channel_ids).where(
         WebhookEndpoint.enabled.is_(True), WebhookEndpoint.position < top,
@@ -88,16 +94,22 @@ def fan_out_caught_up(session: Session) -> int:
     behind = session.execute(query).all()
     if not behind:
         return 0
-    rows = session.execute(select(Event.id, Event.type, Event.channel_id, Event.order_key,
-                                  Event.position).where(
-        Event.position > min(e.position for e in behind), Event.position <= top)
-        .order_by(Event.position)).all()
-    now, made = utcnow(), 0
-    for endpoint in behind:
-        wanted = [e for e in rows if e.position > endpoint.position
-                  and endpoints.matches(endpoint, e)]
-        _messages(session, endpoint.id, wanted, now)
-        made += len(wanted)
-        session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id).values(
-            position=top, updated_at=WebhookEndpoint.updated_at))
-    return made
+    rows = list(numbered.rows)
+    oldest = min(e.position for e in behind)
+    if oldest < numbered.before:
+        rows[:0] = session.execute(select(Event.id, Event.type, Event.channel_id,
+                                          Event.order_key, Event.position).where(
+            Event.position > oldest, Event.position <= numbered.before)
+            .order_by(Event.position)).all()
+    now = utcnow()
+    # The endpoints' messages in one multi-row INSERT (made endpoint after endpoint, each in
+    # feed order: ids keep each endpoint's order), their places moved on in one UPDATE.
+    messages = [_message(endpoint.id, e, now) for endpoint in behind for e in rows
+                if e.position > endpoint.position and endpoints.matches(endpoint, e)]
+    if messages:
+        session.execute(insert(WebhookMessage), messages)
+    session.execute(update(WebhookEndpoint).where(
+        WebhookEndpoint.id.in_([endpoint.id for endpoint in behind])).values(
+        position=top, updated_at=WebhookEndpoint.updated_at),
+        execution_options={"synchronize_session": False})
+    return len(messages)

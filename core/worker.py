@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import literal, or_, select, true, union_all, update
 from sqlalchemy.exc import StatementError
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import defer, object_session
 
 from . import alerts, events, fanout, imports, metrics, orders, products, rmas
 from .adapters import Delivery, Headers
@@ -102,15 +102,14 @@ class Worker:
         # so its commit need not wait for the WAL flush (durable=False). The batch that records
         # their changes and events is durable.
         with self.db.session(durable=False) as session:
+            blocked_now = time.monotonic()
+            blocked = [cid for cid, until in self.blocked.items() if until > blocked_now]
+            expired, due = [], []
+            for row in session.execute(self._first_look(now, limit, blocked)):
+                (expired if row.expired else due).append(row)
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
-            # (channel_id IN / state =: ranges of ix_deliveries_claim, not a scan of the inbox.)
-            expired = select(StoredDelivery.id, StoredDelivery.attempts,
-                             StoredDelivery.channel_id).where(
-                StoredDelivery.channel_id.in_(select(SalesChannel.id)),
-                StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until < now).limit(limit)
-            for delivery_id, attempts, channel_id in session.execute(
-                    self._lock_query(expired)).all():
+            for delivery_id, attempts, channel_id, _ in expired:
                 values = dict(attempts=attempts + 1, claimed_by=None, claimed_until=None,
                               reason="the worker that claimed it stopped before finishing")
                 if attempts + 1 >= self.config["MAX_ATTEMPTS"]:
@@ -122,35 +121,100 @@ class Worker:
                     claimed.append(delivery_id)
                 session.execute(update(StoredDelivery).where(StoredDelivery.id == delivery_id)
                                 .values(**values))
-            channel_ids = self._channels_with_work(session, now)
-            # Rounds of equal shares; channels that filled their share may take more.
-            while channel_ids and len(claimed) < limit:
-                share = max(1, -(-(limit - len(claimed)) // len(channel_ids)))
-                hungry = []
-                for channel_id in channel_ids:
-                    want = min(share, limit - len(claimed))
-                    if want <= 0:
-                        break
-                    query = (select(StoredDelivery.id)
-                             .where(StoredDelivery.channel_id == channel_id,
-                                    StoredDelivery.state == PENDING,
-                                    StoredDelivery.next_attempt_at <= now,
-                                    StoredDelivery.id.not_in(claimed))
-                             .order_by(StoredDelivery.next_attempt_at, StoredDelivery.id).limit(want))
-                    got = list(session.scalars(self._lock_query(query)))
-                    claimed += got
-                    if len(got) == want:
-                        hungry.append(channel_id)
-                channel_ids = hungry
-            if not claimed:
+            want = limit - len(claimed)
+            if len(due) <= want:
+                # Every due delivery is in hand: no share to keep. They were read, not locked
+                # (locking a backlog's extra row would hide it from the other workers until
+                # this commit): the claiming UPDATE locks them, skipping any another worker
+                # holds, and takes only those still pending.
+                unlocked = [row.id for row in due]
+            else:
+                claimed += self._fair_shares(session, now, want, claimed)
+                unlocked = []
+            if not claimed and not unlocked:
                 return claimed, None
-            rows = session.execute(update(StoredDelivery).where(StoredDelivery.id.in_(claimed))
+            taking = StoredDelivery.id.in_(claimed)
+            if unlocked:
+                taking = or_(taking, StoredDelivery.id.in_(self._lock_query(
+                    select(StoredDelivery.id).where(StoredDelivery.id.in_(unlocked),
+                                                    StoredDelivery.state == PENDING))))
+            rows = session.execute(update(StoredDelivery).where(taking)
                                    .values(state=PROCESSING, claimed_by=self.name,
                                            claimed_until=now + timedelta(
                                                seconds=self.config["CLAIM_SECONDS"]))
                                    .returning(*_CLAIMED_COLUMNS)).all()
-            loaded = self._load(session, sorted(rows, key=lambda row: row.id))
-        return claimed, loaded
+            if not rows:
+                return [], None
+            rows.sort(key=lambda row: row.id)
+            loaded = self._load(session, rows)
+        return [row.id for row in rows], loaded
+
+    def _first_look(self, now, limit: int, blocked: list[int]):
+        """One statement for a claim's first look: up to ``limit`` deliveries whose claim
+        expired, locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), and up to ``limit + 1``
+        due ones, read (no order among them: when they are at most ``limit``, they are every
+        due delivery, and all are taken; one more means a backlog, shared fairly by
+        :meth:`_fair_shares`), not in ``blocked`` channels. Rows: id, attempts, channel_id,
+        expired. Channel and state make both parts ranges of ix_deliveries_claim, not scans
+        of the inbox."""
+        columns = (StoredDelivery.id, StoredDelivery.attempts, StoredDelivery.channel_id)
+        lapsed = (StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until < now)
+        due = (StoredDelivery.state == PENDING, StoredDelivery.next_attempt_at <= now)
+        unblocked = SalesChannel.id.not_in(blocked) if blocked else true()
+        if self.db.is_sqlite:
+            parts = [select(*columns, literal(expired).label("expired")).where(
+                StoredDelivery.channel_id.in_(select(SalesChannel.id).where(where_channel)),
+                *conditions).limit(size).subquery(name)
+                for name, expired, conditions, where_channel, size in (
+                    ("lapsed", True, lapsed, true(), limit),
+                    ("due", False, due, unblocked, limit + 1))]
+            return union_all(*(select(part) for part in parts))
+        # PostgreSQL's planner may take ``IN (channels)`` for a scan of the whole inbox (or of
+        # the index past its first column); a lateral subquery per channel keeps each to that
+        # channel's range of the index. The lapsed claims are locked there (a locking clause
+        # is allowed in a subquery, not in a UNION's arm).
+        parts = []
+        for name, expired, conditions, where_channel, size in (
+                ("lapsed", True, lapsed, true(), limit),
+                ("due", False, due, unblocked, limit + 1)):
+            listed = select(SalesChannel.id).where(where_channel).subquery(f"{name}_channels")
+            of_channel = select(*columns).where(StoredDelivery.channel_id == listed.c.id,
+                                                *conditions).limit(size)
+            if expired:
+                of_channel = of_channel.with_for_update(skip_locked=True)
+            of_channel = of_channel.lateral(f"{name}_of_channel")
+            parts.append(select(of_channel.c.id, of_channel.c.attempts, of_channel.c.channel_id,
+                                literal(expired).label("expired"))
+                         .select_from(listed).join(of_channel, true()).limit(size).cte(name))
+        return union_all(*(select(part) for part in parts))
+
+    def _fair_shares(self, session, now, want: int, claimed: list[int]) -> list[int]:
+        """Up to ``want`` due deliveries of a backlog, in rounds of equal shares across the
+        channels with work (in a rotating order), oldest first within each: a small store is
+        never stuck behind a big store's backlog. Channels that filled their share may take
+        more in the next round."""
+        taken: list[int] = []
+        channel_ids = self._channels_with_work(session, now)
+        while channel_ids and len(taken) < want:
+            share = max(1, -(-(want - len(taken)) // len(channel_ids)))
+            hungry = []
+            for channel_id in channel_ids:
+                wanted = min(share, want - len(taken))
+                if wanted <= 0:
+                    break
+                query = (select(StoredDelivery.id)
+                         .where(StoredDelivery.channel_id == channel_id,
+                                StoredDelivery.state == PENDING,
+                                StoredDelivery.next_attempt_at <= now,
+                                StoredDelivery.id.not_in(claimed + taken))
+                         .order_by(StoredDelivery.next_attempt_at, StoredDelivery.id)
+                         .limit(wanted))
+                got = list(session.scalars(self._lock_query(query)))
+                taken += got
+                if len(got) == wanted:
+                    hungry.append(channel_id)
+            channel_ids = hungry
+        return taken
 
     def _lock_query(self, query):
         return query if self.db.is_sqlite else query.with_for_update(skip_locked=True)
@@ -392,7 +456,9 @@ class Worker:
             defer_inserts(session)
             # Our own claimed rows: wait for a lock (no SKIP LOCKED), or a row briefly locked by
             # someone else (e.g. a redaction) would look like a lost claim.
-            query = select(StoredDelivery).where(StoredDelivery.id.in_([item.id for item in work]))
+            # (their bodies and headers came with the claim: not read again)
+            query = (select(StoredDelivery).where(StoredDelivery.id.in_([i.id for i in work]))
+                     .options(defer(StoredDelivery.body), defer(StoredDelivery.headers)))
             if not self.db.is_sqlite:
                 query = query.with_for_update()
             rows = {r.id: r for r in session.scalars(query)}
@@ -418,9 +484,9 @@ class Worker:
             session.flush()
             # The batch's events are numbered and fanned out to the endpoints' messages in the
             # batch's own transaction: they commit with their changes, ready to POST.
-            numbered = events.number(session) if events.emitted(session) else 0
+            numbered = events.number_events(session) if events.emitted(session) else ()
             if numbered:
-                fanout.fan_out_caught_up(session)
+                fanout.fan_out_caught_up(session, numbered)
         if numbered:
             events.wake(self.db)
         for delivery_id, outcome in outcomes.items():

@@ -221,3 +221,65 @@ def _plan_nodes(node):
     yield node
     for child in node.get("Plans", ()):
         yield from _plan_nodes(child)
+
+
+def test_the_claim_reads_ranges_of_the_claim_index_on_postgresql(app, bc):
+    """PostgreSQL plans a claim on a backlog — 50,000 deliveries done, 2,000 due for one store
+    and 10 for a small one, one lapsed claim — as ranges of ix_deliveries_claim, before ANALYZE
+    and after: no sequential scan of the inbox, whose done rows grow without bound; and the
+    small store gets its share of the batch."""
+    from sqlalchemy import event as sa_event, text
+
+    from core.worker import Worker
+    db = app.extensions["orderhooks.db"]
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner (SQLite's is checked above)")
+    big, small = bc.create()["id"], bc.create(store_hash="small1")["id"]
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO deliveries (channel_id, channel_type, dedupe_key, received_at, headers, "
+            "body, state, attempts, next_attempt_at) SELECT CASE WHEN g % 5 = 0 THEN :s "
+            "ELSE :b END, 'bigcommerce', 'k' || g, now(), '{}', '{}', CASE WHEN g <= 50000 "
+            "THEN 'done' ELSE 'pending' END, 0, now() - interval '1 minute' * random() "
+            "FROM generate_series(1, 52000) AS g WHERE g <= 50000 OR g % 5 <> 0 OR g > 51950"),
+            {"b": big, "s": small})
+        conn.execute(text("UPDATE deliveries SET state = 'processing', claimed_by = 'gone', "
+                          "claimed_until = now() - interval '1 minute' WHERE id = 50001"))
+    limit = 50
+    for analysed in (False, True):
+        if analysed:
+            with db.engine.begin() as conn:
+                conn.execute(text("ANALYZE deliveries"))
+        seen: list[tuple[str, object]] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            seen.append((statement, parameters))
+
+        sa_event.listen(db.lease_engine, "before_cursor_execute", record)
+        try:
+            worker = Worker(app, name=f"plans{analysed}")
+            ids, _loaded = worker._claim(limit)
+        finally:
+            sa_event.remove(db.lease_engine, "before_cursor_execute", record)
+        assert len(ids) == limit
+        with db.Session() as session:
+            taken = dict(session.execute(text(
+                "SELECT channel_id, count(*) FROM deliveries WHERE claimed_by = :w "
+                "GROUP BY channel_id"), {"w": worker.name}).all())
+        assert taken.get(small, 0) == 10, taken  # all it has: below its share of 50
+        assert len(seen) >= 4, seen  # the first look found a backlog: the fair shares ran
+        for statement, parameters in seen:
+            with db.lease_engine.connect() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+                plan = cursor.fetchone()[0][0]["Plan"]
+            # a scan, or an index read past its channel filtering on the state, reads done rows
+            # (or of an index from a column past its first: every state of every channel)
+            scans = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deliveries"
+                     and (n["Node Type"] == "Seq Scan" or "state" in n.get("Filter", ""))]
+            scans += [n for n in _plan_nodes(plan) if n.get("Index Name", "").startswith(
+                "ix_deliveries") and "channel_id" not in n.get("Index Cond", "")]
+            assert not scans, (" ".join(statement.split())[:300], json.dumps(plan)[:3000])
+        with db.engine.begin() as conn:  # hand them back for the second pass
+            conn.execute(text("UPDATE deliveries SET state = 'pending', claimed_by = NULL, "
+                              "claimed_until = NULL WHERE claimed_by = :w"), {"w": worker.name})
