@@ -5,6 +5,7 @@ bound. (The benchmark measures the cost at 1,000,000 orders; this catches the pl
 an index dropped from under a query.)"""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -161,7 +162,7 @@ def test_the_due_scan_reads_one_page_of_a_backlog_on_postgresql(app):
     after a long outage, before autovacuum's ANALYZE) and after ANALYZE alike: no sequential
     scan of the messages, no sort of the backlog, and rows read bounded by the batch, not by
     the 20,000 waiting."""
-    from sqlalchemy import event as sa_event, text
+    from sqlalchemy import text
 
     from core.clock import utcnow
     from core.sender import MESSAGE_BATCH, Sender
@@ -189,17 +190,8 @@ def test_the_due_scan_reads_one_page_of_a_backlog_on_postgresql(app):
             with db.engine.begin() as conn:
                 conn.execute(text("ANALYZE webhook_messages"))
                 conn.execute(text("ANALYZE events"))
-        seen: list[tuple[str, object]] = []
-
-        def record(conn, cursor, statement, parameters, context, executemany):
-            seen.append((statement, parameters))
-
-        sa_event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            with db.Session() as session:
-                batch = sender._due(session, endpoint_id, utcnow())
-        finally:
-            sa_event.remove(db.engine, "before_cursor_execute", record)
+        with _recorded(db.engine) as seen, db.Session() as session:
+            batch = sender._due(session, endpoint_id, utcnow())
         assert len(batch) == MESSAGE_BATCH
         assert "order:7" not in {item.order_key for item in batch}
         for statement, parameters in seen:
@@ -217,6 +209,21 @@ def test_the_due_scan_reads_one_page_of_a_backlog_on_postgresql(app):
                        <= 5 * MESSAGE_BATCH for n in nodes), shown
 
 
+@contextlib.contextmanager
+def _recorded(engine):
+    """The statements (with their parameters) ``engine`` runs inside the block."""
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 def _plan_nodes(node):
     yield node
     for child in node.get("Plans", ()):
@@ -228,7 +235,7 @@ def test_the_claim_reads_ranges_of_the_claim_index_on_postgresql(app, bc):
     and 10 for a small one, one lapsed claim — as ranges of ix_deliveries_claim, before ANALYZE
     and after: no sequential scan of the inbox, whose done rows grow without bound; and the
     small store gets its share of the batch."""
-    from sqlalchemy import event as sa_event, text
+    from sqlalchemy import text
 
     from core.worker import Worker
     db = app.extensions["orderhooks.db"]
@@ -250,17 +257,9 @@ def test_the_claim_reads_ranges_of_the_claim_index_on_postgresql(app, bc):
         if analysed:
             with db.engine.begin() as conn:
                 conn.execute(text("ANALYZE deliveries"))
-        seen: list[tuple[str, object]] = []
-
-        def record(conn, cursor, statement, parameters, context, executemany):
-            seen.append((statement, parameters))
-
-        sa_event.listen(db.lease_engine, "before_cursor_execute", record)
-        try:
-            worker = Worker(app, name=f"plans{analysed}")
+        worker = Worker(app, name=f"plans{analysed}")
+        with _recorded(db.lease_engine) as seen:
             ids, _loaded = worker._claim(limit)
-        finally:
-            sa_event.remove(db.lease_engine, "before_cursor_execute", record)
         assert len(ids) == limit
         with db.Session() as session:
             taken = dict(session.execute(text(
