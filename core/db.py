@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import orjson
 from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,6 +24,8 @@ SQLITE_BUSY_SECONDS = 30
 READ_ONLY = "orderhooks_read_only"
 #: ``Session.info`` key of the rows :meth:`RawInsert.add` holds back (:func:`defer_inserts`).
 DEFERRED_INSERTS = "orderhooks_deferred_inserts"
+#: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out.
+PING_IDLE_SECONDS = 2.0
 
 
 class Database:
@@ -42,8 +46,7 @@ class Database:
                                    "mmap_size": int(sqlite_mmap_bytes)}
             _sqlite_pragmas(self.engine, self.sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                                        pool_recycle=1800,
+            self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800,
                                         connect_args={"connect_timeout": 5},
                                         json_serializer=json_dumps, json_deserializer=json_loads)
         #: Connections for leases (:meth:`session` with ``durable=False``). On PostgreSQL
@@ -51,9 +54,12 @@ class Database:
         #: the connection opens: no statement per transaction); on SQLite they are the one
         #: engine's connections.
         self.lease_engine = self.engine if self.is_sqlite else create_engine(
-            url, pool_pre_ping=True, pool_size=2, max_overflow=3, pool_recycle=1800,
+            url, pool_size=2, max_overflow=3, pool_recycle=1800,
             connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
             json_serializer=json_dumps, json_deserializer=json_loads)
+        if not self.is_sqlite:
+            for engine in (self.engine, self.lease_engine):
+                _ping_when_idle(engine)
         #: SQLite takes one writer at a time, and a writer that finds the lock taken sleeps in
         #: its busy handler in growing steps (up to 100 ms each) instead of waking when the
         #: lock frees: this process's writers (the worker's batches, the sender's leases and
@@ -304,6 +310,31 @@ def alembic_config(url: str):
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat unused for ``PING_IDLE_SECONDS``
+    (SQLAlchemy's pessimistic disconnect handling, with a custom checkout ping): one that was
+    checked in moments ago is alive as surely as a ping could tell, and a worker's batch or a
+    sender's pass takes several connections a second — ``pool_pre_ping`` would add a round
+    trip to each. A connection the server dropped since its last use fails its first
+    statement instead; SQLAlchemy then discards the pool's connections, and the caller's
+    retry (the worker's and sender's loops, the intake's 503) gets fresh ones."""
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def used(_dbapi_connection, record):
+        if record is not None:
+            record.info["orderhooks_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checkout(dbapi_connection, record, _proxy):
+        since = record.info.get("orderhooks_idle_since")
+        if since is not None and time.monotonic() - since < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 — any failure: the pool connects again
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
 
 
 def _sqlite_pragmas(engine: Engine, pragmas: dict) -> None:

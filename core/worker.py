@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import literal, or_, select, true, union_all, update
+from sqlalchemy import Integer, bindparam, literal, or_, select, true, union_all, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import defer, object_session
 
@@ -80,6 +80,7 @@ class Worker:
         #: channel id -> monotonic time until which its API asked us to wait.
         self.blocked: dict[int, float] = {}
         self._rotation = 0
+        self._first_look_statement = None
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -105,7 +106,8 @@ class Worker:
             blocked_now = time.monotonic()
             blocked = [cid for cid, until in self.blocked.items() if until > blocked_now]
             expired, due = [], []
-            for row in session.execute(self._first_look(now, limit, blocked)):
+            for row in session.execute(self._first_look(), {
+                    "now": now, "limit": limit, "limit_and_one": limit + 1, "blocked": blocked}):
                 (expired if row.expired else due).append(row)
             # Claims whose worker died (or overran its lease) count as an attempt, so a delivery
             # that kills its worker every time ends dead instead of looping forever.
@@ -149,44 +151,18 @@ class Worker:
             loaded = self._load(session, rows)
         return [row.id for row in rows], loaded
 
-    def _first_look(self, now, limit: int, blocked: list[int]):
+    def _first_look(self):
         """One statement for a claim's first look: up to ``limit`` deliveries whose claim
         expired, locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), and up to ``limit + 1``
-        due ones, read (no order among them: when they are at most ``limit``, they are every
-        due delivery, and all are taken; one more means a backlog, shared fairly by
-        :meth:`_fair_shares`), not in ``blocked`` channels. Rows: id, attempts, channel_id,
-        expired. Channel and state make both parts ranges of ix_deliveries_claim, not scans
-        of the inbox."""
-        columns = (StoredDelivery.id, StoredDelivery.attempts, StoredDelivery.channel_id)
-        lapsed = (StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until < now)
-        due = (StoredDelivery.state == PENDING, StoredDelivery.next_attempt_at <= now)
-        unblocked = SalesChannel.id.not_in(blocked) if blocked else true()
-        if self.db.is_sqlite:
-            parts = [select(*columns, literal(expired).label("expired")).where(
-                StoredDelivery.channel_id.in_(select(SalesChannel.id).where(where_channel)),
-                *conditions).limit(size).subquery(name)
-                for name, expired, conditions, where_channel, size in (
-                    ("lapsed", True, lapsed, true(), limit),
-                    ("due", False, due, unblocked, limit + 1))]
-            return union_all(*(select(part) for part in parts))
-        # PostgreSQL's planner may take ``IN (channels)`` for a scan of the whole inbox (or of
-        # the index past its first column); a lateral subquery per channel keeps each to that
-        # channel's range of the index. The lapsed claims are locked there (a locking clause
-        # is allowed in a subquery, not in a UNION's arm).
-        parts = []
-        for name, expired, conditions, where_channel, size in (
-                ("lapsed", True, lapsed, true(), limit),
-                ("due", False, due, unblocked, limit + 1)):
-            listed = select(SalesChannel.id).where(where_channel).subquery(f"{name}_channels")
-            of_channel = select(*columns).where(StoredDelivery.channel_id == listed.c.id,
-                                                *conditions).limit(size)
-            if expired:
-                of_channel = of_channel.with_for_update(skip_locked=True)
-            of_channel = of_channel.lateral(f"{name}_of_channel")
-            parts.append(select(of_channel.c.id, of_channel.c.attempts, of_channel.c.channel_id,
-                                literal(expired).label("expired"))
-                         .select_from(listed).join(of_channel, true()).limit(size).cte(name))
-        return union_all(*(select(part) for part in parts))
+        (``limit_and_one``) due ones, read (no order among them: when they are at most
+        ``limit``, they are every due delivery, and all are taken; one more means a backlog,
+        shared fairly by :meth:`_fair_shares`), not in the ``blocked`` channels, as of
+        ``now``. Rows: id, attempts, channel_id, expired. Channel and state make both parts
+        ranges of ix_deliveries_claim, not scans of the inbox. Built once per worker: its
+        values are parameters."""
+        if self._first_look_statement is None:
+            self._first_look_statement = _first_look(self.db.is_sqlite)
+        return self._first_look_statement
 
     def _fair_shares(self, session, now, want: int, claimed: list[int]) -> list[int]:
         """Up to ``want`` due deliveries of a backlog, in rounds of equal shares across the
@@ -611,6 +587,38 @@ class Worker:
                                             "attempt": row.attempts,
                                             "retry_in": round(delay, 1)})
         return Outcome.FAILED
+
+
+def _first_look(sqlite: bool):
+    """:meth:`Worker._first_look`'s statement."""
+    columns = (StoredDelivery.id, StoredDelivery.attempts, StoredDelivery.channel_id)
+    now = bindparam("now", type_=StoredDelivery.next_attempt_at.type)
+    lapsed = (StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until < now)
+    due = (StoredDelivery.state == PENDING, StoredDelivery.next_attempt_at <= now)
+    unblocked = SalesChannel.id.not_in(bindparam("blocked", expanding=True))
+    parts = (("lapsed", True, lapsed, true(), bindparam("limit", type_=Integer)),
+             ("due", False, due, unblocked, bindparam("limit_and_one", type_=Integer)))
+    if sqlite:
+        return union_all(*(select(select(*columns, literal(expired).label("expired")).where(
+            StoredDelivery.channel_id.in_(select(SalesChannel.id).where(where_channel)),
+            *conditions).limit(size).subquery(name))
+            for name, expired, conditions, where_channel, size in parts))
+    # PostgreSQL's planner may take ``IN (channels)`` for a scan of the whole inbox (or of the
+    # index past its first column); a lateral subquery per channel keeps each to that
+    # channel's range of the index. The lapsed claims are locked there (a locking clause is
+    # allowed in a subquery, not in a UNION's arm).
+    ctes = []
+    for name, expired, conditions, where_channel, size in parts:
+        listed = select(SalesChannel.id).where(where_channel).subquery(f"{name}_channels")
+        of_channel = select(*columns).where(StoredDelivery.channel_id == listed.c.id,
+                                            *conditions).limit(size)
+        if expired:
+            of_channel = of_channel.with_for_update(skip_locked=True)
+        of_channel = of_channel.lateral(f"{name}_of_channel")
+        ctes.append(select(of_channel.c.id, of_channel.c.attempts, of_channel.c.channel_id,
+                           literal(expired).label("expired"))
+                    .select_from(listed).join(of_channel, true()).limit(size).cte(name))
+    return union_all(*(select(cte) for cte in ctes))
 
 
 def describe(exc: Exception) -> str:
