@@ -4,7 +4,7 @@ is still replaced, before use when it was idle, at its first failed statement wh
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from core import db as core_db
@@ -18,9 +18,12 @@ def pg(app):
     return db
 
 
-def _statements(engine) -> list[str]:
-    seen: list[str] = []
-    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+def _pings(engine, monkeypatch) -> list:
+    """Every ping of ``engine``'s connections (the dialect's, as pool_pre_ping would call)."""
+    seen: list = []
+    original = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping",
+                        lambda connection: seen.append(connection) or original(connection))
     return seen
 
 
@@ -38,13 +41,14 @@ def _terminate(db, pid: int) -> None:
         assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
 
 
-def test_a_connection_in_use_is_not_pinged(pg):
-    _backend(pg)
-    seen = _statements(pg.engine)
+def test_a_connection_in_use_is_not_pinged_and_one_left_idle_is(pg, monkeypatch):
+    pings = _pings(pg.engine, monkeypatch)
     for _ in range(3):
-        with pg.session() as session:
-            session.execute(text("SELECT 2"))
-    assert seen == ["SELECT 2"] * 3
+        _backend(pg)
+    assert pings == []
+    monkeypatch.setattr(core_db, "PING_IDLE_SECONDS", 0.0)  # every connection counts as idle
+    _backend(pg)
+    assert len(pings) == 1
 
 
 def test_an_idle_connection_is_pinged_and_replaced_when_the_server_dropped_it(pg, monkeypatch):
