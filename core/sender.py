@@ -61,6 +61,7 @@ import orjson
 import urllib3
 from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
 from sqlalchemy import false, func, insert, null, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
@@ -358,8 +359,8 @@ class Sender:
         """One read transaction: the endpoint's row and, with ``behind``, the feed's newest
         position in the same statement; ``_BEHIND`` if the endpoint's place is behind it (a
         look without a lock: :func:`fanout.fan_out` looks again under it), else the endpoint's
-        URL, its signers and its due messages (:meth:`_due`). None: the endpoint is disabled
-        or deleted."""
+        URL, its signers, its due messages (:meth:`_due`) and whether its attempts are failing
+        (``failing_since``). None: the endpoint is disabled or deleted."""
         now = utcnow()
         with self.db.reading() as session:
             if behind:
@@ -372,8 +373,8 @@ class Sender:
                 return None
             if behind and endpoint.position < (top or 0):
                 return _BEHIND
-            return endpoint.url, self._signers(endpoint, now), self._due(session, endpoint_id,
-                                                                         now)
+            return (endpoint.url, self._signers(endpoint, now),
+                    self._due(session, endpoint_id, now), endpoint.failing_since is not None)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -463,8 +464,8 @@ class Sender:
                 endpoints.signing_secrets(endpoint, self.box, now)))
         return found[1]
 
-    def _send_batch(self, endpoint_id: int, url: str, signers: list,
-                    batch: list[Outgoing]) -> tuple[int, bool, bool, bool]:
+    def _send_batch(self, endpoint_id: int, url: str, signers: list, batch: list[Outgoing],
+                    failing: bool = True) -> tuple[int, bool, bool, bool]:
         """Send a batch of due messages (:meth:`_look`); returns (attempts made, whether one
         failed, whether the batch was full, whether the endpoint is still enabled).
 
@@ -509,7 +510,9 @@ class Sender:
             with lock:
                 taken, results[:] = list(results), []
             if taken:
-                enabled = self._record(endpoint_id, taken) and enabled
+                enabled = self._record(endpoint_id, taken, failing) and enabled
+                # the endpoint's failing_since is now set if and only if its last answer failed
+                failing = not taken[-1][1].ok
                 made += len(taken)
             if not pending:
                 break
@@ -573,11 +576,17 @@ class Sender:
 
     # -- recording --------------------------------------------------------------------------
 
-    def _record(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]]) -> bool:
+    def _record(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]],
+                failing: bool = True) -> bool:
         """Every attempt of ``results`` and its message's new state, in one transaction: the
         attempts as one multi-row insert, the delivered messages as one update per status.
-        Returns whether the endpoint is still enabled (not deleted, not disabled here)."""
+        ``failing``: whether the endpoint's ``failing_since`` may be set (as this sender last
+        saw or left it: under its lease no other sender changes it, and the admin API only
+        clears it). Returns whether the endpoint is still enabled (not deleted, not disabled
+        here)."""
         now = utcnow()
+        if not failing and all(answer.ok for _, answer in results):
+            return self._record_successes(endpoint_id, results, now)
         disable_after = timedelta(seconds=self.config["WEBHOOK_DISABLE_AFTER_SECONDS"])
         with self.db.session() as session:
             # The endpoint's row is locked (PostgreSQL; SQLite's write transaction is the only
@@ -590,10 +599,7 @@ class Sender:
                 WebhookMessage.id.in_(failed)))} if failed else {}
             attempts, delivered = [], {}
             for item, answer in results:
-                attempts.append({"endpoint_id": endpoint_id, "message_id": item.message_id,
-                                 "at": now, "status_code": answer.status,
-                                 "latency_ms": round(answer.latency_ms, 3),
-                                 "response_body": answer.body, "error": answer.error})
+                attempts.append(_attempt(endpoint_id, item, answer, now))
                 if answer.ok:
                     delivered.setdefault(answer.status, []).append(item.message_id)
                     endpoint.failing_since = None
@@ -617,11 +623,29 @@ class Sender:
                                                      f"(last: {answer.error})")
             if attempts:
                 session.execute(insert(WebhookAttempt), attempts)
-            for status, ids in delivered.items():
-                session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
-                    state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
-                    execution_options={"synchronize_session": False})
+            _delivered(session, delivered, now)
             return endpoint.enabled
+
+    def _record_successes(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]],
+                          now) -> bool:
+        """:meth:`_record` of answers that all succeeded, for an endpoint whose attempts were
+        not failing: nothing of the endpoint's row changes, so it is neither read nor locked.
+        The attempts' foreign key holds off its deletion until the commit all the same
+        (PostgreSQL's check takes FOR KEY SHARE on the row; SQLite's write transaction is the
+        only one), and an endpoint deleted already fails the insert: nothing is recorded, as
+        :meth:`_record` records nothing then."""
+        delivered: dict[int, list[int]] = {}
+        for item, answer in results:
+            delivered.setdefault(answer.status, []).append(item.message_id)
+        try:
+            with self.db.session() as session:
+                session.execute(insert(WebhookAttempt),
+                                [_attempt(endpoint_id, item, answer, now)
+                                 for item, answer in results])
+                _delivered(session, delivered, now)
+        except IntegrityError:
+            return False  # deleted meanwhile, its messages with it
+        return True
 
     @staticmethod
     def _disable(session, endpoint: WebhookEndpoint, reason: str) -> None:
@@ -631,6 +655,20 @@ class Sender:
         events.emit(session, "endpoint.disabled",
                     {"endpoint": endpoints.view(endpoint), "reason": reason})
         alerts.endpoint_disabled(session, endpoint.id, endpoint.url, reason)
+
+
+def _attempt(endpoint_id: int, item: Outgoing, answer: Answer, now) -> dict:
+    return {"endpoint_id": endpoint_id, "message_id": item.message_id, "at": now,
+            "status_code": answer.status, "latency_ms": round(answer.latency_ms, 3),
+            "response_body": answer.body, "error": answer.error}
+
+
+def _delivered(session, delivered: dict[int, list[int]], now) -> None:
+    """The delivered messages (answer status -> their ids): one update per status."""
+    for status, ids in delivered.items():
+        session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
+            state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
+            execution_options={"synchronize_session": False})
 
 
 #: :meth:`Sender.round`'s one statement: (id, False) per enabled endpoint, and (None, True) when

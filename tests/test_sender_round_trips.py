@@ -22,15 +22,16 @@ from tests.webhook_receiver import Receiver
 #: A pass carrying one event the worker's batch already made a message of, the endpoint's lease
 #: kept from an earlier pass: the round's one read (enabled endpoints and the unnumbered-event
 #: probe), one read of the endpoint with the feed's top and its due messages with their events,
-#: and the recording (endpoint locked, attempts inserted, messages updated).
-STEADY = (7, 3)
+#: and the recording (attempts inserted, messages updated: the endpoint's row is not read when
+#: its attempts were not failing and every answer succeeded).
+STEADY = (6, 3)
 #: The first such pass of a sender keeping its leases: the lease taken besides.
-FIRST = (8, 4)
+FIRST = (7, 4)
 #: A worker's sender thread, which gives the lease back after each pass.
-GIVEN_BACK = (9, 5)
+GIVEN_BACK = (8, 5)
 #: An event numbered but not made a message (numbered by a process without the worker's
 #: fan-out): the look finds the endpoint behind, a fan-out transaction, the due read again.
-FANNED_HERE = (13, 5)
+FANNED_HERE = (12, 5)
 
 
 @pytest.fixture
@@ -300,3 +301,51 @@ def test_a_stopping_sender_gives_its_leases_back(app, db, receiver, endpoint_id,
         bell.join(timeout=5)
     assert not loop.is_alive()
     assert lease_owner(db, endpoint_id) is None
+
+
+# -- recording without the endpoint's row ----------------------------------------------------
+
+def test_a_success_after_a_failure_in_the_same_batch_clears_failing_since(app, db, endpoint_id,
+                                                                         senders):
+    """A batch recorded in two stretches: the first holds a failure (the endpoint's row read and
+    failing_since set), the second a success, which must clear it although the endpoint was
+    not failing when the batch was read."""
+    slow = Receiver(slow_seconds=0.8)  # beyond RECORD_SECONDS: a stretch of its own
+    try:
+        with db.session() as session:
+            session.get(WebhookEndpoint, endpoint_id).url = slow.url("/slow")
+        slow.behave("/slow", "slow")
+        sender = make_sender(app, "counted", keep_leases=False)
+        senders.append(sender)
+        with db.session() as session:
+            refused = events.emit(session, "order.cancelled", {"order": {"id": 1}},
+                                  order_key="order:1").event_id
+            events.emit(session, "order.cancelled", {"order": {"id": 2}}, order_key="order:2")
+        slow.refused.add(refused)  # answered 500 at once; the other one 204 after 0.8 s
+        assert sender.run_until_idle() == 2
+        with db.Session() as session:
+            assert session.get(WebhookEndpoint, endpoint_id).failing_since is None
+        assert sorted(r.headers["webhook-id"] == refused for r in slow.at("/slow")) == [
+            False, True]
+    finally:
+        slow.stop()
+
+
+def test_successes_for_an_endpoint_deleted_meanwhile_record_nothing(app, admin, db, receiver,
+                                                                    endpoint_id, senders):
+    from sqlalchemy import func, select
+
+    from core.models import WebhookAttempt, WebhookMessage
+    from core.sender import Answer
+    sender = make_sender(app, "counted", keep_leases=True)
+    senders.append(sender)
+    worker_batch(db, 1)
+    url, signers, batch, failing = sender._look(endpoint_id, behind=True)
+    assert len(batch) == 1 and not failing
+    admin.request("DELETE", f"/webhook-endpoints/{endpoint_id}")
+    answer = sender.post(url, signers, batch[0])
+    assert answer.ok
+    assert sender._record(endpoint_id, [(batch[0], answer)], failing=False) is False
+    with db.Session() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+        assert session.scalar(select(func.count()).select_from(WebhookMessage)) == 0
