@@ -394,8 +394,10 @@ class Sender:
         messages made since — unless a held message may have come due, or an attempt was
         recorded since by any sender (a message it sent may now hold its order).
 
-        The endpoint's newest attempt is read only when there is a rest to check or to keep:
-        not on the pass that sends what it finds."""
+        The first page carries each message's event (joined by its primary key), so a batch
+        found there is read in one statement; events of messages picked past it are read
+        after the scan. The endpoint's newest attempt is read only when there is a rest to
+        check or to keep: not on the pass that sends what it finds."""
         rest = self._rests.pop(endpoint_id, None)
         if rest is not None and now >= rest.until:
             rest = None
@@ -408,14 +410,17 @@ class Sender:
         else:
             held, after, soonest = set(), 0, now + timedelta(seconds=REST_SECONDS)
         picked: list[tuple[int, str | None, int]] = []
-        page = MESSAGE_BATCH
+        #: event row id -> the event, read with the first page (usually all a batch needs)
+        found: dict[int, object] = {}
+        page, first = MESSAGE_BATCH, True
         while len(picked) < MESSAGE_BATCH:
-            rows = session.execute(select(
-                WebhookMessage.id, WebhookMessage.order_key, WebhookMessage.next_attempt_at,
-                WebhookMessage.event_id).where(
+            rows = session.execute((_DUE_PAGE_WITH_EVENTS if first else _DUE_PAGE).where(
                 WebhookMessage.endpoint_id == endpoint_id, WebhookMessage.state == PENDING,
                 WebhookMessage.id > after).order_by(WebhookMessage.id).limit(page)).all()
-            for message_id, order_key, due_at, event_id in rows:
+            for row in rows:
+                message_id, order_key, due_at, event_id = row[:4]
+                if first and row.event_id is not None:  # (None: the event is gone)
+                    found[event_id] = row
                 if order_key is not None and order_key in held:
                     continue
                 if due_at > now:  # waits for a retry: its order's later messages wait too
@@ -430,7 +435,7 @@ class Sender:
                 after = rows[-1][0]
             if len(rows) < page:
                 break
-            page = min(4 * page, DUE_PAGE_MAX)
+            page, first = min(4 * page, DUE_PAGE_MAX), False
         if not picked:
             if after:  # messages were read, every one held: remembered
                 if rest is None:
@@ -440,9 +445,10 @@ class Sender:
                     last_attempt = self._last_attempt(session, endpoint_id)
                 self._rests[endpoint_id] = Rest(soonest, after, held, last_attempt)
             return []
-        found = {row.id: row for row in session.execute(select(
-            Event.id, Event.event_id, Event.type, Event.occurred_at, Event.channel_id,
-            Event.data).where(Event.id.in_([event_id for _, _, event_id in picked])))}
+        missing = [event_id for _, _, event_id in picked if event_id not in found]
+        if missing:  # picked past the first page
+            found.update((row.id, row) for row in session.execute(select(
+                Event.id, *_EVENT_COLUMNS).where(Event.id.in_(missing))))
         return [Outgoing(message_id, found[event_id].event_id, order_key,
                          _render(found[event_id]), found[event_id].occurred_at)
                 for message_id, order_key, event_id in picked if event_id in found]
@@ -671,6 +677,15 @@ def _delivered(session, delivered: dict[int, list[int]], now) -> None:
             execution_options={"synchronize_session": False})
 
 
+#: An event's columns its message's POST needs (:func:`_render`).
+_EVENT_COLUMNS = (Event.event_id, Event.type, Event.occurred_at, Event.channel_id, Event.data)
+#: A page of the due scan (:meth:`Sender._due`): (message id, order key, due at, event row id).
+_DUE_PAGE = select(WebhookMessage.id.label("message_id"), WebhookMessage.order_key,
+                   WebhookMessage.next_attempt_at, WebhookMessage.event_id.label("event_row"))
+#: The scan's first page, with each message's event (an outer join: one that retention
+#: deleted meanwhile reads as None): a batch of one event needs no second statement.
+_DUE_PAGE_WITH_EVENTS = _DUE_PAGE.add_columns(*_EVENT_COLUMNS).outerjoin(
+    Event, Event.id == WebhookMessage.event_id)
 #: :meth:`Sender.round`'s one statement: (id, False) per enabled endpoint, and (None, True) when
 #: a committed event has no position yet (an index probe, as :func:`events.unnumbered`).
 _ROUND = select(WebhookEndpoint.id, false()).where(WebhookEndpoint.enabled.is_(True)).union_all(
