@@ -45,14 +45,6 @@ def _messages(session: Session, endpoint_id: int, wanted, now) -> None:
         session.execute(insert(WebhookMessage), [_message(endpoint_id, e, now) for e in wanted])
 
 
-def behind(session: Session, endpoint_id: int) -> bool:
-    """Whether an enabled endpoint's place is behind the feed's newest event (a read, no lock:
-    :func:`fan_out` looks again under the lock)."""
-    place = session.scalar(select(WebhookEndpoint.position).where(
-        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True)))
-    return place is not None and place < events.newest_position(session)
-
-
 def fan_out(session: Session, endpoint_id: int, limit: int = BATCH) -> int:
     """One endpoint's next events (at most ``limit``) become its messages; returns how many
     events were read (fewer than ``limit``: the endpoint caught up with the feed). Waits for

@@ -23,6 +23,16 @@ its messages go out in the order they were made):
    message again: delivery is at least once, and the ``webhook-id`` (the event's id) lets a
    receiver drop the repeat.
 
+A sender that hears the events bell (``orderhooks sender``: events numbered by any process wake
+it) keeps an endpoint's lease from one pass to the next while it runs, renewing it once half of
+it has passed, and gives it back when it stops or finds the endpoint disabled or deleted: a pass
+that carries one event then takes no lease and gives none back. Another sender takes such an
+endpoint only once its lease has run out, so the endpoints of a sender that dies wait up to
+``lease_seconds`` (60 s, or four POST timeouts if longer) before another sender serves them. A
+worker's sender thread is woken only by the events its own process numbers, so it gives an
+endpoint back after each pass: a sender in another worker takes the events that worker
+numbers at once instead of waiting for this one's idle wait.
+
 POSTs go through urllib3 (one pool manager shared by the sending threads, keep-alive per host):
 no redirect is followed, no retry is made inside a POST, at most ``RESPONSE_SLICE`` bytes of an
 answer are read, the environment's proxies are used and ``~/.netrc`` is not read.
@@ -50,7 +60,8 @@ import certifi
 import orjson
 import urllib3
 from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import false, func, insert, null, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
@@ -154,6 +165,12 @@ class Sender:
         self._signer_cache: dict[int, tuple[tuple, list]] = {}
         #: endpoint id -> its last due scan that found nothing to send
         self._rests: dict[int, Rest] = {}
+        #: Whether leases are kept between passes (module docstring): set by :meth:`hear_bell`,
+        #: since only a sender that every numbering wakes may hold endpoints while it waits.
+        self.keep_leases = False
+        #: endpoint id -> when (``time.monotonic``) this sender's lease on it is to be renewed:
+        #: the endpoints whose lease it holds (written under ``_busy_lock``)
+        self._held: dict[int, float] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -173,12 +190,15 @@ class Sender:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for lanes in self._lane_pools:
             lanes.shutdown(wait=False, cancel_futures=True)
+        self.give_back()
         log.info("sender.stopped", extra={"worker": self.name})
 
     def hear_bell(self, stopping: threading.Event) -> threading.Thread:
         """For a sender in a process of its own: events numbered by other processes (the events
         bell) wake this process's loop and its endpoints' threads as events numbered here do
-        (:func:`events.wake`), so the rest of the sender need not know where they came from."""
+        (:func:`events.wake`), so the rest of the sender need not know where they came from.
+        Such a sender keeps its leases between passes (:attr:`keep_leases`)."""
+        self.keep_leases = True
         def listen() -> None:
             bell = wakeup.Listener(self.db, wakeup.EVENTS)
             try:
@@ -194,13 +214,15 @@ class Sender:
 
     def round(self) -> list:
         with self.db.reading() as session:
-            ids = session.scalars(select(WebhookEndpoint.id).where(
-                WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)).all()
-            # events committed by another process wait for their numbers: the sequencer's
-            # write transaction only when the probe (a read) finds one
-            waiting = events.unnumbered(session)
-        if waiting:
+            # One statement: the enabled endpoints, and a row of no endpoint when a committed
+            # event waits for its number (events committed by another process): the
+            # sequencer's write transaction only when this probe, a read, finds one.
+            rows = session.execute(_ROUND).all()
+        ids = sorted(endpoint_id for endpoint_id, _ in rows if endpoint_id is not None)
+        if any(waiting for _, waiting in rows):
             events.sequence(self.db)
+        if self._held:
+            self.give_back(keep=set(ids))
         futures = []
         for endpoint_id in ids:
             with self._busy_lock:
@@ -226,38 +248,78 @@ class Sender:
 
     def _serve_guarded(self, endpoint_id: int) -> None:
         try:
-            self.serve(endpoint_id, follow=True)
+            self.serve(endpoint_id, follow=True, keep=self.keep_leases)
         except Exception:  # noqa: BLE001 — one endpoint's trouble must not stop the others
             log.exception("sender.endpoint_error", extra={"endpoint_id": endpoint_id})
         finally:
             with self._busy_lock:
                 self._busy.discard(endpoint_id)
 
-    def serve(self, endpoint_id: int, follow: bool = False) -> int:
+    def serve(self, endpoint_id: int, follow: bool = False, keep: bool = False) -> int:
         """Fan out and send for one endpoint while it has due work, under one lease; returns
         the attempts made. With ``follow``, also while events are numbered in this process
         meanwhile: the round found the endpoint busy and skipped it, so they are taken here
-        rather than left to the idle wait, without a lease and a release between."""
+        rather than left to the idle wait, without a lease and a release between. With
+        ``keep``, the lease is kept when the endpoint is drained (module docstring), unless
+        the endpoint was found disabled or deleted."""
         attempts = 0
-        renew_at = 0.0  # the lease is renewed once half of it has passed, not every batch
+        holding = endpoint_id in self._held
+        kept = False
         try:
             while True:
                 seen = events.generation()
-                if time.monotonic() >= renew_at:
+                # the lease is renewed once half of it has passed, not every batch
+                if time.monotonic() >= self._held.get(endpoint_id, 0.0):
+                    # a lease whose UPDATE raised may still have been taken: given back below
+                    held_before, holding = holding, True
                     if not self._lease(endpoint_id):
+                        holding = held_before  # another sender's: nothing to give back
                         break
-                    renew_at = time.monotonic() + self.lease_seconds / 2
-                fanned = self._fan_out(endpoint_id)
-                made, failed, full = self._send_batch(endpoint_id)
+                    with self._busy_lock:
+                        self._held[endpoint_id] = time.monotonic() + self.lease_seconds / 2
+                # One read for the look at the feed and the due messages; a fan-out of its own
+                # (a write) only when the endpoint is behind the feed, then the due read again.
+                fanned, looked = 0, self._look(endpoint_id, behind=True)
+                if looked is _BEHIND:
+                    fanned = self._fan_out(endpoint_id)
+                    looked = self._look(endpoint_id, behind=False)
+                if looked is None:
+                    break  # disabled or deleted: its lease is given back
+                made, failed, full, enabled = self._send_batch(endpoint_id, *looked)
                 attempts += made
+                if not enabled:
+                    break
                 # drained: a batch that was not full after a fan-out that was not full either
                 if not made or failed or (not full and fanned < FANOUT_BATCH):
                     if follow and events.generation() != seen:
                         continue
+                    kept = keep
                     break
         finally:
-            self._release(endpoint_id)
+            if not kept:
+                with self._busy_lock:
+                    self._held.pop(endpoint_id, None)
+                if holding:
+                    self._release(endpoint_id)
         return attempts
+
+    def give_back(self, keep: set | frozenset = frozenset()) -> None:
+        """Give back the leases this sender keeps between passes, but those on ``keep``
+        (:meth:`round`: the enabled endpoints) and those of endpoints it is serving now: at the
+        end of :meth:`run_forever`, and for endpoints disabled or deleted while it waited."""
+        with self._busy_lock:
+            mine = [e for e in self._held if e not in keep and e not in self._busy]
+            self._busy.update(mine)
+        for endpoint_id in mine:
+            try:
+                with self._busy_lock:
+                    self._held.pop(endpoint_id, None)
+                self._release(endpoint_id)
+            except Exception:  # noqa: BLE001 — it runs out by itself at lease_until
+                log.exception("sender.release_error", extra={"endpoint_id": endpoint_id})
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(endpoint_id)
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -288,12 +350,31 @@ class Sender:
     def _fan_out(self, endpoint_id: int) -> int:
         """The endpoint's next events become its messages (:mod:`core.fanout`); returns how
         many events were read (fewer than ``FANOUT_BATCH``: the endpoint caught up with the
-        feed). The worker fans out the events its batches number; this takes the rest."""
-        with self.db.reading() as session:  # usually the worker's batch did it: a look first
-            if not fanout.behind(session, endpoint_id):
-                return 0
+        feed). The worker fans out the events its batches number; this takes the rest, when
+        :meth:`_look` found the endpoint behind the feed (a write transaction)."""
         with self.db.session() as session:
             return fanout.fan_out(session, endpoint_id, FANOUT_BATCH)
+
+    def _look(self, endpoint_id: int, behind: bool):
+        """One read transaction: the endpoint's row and, with ``behind``, the feed's newest
+        position in the same statement; ``_BEHIND`` if the endpoint's place is behind it (a
+        look without a lock: :func:`fanout.fan_out` looks again under it), else the endpoint's
+        URL, its signers, its due messages (:meth:`_due`) and whether its attempts are failing
+        (``failing_since``). None: the endpoint is disabled or deleted."""
+        now = utcnow()
+        with self.db.reading() as session:
+            if behind:
+                found = session.execute(select(WebhookEndpoint, _NEWEST_POSITION).where(
+                    WebhookEndpoint.id == endpoint_id)).first()
+                endpoint, top = found if found is not None else (None, None)
+            else:
+                endpoint = session.get(WebhookEndpoint, endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                return None
+            if behind and endpoint.position < (top or 0):
+                return _BEHIND
+            return (endpoint.url, self._signers(endpoint, now),
+                    self._due(session, endpoint_id, now), endpoint.failing_since is not None)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -311,24 +392,35 @@ class Sender:
         When every pending message is held (an endpoint that is down, its backlog behind
         retries), the scan is remembered (:class:`Rest`) and the next ones read only the
         messages made since — unless a held message may have come due, or an attempt was
-        recorded since by any sender (a message it sent may now hold its order)."""
-        # taken before the scan: an attempt committed after it voids what the scan learns
-        last_attempt = session.scalar(select(func.max(WebhookAttempt.id)).where(
-            WebhookAttempt.endpoint_id == endpoint_id))
+        recorded since by any sender (a message it sent may now hold its order).
+
+        The first page carries each message's event (joined by its primary key), so a batch
+        found there is read in one statement; events of messages picked past it are read
+        after the scan. The endpoint's newest attempt is read only when there is a rest to
+        check or to keep: not on the pass that sends what it finds."""
         rest = self._rests.pop(endpoint_id, None)
-        if rest is not None and now < rest.until and rest.last_attempt == last_attempt:
+        if rest is not None and now >= rest.until:
+            rest = None
+        last_attempt = None
+        if rest is not None:
+            # taken before the scan: an attempt committed after it voids what the scan learns
+            last_attempt = self._last_attempt(session, endpoint_id)
+        if rest is not None and rest.last_attempt == last_attempt:
             held, after, soonest = rest.held, rest.read_to, rest.until
         else:
             held, after, soonest = set(), 0, now + timedelta(seconds=REST_SECONDS)
         picked: list[tuple[int, str | None, int]] = []
-        page = MESSAGE_BATCH
+        #: event row id -> the event, read with the first page (usually all a batch needs)
+        found: dict[int, object] = {}
+        page, first = MESSAGE_BATCH, True
         while len(picked) < MESSAGE_BATCH:
-            rows = session.execute(select(
-                WebhookMessage.id, WebhookMessage.order_key, WebhookMessage.next_attempt_at,
-                WebhookMessage.event_id).where(
+            rows = session.execute((_DUE_PAGE_WITH_EVENTS if first else _DUE_PAGE).where(
                 WebhookMessage.endpoint_id == endpoint_id, WebhookMessage.state == PENDING,
                 WebhookMessage.id > after).order_by(WebhookMessage.id).limit(page)).all()
-            for message_id, order_key, due_at, event_id in rows:
+            for row in rows:
+                message_id, order_key, due_at, event_id = row[:4]
+                if first and row.event_id is not None:  # (None: the event is gone)
+                    found[event_id] = row
                 if order_key is not None and order_key in held:
                     continue
                 if due_at > now:  # waits for a retry: its order's later messages wait too
@@ -343,16 +435,28 @@ class Sender:
                 after = rows[-1][0]
             if len(rows) < page:
                 break
-            page = min(4 * page, DUE_PAGE_MAX)
+            page, first = min(4 * page, DUE_PAGE_MAX), False
         if not picked:
-            self._rests[endpoint_id] = Rest(soonest, after, held, last_attempt)
+            if after:  # messages were read, every one held: remembered
+                if rest is None:
+                    # Read after the scan, which is sound only because the caller holds the
+                    # endpoint's lease: no other sender records an attempt for it meanwhile,
+                    # and this one records none before its next scan.
+                    last_attempt = self._last_attempt(session, endpoint_id)
+                self._rests[endpoint_id] = Rest(soonest, after, held, last_attempt)
             return []
-        found = {row.id: row for row in session.execute(select(
-            Event.id, Event.event_id, Event.type, Event.occurred_at, Event.channel_id,
-            Event.data).where(Event.id.in_([event_id for _, _, event_id in picked])))}
+        missing = [event_id for _, _, event_id in picked if event_id not in found]
+        if missing:  # picked past the first page
+            found.update((row.id, row) for row in session.execute(select(
+                Event.id, *_EVENT_COLUMNS).where(Event.id.in_(missing))))
         return [Outgoing(message_id, found[event_id].event_id, order_key,
                          _render(found[event_id]), found[event_id].occurred_at)
                 for message_id, order_key, event_id in picked if event_id in found]
+
+    @staticmethod
+    def _last_attempt(session, endpoint_id: int) -> int | None:
+        return session.scalar(select(func.max(WebhookAttempt.id)).where(
+            WebhookAttempt.endpoint_id == endpoint_id))
 
     def _signers(self, endpoint: WebhookEndpoint, now) -> list:
         """The endpoint's signers, decrypted and decoded once for as long as its secrets in
@@ -366,25 +470,18 @@ class Sender:
                 endpoints.signing_secrets(endpoint, self.box, now)))
         return found[1]
 
-    def _send_batch(self, endpoint_id: int) -> tuple[int, bool, bool]:
-        """Send a batch of due messages; returns (attempts made, whether one failed, whether the
-        batch was full).
+    def _send_batch(self, endpoint_id: int, url: str, signers: list, batch: list[Outgoing],
+                    failing: bool = True) -> tuple[int, bool, bool, bool]:
+        """Send a batch of due messages (:meth:`_look`); returns (attempts made, whether one
+        failed, whether the batch was full, whether the endpoint is still enabled).
 
         The batch's orders go out side by side (at most ``ORDER_LANES`` at once), each order's
         messages one after another: a message is POSTed only after every earlier message of
         its order in the batch succeeded, so a later event never overtakes an earlier one. The
         first failure stops every lane before its next POST (what is in flight finishes), so
         an endpoint that is down costs at most one attempt per lane per round."""
-        now = utcnow()
-        with self.db.reading() as session:
-            endpoint = session.get(WebhookEndpoint, endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                return 0, False, False
-            url = endpoint.url
-            signers = self._signers(endpoint, now)
-            batch = self._due(session, endpoint_id, now)
         if not batch:
-            return 0, False, False
+            return 0, False, False, True
         lanes: dict[object, list[Outgoing]] = {}
         for item in batch:  # messages with no order key are ordered with nothing: a lane each
             lanes.setdefault(item.order_key or ("message", item.message_id), []).append(item)
@@ -412,18 +509,20 @@ class Sender:
             pending: set = set()
         else:
             pending = {self._lanes().submit(send_lane, items) for items in lanes.values()}
-        made = 0
+        made, enabled = 0, True
         while True:  # record as the lanes go: a slow receiver's answers are kept every stretch
             if pending:
                 _, pending = wait(pending, timeout=RECORD_SECONDS)
             with lock:
                 taken, results[:] = list(results), []
             if taken:
-                self._record(endpoint_id, taken)
+                enabled = self._record(endpoint_id, taken, failing) and enabled
+                # the endpoint's failing_since is now set if and only if its last answer failed
+                failing = not taken[-1][1].ok
                 made += len(taken)
             if not pending:
                 break
-        return made, stop.is_set(), len(batch) == MESSAGE_BATCH
+        return made, stop.is_set(), len(batch) == MESSAGE_BATCH, enabled
 
     def _lanes(self) -> ThreadPoolExecutor:
         """The lanes of the endpoint this thread serves (a pool per sending thread, so a slow
@@ -483,26 +582,30 @@ class Sender:
 
     # -- recording --------------------------------------------------------------------------
 
-    def _record(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]]) -> None:
+    def _record(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]],
+                failing: bool = True) -> bool:
         """Every attempt of ``results`` and its message's new state, in one transaction: the
-        attempts as one multi-row insert, the delivered messages as one update per status."""
+        attempts as one multi-row insert, the delivered messages as one update per status.
+        ``failing``: whether the endpoint's ``failing_since`` may be set (as this sender last
+        saw or left it: under its lease no other sender changes it, and the admin API only
+        clears it). Returns whether the endpoint is still enabled (not deleted, not disabled
+        here)."""
         now = utcnow()
+        if not failing and all(answer.ok for _, answer in results):
+            return self._record_successes(endpoint_id, results, now)
         disable_after = timedelta(seconds=self.config["WEBHOOK_DISABLE_AFTER_SECONDS"])
         with self.db.session() as session:
             # The endpoint's row is locked (PostgreSQL; SQLite's write transaction is the only
             # one): deleting it, and its messages with it, waits until these are recorded.
             endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
             if endpoint is None:
-                return  # deleted meanwhile, its messages with it
+                return False  # deleted meanwhile, its messages with it
             failed = [item.message_id for item, answer in results if not answer.ok]
             messages = {m.id: m for m in session.scalars(select(WebhookMessage).where(
                 WebhookMessage.id.in_(failed)))} if failed else {}
             attempts, delivered = [], {}
             for item, answer in results:
-                attempts.append({"endpoint_id": endpoint_id, "message_id": item.message_id,
-                                 "at": now, "status_code": answer.status,
-                                 "latency_ms": round(answer.latency_ms, 3),
-                                 "response_body": answer.body, "error": answer.error})
+                attempts.append(_attempt(endpoint_id, item, answer, now))
                 if answer.ok:
                     delivered.setdefault(answer.status, []).append(item.message_id)
                     endpoint.failing_since = None
@@ -526,10 +629,29 @@ class Sender:
                                                      f"(last: {answer.error})")
             if attempts:
                 session.execute(insert(WebhookAttempt), attempts)
-            for status, ids in delivered.items():
-                session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
-                    state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
-                    execution_options={"synchronize_session": False})
+            _delivered(session, delivered, now)
+            return endpoint.enabled
+
+    def _record_successes(self, endpoint_id: int, results: list[tuple[Outgoing, Answer]],
+                          now) -> bool:
+        """:meth:`_record` of answers that all succeeded, for an endpoint whose attempts were
+        not failing: nothing of the endpoint's row changes, so it is neither read nor locked.
+        The attempts' foreign key holds off its deletion until the commit all the same
+        (PostgreSQL's check takes FOR KEY SHARE on the row; SQLite's write transaction is the
+        only one), and an endpoint deleted already fails the insert: nothing is recorded, as
+        :meth:`_record` records nothing then."""
+        delivered: dict[int, list[int]] = {}
+        for item, answer in results:
+            delivered.setdefault(answer.status, []).append(item.message_id)
+        try:
+            with self.db.session() as session:
+                session.execute(insert(WebhookAttempt),
+                                [_attempt(endpoint_id, item, answer, now)
+                                 for item, answer in results])
+                _delivered(session, delivered, now)
+        except IntegrityError:
+            return False  # deleted meanwhile, its messages with it
+        return True
 
     @staticmethod
     def _disable(session, endpoint: WebhookEndpoint, reason: str) -> None:
@@ -539,6 +661,39 @@ class Sender:
         events.emit(session, "endpoint.disabled",
                     {"endpoint": endpoints.view(endpoint), "reason": reason})
         alerts.endpoint_disabled(session, endpoint.id, endpoint.url, reason)
+
+
+def _attempt(endpoint_id: int, item: Outgoing, answer: Answer, now) -> dict:
+    return {"endpoint_id": endpoint_id, "message_id": item.message_id, "at": now,
+            "status_code": answer.status, "latency_ms": round(answer.latency_ms, 3),
+            "response_body": answer.body, "error": answer.error}
+
+
+def _delivered(session, delivered: dict[int, list[int]], now) -> None:
+    """The delivered messages (answer status -> their ids): one update per status."""
+    for status, ids in delivered.items():
+        session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
+            state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
+            execution_options={"synchronize_session": False})
+
+
+#: An event's columns its message's POST needs (:func:`_render`).
+_EVENT_COLUMNS = (Event.event_id, Event.type, Event.occurred_at, Event.channel_id, Event.data)
+#: A page of the due scan (:meth:`Sender._due`): (message id, order key, due at, event row id).
+_DUE_PAGE = select(WebhookMessage.id.label("message_id"), WebhookMessage.order_key,
+                   WebhookMessage.next_attempt_at, WebhookMessage.event_id.label("event_row"))
+#: The scan's first page, with each message's event (an outer join: one that retention
+#: deleted meanwhile reads as None): a batch of one event needs no second statement.
+_DUE_PAGE_WITH_EVENTS = _DUE_PAGE.add_columns(*_EVENT_COLUMNS).outerjoin(
+    Event, Event.id == WebhookMessage.event_id)
+#: :meth:`Sender.round`'s one statement: (id, False) per enabled endpoint, and (None, True) when
+#: a committed event has no position yet (an index probe, as :func:`events.unnumbered`).
+_ROUND = select(WebhookEndpoint.id, false()).where(WebhookEndpoint.enabled.is_(True)).union_all(
+    select(null(), true()).where(select(Event.id).where(Event.position.is_(None)).exists()))
+#: The feed's newest position, read with the endpoint's row (:meth:`Sender._look`).
+_NEWEST_POSITION = select(func.max(Event.position)).scalar_subquery()
+#: :meth:`Sender._look`: the endpoint is behind the feed (a fan-out first).
+_BEHIND = object()
 
 
 def _render(event) -> str:
