@@ -111,9 +111,9 @@ def worker_batch(db, order: int, fan_out: bool = True) -> None:
     with db.session() as session:
         events.emit(session, "order.cancelled", {"order": {"id": order}},
                     order_key=f"order:{order}")
-        events.number(session)
+        numbered = events.number_events(session)
         if fan_out:
-            fanout.fan_out_caught_up(session)
+            fanout.fan_out_caught_up(session, numbered)
     events.wake(db)
 
 
@@ -366,8 +366,7 @@ def test_messages_picked_past_the_scans_first_page_carry_their_events(app, db, e
     with db.session() as session:
         written = [events.emit(session, "order.cancelled", {"n": n}, order_key=f"order:{n}")
                    for n in range(MESSAGE_BATCH + 1)]
-        events.number(session)
-        fanout.fan_out_caught_up(session)
+        fanout.fan_out_caught_up(session, events.number_events(session))
     with db.session() as session:
         first = session.scalars(select(WebhookMessage).order_by(WebhookMessage.id)).first()
         first.next_attempt_at = utcnow() + timedelta(hours=1)
