@@ -248,13 +248,13 @@ def worker(once, no_sender, metrics_bind):
 def sender_cmd(metrics_bind):
     """Start the outbound sender alone: POSTs events to the webhook endpoints, woken when a
     worker numbers events. Several may run: a lease gives each endpoint to one at a time."""
-    import socket
     import threading
 
+    from . import owners
     from .sender import Sender
     app = current_app._get_current_object()
     stopping = threading.Event()
-    sender = Sender(app, f"{socket.gethostname()}:{os.getpid()}")
+    sender = Sender(app, owners.name())
     _long_run(metrics_bind)
     _until_signalled(stopping)
     sender.hear_bell(stopping)

@@ -65,7 +65,7 @@ from sqlalchemy.exc import IntegrityError
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
-from . import alerts, endpoints, events, fanout, metrics, wakeup
+from . import alerts, endpoints, events, fanout, metrics, owners, wakeup
 from .clock import utcnow
 from .config import retry_schedule
 from .models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -178,6 +178,10 @@ class Sender:
         """Until ``stopping``: number waiting events, hand each enabled endpoint with nothing in
         flight to the pool, then wait for events numbered in this process or the idle time."""
         log.info("sender.started", extra={"worker": self.name})
+        try:
+            self.free_dead_leases()
+        except Exception:  # noqa: BLE001 — they run out by themselves at lease_until
+            log.exception("sender.error")
         while not stopping.is_set():
             seen = events.generation()
             try:
@@ -302,6 +306,24 @@ class Sender:
                 if holding:
                     self._release(endpoint_id)
         return attempts
+
+    def free_dead_leases(self) -> int:
+        """Endpoint leases held by senders of this host that no longer run (core/owners.py)
+        are freed now, instead of at their ``lease_until``: a sender process started in place
+        of a dead one serves its endpoints at once. Returns how many."""
+        with self.db.session(durable=False) as session:
+            held = session.scalars(select(WebhookEndpoint.lease_owner).where(
+                WebhookEndpoint.lease_owner.is_not(None)).distinct()).all()
+            dead = [owner for owner in held if owners.dead_here(owner, "sender:")]
+            if not dead:
+                return 0
+            freed = session.execute(update(WebhookEndpoint).where(
+                WebhookEndpoint.lease_owner.in_(dead)).values(
+                lease_owner=None, lease_until=None,
+                updated_at=WebhookEndpoint.updated_at)).rowcount
+        log.warning("sender.freed_dead_leases", extra={"worker": self.name, "count": freed,
+                                                      "detail": ", ".join(dead)})
+        return freed
 
     def give_back(self, keep: set | frozenset = frozenset()) -> None:
         """Give back the leases this sender keeps between passes, but those on ``keep``

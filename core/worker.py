@@ -11,9 +11,7 @@ tuned for its long run by :mod:`core.tuning`.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from sqlalchemy import Integer, bindparam, literal, or_, select, true, union_all
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import defer, object_session
 
-from . import alerts, events, fanout, imports, metrics, orders, products, rmas
+from . import alerts, events, fanout, imports, metrics, orders, owners, products, rmas
 from .adapters import Delivery, Headers
 from .channel_store import deactivate, view
 from .clock import utcnow
@@ -74,7 +72,7 @@ class Worker:
         self.db: Database = app.extensions["orderhooks.db"]
         self.channel_types = app.extensions["orderhooks.channel_types"]
         self.box = app.extensions["orderhooks.box"]
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) % 10000}"
+        self.name = name or owners.name(id(self) % 10000)
         self.stopping = threading.Event()
         self.house = Housekeeping(app)
         #: channel id -> monotonic time until which its API asked us to wait.
@@ -210,6 +208,28 @@ class Worker:
         self._rotation = (self._rotation + 1) % len(ids)
         return ids[self._rotation:] + ids[:self._rotation]
 
+    def free_dead_claims(self) -> int:
+        """Claims held by processes of this host that no longer run (core/owners.py) lapse
+        now, instead of after ``CLAIM_SECONDS``: the next claim's first look takes them and
+        counts the attempt, as for any lapsed claim. Returns how many. Run when the worker
+        starts: ``orderhooks serve`` starts one in place of any that died."""
+        now = utcnow()
+        with self.db.session(durable=False) as session:
+            held = session.scalars(select(StoredDelivery.claimed_by).where(
+                StoredDelivery.channel_id.in_(select(SalesChannel.id)),
+                StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until >= now)
+                .distinct()).all()
+            dead = [owner for owner in held if owners.dead_here(owner)]
+            if not dead:
+                return 0
+            freed = session.execute(update(StoredDelivery).where(
+                StoredDelivery.channel_id.in_(select(SalesChannel.id)),
+                StoredDelivery.state == PROCESSING, StoredDelivery.claimed_by.in_(dead))
+                .values(claimed_until=now - timedelta(seconds=1))).rowcount
+        log.warning("worker.freed_dead_claims", extra={"worker": self.name, "count": freed,
+                                                       "detail": ", ".join(dead)})
+        return freed
+
     def release(self, ids: list[int]) -> None:
         """Hand unprocessed claims back (graceful shutdown)."""
         if not ids:
@@ -251,6 +271,7 @@ class Worker:
         """The worker process's loop: housekeeping when due, then a batch, or a short wait when
         nothing is due, until ``stopping`` is set."""
         log.info("worker.started", extra={"worker": self.name})
+        self.free_dead_claims()
         # A stored delivery rings it (core/wakeup.py): idle, it waits for the bell or the idle
         # time, whichever comes first.
         bell = Listener(self.db)

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("core.config", "core.clock", "core.outcomes", "core.errors", "core.statuses",
                     "core.models", "core.intents", "core.webhooks", "core.db", "core.logs",
                     "core.metrics", "core.crypto", "core.http", "core.validation", "core.answers",
-                    "core.events", "core.wakeup")),
+                    "core.events", "core.wakeup", "core.owners")),
     ("status rules", ("core.rules",)),
     ("adapter contract, plugins", ("core.adapters", "core.hookspecs", "core.plugins")),
     ("orders, channels, subscriptions, the inbox", (
