@@ -207,9 +207,12 @@ def _long_run(metrics_bind) -> None:
 @click.option("--once", is_flag=True, help="Process what is due, then exit.")
 @click.option("--no-sender", is_flag=True, help="Send no outbound webhooks: an `orderhooks "
               "sender` process does (as `serve` runs it on PostgreSQL).")
+@click.option("--standby", is_flag=True, help="Look for work every idle interval instead of "
+              "waiting for the inbox's bell: one worker answers a trickle, this one joins when "
+              "work waits (as `serve` runs its second and later workers).")
 @_metrics_bind_option("ORDERHOOKS_WORKER_METRICS_BIND")
 @with_appcontext
-def worker(once, no_sender, metrics_bind):
+def worker(once, no_sender, standby, metrics_bind):
     """Start a worker: processes deliveries, sends outbound webhooks (unless --no-sender), mails
     alerts, checks subscriptions, purges what retention lets go."""
     import threading
@@ -219,6 +222,7 @@ def worker(once, no_sender, metrics_bind):
     from .worker import Worker
     app = current_app._get_current_object()
     w = Worker(app)
+    w.standby = standby
     sender = None if no_sender else Sender(app, w.name)
     if once:
         w.housekeeping(force=True)
@@ -265,8 +269,10 @@ def background_processes(config: dict) -> list[tuple[str, list[str]]]:
     """The processes ``serve`` starts beside the web, as (name, argv) each.
 
     PostgreSQL: ``ORDERHOOKS_WORKER_PROCESSES`` workers (default two: one worker process's
-    batches wait on the server's round trips, two overlap them) and the sender as a process of
-    its own, so applying deliveries and POSTing events do not share one interpreter lock.
+    batches wait on the server's round trips, two overlap them under load), the second and
+    later ones ``--standby`` (a trickle is one worker's: two woken at every delivery cost more
+    and answer later), and the sender as a process of its own, so applying deliveries and
+    POSTing events do not share one interpreter lock.
     SQLite: one worker (one writer at a time: a second process only waits for the write lock)
     with the sender as its thread: a sender process was not measured better there.
     ``ORDERHOOKS_SENDER_PROCESS`` decides the sender's place; figures in docs/performance.md
@@ -277,7 +283,8 @@ def background_processes(config: dict) -> list[tuple[str, list[str]]]:
     separate = (not sqlite) if separate == "" else bool(separate)
     command = [sys.executable, "-m", "core.cli"]
     worker = command + ["worker"] + (["--no-sender"] if separate else [])
-    plan = [(f"worker-{n}", worker) for n in range(1, workers + 1)]
+    plan = [(f"worker-{n}", worker + (["--standby"] if n > 1 else []))
+            for n in range(1, workers + 1)]
     return plan + ([("sender", command + ["sender"])] if separate else [])
 
 

@@ -79,6 +79,11 @@ class Worker:
         self.blocked: dict[int, float] = {}
         self._rotation = 0
         self._first_look_statement = None
+        #: A standby worker looks for work every idle interval instead of waiting for the
+        #: inbox's bell (``orderhooks worker --standby``: see :meth:`run_forever`).
+        self.standby = False
+        #: A batch this large tells a standby worker that work waits past the listening one.
+        self._backlog = max(2, self.config["WORKER_BATCH"] // 10)
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -269,25 +274,39 @@ class Worker:
 
     def run_forever(self) -> None:
         """The worker process's loop: housekeeping when due, then a batch, or a short wait when
-        nothing is due, until ``stopping`` is set."""
-        log.info("worker.started", extra={"worker": self.name})
+        nothing is due, until ``stopping`` is set.
+
+        A stored delivery rings the bell (core/wakeup.py): idle, the worker waits for it or the
+        idle time, whichever comes first. A ``standby`` worker waits the idle time alone: every
+        listening worker wakes at each ring, so beside one that listens, a second would pay a
+        claim for every delivery only to find it taken, and split a trickle's batches in two
+        (each batch's fixed cost paid twice as often, and their numbering steps queued on one
+        lock). A standby one joins when work waits past the listening worker: it looks every
+        idle interval, and claims batch after batch while they hold a tenth of a full batch or
+        more (work waiting past the listening worker); a smaller one sends it back to looking
+        every interval, so at a trickle it takes a delivery now and then, never half of them."""
+        log.info("worker.started", extra={"worker": self.name, "standby": self.standby})
         self.free_dead_claims()
-        # A stored delivery rings it (core/wakeup.py): idle, it waits for the bell or the idle
-        # time, whichever comes first.
-        bell = Listener(self.db)
+        bell = None if self.standby else Listener(self.db)
         # Alert mails go out on their own thread: a slow mail server never holds up a batch.
         alerts.Sender(self.app, self.stopping).start()
         try:
             while not self.stopping.is_set():
                 try:
                     self.housekeeping()
-                    if not self.run_once():
+                    done = self.run_once()
+                    if done and (not self.standby or done >= self._backlog):
+                        continue
+                    if bell is None:
+                        self.stopping.wait(self.idle_wait())
+                    else:
                         bell.wait(self.idle_wait())
                 except Exception:  # noqa: BLE001 — e.g. the database restarting: wait, go on
                     log.exception("worker.error")
                     self.stopping.wait(min(5.0, self.config["WORKER_IDLE_SECONDS"] * 4))
         finally:
-            bell.close()
+            if bell is not None:
+                bell.close()
         log.info("worker.stopped", extra={"worker": self.name})
 
     def idle_wait(self) -> float:

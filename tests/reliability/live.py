@@ -231,13 +231,14 @@ class Stack:
     def web_workers(self) -> list[int]:
         return children(self.web.pid) if self.web and self.web.alive() else []
 
-    def start_worker(self, sender: bool = True) -> Proc:
+    def start_worker(self, sender: bool = True, standby: bool = False) -> Proc:
         """Start ``orderhooks worker`` (with ``--no-sender`` unless ``sender``) and wait until
         its loop runs: a worker checks the database once at start and exits when it cannot
         reach it, so a test that takes the database away must not do so before the worker is
         up."""
         self._worker_seq += 1
-        cmd = [sys.executable, "-m", "core.cli", "worker"] + ([] if sender else ["--no-sender"])
+        cmd = ([sys.executable, "-m", "core.cli", "worker"] + ([] if sender else ["--no-sender"])
+               + (["--standby"] if standby else []))
         proc = self._start(f"worker-{self._worker_seq}", cmd)
         self.workers.append(proc)
         self._wait_log(proc, "worker.started", lambda found: found >= 1)
@@ -261,7 +262,8 @@ class Stack:
                                      "WORKER_PROCESSES": worker_processes,
                                      "SENDER_PROCESS": separate})
         return [self.start_sender() if name == "sender" else
-                self.start_worker(sender="--no-sender" not in cmd) for name, cmd in plan]
+                self.start_worker(sender="--no-sender" not in cmd, standby="--standby" in cmd)
+                for name, cmd in plan]
 
     def live_workers(self) -> list[Proc]:
         return [w for w in self.workers if w.alive()]
