@@ -102,7 +102,7 @@ class Worker:
         now = utcnow()
         claimed: list[int] = []
         # A claim is a lease: lost in a database crash, its deliveries are PENDING again (or
-        # back in the expired-lease scan below, which counts the attempt, or the death, again),
+        # lapsed claims again for the first look below, which counts the attempt, or the death),
         # so its commit need not wait for the WAL flush (durable=False). The batch that records
         # their changes and events is durable.
         with self.db.session(durable=False) as session:
