@@ -22,6 +22,15 @@ def app_config(app_config):
     return {**app_config, "ALLOWED_API_BASE_URLS": BC_API}
 
 
+@pytest.fixture
+def receiver():
+    """A loopback webhook receiver (tests/webhook_receiver.py), stopped after the test."""
+    from tests.webhook_receiver import Receiver
+    found = Receiver()
+    yield found
+    found.stop()
+
+
 def load_fixture(*parts):
     return json.loads((REFERENCE.joinpath(*parts)).read_text())
 

@@ -28,13 +28,6 @@ def app_config(app_config):
 
 
 @pytest.fixture
-def receiver():
-    found = Receiver()
-    yield found
-    found.stop()
-
-
-@pytest.fixture
 def sender(app):
     found = Sender(app, "test")
     yield found

@@ -41,13 +41,6 @@ def app_config(app_config):
 
 
 @pytest.fixture
-def receiver():
-    found = Receiver()
-    yield found
-    found.stop()
-
-
-@pytest.fixture
 def db(app):
     return app.extensions["orderhooks.db"]
 
