@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select, update
 from core import events, retention
 from core.clock import utcnow
 from core.models import Alert, Event, WebhookAttempt, WebhookEndpoint, WebhookMessage, WorkerState
-from tests.test_outbound_webhooks import receiver, sender  # noqa: F401  (fixtures)
+from tests.test_outbound_webhooks import sender  # noqa: F401  (fixture; receiver: tests/conftest.py)
 
 DAYS = {"WEBHOOK_RETENTION_DAYS": 30, "WEBHOOK_FAILED_RETENTION_DAYS": 90,
         "EVENT_RETENTION_DAYS": 30, "ALERT_RETENTION_DAYS": 90, "RETENTION_DAYS": 30}
