@@ -271,16 +271,16 @@ def background_processes(config: dict) -> list[tuple[str, list[str]]]:
     PostgreSQL: ``ORDERHOOKS_WORKER_PROCESSES`` workers (default two: one worker process's
     batches wait on the server's round trips, two overlap them under load), the second and
     later ones ``--standby`` (a trickle is one worker's: two woken at every delivery cost more
-    and answer later), and the sender as a process of its own, so applying deliveries and
-    POSTing events do not share one interpreter lock.
-    SQLite: one worker (one writer at a time: a second process only waits for the write lock)
-    with the sender as its thread: a sender process was not measured better there.
-    ``ORDERHOOKS_SENDER_PROCESS`` decides the sender's place; figures in docs/performance.md
-    ("Process layout at half rate")."""
+    and answer later).
+    SQLite: one worker (one writer at a time: a second process only waits for the write lock).
+    Both: the sender as a process of its own, so applying deliveries and POSTing events do not
+    share one interpreter lock (on SQLite each process then takes its own turn in the writers'
+    queue, core/db.py). ``ORDERHOOKS_SENDER_PROCESS=no`` keeps it a thread of the worker;
+    figures in docs/performance.md ("Process layout at half rate")."""
     sqlite = config["DATABASE_URL"].startswith("sqlite")
     workers = config["WORKER_PROCESSES"] or (1 if sqlite else 2)
     separate = config["SENDER_PROCESS"]
-    separate = (not sqlite) if separate == "" else bool(separate)
+    separate = True if separate == "" else bool(separate)
     command = [sys.executable, "-m", "core.cli"]
     worker = command + ["worker"] + (["--no-sender"] if separate else [])
     plan = [(f"worker-{n}", worker + (["--standby"] if n > 1 else []))

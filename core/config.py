@@ -92,7 +92,7 @@ SETTINGS: dict[str, tuple[object, type, str]] = {
                                  "PostgreSQL, one on SQLite)"),
     "SENDER_PROCESS": ("", bool, "Whether `serve` runs the outbound sender as a process of its "
                                  "own (`orderhooks sender`) instead of a thread of its worker; "
-                                 "unset: yes on PostgreSQL, no on SQLite"),
+                                 "unset: yes"),
     "WEB_THREADS": (8, int, "Threads per gunicorn worker process (`--threads` wins)"),
     "WEB_REQUEST_SECONDS": (15.0, float, "Time a client has to send a whole request (head and "
                                          "body) before a 408"),

@@ -2,7 +2,9 @@
 through ``ORDERHOOKS_DATABASE_URL``."""
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -22,6 +24,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
 #: The execution option that marks a read-only session's connection (:meth:`Database.reading`).
 READ_ONLY = "orderhooks_read_only"
+
+log = logging.getLogger("orderhooks.db")
+
+
+def writer_queue_path(database: str | None) -> str | None:
+    """The file beside a SQLite database on which every process's writers queue (``flock``):
+    the intake's group commits (core/inbox.py) and :meth:`Database.session`'s transactions
+    alike; None for a database in memory."""
+    return f"{database}-intake.lock" if database and database != ":memory:" else None
+
+
 #: ``Session.info`` key of the rows :meth:`RawInsert.add` holds back (:func:`defer_inserts`).
 DEFERRED_INSERTS = "orderhooks_deferred_inserts"
 #: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out.
@@ -49,11 +62,11 @@ class Database:
             self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800,
                                         connect_args={"connect_timeout": 5},
                                         json_serializer=json_dumps, json_deserializer=json_loads)
-        #: Connections for leases (:meth:`session` with ``durable=False``). On PostgreSQL
-        #: their commits do not wait for the WAL flush (``synchronous_commit=off``, set when
-        #: the connection opens: no statement per transaction); on SQLite they are the one
-        #: engine's connections.
-        self.lease_engine = self.engine if self.is_sqlite else create_engine(
+        #: Connections for leases (:meth:`session` with ``durable=False``): their commits do
+        #: not wait for the WAL flush (PostgreSQL ``synchronous_commit=off``; SQLite
+        #: ``synchronous=NORMAL`` in WAL mode, where the next durable commit's fsync of the
+        #: WAL file covers them), set when a connection opens: no statement per transaction.
+        self.lease_engine = self._sqlite_lease_engine(url) if self.is_sqlite else create_engine(
             url, pool_size=2, max_overflow=3, pool_recycle=1800,
             connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
             json_serializer=json_dumps, json_deserializer=json_loads)
@@ -66,6 +79,13 @@ class Database:
         #: records, housekeeping) queue here instead, and the next one starts as soon as the
         #: previous commits. Bounded by the busy timeout, after which SQLite decides as before.
         self._writers = threading.RLock() if self.is_sqlite else None
+        #: ...and across processes, the holder of ``_writers`` queues on the writers' file with
+        #: the intake's leaders (one place per process: only the outermost session takes it),
+        #: so a worker or sender process is handed the write lock in its turn instead of
+        #: polling for it in the busy handler while the web processes pass it among themselves.
+        self._queue_path = writer_queue_path(self.engine.url.database) if self.is_sqlite else None
+        self._queue_fd = self._queue_pid = None
+        self._depth = 0
         self.Session = sessionmaker(self.engine, class_=_DeferringSession,
                                     expire_on_commit=False)
         _write_deferred_first(self.Session)
@@ -91,13 +111,37 @@ class Database:
         its event) makes the lease durable too: nothing durable ever rests on a lost lease.
         Never for a change, an event or anything acknowledged."""
         queued = self._writers is not None and self._writers.acquire(timeout=SQLITE_BUSY_SECONDS)
+        outer = queued and self._depth == 0 and self._lock_queue()
+        if queued:
+            self._depth += 1
         try:
             with (self.Session if durable else self._LeaseSession)() as session, \
                     session.begin():
                 yield session
         finally:
             if queued:
+                self._depth -= 1
+                if outer:
+                    fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
                 self._writers.release()
+
+    def _lock_queue(self) -> bool:
+        """Take this process's place in the writers' file queue (blocking, as the intake's
+        leaders do); False without such a file (in memory, or a directory it cannot be made
+        in: SQLite's busy handler alone then)."""
+        if self._queue_path is None:
+            return False
+        if self._queue_fd is None or self._queue_pid != os.getpid():
+            try:
+                self._queue_fd = os.open(self._queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.warning("db.no_writer_queue", extra={"path": self._queue_path,
+                                                         "error": str(exc)})
+                self._queue_path = None
+                return False
+            self._queue_pid = os.getpid()
+        fcntl.flock(self._queue_fd, fcntl.LOCK_EX)
+        return True
 
     @contextmanager
     def reading(self):
@@ -136,6 +180,18 @@ class Database:
         if self.lease_engine is not self.engine:
             self.lease_engine.dispose()
 
+    def _sqlite_lease_engine(self, url: str) -> Engine:
+        """A SQLite file's lease connections: the engine's settings with ``synchronous=NORMAL``
+        when it is stronger (a database in memory is one connection's: the engine itself)."""
+        if self.engine.url.database in (None, "", ":memory:") or str(
+                self.sqlite_pragmas["synchronous"]).upper() not in ("FULL", "EXTRA", "2", "3"):
+            return self.engine
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS,
+                                                  "check_same_thread": False},
+                               json_serializer=json_dumps, json_deserializer=json_loads)
+        _sqlite_pragmas(engine, self.sqlite_pragmas, {"synchronous": "NORMAL"})
+        return engine
+
     def sqlite_autocheckpoint(self, pages: int) -> None:
         """From now on, this process's SQLite connections checkpoint the WAL once it holds
         ``pages`` pages (SQLite's default: 1000). Pooled connections are closed, so every
@@ -147,7 +203,7 @@ class Database:
         if not self.is_sqlite:
             return
         self.sqlite_pragmas["wal_autocheckpoint"] = int(pages)
-        self.engine.dispose()
+        self.dispose()
 
 
 class RawInsert:
@@ -337,7 +393,7 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
 
 
-def _sqlite_pragmas(engine: Engine, pragmas: dict) -> None:
+def _sqlite_pragmas(engine: Engine, pragmas: dict, overrides: dict | None = None) -> None:
     # pysqlite's own transaction handling is turned off so that every transaction starts with
     # BEGIN IMMEDIATE: a writer takes the lock up front (waiting up to the busy timeout) instead
     # of failing with SQLITE_BUSY when it upgrades a read lock while another process writes.
@@ -345,7 +401,7 @@ def _sqlite_pragmas(engine: Engine, pragmas: dict) -> None:
     def connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for name, value in pragmas.items():
+        for name, value in {**pragmas, **(overrides or {})}.items():
             cursor.execute(f"PRAGMA {name}={value}")
         cursor.close()
 

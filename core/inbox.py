@@ -16,6 +16,7 @@ from operator import itemgetter
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics, wakeup
+from .db import writer_queue_path
 from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH,
                      StoredDelivery)
 from .outcomes import DeliveryState
@@ -98,8 +99,9 @@ class Writer:
     database before ``BEGIN IMMEDIATE``: the kernel hands the lock to the next waiter the moment
     it is released, where SQLite's busy handler would have each waiter sleep and poll (1, 2, 5
     ... 100 ms), leaving the database idle between writes and the slowest waiters with a
-    tail of hundreds of milliseconds. SQLite's own locking still guards correctness (other
-    writers, such as the worker, do not take this lock; its busy timeout still applies)."""
+    tail of hundreds of milliseconds. The worker's and the sender's write transactions queue on
+    the same file (``Database.session``). SQLite's own locking still guards correctness (a
+    writer that takes no place in the queue meets its busy timeout as before)."""
 
     def __init__(self, db):
         self.db = db
@@ -123,8 +125,7 @@ class Writer:
         self.existing = (f"SELECT id FROM deliveries WHERE channel_id = {self._mark(1)} "
                          f"AND dedupe_key = {self._mark(2)}")
         database = db.engine.url.database if self.sqlite else None
-        self.lock_path = (f"{database}-intake.lock"
-                          if database and database != ":memory:" else None)
+        self.lock_path = writer_queue_path(database)
         self._conn = self._lock_fd = None
         self.doorbell = wakeup.Doorbell(db)
         self._pid = self._lock_pid = None

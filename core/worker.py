@@ -467,6 +467,10 @@ class Worker:
     def _record_batch(self, work: list[Claimed], results) -> dict[int, str | None]:
         outcomes: dict[int, str | None] = {}
         now = utcnow()
+        # Each delivery's intents as its row records them, made before the write transaction:
+        # on SQLite every process's writers wait while it is open.
+        forms = {item.id: [to_dict(intent) for intent in result] for item in work
+                 if isinstance(result := results.get(item.id), list)}
         with self.db.session() as session, session.no_autoflush:
             # The batch's history lines and events go in one executemany per table.
             defer_inserts(session)
@@ -496,7 +500,7 @@ class Worker:
                     outcomes[item.id] = self._failed(row, result, now)
                 else:
                     outcomes[item.id] = self._apply(session, row, channel_rows[item.channel_id],
-                                                    result, cache)
+                                                    result, cache, forms[item.id])
             session.flush()
             # The batch's events are numbered and fanned out to the endpoints' messages in the
             # batch's own transaction: they commit with their changes, ready to POST.
@@ -551,7 +555,8 @@ class Worker:
         return cache
 
     def _apply(self, session, row: StoredDelivery, channel_row: SalesChannel, intents: list,
-               cache: dict | None) -> str:
+               cache: dict | None, forms: list[dict]) -> str:
+        """Carry out a delivery's intents; ``forms``: the intents as its row records them."""
         decisions: list[tuple[str, str]] = []
         deferred_until = None
         for intent in intents:
@@ -588,7 +593,7 @@ class Worker:
                        if o in outcomes)
         row.outcome = outcome
         row.reason = "; ".join(r for _, r in decisions)
-        row.intents = [to_dict(i) for i in intents]
+        row.intents = forms
         row.deferred_until = deferred_until
         row.state, row.claimed_by, row.claimed_until = DONE, None, None
         row.processed_at = utcnow()

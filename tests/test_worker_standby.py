@@ -19,7 +19,11 @@ def test_serve_starts_its_second_and_later_workers_on_standby():
     assert all("--no-sender" in plan[f"worker-{n}"] for n in (1, 2, 3))
     sqlite = dict(background_processes({"DATABASE_URL": "sqlite:///x.db",
                                         "WORKER_PROCESSES": 0, "SENDER_PROCESS": ""}))
-    assert list(sqlite) == ["worker-1"] and "--standby" not in sqlite["worker-1"]
+    assert list(sqlite) == ["worker-1", "sender"] and "--standby" not in sqlite["worker-1"]
+    assert "--no-sender" in sqlite["worker-1"] and sqlite["sender"][-1] == "sender"
+    threaded = dict(background_processes({"DATABASE_URL": "sqlite:///x.db",
+                                          "WORKER_PROCESSES": 0, "SENDER_PROCESS": False}))
+    assert list(threaded) == ["worker-1"] and "--no-sender" not in threaded["worker-1"]
 
 
 def _run(worker) -> threading.Thread:
