@@ -17,13 +17,15 @@ import base64
 import secrets
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from . import events
 from .clock import utcnow
 from .crypto import Box
 from .http import APIBaseURLs, origin
-from .models import WebhookEndpoint
+from .models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 ALLOWANCE = "ORDERHOOKS_ALLOWED_WEBHOOK_URLS"
 
@@ -67,6 +69,20 @@ def update(row: WebhookEndpoint, changes: dict) -> None:
         row.enabled = changes["enabled"]
         if row.enabled:  # enabled again: a fresh start for the disabling clock
             row.disabled_reason, row.failing_since = None, None
+
+
+def delete(session, row: WebhookEndpoint) -> None:
+    """The endpoint with its messages and attempts (named by id, without foreign keys: see
+    core/models.py), in the caller's transaction. The endpoint's row is locked first (a
+    sender recording a failure holds it), then the messages are deleted before the attempts:
+    a sender recording successes updates the messages first, so this waits for its commit and
+    then deletes the attempts it wrote."""
+    session.execute(select(WebhookEndpoint.id).where(WebhookEndpoint.id == row.id)
+                    .with_for_update())
+    for model in (WebhookMessage, WebhookAttempt):
+        session.execute(sql_delete(model).where(model.endpoint_id == row.id),
+                        execution_options={"synchronize_session": False})
+    session.delete(row)
 
 
 def rotate(row: WebhookEndpoint, box: Box, overlap_seconds: int) -> str:

@@ -399,20 +399,27 @@ class WebhookEndpoint(Base):
 
 
 class WebhookMessage(Base):
-    """One event to send to one endpoint, and what became of it."""
+    """One event to send to one endpoint, and what became of it.
+
+    Messages and attempts name their endpoint, event and message by id without a foreign key:
+    a key's check on PostgreSQL locks the parent row for every child written (``FOR KEY
+    SHARE``), and at a few hundred events a second those checks were the server's largest cost
+    (docs/performance.md). Only the fan-out makes messages (from events it has just read, in
+    its transaction) and only the sender makes attempts (for the messages it sends); retention
+    deletes attempts, then messages, then the events no message names, and deleting an
+    endpoint deletes its attempts and messages first (core/endpoints.py)."""
     __tablename__ = "webhook_messages"
     __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_messages"),
                       # the sender's due scan and the admin API's lists: an endpoint's
                       # messages in one state, in id order (core/sender.py)
                       Index("ix_webhook_messages_pending", "endpoint_id", "state", "id"),
-                      # retention asks which events messages still refer to, and deleting an
-                      # event checks its foreign key here (core.retention)
+                      # retention asks which events messages still refer to before it
+                      # deletes any (core.retention)
                       Index("ix_webhook_messages_event", "event_id"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id",
-                                                        ondelete="CASCADE"))
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(PK)
+    event_id: Mapped[int] = mapped_column(PK)
     order_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: pending (waiting or waiting to be retried) | delivered | failed (retries exhausted)
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -425,15 +432,14 @@ class WebhookMessage(Base):
 
 
 class WebhookAttempt(Base):
-    """One POST of a message: its answer's status, latency and a bounded slice of its body."""
+    """One POST of a message: its answer's status, latency and a bounded slice of its body
+    (its endpoint and message by id, without foreign keys: see :class:`WebhookMessage`)."""
     __tablename__ = "webhook_attempts"
     __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),)
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id",
-                                                        ondelete="CASCADE"))
-    message_id: Mapped[int] = mapped_column(ForeignKey("webhook_messages.id", ondelete="CASCADE"),
-                                            index=True)
+    endpoint_id: Mapped[int] = mapped_column(PK)
+    message_id: Mapped[int] = mapped_column(PK, index=True)
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)

@@ -61,7 +61,6 @@ import orjson
 import urllib3
 from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
 from sqlalchemy import false, func, insert, null, or_, select, true, update
-from sqlalchemy.exc import IntegrityError
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
@@ -658,21 +657,21 @@ class Sender:
                           now) -> bool:
         """:meth:`_record` of answers that all succeeded, for an endpoint whose attempts were
         not failing: nothing of the endpoint's row changes, so it is neither read nor locked.
-        The attempts' foreign key holds off its deletion until the commit all the same
-        (PostgreSQL's check takes FOR KEY SHARE on the row; SQLite's write transaction is the
-        only one), and an endpoint deleted already fails the insert: nothing is recorded, as
-        :meth:`_record` records nothing then."""
+        The messages are updated first, and attempts are written for the messages updated:
+        deleting the endpoint deletes its messages before its attempts (core/endpoints.py), so
+        either that waits for this commit and then deletes these attempts too, or these
+        messages are gone already and nothing is recorded, as :meth:`_record` records nothing
+        then."""
         delivered: dict[int, list[int]] = {}
         for item, answer in results:
             delivered.setdefault(answer.status, []).append(item.message_id)
-        try:
-            with self.db.session() as session:
-                session.execute(insert(WebhookAttempt),
-                                [_attempt(endpoint_id, item, answer, now)
-                                 for item, answer in results])
-                _delivered(session, delivered, now)
-        except IntegrityError:
-            return False  # deleted meanwhile, its messages with it
+        with self.db.session() as session:
+            updated = _delivered(session, delivered, now)
+            if not updated:
+                return False  # deleted meanwhile, its messages with it
+            session.execute(insert(WebhookAttempt),
+                            [_attempt(endpoint_id, item, answer, now)
+                             for item, answer in results if item.message_id in updated])
         return True
 
     @staticmethod
@@ -691,12 +690,16 @@ def _attempt(endpoint_id: int, item: Outgoing, answer: Answer, now) -> dict:
             "response_body": answer.body, "error": answer.error}
 
 
-def _delivered(session, delivered: dict[int, list[int]], now) -> None:
-    """The delivered messages (answer status -> their ids): one update per status."""
+def _delivered(session, delivered: dict[int, list[int]], now) -> set[int]:
+    """The delivered messages (answer status -> their ids): one update per status. Returns the
+    ids of the messages updated (a message deleted meanwhile is not)."""
+    updated: set[int] = set()
     for status, ids in delivered.items():
-        session.execute(update(WebhookMessage).where(WebhookMessage.id.in_(ids)).values(
-            state=DELIVERED, delivered_at=now, last_status=status, last_error=None),
-            execution_options={"synchronize_session": False})
+        updated.update(session.scalars(update(WebhookMessage).where(
+            WebhookMessage.id.in_(ids)).values(
+            state=DELIVERED, delivered_at=now, last_status=status, last_error=None)
+            .returning(WebhookMessage.id), execution_options={"synchronize_session": False}))
+    return updated
 
 
 #: An event's columns its message's POST needs (:func:`_render`).

@@ -58,3 +58,43 @@ def test_delivery_bodies_are_lz4_compressed_on_postgresql(database_url, app, bc)
         assert method == "lz4" and bytes(stored) == body
     finally:
         engine.dispose()
+
+
+def test_the_outbox_keeps_its_rows_and_loses_its_foreign_keys(tmp_path):
+    """0011 on SQLite rebuilds the two tables: their rows and indexes survive, the keys go."""
+    from alembic import command
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0010")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO webhook_endpoints (id, url, description, event_types, channel_ids, "
+                "enabled, secret_sealed, position, created_at, updated_at) VALUES (1, "
+                "'https://r.example/hooks', '', '[]', '[]', 1, 'x', 0, '2026-12-02', "
+                "'2026-12-02')"))
+            conn.execute(text("INSERT INTO events (id, event_id, type, occurred_at, data) "
+                              "VALUES (7, 'evt_1', 'order.cancelled', '2026-12-02', '{}')"))
+            conn.execute(text(
+                "INSERT INTO webhook_messages (id, endpoint_id, event_id, state, attempts, "
+                "next_attempt_at, created_at) VALUES (3, 1, 7, 'delivered', 1, '2026-12-02', "
+                "'2026-12-02')"))
+            conn.execute(text("INSERT INTO webhook_attempts (endpoint_id, message_id, at, "
+                              "latency_ms) VALUES (1, 3, '2026-12-02', 1.5)"))
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            for table in ("webhook_messages", "webhook_attempts"):
+                assert inspector.get_foreign_keys(table) == []
+            assert {i["name"] for i in inspector.get_indexes("webhook_messages")} >= {
+                "ix_webhook_messages_pending", "ix_webhook_messages_event"}
+            assert conn.execute(text("SELECT endpoint_id, event_id FROM webhook_messages"
+                                     )).all() == [(1, 7)]
+            assert conn.execute(text("SELECT message_id FROM webhook_attempts")).all() == [(3,)]
+        command.downgrade(cfg, "0010")
+        engine.dispose()  # a connection of its own: SQLite caches the schema per connection
+        with engine.connect() as conn:
+            assert len(inspect(conn).get_foreign_keys("webhook_attempts")) == 2
+    finally:
+        engine.dispose()

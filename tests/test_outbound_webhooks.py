@@ -135,6 +135,30 @@ def test_edit_with_a_stale_etag_is_412_and_delete_is_204(admin, client, receiver
     assert client.get(path, headers=admin.headers).status_code == 404
 
 
+def test_deleting_an_endpoint_deletes_its_messages_and_attempts_only(app, admin, client,
+                                                                     receiver, sender):
+    from sqlalchemy import func, select
+    from core.models import Event, WebhookAttempt, WebhookMessage
+    kept, gone = (endpoint(admin, receiver.url())["id"] for _ in range(2))
+    write(app, order=1)
+    write(app, order=2)
+    drain(sender, until=lambda: len(bodies(receiver)) >= 4)
+
+    def counts(endpoint_id):
+        with app.extensions["orderhooks.db"].Session() as session:
+            return tuple(session.scalar(select(func.count()).select_from(model).where(
+                model.endpoint_id == endpoint_id)) for model in (WebhookMessage, WebhookAttempt))
+
+    assert counts(gone) == (2, 2) and counts(kept) == (2, 2)
+    assert client.delete(f"/api/v1/webhook-endpoints/{gone}",
+                         headers=admin.headers).status_code == 204
+    assert counts(gone) == (0, 0)
+    assert counts(kept) == (2, 2)  # the other endpoint's, and the events, stay
+    with app.extensions["orderhooks.db"].Session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) >= 2
+    assert admin.get(f"/webhook-endpoints/{kept}/messages")
+
+
 # -- retries, order, failures -----------------------------------------------------------------
 
 def test_a_failing_message_is_retried_and_later_events_of_its_order_wait(app, admin, receiver,

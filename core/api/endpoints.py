@@ -109,7 +109,7 @@ class EndpointById(MethodView):
         session = get_session()
         row = _get(session, endpoint_id)
         blp.check_etag(_version(row))
-        session.delete(row)
+        endpoints.delete(session, row)
         session.commit()
 
 
