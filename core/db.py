@@ -176,9 +176,13 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        """Close every pooled connection and this process's handle on the writers' queue."""
         self.engine.dispose()
         if self.lease_engine is not self.engine:
             self.lease_engine.dispose()
+        if self._queue_fd is not None and self._queue_pid == os.getpid():
+            os.close(self._queue_fd)
+        self._queue_fd = None
 
     def _sqlite_lease_engine(self, url: str) -> Engine:
         """A SQLite file's lease connections: the engine's settings with ``synchronous=NORMAL``

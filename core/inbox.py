@@ -182,6 +182,14 @@ class Writer:
             except Exception:  # noqa: BLE001 — it is being thrown away
                 pass
 
+    def close(self) -> None:
+        """The connection and this process's handle on the writers' queue (an app torn down:
+        each app opens its own)."""
+        self.drop()
+        if self._lock_fd is not None and self._lock_pid == os.getpid():
+            os.close(self._lock_fd)
+        self._lock_fd = None
+
     def _insert(self, rows: int) -> str:
         """INSERT ... ON CONFLICT DO NOTHING RETURNING for ``rows`` rows (one text per batch
         size, so the database's and the driver's statement caches keep each prepared)."""

@@ -73,3 +73,16 @@ def test_the_intake_queues_on_the_same_file(app, queue_file):
     db = app.extensions["orderhooks.db"]
     assert Writer(db).lock_path == writer_queue_path(db.engine.url.database)
     assert writer_queue_path(":memory:") is None and writer_queue_path(None) is None
+
+
+def test_disposing_closes_the_handle_on_the_queue(tmp_path):
+    """Each Database (an app, a test) opens the queue file once; disposing it closes it, so a
+    process that makes many does not run out of descriptors."""
+    from core.db import Database
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(20):
+        db = Database(f"sqlite:///{tmp_path / 'fds.db'}")
+        with db.session() as session:
+            session.execute(text("SELECT 1"))
+        db.dispose()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2

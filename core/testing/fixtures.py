@@ -84,6 +84,7 @@ def app(app_config):
     from core import create_app
     app = create_app(app_config)
     yield app
+    app.extensions["orderhooks.inbox"].close()
     app.extensions["orderhooks.db"].dispose()
 
 
