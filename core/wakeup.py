@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import socket
+import time
 
 log = logging.getLogger("orderhooks.wakeup")
 
@@ -79,20 +81,23 @@ class Listener:
         except Exception:  # noqa: BLE001 — the bell is a hint: fall back to sleeping
             log.warning("wakeup.unavailable", exc_info=True)
             self.close()
-            select.select([], [], [], timeout)
+            time.sleep(timeout)
             return False
 
     def _wait_socket(self, timeout: float) -> bool:
         if self.path is None:
-            select.select([], [], [], timeout)
+            time.sleep(timeout)
             return False
         if self._sock is None:
             self._sock = self._bind()
             if self._sock is None:  # another worker holds the bell: the idle sleep
-                select.select([], [], [], timeout)
+                time.sleep(timeout)
                 return False
-        ready, _, _ = select.select([self._sock], [], [], timeout)
-        if not ready:
+        # poll, not select: select() refuses a descriptor numbered 1024 or more, which a
+        # process holding many connections reaches
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000))):
             return False
         try:
             while self._sock.recv(64):  # every ring so far counts as one
