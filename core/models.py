@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, UniqueConstraint, false)
+                        LargeBinary, String, Text, UniqueConstraint, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .clock import utcnow
@@ -231,6 +231,12 @@ class StoredDelivery(Base):
         Index("ix_deliveries_channel_outcome", "channel_id", "outcome", "received_at"),
         Index("ix_deliveries_order", "channel_id", "channel_order_id"),
         Index("ix_deliveries_claim", "channel_id", "state", "next_attempt_at"),
+        # The claim's look for lapsed claims (core/worker.py): claims in flight by channel and
+        # expiry, so the look reads only claims that lapsed, never each claim in flight nor the
+        # index entries that rows leaving "processing" leave behind until they are vacuumed.
+        Index("ix_deliveries_lapsed", "channel_id", "claimed_until",
+              postgresql_where=text("state = 'processing'"),
+              sqlite_where=text("state = 'processing'")),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True)

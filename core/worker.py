@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Integer, bindparam, literal, or_, select, true, union_all, update
+from sqlalchemy import (Integer, bindparam, literal, literal_column, or_, select, true,
+                        union_all, update)
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import defer, object_session
 
@@ -638,7 +639,10 @@ def _first_look(sqlite: bool):
     """:meth:`Worker._first_look`'s statement."""
     columns = (StoredDelivery.id, StoredDelivery.attempts, StoredDelivery.channel_id)
     now = bindparam("now", type_=StoredDelivery.next_attempt_at.type)
-    lapsed = (StoredDelivery.state == PROCESSING, StoredDelivery.claimed_until < now)
+    # The state as a literal: the partial index ix_deliveries_lapsed is chosen only for a
+    # condition that names its predicate (a bound parameter could be any state).
+    lapsed = (StoredDelivery.state == literal_column(f"'{PROCESSING}'"),
+              StoredDelivery.claimed_until < now)
     due = (StoredDelivery.state == PENDING, StoredDelivery.next_attempt_at <= now)
     unblocked = SalesChannel.id.not_in(bindparam("blocked", expanding=True))
     parts = (("lapsed", True, lapsed, true(), bindparam("limit", type_=Integer)),

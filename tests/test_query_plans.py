@@ -232,7 +232,8 @@ def _plan_nodes(node):
 
 def test_the_claim_reads_ranges_of_the_claim_index_on_postgresql(app, bc):
     """PostgreSQL plans a claim on a backlog — 50,000 deliveries done, 2,000 due for one store
-    and 10 for a small one, one lapsed claim — as ranges of ix_deliveries_claim, before ANALYZE
+    and 10 for a small one, one lapsed claim — as ranges of ix_deliveries_claim (the lapsed
+    claim: of ix_deliveries_lapsed, the claims in flight), before ANALYZE
     and after: no sequential scan of the inbox, whose done rows grow without bound; and the
     small store gets its share of the batch."""
     from sqlalchemy import text
@@ -273,12 +274,36 @@ def test_the_claim_reads_ranges_of_the_claim_index_on_postgresql(app, bc):
                 cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
                 plan = cursor.fetchone()[0][0]["Plan"]
             # a scan, or an index read past its channel filtering on the state, reads done rows
-            # (or of an index from a column past its first: every state of every channel)
+            # (or of an index from a column past its first: every state of every channel). The
+            # partial index of claims in flight holds only "processing" rows: a locking read
+            # keeps its predicate as a filter (for the recheck of a row updated meanwhile).
             scans = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deliveries"
-                     and (n["Node Type"] == "Seq Scan" or "state" in n.get("Filter", ""))]
+                     and (n["Node Type"] == "Seq Scan" or "state" in n.get("Filter", ""))
+                     and n.get("Index Name") != "ix_deliveries_lapsed"]
             scans += [n for n in _plan_nodes(plan) if n.get("Index Name", "").startswith(
                 "ix_deliveries") and "channel_id" not in n.get("Index Cond", "")]
             assert not scans, (" ".join(statement.split())[:300], json.dumps(plan)[:3000])
         with db.engine.begin() as conn:  # hand them back for the second pass
             conn.execute(text("UPDATE deliveries SET state = 'pending', claimed_by = NULL, "
                               "claimed_until = NULL WHERE claimed_by = :w"), {"w": worker.name})
+
+
+def test_the_look_for_lapsed_claims_reads_the_index_of_claims_in_flight(app, bc):
+    """SQLite plans the claim's look for lapsed claims as a range of ix_deliveries_lapsed
+    (channel, expiry): claims in flight that have not lapsed, and rows that left "processing",
+    are not read (PostgreSQL's plan: the backlog test above)."""
+    from core.worker import Worker
+    db = app.extensions["orderhooks.db"]
+    if not db.is_sqlite:
+        pytest.skip("SQLite's planner (PostgreSQL's is checked on a backlog above)")
+    bc.create()
+    worker = Worker(app, name="lapsed-plan")
+    with _recorded(db.lease_engine) as seen:
+        worker._claim(10)
+    [look] = [(s, p) for s, p in seen if "claimed_until" in s and "lapsed" in s]
+    with db.lease_engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN QUERY PLAN " + look[0], look[1])
+        plan = [row[3] for row in cursor.fetchall()]
+    assert any("ix_deliveries_lapsed (channel_id=? AND claimed_until<?)" in step
+               for step in plan), plan
