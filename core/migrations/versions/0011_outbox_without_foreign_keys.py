@@ -17,6 +17,7 @@ depends_on = None
 
 #: The keys as PostgreSQL named them, and as SQLite's rebuild names its unnamed ones.
 _NAMES = {"fk": "%(table_name)s_%(column_0_name)s_fkey"}
+#: (table, column, the table its key referred to)
 _KEYS = (("webhook_messages", "endpoint_id", "webhook_endpoints"),
          ("webhook_messages", "event_id", "events"),
          ("webhook_attempts", "endpoint_id", "webhook_endpoints"),
@@ -26,15 +27,15 @@ _KEYS = (("webhook_messages", "endpoint_id", "webhook_endpoints"),
 def upgrade() -> None:
     for table in ("webhook_attempts", "webhook_messages"):
         with op.batch_alter_table(table, naming_convention=_NAMES) as batch_op:
-            for name, column, _parent in _KEYS:
-                if name == table:
+            for owner, column, _parent in _KEYS:
+                if owner == table:
                     batch_op.drop_constraint(f"{table}_{column}_fkey", type_="foreignkey")
 
 
 def downgrade() -> None:
     for table in ("webhook_messages", "webhook_attempts"):
         with op.batch_alter_table(table, naming_convention=_NAMES) as batch_op:
-            for name, column, parent in _KEYS:
-                if name == table:
+            for owner, column, parent in _KEYS:
+                if owner == table:
                     batch_op.create_foreign_key(f"{table}_{column}_fkey", parent, [column],
                                                 ["id"], ondelete="CASCADE")
