@@ -35,6 +35,42 @@ def writer_queue_path(database: str | None) -> str | None:
     return f"{database}-intake.lock" if database and database != ":memory:" else None
 
 
+class WritersQueue:
+    """A place in the queue of a SQLite file's writers: an ``flock`` on the file beside it,
+    through a handle of this process's own (flock excludes open files, not processes). The
+    kernel hands the lock to the next waiter the moment it is released, where SQLite's busy
+    handler has each waiter sleep and poll. Without the file (a database in memory, a directory
+    it cannot be made in) :meth:`take` is False and SQLite's busy handler alone decides."""
+
+    def __init__(self, database: str | None):
+        self.path = writer_queue_path(database)
+        self._fd = self._pid = None
+
+    def take(self) -> bool:
+        """Wait for this process's turn (blocking); False when there is no queue."""
+        if self.path is None:
+            return False
+        if self._fd is None or self._pid != os.getpid():  # none yet, or inherited by a fork
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.warning("db.no_writer_queue", extra={"path": self.path, "error": str(exc)})
+                self.path = None
+                return False
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return True
+
+    def leave(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """This process's handle (each Database and intake writer opens its own)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
 #: ``Session.info`` key of the rows :meth:`RawInsert.add` holds back (:func:`defer_inserts`).
 DEFERRED_INSERTS = "orderhooks_deferred_inserts"
 #: A pooled PostgreSQL connection unused for longer than this is pinged before it is handed out.
@@ -50,9 +86,7 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS,
-                                                           "check_same_thread": False},
-                                        json_serializer=json_dumps, json_deserializer=json_loads)
+            self.engine = _sqlite_engine(url)
             #: Set on every new connection (read at connect time: changes apply to later ones).
             self.sqlite_pragmas = {"journal_mode": "WAL", "synchronous": sqlite_synchronous,
                                    "busy_timeout": SQLITE_BUSY_SECONDS * 1000, "foreign_keys": "ON",
@@ -83,8 +117,7 @@ class Database:
         #: the intake's leaders (one place per process: only the outermost session takes it),
         #: so a worker or sender process is handed the write lock in its turn instead of
         #: polling for it in the busy handler while the web processes pass it among themselves.
-        self._queue_path = writer_queue_path(self.engine.url.database) if self.is_sqlite else None
-        self._queue_fd = self._queue_pid = None
+        self._queue = WritersQueue(self.engine.url.database if self.is_sqlite else None)
         self._depth = 0
         self.Session = sessionmaker(self.engine, class_=_DeferringSession,
                                     expire_on_commit=False)
@@ -111,7 +144,7 @@ class Database:
         its event) makes the lease durable too: nothing durable ever rests on a lost lease.
         Never for a change, an event or anything acknowledged."""
         queued = self._writers is not None and self._writers.acquire(timeout=SQLITE_BUSY_SECONDS)
-        outer = queued and self._depth == 0 and self._lock_queue()
+        outer = queued and self._depth == 0 and self._queue.take()
         if queued:
             self._depth += 1
         try:
@@ -122,26 +155,8 @@ class Database:
             if queued:
                 self._depth -= 1
                 if outer:
-                    fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
+                    self._queue.leave()
                 self._writers.release()
-
-    def _lock_queue(self) -> bool:
-        """Take this process's place in the writers' file queue (blocking, as the intake's
-        leaders do); False without such a file (in memory, or a directory it cannot be made
-        in: SQLite's busy handler alone then)."""
-        if self._queue_path is None:
-            return False
-        if self._queue_fd is None or self._queue_pid != os.getpid():
-            try:
-                self._queue_fd = os.open(self._queue_path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                log.warning("db.no_writer_queue", extra={"path": self._queue_path,
-                                                         "error": str(exc)})
-                self._queue_path = None
-                return False
-            self._queue_pid = os.getpid()
-        fcntl.flock(self._queue_fd, fcntl.LOCK_EX)
-        return True
 
     @contextmanager
     def reading(self):
@@ -180,9 +195,7 @@ class Database:
         self.engine.dispose()
         if self.lease_engine is not self.engine:
             self.lease_engine.dispose()
-        if self._queue_fd is not None and self._queue_pid == os.getpid():
-            os.close(self._queue_fd)
-        self._queue_fd = None
+        self._queue.close()
 
     def _sqlite_lease_engine(self, url: str) -> Engine:
         """A SQLite file's lease connections: the engine's settings with ``synchronous=NORMAL``
@@ -190,9 +203,7 @@ class Database:
         if self.engine.url.database in (None, "", ":memory:") or str(
                 self.sqlite_pragmas["synchronous"]).upper() not in ("FULL", "EXTRA", "2", "3"):
             return self.engine
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS,
-                                                  "check_same_thread": False},
-                               json_serializer=json_dumps, json_deserializer=json_loads)
+        engine = _sqlite_engine(url)
         _sqlite_pragmas(engine, self.sqlite_pragmas, {"synchronous": "NORMAL"})
         return engine
 
@@ -395,6 +406,12 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:  # noqa: BLE001 — any failure: the pool connects again
             raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+
+
+def _sqlite_engine(url: str) -> Engine:
+    return create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS,
+                                            "check_same_thread": False},
+                         json_serializer=json_dumps, json_deserializer=json_loads)
 
 
 def _sqlite_pragmas(engine: Engine, pragmas: dict, overrides: dict | None = None) -> None:

@@ -17,8 +17,7 @@ import base64
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete as sql_delete
-from sqlalchemy import select
+from sqlalchemy import delete as sql_delete, select
 from standardwebhooks.webhooks import Webhook
 
 from . import events

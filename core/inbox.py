@@ -5,7 +5,6 @@ the row is committed (the edge answers 2xx only then). The worker reads the rows
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -16,7 +15,7 @@ from operator import itemgetter
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics, wakeup
-from .db import writer_queue_path
+from .db import WritersQueue
 from .models import (CHANNEL_ORDER_ID_LENGTH, DEDUPE_KEY_LENGTH, TOPIC_LENGTH,
                      StoredDelivery)
 from .outcomes import DeliveryState
@@ -125,10 +124,10 @@ class Writer:
         self.existing = (f"SELECT id FROM deliveries WHERE channel_id = {self._mark(1)} "
                          f"AND dedupe_key = {self._mark(2)}")
         database = db.engine.url.database if self.sqlite else None
-        self.lock_path = writer_queue_path(database)
-        self._conn = self._lock_fd = None
+        self.writers = WritersQueue(database)
+        self._conn = None
         self.doorbell = wakeup.Doorbell(db)
-        self._pid = self._lock_pid = None
+        self._pid = None
         # The group-commit queue: deliveries waiting, and whether a leader is at work.
         self._mutex = threading.Lock()
         self._queue: list[_Slot] = []
@@ -146,21 +145,10 @@ class Writer:
         self._mutex = threading.Lock()
         self._queue, self._leading = [], False
 
-    def _lock(self):
-        """This process's handle on the writers' queue (its own open file: flock excludes open
-        files, not processes), or None without one. Only the leader uses it."""
-        if self.lock_path is None:
-            return None
-        if self._lock_fd is None or self._lock_pid != os.getpid():
-            try:
-                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:  # e.g. a read-only directory: SQLite's busy handler alone
-                log.warning("intake.no_writer_queue", extra={"path": self.lock_path,
-                                                             "error": str(exc)})
-                self.lock_path = None
-                return None
-            self._lock_pid = os.getpid()
-        return self._lock_fd
+    @property
+    def lock_path(self) -> str | None:
+        """The writers' queue file (None: SQLite's busy handler alone)."""
+        return self.writers.path
 
     def connection(self):
         """This process's connection (opened on first use, and again after a fork)."""
@@ -186,9 +174,7 @@ class Writer:
         """The connection and this process's handle on the writers' queue (an app torn down:
         each app opens its own)."""
         self.drop()
-        if self._lock_fd is not None and self._lock_pid == os.getpid():
-            os.close(self._lock_fd)
-        self._lock_fd = None
+        self.writers.close()
 
     def _insert(self, rows: int) -> str:
         """INSERT ... ON CONFLICT DO NOTHING RETURNING for ``rows`` rows (one text per batch
@@ -278,9 +264,7 @@ class Writer:
         # wait for each other in the same order, never in a cycle (a PostgreSQL deadlock).
         ordered = sorted(batch, key=_slot_order) if len(batch) > 1 else batch
         answers: dict[_Slot, tuple[int, bool]] = {}
-        lock = self._lock() if self.sqlite else None
-        if lock is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        queued = self.sqlite and self.writers.take()
         try:
             if self.sqlite:
                 conn.execute("BEGIN IMMEDIATE")
@@ -335,8 +319,8 @@ class Writer:
                 raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
             raise
         finally:
-            if lock is not None:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            if queued:
+                self.writers.leave()
 
     def _rollback(self, conn) -> None:
         try:
