@@ -21,7 +21,7 @@ A disabled endpoint is never fanned out: enabled again, it resumes from its plac
 """
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import endpoints, events
@@ -77,13 +77,9 @@ def fan_out_caught_up(session: Session, numbered: events.Numbered) -> int:
     top = numbered.top
     if top is None:
         return 0
-    query = select(WebhookEndpoint.id, WebhookEndpoint.position, WebhookEndpoint.event_types,
-                   WebhookEndpoint.channel_ids).where(
-        WebhookEndpoint.enabled.is_(True), WebhookEndpoint.position < top,
-        WebhookEndpoint.position >= top - CAUGHT_UP).order_by(WebhookEndpoint.id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    behind = session.execute(query).all()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    behind = session.execute(_CAUGHT_UP_LOCKED if postgres else _CAUGHT_UP,
+                             {"top": top, "floor": top - CAUGHT_UP}).all()
     if not behind:
         return 0
     rows = list(numbered.rows)
@@ -100,8 +96,22 @@ def fan_out_caught_up(session: Session, numbered: events.Numbered) -> int:
                 if e.position > endpoint.position and endpoints.matches(endpoint, e)]
     if messages:
         session.execute(insert(WebhookMessage), messages)
-    session.execute(update(WebhookEndpoint).where(
-        WebhookEndpoint.id.in_([endpoint.id for endpoint in behind])).values(
-        position=top, updated_at=WebhookEndpoint.updated_at),
-        execution_options={"synchronize_session": False})
+    session.execute(_MOVE_ON, {"ids": [endpoint.id for endpoint in behind], "top": top},
+                    execution_options={"synchronize_session": False})
     return len(messages)
+
+
+# The worker's fan-out statements, built once (each batch runs them): what varies is bound.
+#: Enabled endpoints behind ``top`` by at most ``CAUGHT_UP`` (``floor``: ``top - CAUGHT_UP``);
+#: on PostgreSQL those another transaction holds are skipped.
+_CAUGHT_UP = (select(WebhookEndpoint.id, WebhookEndpoint.position, WebhookEndpoint.event_types,
+                     WebhookEndpoint.channel_ids)
+              .where(WebhookEndpoint.enabled.is_(True),
+                     WebhookEndpoint.position < bindparam("top"),
+                     WebhookEndpoint.position >= bindparam("floor"))
+              .order_by(WebhookEndpoint.id))
+_CAUGHT_UP_LOCKED = _CAUGHT_UP.with_for_update(skip_locked=True)
+#: The fanned-out endpoints' places move on to ``top``.
+_MOVE_ON = (update(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_(bindparam("ids", expanding=True)))
+            .values(position=bindparam("top"), updated_at=WebhookEndpoint.updated_at))

@@ -60,7 +60,8 @@ import certifi
 import orjson
 import urllib3
 from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
-from sqlalchemy import false, func, insert, null, or_, select, true, update
+from sqlalchemy import (Integer, bindparam, false, func, insert, null, or_, select, true,
+                        update)
 from urllib3.exceptions import (ConnectTimeoutError, NewConnectionError, ProxyError,
                                 ReadTimeoutError, SSLError)
 
@@ -350,21 +351,16 @@ class Sender:
     def _lease(self, endpoint_id: int) -> bool:
         now = utcnow()
         with self.db.session(durable=False) as session:
-            taken = session.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True),
-                or_(WebhookEndpoint.lease_owner.is_(None),
-                    WebhookEndpoint.lease_owner == self.name,
-                    WebhookEndpoint.lease_until < now)).values(
-                lease_owner=self.name, lease_until=now + timedelta(seconds=self.lease_seconds),
-                updated_at=WebhookEndpoint.updated_at))
+            taken = session.execute(_LEASE, {
+                "endpoint_id": endpoint_id, "owner": self.name, "now": now,
+                "new_owner": self.name, "until": now + timedelta(seconds=self.lease_seconds)},
+                execution_options=_UNSYNCHRONIZED)
             return taken.rowcount == 1
 
     def _release(self, endpoint_id: int) -> None:
         with self.db.session(durable=False) as session:
-            session.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.name)
-                .values(lease_owner=None, lease_until=None,
-                        updated_at=WebhookEndpoint.updated_at))
+            session.execute(_RELEASE, {"endpoint_id": endpoint_id, "owner": self.name},
+                            execution_options=_UNSYNCHRONIZED)
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -385,8 +381,8 @@ class Sender:
         now = utcnow()
         with self.db.reading() as session:
             if behind:
-                found = session.execute(select(WebhookEndpoint, _NEWEST_POSITION).where(
-                    WebhookEndpoint.id == endpoint_id)).first()
+                found = session.execute(_ENDPOINT_AND_NEWEST,
+                                        {"endpoint_id": endpoint_id}).first()
                 endpoint, top = found if found is not None else (None, None)
             else:
                 endpoint = session.get(WebhookEndpoint, endpoint_id)
@@ -435,9 +431,8 @@ class Sender:
         found: dict[int, object] = {}
         page, first = MESSAGE_BATCH, True
         while len(picked) < MESSAGE_BATCH:
-            rows = session.execute((_DUE_PAGE_WITH_EVENTS if first else _DUE_PAGE).where(
-                WebhookMessage.endpoint_id == endpoint_id, WebhookMessage.state == PENDING,
-                WebhookMessage.id > after).order_by(WebhookMessage.id).limit(page)).all()
+            rows = session.execute(_FIRST_DUE_PAGE if first else _NEXT_DUE_PAGE, {
+                "endpoint_id": endpoint_id, "after": after, "page": page}).all()
             for row in rows:
                 message_id, order_key, due_at, event_id = row[:4]
                 if first and row.event_id is not None:  # (None: the event is gone)
@@ -695,12 +690,28 @@ def _delivered(session, delivered: dict[int, list[int]], now) -> set[int]:
     ids of the messages updated (a message deleted meanwhile is not)."""
     updated: set[int] = set()
     for status, ids in delivered.items():
-        updated.update(session.scalars(update(WebhookMessage).where(
-            WebhookMessage.id.in_(ids)).values(
-            state=DELIVERED, delivered_at=now, last_status=status, last_error=None)
-            .returning(WebhookMessage.id), execution_options={"synchronize_session": False}))
+        updated.update(session.scalars(_DELIVERED, {"ids": ids, "now": now, "status": status},
+                                       execution_options=_UNSYNCHRONIZED))
     return updated
 
+
+# The lease statements, built once (a pass runs them): what varies is bound. They run in
+# sessions of their own, which hold no endpoint object to keep in step with them.
+_UNSYNCHRONIZED = {"synchronize_session": False}
+#: Take or renew an enabled endpoint's lease: free, this sender's own, or lapsed.
+_LEASE = (update(WebhookEndpoint)
+          .where(WebhookEndpoint.id == bindparam("endpoint_id"),
+                 WebhookEndpoint.enabled.is_(True),
+                 or_(WebhookEndpoint.lease_owner.is_(None),
+                     WebhookEndpoint.lease_owner == bindparam("owner"),
+                     WebhookEndpoint.lease_until < bindparam("now")))
+          .values(lease_owner=bindparam("new_owner"), lease_until=bindparam("until"),
+                  updated_at=WebhookEndpoint.updated_at))
+#: Give back this sender's lease of an endpoint.
+_RELEASE = (update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == bindparam("endpoint_id"),
+                   WebhookEndpoint.lease_owner == bindparam("owner"))
+            .values(lease_owner=None, lease_until=None, updated_at=WebhookEndpoint.updated_at))
 
 #: An event's columns its message's POST needs (:func:`_render`).
 _EVENT_COLUMNS = (Event.event_id, Event.type, Event.occurred_at, Event.channel_id, Event.data)
@@ -711,12 +722,27 @@ _DUE_PAGE = select(WebhookMessage.id.label("message_id"), WebhookMessage.order_k
 #: deleted meanwhile reads as None): a batch of one event needs no second statement.
 _DUE_PAGE_WITH_EVENTS = _DUE_PAGE.add_columns(*_EVENT_COLUMNS).outerjoin(
     Event, Event.id == WebhookMessage.event_id)
+#: A page of an endpoint's pending messages past ``after``, in id order: the scan's first page
+#: with their events, its later ones without.
+_FIRST_DUE_PAGE, _NEXT_DUE_PAGE = (
+    page.where(WebhookMessage.endpoint_id == bindparam("endpoint_id"),
+               WebhookMessage.state == PENDING, WebhookMessage.id > bindparam("after"))
+    .order_by(WebhookMessage.id).limit(bindparam("page", type_=Integer))
+    for page in (_DUE_PAGE_WITH_EVENTS, _DUE_PAGE))
+#: Messages delivered (``ids``, all answered ``status``), returning the ids still there.
+_DELIVERED = (update(WebhookMessage).where(WebhookMessage.id.in_(bindparam("ids", expanding=True)))
+              .values(state=DELIVERED, delivered_at=bindparam("now"),
+                      last_status=bindparam("status"), last_error=None)
+              .returning(WebhookMessage.id))
 #: :meth:`Sender.round`'s one statement: (id, False) per enabled endpoint, and (None, True) when
 #: a committed event has no position yet (an index probe, as :func:`events.unnumbered`).
 _ROUND = select(WebhookEndpoint.id, false()).where(WebhookEndpoint.enabled.is_(True)).union_all(
     select(null(), true()).where(select(Event.id).where(Event.position.is_(None)).exists()))
 #: The feed's newest position, read with the endpoint's row (:meth:`Sender._look`).
 _NEWEST_POSITION = select(func.max(Event.position)).scalar_subquery()
+#: :meth:`Sender._look`'s endpoint, with the feed's newest position.
+_ENDPOINT_AND_NEWEST = select(WebhookEndpoint, _NEWEST_POSITION).where(
+    WebhookEndpoint.id == bindparam("endpoint_id"))
 #: :meth:`Sender._look`: the endpoint is behind the feed (a fan-out first).
 _BEHIND = object()
 

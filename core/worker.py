@@ -80,6 +80,7 @@ class Worker:
         self.blocked: dict[int, float] = {}
         self._rotation = 0
         self._first_look_statement = None
+        self._claiming_statements: dict[tuple[bool, bool], object] = {}
         #: A standby worker looks for work every idle interval instead of waiting for the
         #: inbox's bell (``orderhooks worker --standby``: see :meth:`run_forever`).
         self.standby = False
@@ -139,16 +140,15 @@ class Worker:
                 unlocked = []
             if not claimed and not unlocked:
                 return claimed, None
-            taking = StoredDelivery.id.in_(claimed)
+            values = {"name": self.name,
+                      "until": now + timedelta(seconds=self.config["CLAIM_SECONDS"])}
+            if claimed:
+                values["claimed"] = claimed
             if unlocked:
-                taking = or_(taking, StoredDelivery.id.in_(self._lock_query(
-                    select(StoredDelivery.id).where(StoredDelivery.id.in_(unlocked),
-                                                    StoredDelivery.state == PENDING))))
-            rows = session.execute(update(StoredDelivery).where(taking)
-                                   .values(state=PROCESSING, claimed_by=self.name,
-                                           claimed_until=now + timedelta(
-                                               seconds=self.config["CLAIM_SECONDS"]))
-                                   .returning(*_CLAIMED_COLUMNS)).all()
+                values["unlocked"] = unlocked
+            # nothing of this session's to keep in step: its reads so far were rows, not objects
+            rows = session.execute(self._claiming(bool(claimed), bool(unlocked)), values,
+                                   execution_options={"synchronize_session": False}).all()
             if not rows:
                 return [], None
             rows.sort(key=lambda row: row.id)
@@ -167,6 +167,28 @@ class Worker:
         if self._first_look_statement is None:
             self._first_look_statement = _first_look(self.db.is_sqlite)
         return self._first_look_statement
+
+    def _claiming(self, claimed: bool, unlocked: bool):
+        """The claiming UPDATE, built once per worker for each of its shapes: it takes the
+        lapsed claims taken over (``claimed`` ids), the due deliveries read without a lock
+        (``unlocked`` ids: locked here, skipping any another worker holds, and taken only if
+        still pending), or both, and returns them (:data:`_CLAIMED_COLUMNS`)."""
+        statement = self._claiming_statements.get((claimed, unlocked))
+        if statement is None:
+            taking = []
+            if claimed:
+                taking.append(StoredDelivery.id.in_(bindparam("claimed", expanding=True)))
+            if unlocked:
+                taking.append(StoredDelivery.id.in_(self._lock_query(
+                    select(StoredDelivery.id).where(
+                        StoredDelivery.id.in_(bindparam("unlocked", expanding=True)),
+                        StoredDelivery.state == PENDING))))
+            statement = self._claiming_statements[(claimed, unlocked)] = (
+                update(StoredDelivery).where(or_(*taking))
+                .values(state=PROCESSING, claimed_by=bindparam("name"),
+                        claimed_until=bindparam("until"))
+                .returning(*_CLAIMED_COLUMNS))
+        return statement
 
     def _fair_shares(self, session, now, want: int, claimed: list[int]) -> list[int]:
         """Up to ``want`` due deliveries of a backlog, in rounds of equal shares across the
@@ -334,8 +356,8 @@ class Worker:
                         Delivery(body=r.body or b"", headers=Headers(r.headers or {}),
                                  received_at=r.received_at, id=r.id),
                         r.body is None) for r in rows]
-        channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
-            SalesChannel.id.in_({item.channel_id for item in work})))}
+        channel_rows = {c.id: c for c in session.scalars(
+            _CHANNELS, {"ids": list({item.channel_id for item in work})})}
         # A channel whose settings cannot be read (e.g. credentials its plugin no longer
         # accepts) fails its own deliveries, not the batch's other channels.
         views: dict[int, object] = {}
@@ -475,16 +497,11 @@ class Worker:
         with self.db.session() as session, session.no_autoflush:
             # The batch's history lines and events go in one executemany per table.
             defer_inserts(session)
-            # Our own claimed rows: wait for a lock (no SKIP LOCKED), or a row briefly locked by
-            # someone else (e.g. a redaction) would look like a lost claim.
-            # (their bodies and headers came with the claim: not read again)
-            query = (select(StoredDelivery).where(StoredDelivery.id.in_([i.id for i in work]))
-                     .options(defer(StoredDelivery.body), defer(StoredDelivery.headers)))
-            if not self.db.is_sqlite:
-                query = query.with_for_update()
-            rows = {r.id: r for r in session.scalars(query)}
-            channel_rows = {c.id: c for c in session.scalars(select(SalesChannel).where(
-                SalesChannel.id.in_({item.channel_id for item in work})))}
+            rows = {r.id: r for r in session.scalars(
+                _OWN_ROWS if self.db.is_sqlite else _OWN_ROWS_LOCKED,
+                {"ids": [item.id for item in work]})}
+            channel_rows = {c.id: c for c in session.scalars(
+                _CHANNELS, {"ids": list({item.channel_id for item in work})})}
             cache = self._prefetch_orders(session, work, results)
             products.prefetch(session, [(item.channel_id, results.get(item.id)) for item in work])
             for item in work:
@@ -544,11 +561,8 @@ class Worker:
         for channel_id, order_ids in wanted.items():
             for key in order_ids:
                 cache[(channel_id, key)] = None
-            query = select(Order).where(Order.channel_id == channel_id,
-                                        Order.channel_order_id.in_(order_ids))
-            if not self.db.is_sqlite:
-                query = query.with_for_update()
-            for order in session.scalars(query):
+            for order in session.scalars(_ORDERS if self.db.is_sqlite else _ORDERS_LOCKED,
+                                         {"channel_id": channel_id, "keys": list(order_ids)}):
                 cache[(channel_id, order.channel_order_id)] = order
         # the refunds' duplicate checks and their orders' lines, once for the batch
         rmas.prefetch(session, [(cache.get((channel_id, str(intent.channel_order_id))), intent)
@@ -633,6 +647,22 @@ class Worker:
                                             "attempt": row.attempts,
                                             "retry_in": round(delay, 1)})
         return Outcome.FAILED
+
+
+# A batch's statements, built once: building a statement and its cache key costs more CPU than
+# running it in a batch of one delivery. What varies is bound (lists as expanding parameters).
+_CHANNELS = select(SalesChannel).where(SalesChannel.id.in_(bindparam("ids", expanding=True)))
+#: The batch's own claimed rows (their bodies and headers came with the claim: not read again).
+#: The PostgreSQL form waits for a lock (no SKIP LOCKED): a row briefly locked by someone else
+#: (e.g. a redaction) would otherwise look like a lost claim.
+_OWN_ROWS = (select(StoredDelivery)
+             .where(StoredDelivery.id.in_(bindparam("ids", expanding=True)))
+             .options(defer(StoredDelivery.body), defer(StoredDelivery.headers)))
+_OWN_ROWS_LOCKED = _OWN_ROWS.with_for_update()
+#: A channel's orders the batch names (locked on PostgreSQL until the batch commits).
+_ORDERS = select(Order).where(Order.channel_id == bindparam("channel_id"),
+                              Order.channel_order_id.in_(bindparam("keys", expanding=True)))
+_ORDERS_LOCKED = _ORDERS.with_for_update()
 
 
 def _first_look(sqlite: bool):
