@@ -353,14 +353,12 @@ class Sender:
         with self.db.session(durable=False) as session:
             taken = session.execute(_LEASE, {
                 "endpoint_id": endpoint_id, "owner": self.name, "now": now,
-                "new_owner": self.name, "until": now + timedelta(seconds=self.lease_seconds)},
-                execution_options=_UNSYNCHRONIZED)
+                "new_owner": self.name, "until": now + timedelta(seconds=self.lease_seconds)})
             return taken.rowcount == 1
 
     def _release(self, endpoint_id: int) -> None:
         with self.db.session(durable=False) as session:
-            session.execute(_RELEASE, {"endpoint_id": endpoint_id, "owner": self.name},
-                            execution_options=_UNSYNCHRONIZED)
+            session.execute(_RELEASE, {"endpoint_id": endpoint_id, "owner": self.name})
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -644,7 +642,7 @@ class Sender:
                                                      f"{int(disable_after.total_seconds())} s "
                                                      f"(last: {answer.error})")
             if attempts:
-                session.execute(insert(WebhookAttempt), attempts)
+                session.execute(_INSERT_ATTEMPTS, attempts)
             _delivered(session, delivered, now)
             return endpoint.enabled
 
@@ -664,7 +662,7 @@ class Sender:
             updated = _delivered(session, delivered, now)
             if not updated:
                 return False  # deleted meanwhile, its messages with it
-            session.execute(insert(WebhookAttempt),
+            session.execute(_INSERT_ATTEMPTS,
                             [_attempt(endpoint_id, item, answer, now)
                              for item, answer in results if item.message_id in updated])
         return True
@@ -690,28 +688,28 @@ def _delivered(session, delivered: dict[int, list[int]], now) -> set[int]:
     ids of the messages updated (a message deleted meanwhile is not)."""
     updated: set[int] = set()
     for status, ids in delivered.items():
-        updated.update(session.scalars(_DELIVERED, {"ids": ids, "now": now, "status": status},
-                                       execution_options=_UNSYNCHRONIZED))
+        updated.update(session.scalars(_DELIVERED, {"ids": ids, "now": now, "status": status}))
     return updated
 
 
-# The lease statements, built once (a pass runs them): what varies is bound. They run in
-# sessions of their own, which hold no endpoint object to keep in step with them.
-_UNSYNCHRONIZED = {"synchronize_session": False}
+# A pass's writes, built once, through the tables: what varies is bound. Leases run in
+# sessions of their own, and the messages and attempts written are never held as objects, so
+# the ORM's bulk statements (and keeping a session's objects in step) would only add CPU.
+_ENDPOINTS, _MESSAGES = WebhookEndpoint.__table__, WebhookMessage.__table__
 #: Take or renew an enabled endpoint's lease: free, this sender's own, or lapsed.
-_LEASE = (update(WebhookEndpoint)
-          .where(WebhookEndpoint.id == bindparam("endpoint_id"),
-                 WebhookEndpoint.enabled.is_(True),
-                 or_(WebhookEndpoint.lease_owner.is_(None),
-                     WebhookEndpoint.lease_owner == bindparam("owner"),
-                     WebhookEndpoint.lease_until < bindparam("now")))
+_LEASE = (update(_ENDPOINTS)
+          .where(_ENDPOINTS.c.id == bindparam("endpoint_id"), _ENDPOINTS.c.enabled.is_(True),
+                 or_(_ENDPOINTS.c.lease_owner.is_(None),
+                     _ENDPOINTS.c.lease_owner == bindparam("owner"),
+                     _ENDPOINTS.c.lease_until < bindparam("now")))
           .values(lease_owner=bindparam("new_owner"), lease_until=bindparam("until"),
-                  updated_at=WebhookEndpoint.updated_at))
+                  updated_at=_ENDPOINTS.c.updated_at))
 #: Give back this sender's lease of an endpoint.
-_RELEASE = (update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == bindparam("endpoint_id"),
-                   WebhookEndpoint.lease_owner == bindparam("owner"))
-            .values(lease_owner=None, lease_until=None, updated_at=WebhookEndpoint.updated_at))
+_RELEASE = (update(_ENDPOINTS)
+            .where(_ENDPOINTS.c.id == bindparam("endpoint_id"),
+                   _ENDPOINTS.c.lease_owner == bindparam("owner"))
+            .values(lease_owner=None, lease_until=None, updated_at=_ENDPOINTS.c.updated_at))
+_INSERT_ATTEMPTS = insert(WebhookAttempt.__table__)
 
 #: An event's columns its message's POST needs (:func:`_render`).
 _EVENT_COLUMNS = (Event.event_id, Event.type, Event.occurred_at, Event.channel_id, Event.data)
@@ -730,10 +728,10 @@ _FIRST_DUE_PAGE, _NEXT_DUE_PAGE = (
     .order_by(WebhookMessage.id).limit(bindparam("page", type_=Integer))
     for page in (_DUE_PAGE_WITH_EVENTS, _DUE_PAGE))
 #: Messages delivered (``ids``, all answered ``status``), returning the ids still there.
-_DELIVERED = (update(WebhookMessage).where(WebhookMessage.id.in_(bindparam("ids", expanding=True)))
+_DELIVERED = (update(_MESSAGES).where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
               .values(state=DELIVERED, delivered_at=bindparam("now"),
                       last_status=bindparam("status"), last_error=None)
-              .returning(WebhookMessage.id))
+              .returning(_MESSAGES.c.id))
 #: :meth:`Sender.round`'s one statement: (id, False) per enabled endpoint, and (None, True) when
 #: a committed event has no position yet (an index probe, as :func:`events.unnumbered`).
 _ROUND = select(WebhookEndpoint.id, false()).where(WebhookEndpoint.enabled.is_(True)).union_all(
