@@ -100,7 +100,7 @@ def fan_out_caught_up(session: Session, numbered: events.Numbered) -> int:
     return len(messages)
 
 
-# The worker's fan-out statements, built once (each batch runs them): what varies is bound.
+# The fan-out's statements, built once (each worker batch runs them): what varies is bound.
 #: Enabled endpoints behind ``top`` by at most ``CAUGHT_UP`` (``floor``: ``top - CAUGHT_UP``);
 #: on PostgreSQL those another transaction holds are skipped.
 _CAUGHT_UP = (select(WebhookEndpoint.id, WebhookEndpoint.position, WebhookEndpoint.event_types,
@@ -110,8 +110,9 @@ _CAUGHT_UP = (select(WebhookEndpoint.id, WebhookEndpoint.position, WebhookEndpoi
                      WebhookEndpoint.position >= bindparam("floor"))
               .order_by(WebhookEndpoint.id))
 _CAUGHT_UP_LOCKED = _CAUGHT_UP.with_for_update(skip_locked=True)
-# Messages are written and places moved on through the tables: the session holds none of these
-# rows as objects, so the ORM's bulk statements would only add their own CPU to each batch.
+# Messages are written (here and by the sender's fan-out) and places moved on through the
+# tables: no session holds these rows as objects, so the ORM's bulk statements would only add
+# their own CPU.
 _MESSAGES, _ENDPOINTS = WebhookMessage.__table__, WebhookEndpoint.__table__
 _INSERT_MESSAGES = insert(_MESSAGES)
 #: The fanned-out endpoints' places move on to ``top``.
